@@ -1,0 +1,22 @@
+# The two commands: `make demo` (live demo of a sample call) and `make test` (the test suite).
+# Both create ./.venv on first use (scripts/bootstrap.sh).
+VENV ?= .venv
+export PYANNOTE_METRICS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup lint bench
+
+setup:
+	@bash scripts/bootstrap.sh
+
+demo: setup
+	$(VENV)/bin/callsense demo
+
+test: setup
+	$(VENV)/bin/ruff check callsense tests scripts
+	$(VENV)/bin/callsense models check
+	$(VENV)/bin/python -m pytest -q -ra
+
+bench: setup
+	$(VENV)/bin/callsense bench --quick

@@ -1,0 +1,131 @@
+"""Typed settings loaded from configs/*.yaml (pydantic validates; unknown keys are errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Strict):
+    # "bundled" means the weights shipped in the installed packages (docs/models.md);
+    # otherwise a local folder or a Hugging Face name (needs network on first use).
+    whisper: str = "bundled"
+    whisper_compute_type: str = "int8"
+    whisper_threads: int = 2
+    segmentation: str = "bundled"
+    embedding: str = "bundled"
+    text_embedder: str = "bundled"
+
+
+class AsrSettings(_Strict):
+    language: str | None = Field(None, description="ru, en, da, ... or null to detect per speaker")
+    languages: list[str] = ["ru", "en", "da"]
+    beam_size: int = 1
+    partial_interval_s: float = 1.0
+    min_silence_s: float = 0.5
+    max_utterance_s: float = 15.0
+    vad_threshold: float = 0.5
+    speech_pad_s: float = 0.2
+    no_speech_threshold: float = 0.6
+    compression_ratio_threshold: float = 2.4
+    log_prob_threshold: float = -1.0
+    shed_lag_s: float = 3.0
+
+
+class DiarizationSettings(_Strict):
+    num_speakers: int | None = None
+    max_speakers: int = 3
+    clustering_threshold: float = 0.7
+    window_s: float = 5.0
+    step_s: float = 0.5
+    echo_dominance_db: float = 10.0
+
+
+class EmotionSettings(_Strict):
+    uncertain_below: float = 0.45
+    smoothing: float = 0.5
+    baseline_turns: int = 3
+
+
+class HintSettings(_Strict):
+    cooldown_s: float = 20.0
+    silence_hold_s: float = 10.0
+    negative_valence: float = -0.35
+    arousal_rise: float = 0.35
+    overtalk_s: float = 1.0
+    interruptions_warn: int = 3
+    repeat_similarity: float = 0.88
+    playbooks_dir: Path = CONFIG_DIR / "playbooks"
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # token -> {"role": "supervisor"|"operator", "operator_id": ...}
+    tokens: dict[str, dict[str, str]] = {}
+    max_message_bytes: int = 1 << 20
+    max_messages_per_s: float = 200.0
+    console_queue: int = 500
+    replay_events: int = 5000
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    store: Path = Path("callsense-data/calls.sqlite")
+
+
+class ReportSettings(_Strict):
+    redact_pii: bool = True
+    keep_audio: bool = False
+    retention_days: int = 90
+    hold_s: float = 5.0
+    audit_dir: Path = CONFIG_DIR / "audit"
+
+
+class Settings(_Strict):
+    channels: list[Literal["operator", "customer", "unknown"]] = ["operator", "customer"]
+    sample_rate: int = 16000
+    chunk_ms: int = 100
+    models: ModelSettings = ModelSettings()
+    asr: AsrSettings = AsrSettings()
+    diarization: DiarizationSettings = DiarizationSettings()
+    emotion: EmotionSettings = EmotionSettings()
+    hints: HintSettings = HintSettings()
+    server: ServerSettings = ServerSettings()
+    report: ReportSettings = ReportSettings()
+
+
+class ConfigError(Exception):
+    """A config file is missing or invalid; the message says where and why."""
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    _merge(data, overrides or {})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid settings:\n{exc}") from exc
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,168 @@
+"""The event model: the one vocabulary every stage emits and the server sends.
+
+Every event carries the call id, a per-call sequence number that only grows, and the
+stream time (seconds of call audio since the call started). `SCHEMA_VERSION` changes
+whenever a field changes meaning; `callsense schema` prints the JSON schema.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = "1.0"
+
+Role = Literal["operator", "customer", "supervisor", "unknown"]
+Severity = Literal["info", "warning", "critical"]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: str = SCHEMA_VERSION
+    call_id: str = ""
+    seq: int = 0
+    t: float = Field(0.0, description="stream time in seconds since the call started")
+    wall: float = Field(default_factory=time.time, description="unix time the event was made")
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float = 1.0
+
+
+class CallStarted(_Base):
+    type: Literal["call_started"] = "call_started"
+    sample_rate: int
+    channels: list[Role]
+    source: str = "file"
+    operator_id: str | None = None
+    language: str | None = None
+
+
+class _Transcript(_Base):
+    speaker: str
+    role: Role = "unknown"
+    role_confidence: float = 1.0
+    start: float
+    end: float
+    text: str
+    words: list[Word] = []
+    language: str | None = None
+
+
+class TranscriptPartial(_Transcript):
+    type: Literal["transcript_partial"] = "transcript_partial"
+    stable_text: str = Field("", description="prefix agreed by consecutive hypotheses")
+
+
+class TranscriptFinal(_Transcript):
+    type: Literal["transcript_final"] = "transcript_final"
+    utterance_id: str = ""
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+class Emotion(_Base):
+    type: Literal["emotion"] = "emotion"
+    speaker: str
+    role: Role = "unknown"
+    utterance_id: str = ""
+    start: float
+    end: float
+    valence: float = Field(description="-1 (negative) .. +1 (positive)")
+    arousal: float = Field(description="-1 (calm) .. +1 (agitated), against the speaker's own baseline")
+    label: str = Field(description="anger, sadness, joy, fear, surprise, neutral or uncertain")
+    confidence: float
+    sentiment: str = "neutral"
+    evidence: dict[str, Any] = {}
+    trend: float = Field(0.0, description="smoothed valence change over the speaker's recent turns")
+
+
+class Hint(_Base):
+    type: Literal["hint"] = "hint"
+    hint_id: str
+    severity: Severity
+    reason: str
+    title: str
+    evidence: dict[str, Any] = {}
+    phrases: list[str] = []
+    speaker: str | None = None
+    to_supervisor: bool = False
+
+
+class HintFeedback(_Base):
+    type: Literal["hint_feedback"] = "hint_feedback"
+    hint_id: str
+    action: Literal["accepted", "dismissed"]
+    by: str = "operator"
+
+
+class Overlap(_Base):
+    type: Literal["overlap"] = "overlap"
+    start: float
+    end: float
+    interrupter: str
+    interrupted: str
+
+
+class Metrics(_Base):
+    type: Literal["metrics"] = "metrics"
+    lag_s: float = Field(description="how far processing is behind the live audio")
+    rtf: float | None = None
+    shedding: bool = False
+    shed_reason: str | None = None
+    stage_ms: dict[str, float] = {}
+
+
+class CallEnded(_Base):
+    type: Literal["call_ended"] = "call_ended"
+    duration_s: float
+    reason: str = "hangup"
+
+
+class Error(_Base):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    fatal: bool = False
+
+
+Event = Annotated[
+    CallStarted | TranscriptPartial | TranscriptFinal | Emotion | Hint | HintFeedback | Overlap
+    | Metrics | CallEnded | Error,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+FINAL_TYPES = frozenset({"transcript_final", "emotion", "hint", "call_started", "call_ended", "error"})
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> Event:
+    """Parse one event from JSON text or a dict; raises pydantic.ValidationError."""
+    if isinstance(data, dict):
+        return EVENT_ADAPTER.validate_python(data)
+    return EVENT_ADAPTER.validate_json(data)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = EVENT_ADAPTER.json_schema()
+    schema["title"] = f"callsense event v{SCHEMA_VERSION}"
+    return schema
+
+
+class Sequencer:
+    """Stamps events of one call with its id and a strictly increasing sequence number."""
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self._counter = itertools.count(1)
+
+    def stamp(self, event: _Base) -> _Base:
+        event.call_id = self.call_id
+        event.seq = next(self._counter)
+        return event

