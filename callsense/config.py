@@ -35,7 +35,7 @@ class AsrSettings(_Strict):
     partial_interval_s: float = 1.0
     min_silence_s: float = 0.5
     max_utterance_s: float = 15.0
-    vad_threshold: float = 0.5
+    vad_threshold: float = 0.4  # telephone-band speech scores lower in Silero than wideband
     speech_pad_s: float = 0.2
     no_speech_threshold: float = 0.6
     compression_ratio_threshold: float = 2.4
@@ -47,6 +47,8 @@ class DiarizationSettings(_Strict):
     num_speakers: int | None = None
     max_speakers: int = 3
     clustering_threshold: float = 0.7
+    stream_threshold: float = 0.3
+    stream_latency_s: float = 1.5
     window_s: float = 5.0
     step_s: float = 0.5
     echo_dominance_db: float = 10.0

@@ -328,6 +328,7 @@ class TwilioProtocol(IngestProtocol):
             meta = data.get("start") or {}
             tracks = meta.get("tracks") or ["inbound"]
             self._tracks = ["outbound", "inbound"] if len(tracks) > 1 else list(tracks)
+            self._pending: dict[str, list[np.ndarray]] = {t: [] for t in self._tracks}
             fmt = meta.get("mediaFormat") or {}
             params = meta.get("customParameters") or {}
             self._begin(StreamStart(
@@ -356,10 +357,16 @@ class TwilioProtocol(IngestProtocol):
         track = media.get("track", self._tracks[0])
         if track not in self._tracks:
             raise ProtocolError(f"media for unknown track {track!r}")
-        # Each track arrives in its own frames: place it on its channel, silence on the other.
-        mono = decode_pcm(payload, "mulaw", 1)[0]
-        block = np.zeros((len(self._tracks), mono.size), np.float32)
-        block[self._tracks.index(track)] = mono
+        # Tracks arrive as separate frames: buffer each, emit the part every track has reached.
+        self._pending[track].append(decode_pcm(payload, "mulaw", 1)[0])
+        ready = min(sum(a.size for a in self._pending[t]) for t in self._tracks)
+        if ready == 0:
+            return []
+        block = np.zeros((len(self._tracks), ready), np.float32)
+        for ch, t in enumerate(self._tracks):
+            data = np.concatenate(self._pending[t])
+            block[ch] = data[:ready]
+            self._pending[t] = [data[ready:]]
         chunk = self._chunker.push(block)
         return [chunk] if chunk else []
 

@@ -1,0 +1,266 @@
+"""`callsense` command line. Every sub-command runs the same streaming pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", message=r"\s*torchcodec")
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pyannote\..*")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+DEMO_CALL = SAMPLES / "ru_call_stereo.flac"
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from callsense.config import load_settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "language", None) and args.language != "auto":
+        overrides.setdefault("asr", {})["language"] = args.language
+    if getattr(args, "channels", None):
+        overrides["channels"] = args.channels.split(",")
+    if getattr(args, "num_speakers", None):
+        overrides.setdefault("diarization", {})["num_speakers"] = args.num_speakers
+    return load_settings(args.config, overrides)
+
+
+def _roles_for(path: Path, settings: Any, mono: bool = False) -> list[str]:
+    from callsense.sources import probe
+
+    info = probe(path)
+    if info.channels == 1 or mono:
+        return ["unknown"]
+    roles = list(settings.channels)[: info.channels]
+    return roles + ["unknown"] * (info.channels - len(roles))
+
+
+# --- models, schema -----------------------------------------------------------------------------
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from callsense import models
+
+    settings = _settings(args)
+    console = Console()
+    if args.action == "check":
+        results = models.check(settings.models)
+        for name, ok, msg in results:
+            console.print(f"{'[green]ok[/green]  ' if ok else '[red]FAIL[/red]'} {name:<15} {msg}")
+        bad = [r for r in results if not r[1]]
+        console.print(f"{len(results) - len(bad)} of {len(results)} models load" +
+                      ("" if not bad else " - install what is named above, then run `callsense models check`"))
+        return 1 if bad else 0
+    table = Table(title="models the pipeline uses")
+    for col in ("name", "purpose", "source", "path", "size", "sha256"):
+        table.add_column(col, overflow="fold")
+    for row in models.describe(settings.models):
+        if row["ok"]:
+            table.add_row(row["name"], row["purpose"], row["source"], row["path"],
+                          f"{row['size_bytes'] / 1e6:.1f} MB", row["sha256"])
+        else:
+            table.add_row(row["name"], row["purpose"], "[red]missing[/red]", row["error"], "", "")
+    console.print(table)
+    return 0
+
+
+@command("schema")
+def cmd_schema(args: argparse.Namespace) -> int:
+    from callsense.events import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+# --- transcribe, diarize --------------------------------------------------------------------------
+
+
+def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: bool = False, mono: bool = False,
+             on_event: Callable[[Any], None] | None = None, progress: bool = True) -> Any:
+    """A file through the streaming pipeline (the batch paths all come here)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from callsense.pipeline import CallPipeline, Models
+    from callsense.sources import FileSource
+
+    source = FileSource(path, chunk_ms=settings.chunk_ms if realtime else 500, realtime=realtime)
+    pipe = CallPipeline(settings, Models(settings), _roles_for(path, settings, mono), source="file",
+                        partials=partials)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), transient=True, disable=not progress or not sys.stderr.isatty()) as bar:
+        task = bar.add_task(path.name, total=source.info.duration)
+
+        def chunks() -> Any:
+            for chunk in source:
+                bar.update(task, completed=chunk.end)
+                yield chunk
+
+        pipe.run(chunks(), on_event)
+    if source.error:
+        from callsense.events import Error
+
+        pipe.events.append(pipe.seq.stamp(Error(code="truncated", message=source.error)))
+    return pipe
+
+
+@command("transcribe")
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from callsense.report import transcript_json, transcript_srt, transcript_text
+
+    settings = _settings(args)
+    pipe = run_file(Path(args.file), settings)
+    fmt = {"json": transcript_json, "text": transcript_text, "srt": transcript_srt}[args.format]
+    out = fmt(pipe.events)
+    print(json.dumps(out, ensure_ascii=False, indent=1) if isinstance(out, dict) else out)
+    _report_errors(pipe.events)
+    return 0
+
+
+@command("diarize")
+def cmd_diarize(args: argparse.Namespace) -> int:
+    from callsense.diarization import OfflineDiarizer, StreamingDiarizer
+    from callsense.sources import read_audio
+
+    settings = _settings(args)
+    audio = read_audio(args.file).mean(axis=0)
+    if args.streaming:
+        d = StreamingDiarizer(settings.models, settings.diarization)
+        for i in range(0, audio.size, 1600):
+            d.push(audio[i : i + 1600])
+        d.flush()
+        ann = d.annotation.support()
+    else:
+        ann = OfflineDiarizer(settings.models, settings.diarization)(audio, args.num_speakers)
+    ann.uri = Path(args.file).stem
+    if args.format == "rttm":
+        ann.write_rttm(sys.stdout)
+    else:
+        turns = [{"start": round(s.start, 3), "end": round(s.end, 3), "speaker": lbl}
+                 for s, _, lbl in ann.itertracks(yield_label=True)]
+        print(json.dumps({"file": args.file, "speakers": sorted(ann.labels()), "turns": turns}, indent=1))
+    return 0
+
+
+# --- analyze, demo ----------------------------------------------------------------------------------
+
+
+@command("analyze")
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from callsense.report import analyze_dialogue, write_report
+
+    settings = _settings(args)
+    path = Path(args.file)
+    if path.suffix.lower() == ".json":
+        events = analyze_dialogue(path, settings)
+    else:
+        events = run_file(path, settings, mono=args.mono).events
+    out = write_report(events, Path(args.out), settings, source=path.name)
+    Console().print(f"report: [bold]{out / 'report.html'}[/bold] and {out / 'report.json'}")
+    _report_errors(events)
+    return 0
+
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from callsense.demo import run_demo
+
+    return run_demo(_settings(args), Path(args.file), speed=args.speed, port=args.port)
+
+
+def _report_errors(events: list[Any]) -> None:
+    for ev in events:
+        if ev.type == "error":
+            print(f"warning: {ev.message}", file=sys.stderr)
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="callsense",
+        description="Live call analytics on a CPU: who speaks, what they say, how they feel, and hints "
+                    "for the operator. Start with `callsense demo`.",
+    )
+    p.add_argument("--config", type=Path, help="settings YAML (default: configs/default.yaml)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    m = sub.add_parser("models", help="list the models in use; `models check` loads each one")
+    m.add_argument("action", nargs="?", choices=["list", "check"], default="list")
+    sub.add_parser("schema", help="print the JSON schema of the events")
+
+    t = sub.add_parser("transcribe", help="transcribe a recording through the streaming pipeline")
+    t.add_argument("file")
+    t.add_argument("--language", choices=["ru", "en", "da", "auto"], default="auto")
+    t.add_argument("--channels", help="roles of a stereo file's channels, e.g. operator,customer")
+    t.add_argument("--format", choices=["json", "text", "srt"], default="json")
+
+    d = sub.add_parser("diarize", help="who spoke when (pyannote.audio), as RTTM or JSON")
+    d.add_argument("file")
+    d.add_argument("--num-speakers", type=int)
+    d.add_argument("--format", choices=["rttm", "json"], default="rttm")
+    d.add_argument("--streaming", action="store_true", help="use the live (rolling-window) diarizer")
+
+    a = sub.add_parser("analyze", help="post-call report for a recording or a chat transcript (.json)")
+    a.add_argument("file")
+    a.add_argument("--out", default="out/report")
+    a.add_argument("--language", choices=["ru", "en", "da", "auto"], default="auto")
+    a.add_argument("--channels")
+    a.add_argument("--mono", action="store_true", help="treat a stereo file as one mixed channel")
+
+    demo = sub.add_parser("demo", help="stream a sample call live through the pipeline to the console")
+    demo.add_argument("--file", default=str(DEMO_CALL))
+    demo.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
+    demo.add_argument("--port", type=int, default=0, help="server port (0 = any free port)")
+    from callsense import server_cli
+
+    server_cli.add_commands(sub, command)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from callsense.config import ConfigError
+    from callsense.models import ModelMissing
+    from callsense.sources import AudioError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except (ModelMissing, AudioError, ConfigError, FileNotFoundError) as exc:
+        print(f"callsense: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("callsense: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

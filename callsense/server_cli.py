@@ -1,0 +1,95 @@
+"""Sub-commands of the live service: serve, stream, console, enroll (registered by cli.build_parser)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Register = Callable[[str], Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]]
+
+
+def add_commands(sub: Any, command: Register) -> None:
+    s = sub.add_parser("serve", help="run the live service (ingest + consoles + web dashboard)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--audiosocket-port", type=int, help="also accept Asterisk AudioSocket on this TCP port")
+
+    st = sub.add_parser("stream", help="feed a recording to a server as a live call, in real time")
+    st.add_argument("file")
+    st.add_argument("--url", default="ws://127.0.0.1:8765")
+    st.add_argument("--token", default="dev-operator")
+    st.add_argument("--protocol", choices=["plain", "twilio", "audio_fork"], default="plain")
+    st.add_argument("--channels", help="roles of the file's channels, e.g. operator,customer")
+    st.add_argument("--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible")
+    st.add_argument("--call-id")
+
+    c = sub.add_parser("console", help="the operator's terminal console")
+    c.add_argument("--url", default="ws://127.0.0.1:8765")
+    c.add_argument("--token", default="dev-operator")
+    c.add_argument("--call", help="follow one call only")
+
+    e = sub.add_parser("enroll", help="store an operator's voiceprint from recordings of them")
+    e.add_argument("operator_id")
+    e.add_argument("files", nargs="+")
+
+    command("serve")(cmd_serve)
+    command("stream")(cmd_stream)
+    command("console")(cmd_console)
+    command("enroll")(cmd_enroll)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from callsense.cli import _settings
+    from callsense.server import CallServer
+
+    settings = _settings(args)
+
+    async def main() -> None:
+        server = CallServer(settings)
+        port = await server.start(args.host, args.port, args.audiosocket_port)
+        print(f"callsense serving on {'wss' if settings.server.certfile else 'ws'}://{args.host or settings.server.host}:"
+              f"{port} (dashboard at /, health at /health)" +
+              (f"; AudioSocket on tcp port {server.audiosocket_port}" if args.audiosocket_port is not None else ""))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("shutting down: finishing calls in flight\u2026")
+        await server.shutdown()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from callsense.stream import stream_file
+
+    roles = args.channels.split(",") if args.channels else None
+    result = asyncio.run(stream_file(args.file, args.url, args.token, args.protocol, roles=roles,
+                                     call_id=args.call_id, speed=args.speed))
+    print(f"call {result['call_id']} ended")
+    for err in result["errors"]:
+        print(f"server reported: {err}", file=sys.stderr)
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from callsense.console import run_console
+
+    return asyncio.run(run_console(args.url, args.token, args.call))
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from callsense.diarization import enroll
+    from callsense.sources import read_audio
+
+    clips = [read_audio(Path(f)).mean(axis=0) for f in args.files]
+    path = enroll(args.operator_id, clips)
+    print(f"voiceprint for {args.operator_id} stored in {path}")
+    return 0

@@ -1,0 +1,102 @@
+// callsense web dashboard: operator view + supervisor wall. Plain JS, no build step.
+"use strict";
+const state = { calls: {}, selected: null, last: {}, ws: null, token: null };
+
+function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
+
+function call(id) {
+  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], hints: {}, order: [], risk: 0, lag: 0, t: 0, customer: null, ended: false };
+}
+
+function apply(ev) {
+  state.last[ev.call_id] = Math.max(state.last[ev.call_id] || 0, ev.seq);
+  const c = call(ev.call_id); c.t = Math.max(c.t, ev.t);
+  switch (ev.type) {
+    case "call_started": c.operator = ev.operator_id || ""; break;
+    case "transcript_partial": c.partials[ev.speaker] = ev; break;
+    case "transcript_final": delete c.partials[ev.speaker]; c.finals.push(ev); break;
+    case "emotion": c.emotions.push(ev); if (ev.role === "customer") { c.customer = ev; c.risk = Math.max(0, -ev.valence) + Math.max(0, ev.arousal); } break;
+    case "hint": c.hints[ev.hint_id] = { ev, action: null }; c.order.unshift(ev.hint_id); c.risk += ev.severity === "critical" ? 1 : ev.severity === "warning" ? 0.3 : 0; break;
+    case "hint_feedback": if (c.hints[ev.hint_id]) c.hints[ev.hint_id].action = ev.action; break;
+    case "metrics": c.lag = ev.lag_s; break;
+    case "call_ended": c.ended = true; break;
+  }
+  if (!state.selected) state.selected = ev.call_id;
+}
+
+function renderWall() {
+  const body = document.querySelector("#calls tbody"); body.replaceChildren();
+  Object.values(state.calls).sort((a, b) => b.risk - a.risk).forEach(c => {
+    const tr = el("tr", c.id === state.selected ? "sel" : ""); tr.dataset.call = c.id;
+    tr.append(el("td", "", c.id + (c.ended ? " (ended)" : "")), el("td", "", c.operator),
+      el("td", "", c.customer ? c.customer.label : "-"), el("td", "risk", c.risk.toFixed(2)), el("td", "", c.lag.toFixed(1) + "s"));
+    tr.onclick = () => { state.selected = c.id; render(); };
+    body.append(tr);
+  });
+}
+
+function renderChart(c) {
+  const svg = document.getElementById("chart"); svg.replaceChildren();
+  const ns = "http://www.w3.org/2000/svg", dur = Math.max(c.t, 1);
+  const mid = document.createElementNS(ns, "line");
+  Object.entries({ x1: 0, y1: 60, x2: 600, y2: 60, stroke: "#bbb", "stroke-dasharray": "4" }).forEach(([k, v]) => mid.setAttribute(k, v));
+  svg.append(mid);
+  for (const [role, color] of [["operator", "#0b6e99"], ["customer", "#8e24aa"]]) {
+    const pts = c.emotions.filter(e => e.role === role).map(e => `${(e.end / dur * 600).toFixed(1)},${(60 - e.valence * 54).toFixed(1)}`);
+    if (!pts.length) continue;
+    const pl = document.createElementNS(ns, "polyline");
+    pl.setAttribute("points", pts.join(" ")); pl.setAttribute("fill", "none"); pl.setAttribute("stroke", color); pl.setAttribute("stroke-width", "2");
+    pl.dataset.role = role; svg.append(pl);
+  }
+}
+
+function renderHints(c) {
+  const box = document.getElementById("hints"); box.replaceChildren();
+  c.order.slice(0, 4).forEach(id => {
+    const { ev, action } = c.hints[id];
+    const card = el("div", "hint " + ev.severity); card.dataset.hint = id;
+    card.append(el("b", "", ev.severity.toUpperCase() + ": "), el("span", "", ev.title));
+    ev.phrases.forEach(p => card.append(el("div", "phr", "\u201c" + p + "\u201d")));
+    if (action) card.append(el("div", "done", action));
+    else for (const a of ["accepted", "dismissed"]) {
+      const b = el("button", "btn-" + a, a === "accepted" ? "accept" : "dismiss");
+      b.onclick = () => state.ws.send(JSON.stringify({ type: "feedback", call_id: c.id, hint_id: id, action: a }));
+      card.append(b);
+    }
+    box.append(card);
+  });
+}
+
+function renderTranscript(c) {
+  const box = document.getElementById("transcript"); box.replaceChildren();
+  const emo = Object.fromEntries(c.emotions.map(e => [e.utterance_id, e]));
+  c.finals.slice(-40).forEach(f => {
+    const line = el("div", "line final"); line.append(el("b", f.role, f.role + ": "), el("span", "", f.text));
+    const e = emo[f.utterance_id]; if (e) line.append(el("span", "tag " + e.label, e.label));
+    box.append(line);
+  });
+  Object.values(c.partials).forEach(p => box.append(el("div", "line partial", p.role + ": " + p.text + " \u2026")));
+}
+
+function render() {
+  renderWall();
+  const c = state.calls[state.selected]; if (!c) return;
+  document.getElementById("call-id").textContent = c.id;
+  document.getElementById("timer").textContent = `${Math.floor(c.t / 60)}:${String(Math.floor(c.t % 60)).padStart(2, "0")} lag ${c.lag.toFixed(1)}s`;
+  renderChart(c); renderHints(c); renderTranscript(c);
+}
+
+function connect(token) {
+  state.token = token;
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/console?token=${encodeURIComponent(token)}`);
+  state.ws = ws;
+  ws.onopen = () => { ws.send(JSON.stringify({ type: "resume", after: state.last })); document.getElementById("status").textContent = "connected"; };
+  ws.onmessage = m => { const d = JSON.parse(m.data); if (d.type === "notice" || d.type === "error") { document.getElementById("status").textContent = d.message; return; } apply(d); render(); };
+  ws.onclose = e => {
+    document.getElementById("status").textContent = "disconnected: " + (e.reason || e.code);
+    if (e.code !== 4001) setTimeout(() => connect(token), 1000);
+  };
+}
+
+document.getElementById("login").onsubmit = e => { e.preventDefault(); connect(document.getElementById("token").value); };
+const t = new URLSearchParams(location.search).get("token"); if (t) { document.getElementById("token").value = t; connect(t); }

