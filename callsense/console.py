@@ -49,7 +49,11 @@ class ConsoleView:
             self.partials[ev.speaker] = ev
         elif kind == "transcript_final":
             self.partials.pop(ev.speaker, None)
-            self.lines.append([ev, None])
+            # channels finish utterances at different moments: keep the transcript in speaking order
+            pos = len(self.lines)
+            while pos > 0 and self.lines[pos - 1][0].start > ev.start:
+                pos -= 1
+            self.lines.insert(pos, [ev, None])
         elif kind == "emotion":
             self.state[ev.role] = ev
             for line in reversed(self.lines):

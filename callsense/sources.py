@@ -256,17 +256,32 @@ class IngestProtocol:
     def _begin(self, start: StreamStart) -> None:
         if start.encoding not in ENCODINGS:
             raise ProtocolError(f"unknown encoding {start.encoding!r}; use one of {', '.join(ENCODINGS)}")
-        self._chunker = Chunker(start.sample_rate, len(start.roles))
+        try:
+            self._chunker = Chunker(start.sample_rate, len(start.roles))
+        except AudioError as exc:
+            raise ProtocolError(str(exc)) from exc
         self.start = start
 
     def _pcm(self, data: bytes) -> list[AudioChunk]:
         if self.start is None or self._chunker is None:
             raise ProtocolError("audio arrived before the start message")
-        chunk = self._chunker.push(decode_pcm(data, self.start.encoding, len(self.start.roles)))
+        try:
+            pcm = decode_pcm(data, self.start.encoding, len(self.start.roles))
+        except AudioError as exc:
+            raise ProtocolError(str(exc)) from exc
+        chunk = self._chunker.push(pcm)
         return [chunk] if chunk else []
 
     def feed(self, message: str | bytes) -> list[AudioChunk]:
         raise NotImplementedError
+
+    def _stop(self) -> list[AudioChunk]:
+        """End of stream: the resampler's tail is audio too."""
+        self.ended = True
+        if self._chunker is None or self.start is None:
+            return []
+        chunk = self._chunker.push(np.zeros((len(self.start.roles), 0), np.float32), last=True)
+        return [chunk] if chunk else []
 
     @staticmethod
     def _json(message: str | bytes) -> dict[str, Any]:
@@ -302,8 +317,7 @@ class PlainProtocol(IngestProtocol):
                 raise ProtocolError(f"start message needs call_id and sample_rate: {exc}") from exc
             return []
         if kind == "stop":
-            self.ended = True
-            return []
+            return self._stop()
         raise ProtocolError(f"unknown message type {kind!r}; expected start, stop or binary audio")
 
 
@@ -341,8 +355,7 @@ class TwilioProtocol(IngestProtocol):
         if event == "media":
             return self._media(data.get("media") or {})
         if event == "stop":
-            self.ended = True
-            return []
+            return self._stop()
         if event in ("mark", "dtmf"):
             return []
         raise ProtocolError(f"unknown Twilio event {event!r}")
@@ -392,7 +405,7 @@ class AudioForkProtocol(IngestProtocol):
             ))
             return []
         if data.get("type") in ("stop", "hangup"):
-            self.ended = True
+            return self._stop()
         return []
 
 
@@ -436,7 +449,8 @@ class AudioSocketParser:
             return [chunk] if chunk else []
         if kind in (self.HANGUP, self.ERROR):
             self.ended = True
-            return []
+            tail = self._chunker.push(np.zeros((1, 0), np.float32), last=True)  # resampler's tail
+            return [tail] if tail else []
         raise ProtocolError(f"unknown AudioSocket frame type 0x{kind:02x}")
 
     @staticmethod

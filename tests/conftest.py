@@ -1,0 +1,40 @@
+"""Shared fixtures: real data from ../shared/data, real models loaded once per session."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=r"\s*torchcodec")
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("CALLSENSE_DATA", ROOT.parent / "shared" / "data"))
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    if not DATA.exists():
+        pytest.skip(f"shared data not found at {DATA} (set CALLSENSE_DATA)")
+    return DATA
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from callsense.config import load_settings
+
+    s = load_settings()
+    s.server.store = tmp_path / "store" / "calls.sqlite"
+    return s
+
+
+@pytest.fixture(scope="session")
+def models():
+    from callsense.config import load_settings
+    from callsense.pipeline import Models
+
+    return Models(load_settings())

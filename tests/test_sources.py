@@ -1,0 +1,116 @@
+import audioop  # reference G.711 codec from the standard library (deprecated, still in 3.11)
+import base64
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from callsense.sources import (
+    AudioError,
+    AudioSocketParser,
+    FileSource,
+    PlainProtocol,
+    ProtocolError,
+    TwilioProtocol,
+    decode_pcm,
+    encode_mulaw,
+    probe,
+    read_audio,
+)
+
+
+def test_g711_tables_match_reference():
+    raw = bytes(range(256))
+    ulaw = np.frombuffer(audioop.ulaw2lin(raw, 2), "<i2") / 32768
+    alaw = np.frombuffer(audioop.alaw2lin(raw, 2), "<i2") / 32768
+    assert np.array_equal(decode_pcm(raw, "mulaw")[0], ulaw.astype(np.float32))
+    assert np.array_equal(decode_pcm(raw, "alaw")[0], alaw.astype(np.float32))
+
+
+def test_mulaw_encoder_round_trips_real_speech(data):
+    speech = read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0][:16000]
+    back = decode_pcm(encode_mulaw(speech), "mulaw")[0]
+    snr = 10 * np.log10(np.sum(speech**2) / np.sum((speech - back) ** 2))
+    assert snr > 25  # G.711 gives about 38 dB on speech
+
+
+def test_phone_audio_is_resampled_to_16k(data):
+    path = data / "asr" / "en_phone_prompts" / "audio" / "vm-intro.flac"
+    info = probe(path)
+    assert info.sample_rate == 8000
+    audio = read_audio(path)
+    assert audio.shape[0] == 1
+    assert abs(audio.shape[1] / 16000 - info.duration) < 0.01
+
+
+def test_truncated_file_keeps_what_was_decoded(data, tmp_path):
+    src = data / "asr" / "ru_read_msu" / "audio" / "ru_0001.flac"
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    source = FileSource(cut)
+    decoded = sum(c.audio.shape[1] for c in source) / 16000
+    assert decoded > 2.0  # the first half is still there
+    if source.error:  # libsndfile may or may not notice the cut; when it does we say so
+        assert "decoding stopped" in source.error
+
+
+def test_corrupt_and_empty_files_get_clear_errors(tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    with pytest.raises(AudioError, match="cannot decode"):
+        probe(junk)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match="no audio"):
+        probe(empty)
+    with pytest.raises(AudioError, match="no such file"):
+        probe(tmp_path / "missing.flac")
+
+
+def test_plain_protocol_errors_do_not_end_the_stream():
+    p = PlainProtocol()
+    with pytest.raises(ProtocolError, match="before the start"):
+        p.feed(b"\x00\x00")
+    p.feed(json.dumps({"type": "start", "call_id": "c", "sample_rate": 8000, "encoding": "s16le",
+                       "channels": ["operator", "customer"]}))
+    with pytest.raises(ProtocolError, match="whole number"):
+        p.feed(b"\x00" * 6)  # 1.5 stereo frames
+    chunks = p.feed(b"\x00" * 3200)  # 800 stereo frames at 8 kHz = 0.1 s
+    total = sum(c.audio.shape[1] for c in chunks)
+    assert all(c.audio.shape[0] == 2 for c in chunks)
+    assert total <= 1600
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        p.feed("{oops")
+    with pytest.raises(ProtocolError, match="sample rate"):
+        PlainProtocol().feed(json.dumps({"type": "start", "call_id": "c", "sample_rate": 123}))
+
+
+def test_twilio_tracks_are_aligned_not_concatenated():
+    p = TwilioProtocol()
+    p.feed(json.dumps({"event": "connected"}))
+    p.feed(json.dumps({"event": "start", "start": {"callSid": "CA1", "tracks": ["inbound", "outbound"],
+                                                   "mediaFormat": {"sampleRate": 8000}}}))
+    assert p.start.roles == ["operator", "customer"]
+    tone = (0.3 * np.sin(np.arange(1600) / 8000 * 2 * np.pi * 440)).astype(np.float32)
+    payload = base64.b64encode(encode_mulaw(tone)).decode()
+    out = p.feed(json.dumps({"event": "media", "media": {"track": "inbound", "payload": payload}}))
+    out += p.feed(json.dumps({"event": "media", "media": {"track": "outbound", "payload": payload}}))
+    out += p.feed(json.dumps({"event": "stop"}))
+    samples = sum(c.audio.shape[1] for c in out)
+    assert 2800 < samples <= 3200  # 0.2 s of call time at 16 kHz, not 0.4 s
+    assert p.ended
+
+
+def test_audiosocket_frames():
+    parser = AudioSocketParser()
+    stream = (AudioSocketParser.frame(0x01, bytes(range(16))) + AudioSocketParser.frame(0x10, b"\x00\x01" * 320)
+              + AudioSocketParser.frame(0x00))
+    chunks = []
+    for i in range(0, len(stream), 7):  # arbitrary TCP segmentation
+        chunks += parser.feed(stream[i : i + 7])
+    assert parser.uuid == bytes(range(16)).hex()
+    assert parser.ended
+    assert sum(c.audio.shape[1] for c in chunks) > 0
+    with pytest.raises(ProtocolError, match="unknown AudioSocket"):
+        AudioSocketParser().feed(AudioSocketParser.frame(0x42, b"x"))
