@@ -50,7 +50,8 @@ INTENTS: dict[str, tuple[str, list[str]]] = {
     "repeat_caller": ("warning", [
         r"\b(звоню|звонил\w*|обращаюсь|обращал\w*)\b.{0,20}\b(уже )?(\d+|два|три|четыре|пять|несколько|"
         r"десят\w*|много|который|сотый|третий|пятый) (раз|раза|день)",
-        r"\b(уже|снова|опять) (звоню|обращаюсь)", r"\b(called|calling|phoned|contacted you)\b.{0,20}"
+        r"\b(уже|снова|опять) (звоню|обращаюсь)",
+        r"\b(второй|третий|четв[её]ртый|пятый|десятый|который|\d+-?(й|ый|ий)) раз\b.{0,15}\b(звон\w*|обращ\w*)", r"\b(called|calling|phoned|contacted you)\b.{0,20}"
         r"\b(\d+|two|three|four|five|several|many|multiple) times", r"\bthe (third|fourth|fifth|\w+th) time\b",
         r"\b(again and again|keep calling|called before)\b",
     ]),
@@ -61,8 +62,8 @@ OPERATOR_RED_FLAGS = [
     r"\b(calm down|not my problem|nothing i can do|your own fault|i can't help you)\b",
 ]
 NAME_PATTERNS = [
-    r"\bменя зовут ([А-ЯЁ][а-яё]+(?: [А-ЯЁ][а-яё]+)?)", r"\bэто ([А-ЯЁ][а-яё]+ [А-ЯЁ][а-яё]+)\b",
-    r"\bmy name is ([A-Z][a-z]+(?: [A-Z][a-z]+)?)", r"\bthis is ([A-Z][a-z]+ [A-Z][a-z]+)\b",
+    r"\b(?i:меня зовут) ([А-ЯЁ][а-яё]+(?: [А-ЯЁ][а-яё]+)?)", r"\b(?i:это) ([А-ЯЁ][а-яё]+ [А-ЯЁ][а-яё]+)\b",
+    r"\b(?i:my name is) ([A-Z][a-z]+(?: [A-Z][a-z]+)?)", r"\b(?i:this is) ([A-Z][a-z]+ [A-Z][a-z]+)\b",
 ]
 
 

@@ -125,7 +125,9 @@ class CallServer:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(room.worker, 60)
         if self._server:
-            self._server.close()
+            # close() was already called (it only works once): close the remaining consoles ourselves
+            for conn in list(self._server.connections):
+                await conn.close(1001, "server shutting down; reconnect and resume")
             await self._server.wait_closed()
         self.executor.shutdown(wait=True)
 
@@ -312,7 +314,15 @@ class CallServer:
                         if ev.seq > sent.get(ev.call_id, 0):
                             await ws.send(ev.model_dump_json())
                             sent[ev.call_id] = ev.seq
-            await asyncio.gather(self._console_send(ws, console, sent, call), self._console_recv(ws, console))
+            tasks = [asyncio.create_task(self._console_send(ws, console, sent, call)),
+                     asyncio.create_task(self._console_recv(ws, console))]
+            # whichever side ends first (client gone, too slow, server closing) ends the other
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if task.exception() and not isinstance(task.exception(), ConnectionClosed):
+                    raise task.exception()  # type: ignore[misc]
         except ConnectionClosed:
             pass
         finally:

@@ -1,0 +1,69 @@
+import time
+
+import numpy as np
+import pytest
+
+from callsense.datasets import emotion_speech
+from callsense.fusion import Fuser
+from callsense.prosody import features, vector
+from callsense.sources import read_audio
+
+pytestmark = pytest.mark.slow
+
+
+def test_text_model_reads_polarity_in_both_languages(models):
+    tm = models.get("text_emotion")
+    neg_ru, pos_ru, neg_en, pos_en = tm.score([
+        "Это возмутительно, вы опять списали с меня деньги без предупреждения!",
+        "Спасибо вам огромное, вы очень помогли, всё работает.",
+        "This is outrageous, you charged me twice and nobody helps!",
+        "Thank you so much, that was really helpful.",
+    ])
+    assert neg_ru.valence < 0 < pos_ru.valence
+    assert neg_en.valence < 0 < pos_en.valence
+    assert neg_en.label in ("anger", "sadness")
+
+
+def test_speech_model_ranks_anger_above_neutral_for_each_speaker(models, data):
+    """On acted speech, each speaker's angry clips score higher arousal than their neutral ones."""
+    model = models.get("speech_emotion")
+    items = [i for i in emotion_speech(data) if i.emotion in ("anger", "neutral")]
+    by_speaker: dict[str, dict[str, list[float]]] = {}
+    for item in items[::2]:
+        f = features(read_audio(item.path)[0])
+        if f is None:
+            continue
+        by_speaker.setdefault(item.speaker, {}).setdefault(item.emotion, []).append(vector(f))
+    wins = 0
+    for groups in by_speaker.values():
+        allx = np.vstack(groups["anger"] + groups["neutral"])
+        mean, std = allx.mean(0), allx.std(0) + 1e-6
+        arousal = {k: np.mean([model.predict_z((x - mean) / std).arousal for x in v]) for k, v in groups.items()}
+        wins += arousal["anger"] > arousal["neutral"]
+    assert wins >= len(by_speaker) - 1
+
+
+def test_turn_scoring_is_fast_and_explained(models, data):
+    audio = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0]
+    speech, text = models.get("speech_emotion"), models.get("text_emotion")
+    baseline = speech.new_baseline()
+    start = time.perf_counter()
+    scored = speech.score_turn(audio, baseline)
+    words = text.score(["Со спокойным мужеством Скайлс ожидал всего в этом безумном городе."])[0]
+    elapsed = time.perf_counter() - start
+    assert scored is not None and baseline.n == 1
+    emo = Fuser(__import__("callsense.config", fromlist=["EmotionSettings"]).EmotionSettings()).fuse(
+        "ch1", "customer", 0.0, 6.1, "u1", "text", words, scored[0])
+    assert -1 <= emo.valence <= 1 and -1 <= emo.arousal <= 1
+    assert "voice" in emo.evidence and "text" in emo.evidence
+    assert elapsed < 5.0  # a sanity bound only; the per-turn figure is measured by `callsense bench`
+
+
+def test_uncertain_when_signals_are_weak():
+    from callsense.config import EmotionSettings
+    from callsense.text_emotion import TextScores
+
+    flat = TextScores({k: 1 / 6 for k in ("anger", "sadness", "joy", "fear", "surprise", "neutral")},
+                      {"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3})
+    emo = Fuser(EmotionSettings()).fuse("s", "customer", 0, 1, "u", "mm", flat, None)
+    assert emo.label == "uncertain"

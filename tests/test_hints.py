@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from callsense.config import HintSettings
+from callsense.events import TranscriptFinal
+from callsense.hints import HintEngine
+
+pytestmark = pytest.mark.slow
+
+
+def _final(role, text, start, lang="ru", n=[0]):
+    n[0] += 1
+    return TranscriptFinal(speaker=role, role=role, start=start, end=start + 2, text=text, language=lang,
+                           utterance_id=f"u{n[0]}")
+
+
+def _run(turns, lang="ru", **settings):
+    engine = HintEngine(HintSettings(**settings), language=lang)
+    hints = []
+    for i, (role, text) in enumerate(turns):
+        hints += engine.on_final(_final(role, text, i * 4.0, lang))
+    return hints
+
+
+def test_russian_escalation_intents_fire_with_filled_phrases():
+    hints = _run([
+        ("operator", "Добрый день, банк Восток, меня зовут Анна. Чем могу помочь?"),
+        ("customer", "Меня зовут Игорь Петров. У меня проблема с переводом на карту сестры."),
+        ("customer", "Я уже третий раз звоню по этому вопросу!"),
+        ("customer", "Позовите вашего руководителя, я буду жаловаться в Центробанк."),
+    ])
+    reasons = {h.reason for h in hints}
+    assert {"repeat_caller", "supervisor_request", "complaint_threat"} <= reasons
+    critical = [h for h in hints if h.severity == "critical"]
+    assert critical and all(h.to_supervisor for h in critical)
+    sup = next(h for h in hints if h.reason == "supervisor_request")
+    assert sup.phrases and any("Игорь" in p for p in sup.phrases)
+    assert "руководител" in sup.evidence["quote"].lower()
+
+
+def test_calm_call_and_operator_apology_raise_nothing():
+    hints = _run([
+        ("operator", "Здравствуйте, банк Восток, меня зовут Анна."),
+        ("customer", "Добрый день, хочу узнать остаток по вкладу."),
+        ("operator", "Извините за ожидание, приношу извинения за неудобства. Остаток сорок тысяч рублей."),
+        ("customer", "Спасибо, всё понятно."),
+        ("operator", "Могу ли я ещё чем-то помочь? Всего доброго!"),
+    ])
+    assert hints == []
+
+
+def test_english_close_account_and_cooldown():
+    hints = _run([
+        ("customer", "I want to close my account today."),
+        ("customer", "Seriously, close my account."),
+    ], lang="en", cooldown_s=30)
+    assert [h.reason for h in hints] == ["close_account"]  # the second is within the cooldown
+    assert all("{" not in p for p in hints[0].phrases)  # no unfilled placeholders
+
+
+def test_placeholders_are_never_left_unfilled():
+    engine = HintEngine(HintSettings(), language="en")
+    assert all("{" not in p for p in engine.phrases("customer_upset", k=5))
+    engine.customer_name, engine.problem = "Jane", "your card payment"
+    assert any("Jane" in p for p in engine.phrases("customer_upset", k=5))
+
+
+def test_operator_red_flag_is_a_warning_for_the_operator():
+    hints = _run([("operator", "Успокойтесь, это не мои проблемы.")])
+    assert [h.reason for h in hints] == ["operator_tone"]
+
+
+def test_chat_transcript_analysis(settings, data, tmp_path):
+    from callsense.report import analyze_dialogue
+
+    dialogue = {"language": "en", "turns": [
+        {"role": "operator", "text": "Thank you for calling, my name is Sam. How can I help?"},
+        {"role": "customer", "text": "I've called three times about a double charge on my card and nobody fixed it."},
+        {"role": "customer", "text": "I want to speak to a manager right now."},
+    ]}
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps(dialogue))
+    events = analyze_dialogue(path, settings)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "call_started" and kinds[-1] == "call_ended"
+    assert kinds.count("emotion") == 3
+    reasons = {e.reason for e in events if e.type == "hint"}
+    assert {"repeat_caller", "supervisor_request"} <= reasons
+    # ABCD's own format is accepted too
+    abcd = analyze_dialogue(data / "dialogues" / "en_abcd_sample" / "abcd_sample.json", settings)
+    assert sum(e.type == "transcript_final" for e in abcd) > 5

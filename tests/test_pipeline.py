@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from callsense.pipeline import CallPipeline
+from callsense.report import build_report, write_report
+from callsense.sources import FileSource
+
+pytestmark = pytest.mark.slow
+SAMPLE = "ru_call_stereo"
+
+
+@pytest.fixture(scope="module")
+def stereo_events(models):
+    from callsense.config import load_settings
+    from tests.conftest import SAMPLES
+
+    pipe = CallPipeline(load_settings(), models, ["operator", "customer"], call_id="t1")
+    return pipe.run(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100))
+
+
+def test_events_are_ordered_and_complete(stereo_events):
+    seqs = [e.seq for e in stereo_events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert stereo_events[0].type == "call_started" and stereo_events[-1].type == "call_ended"
+    assert {e.call_id for e in stereo_events} == {"t1"}
+    times = [e.t for e in stereo_events]
+    assert times == sorted(times)
+
+
+def test_both_parties_are_transcribed_on_their_channel(stereo_events):
+    from tests.conftest import SAMPLES
+
+    ref = json.loads((SAMPLES / f"{SAMPLE}.json").read_text())
+    finals = [e for e in stereo_events if e.type == "transcript_final"]
+    for role in ("operator", "customer"):
+        ours = [f for f in finals if f.role == role]
+        theirs = [t for t in ref["turns"] if t["role"] == role]
+        assert ours, role
+        # most of every final is this party's own reference speech: no phantom turns from the other channel
+        for f in ours:
+            covered = sum(max(0.0, min(f.end, t["end"]) - max(f.start, t["start"])) for t in theirs)
+            assert covered >= 0.5 * (f.end - f.start), (role, f.text)
+    emotions = [e for e in stereo_events if e.type == "emotion"]
+    assert {e.utterance_id for e in emotions} == {f.utterance_id for f in finals}
+
+
+def test_hold_and_overtalk_are_noticed_and_calm_call_not_escalated(stereo_events):
+    hints = [e for e in stereo_events if e.type == "hint"]
+    assert "long_silence" in {h.reason for h in hints}
+    assert not [h for h in hints if h.severity == "critical"]
+    overlaps = [e for e in stereo_events if e.type == "overlap"]
+    assert overlaps and all(o.interrupter == "ch0" for o in overlaps)  # the operator talks over the customer
+
+
+def test_report_from_the_same_events(stereo_events, settings, tmp_path):
+    report = build_report(stereo_events, settings, SAMPLE)
+    m = report["metrics"]
+    assert m["silences"] and max(s["s"] for s in m["silences"]) >= 10
+    assert m["interruptions"].get("operator", 0) >= 1
+    assert 0 <= report["quality"]["score"] <= 100
+    assert {c["id"] for c in report["compliance"]} >= {"greeting", "farewell"}
+    out = write_report(stereo_events, tmp_path / "r", settings, SAMPLE)
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "quality-score" in html
+    assert json.loads((out / "report.json").read_text())["call_id"] == "t1"
