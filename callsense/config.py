@@ -32,7 +32,7 @@ class AsrSettings(_Strict):
     language: str | None = Field(None, description="ru, en, da, ... or null to detect per speaker")
     languages: list[str] = ["ru", "en", "da"]
     beam_size: int = 1
-    partial_interval_s: float = 1.0
+    partial_interval_s: float = 1.5  # each partial is a full Whisper encoder pass on the CPU
     min_silence_s: float = 0.5
     max_utterance_s: float = 15.0
     vad_threshold: float = 0.4  # telephone-band speech scores lower in Silero than wideband
@@ -40,7 +40,7 @@ class AsrSettings(_Strict):
     no_speech_threshold: float = 0.6
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
-    shed_lag_s: float = 3.0
+    shed_lag_s: float = 1.0
 
 
 class DiarizationSettings(_Strict):

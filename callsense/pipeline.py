@@ -80,8 +80,14 @@ class Models:
         raise KeyError(name)
 
     def warm(self, mono: bool = False) -> None:
+        """Load the models and run each once, so the first call does not pay for initialisation."""
         for name in ("whisper", "speech_emotion", "text_emotion") + (("segmentation", "embedding") if mono else ()):
             self.get(name)
+        if "warm" not in self._cache:
+            tone = (0.1 * np.sin(np.arange(SR) * 2 * np.pi * 220 / SR)).astype(np.float32)
+            list(self.get("whisper").transcribe(tone, language="en", beam_size=1)[0])
+            self.get("text_emotion").score(["hello"])
+            self._cache["warm"] = True
 
 
 class ChannelAudio:

@@ -37,6 +37,22 @@ def add_commands(sub: Any, command: Register) -> None:
     e.add_argument("operator_id")
     e.add_argument("files", nargs="+")
 
+    au = sub.add_parser("audit", help="audit every recording in a folder (resumable, parallel)")
+    au.add_argument("folder")
+    au.add_argument("--out", default="out/audit")
+    au.add_argument("--workers", type=int, default=1)
+    au.add_argument("--engine", choices=["local", "dask"], default="local")
+    au.add_argument("--address", help="dask scheduler address (default: a local cluster)")
+
+    b = sub.add_parser("bench", help="measure speed, latency, load and accuracy on this machine")
+    b.add_argument("--quick", action="store_true", help="a few minutes instead of the full run")
+    b.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    b.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data",
+                   help="labelled data in the layout of ../shared/data")
+    b.add_argument("--only", help="comma-separated: asr,live,diarization,text_emotion,speech_emotion,load,audit")
+
+    command("audit")(cmd_audit)
+    command("bench")(cmd_bench)
     command("serve")(cmd_serve)
     command("stream")(cmd_stream)
     command("console")(cmd_console)
@@ -93,3 +109,21 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     path = enroll(args.operator_id, clips)
     print(f"voiceprint for {args.operator_id} stored in {path}")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from callsense.audit import run_audit
+    from callsense.cli import _settings
+
+    summary = run_audit(Path(args.folder), Path(args.out), _settings(args), args.workers, args.engine, args.address)
+    print(f"audited {summary['calls']} calls ({summary['audio_hours']} h), {summary['failed']} failed; "
+          f"summary: {Path(args.out) / 'summary.html'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from callsense.bench import main_bench
+    from callsense.cli import _settings
+
+    only = args.only.split(",") if args.only else None
+    return main_bench(_settings(args), args.data, args.quick, args.json, only)

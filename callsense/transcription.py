@@ -74,12 +74,15 @@ class WhisperDecoder:
         return lang, p / total
 
     def decode(self, audio: np.ndarray, language: str | None, words: bool, offset: float) -> Hypothesis:
+        """`words=True` is a final: word timestamps and a temperature fallback for failed decodes.
+        Partials (`words=False`) decode once, greedily: each costs a full encoder pass on a CPU."""
         s = self.settings
         segments, info = self.model.transcribe(
             audio, language=language, beam_size=s.beam_size, word_timestamps=words,
             vad_filter=False, condition_on_previous_text=False, without_timestamps=not words,
             no_speech_threshold=s.no_speech_threshold, log_prob_threshold=s.log_prob_threshold,
-            compression_ratio_threshold=s.compression_ratio_threshold, temperature=[0.0, 0.2, 0.4],
+            compression_ratio_threshold=s.compression_ratio_threshold,
+            temperature=[0.0, 0.4] if words else [0.0],
         )
         kept, out_words, logprobs, nsp = [], [], [], []
         for seg in segments:
@@ -173,8 +176,10 @@ class StreamingTranscriber:
         if utt.samples >= self.settings.max_utterance_s * SR:
             return self._cut_long_utterance()
         due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SR
-        if not due or self.skip_partials or utt.samples < 0.5 * SR:
+        if not due or self.skip_partials or utt.samples < 0.8 * SR:
             return []
+        if self.language is None and not self._language_votes:
+            self._maybe_detect_language(utt.array())  # once per speaker, then partials reuse it
         utt.last_partial_at = utt.samples
         hyp = self._decode(utt.array(), words=False, offset=utt.start_sample / SR)
         words = hyp.text.split()

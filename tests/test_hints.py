@@ -9,10 +9,9 @@ from callsense.hints import HintEngine
 pytestmark = pytest.mark.slow
 
 
-def _final(role, text, start, lang="ru", n=[0]):
-    n[0] += 1
+def _final(role, text, start, lang="ru"):
     return TranscriptFinal(speaker=role, role=role, start=start, end=start + 2, text=text, language=lang,
-                           utterance_id=f"u{n[0]}")
+                           utterance_id=f"u{start:g}")
 
 
 def _run(turns, lang="ru", **settings):

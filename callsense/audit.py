@@ -1,0 +1,178 @@
+"""`callsense audit DIR --out DIR`: every recording in a folder through the same pipeline, in parallel
+worker processes, resumable. Results go to SQLite as each call finishes, so Ctrl-C or a crash loses
+nothing and a rerun skips what is done; a corrupt file is recorded as failed and the audit goes on.
+
+Engines: `local` (a process pool from the standard library) or `dask` (a local Dask cluster by
+default, or any scheduler address) for audits larger than one machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from callsense.config import Settings
+from callsense.store import Store
+
+AUDIO = {".wav", ".flac", ".mp3", ".ogg"}
+_MODELS: Any = None  # one copy of the models per worker process
+
+
+def find_calls(folder: Path) -> list[dict[str, Any]]:
+    """Recordings under `folder`, with metadata.csv (file, operator_id, date, channels) when present."""
+    meta: dict[str, dict[str, str]] = {}
+    meta_file = folder / "metadata.csv"
+    if meta_file.exists():
+        with meta_file.open(encoding="utf-8") as fh:
+            meta = {row["file"]: row for row in csv.DictReader(fh)}
+    calls = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO):
+        rel = str(path.relative_to(folder))
+        row = meta.get(rel, {})
+        calls.append({"path": str(path), "source": rel, "operator_id": row.get("operator_id") or None,
+                      "date": row.get("date"), "channels": row.get("channels") or None})
+    return calls
+
+
+def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
+    """Runs in a worker: one recording through the pipeline; never raises for a bad file."""
+    global _MODELS
+    from callsense.config import Settings
+    from callsense.pipeline import CallPipeline, Models
+    from callsense.report import build_report
+    from callsense.sources import AudioError, FileSource
+
+    settings = Settings.model_validate_json(settings_json)
+    if call.get("channels"):
+        settings.channels = call["channels"].split(",")
+    if _MODELS is None:
+        _MODELS = Models(settings)
+    try:
+        source = FileSource(call["path"], chunk_ms=500)
+        roles = ["unknown"] if source.channels == 1 else list(settings.channels)[: source.channels]
+        pipe = CallPipeline(settings, _MODELS, roles, operator_id=call.get("operator_id"), source=call["source"],
+                            partials=False)
+        events = pipe.run(source)
+        if source.error:
+            return {**call, "status": "failed", "error": source.error}
+        report = build_report(events, settings, call["source"])
+        return {**call, "status": "done", "call_id": pipe.call_id, "report": report,
+                "events": [e.model_dump_json() for e in events if e.type != "transcript_partial"]}
+    except AudioError as exc:
+        return {**call, "status": "failed", "error": str(exc)}
+    except Exception as exc:  # one broken call must not stop an audit of thousands
+        return {**call, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _local(calls: list[dict[str, Any]], settings_json: str, workers: int) -> Iterator[dict[str, Any]]:
+    import multiprocessing
+
+    # spawn, not fork: the parent may hold model runtimes (OpenMP, ONNX) that do not survive a fork
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures: list[Future] = [pool.submit(process_call, c, settings_json) for c in calls]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def _dask(calls: list[dict[str, Any]], settings_json: str, workers: int, address: str | None) -> Iterator[dict[str, Any]]:
+    try:
+        from dask.distributed import Client, LocalCluster
+        from dask.distributed import as_completed as dask_completed
+    except ImportError as exc:
+        raise SystemExit("the dask engine needs: pip install 'dask[distributed]'") from exc
+    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+    client = Client(address or cluster)
+    try:
+        futures = [client.submit(process_call, c, settings_json, pure=False) for c in calls]
+        for fut in dask_completed(futures):
+            yield fut.result()
+    finally:
+        client.close()
+        if cluster:
+            cluster.close()
+
+
+def run_audit(folder: Path, out: Path, settings: Settings, workers: int = 1, engine: str = "local",
+              address: str | None = None) -> dict[str, Any]:
+    from callsense.events import parse_event
+
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(out / "audit.sqlite")
+    calls = find_calls(folder)
+    todo = [c for c in calls if store.status(c["source"]) != "done"]
+    # split the machine's cores between workers so they do not fight over them
+    settings = settings.model_copy(deep=True)
+    settings.models.whisper_threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
+    settings_json = settings.model_dump_json()
+    results = _dask(todo, settings_json, workers, address) if engine == "dask" else _local(todo, settings_json, workers)
+    with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}")) as bar:
+        task = bar.add_task("audit", total=len(calls), completed=len(calls) - len(todo), last="")
+        for res in results:
+            if res["status"] == "done":
+                events = [parse_event(e) for e in res["events"]]
+                store.save_call(res["call_id"], events, res["report"], source=res["source"],
+                                operator_id=res.get("operator_id"))
+            else:
+                store.record_failure(f"failed:{res['source']}", res["source"], res["error"])
+            bar.update(task, advance=1, last=f"{res['source']}: {res['status']}")
+    return write_summary(store, out, skipped=len(calls) - len(todo))
+
+
+def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    reports = store.reports()
+    rows = []
+    for r in reports:
+        m = r["metrics"]
+        rows.append({
+            "call_id": r["call_id"], "source": r["source"], "operator_id": r.get("operator_id") or "",
+            "duration_s": m["duration_s"], "quality": r["quality"]["score"],
+            "compliance_passed": sum(c["passed"] for c in r["compliance"]), "compliance_items": len(r["compliance"]),
+            "talk_listen_ratio": m["talk_listen_ratio"], "operator_interruptions": m["interruptions"].get("operator", 0),
+            "silences_over_5s": len(m["silences"]), "escalations": len(m["escalations"]),
+            "customer_valence_start": m["customer_valence_start"], "customer_valence_end": m["customer_valence_end"],
+        })
+    if rows:
+        with (out / "calls.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        _parquet(rows, out / "calls.parquet")
+    cards: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        cards[row["operator_id"] or "(unknown)"].append(row)
+    scorecards = [{"operator_id": op, "calls": len(rs), "hours": round(sum(r["duration_s"] for r in rs) / 3600, 3),
+                   "mean_quality": round(sum(r["quality"] for r in rs) / len(rs), 1),
+                   "escalations": sum(r["escalations"] for r in rs),
+                   "interruptions": sum(r["operator_interruptions"] for r in rs)} for op, rs in sorted(cards.items())]
+    worth = sorted(rows, key=lambda r: (r["quality"], -r["escalations"]))[:10]
+    failures = store.failures()
+    summary = {"calls": len(rows), "failed": len(failures), "skipped_already_done": skipped,
+               "audio_hours": round(sum(r["duration_s"] for r in rows) / 3600, 3), "scorecards": scorecards,
+               "worth_listening": worth, "failures": [{"source": s, "error": e} for s, e in failures]}
+    (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+    scores = [r["quality"] for r in rows]
+    histogram = [sum(10 * i <= s < 10 * (i + 1) or (i == 9 and s == 100) for s in scores) for i in range(10)]
+    (out / "summary.html").write_text(env.get_template("audit.html").render(s=summary, histogram=histogram),
+                                      encoding="utf-8")
+    return summary
+
+
+def _parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return  # CSV is always written; Parquet when pyarrow is installed
+    pq.write_table(pa.Table.from_pylist(rows), path)

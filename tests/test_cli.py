@@ -1,0 +1,65 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES
+
+
+def run(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "callsense.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600, **kw)
+
+
+def test_help_lists_the_commands():
+    out = run("--help").stdout
+    for cmd in ("models", "transcribe", "diarize", "analyze", "stream", "serve", "console", "audit", "bench", "demo"):
+        assert cmd in out
+
+
+def test_missing_model_is_one_plain_message(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  segmentation: /nowhere/pytorch_model.bin\n")
+    proc = run("--config", str(cfg), "diarize", str(SAMPLES / "en_call_mono.flac"))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "/nowhere/pytorch_model.bin" in proc.stderr
+
+
+def test_bad_audio_is_one_plain_message(tmp_path):
+    junk = tmp_path / "x.wav"
+    junk.write_bytes(b"not audio at all")
+    proc = run("transcribe", str(junk))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "cannot decode" in proc.stderr
+
+
+@pytest.mark.slow
+def test_transcribe_json_with_channels():
+    proc = run("transcribe", str(SAMPLES / "ru_call_stereo.flac"), "--language", "ru", "--channels",
+               "customer,operator", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["language"] == "ru"
+    roles = {s["role"] for s in out["segments"]}
+    assert roles == {"operator", "customer"}
+    # the flag swapped the channels: the left channel (the prompt voice saying "Здравствуйте") is now "customer"
+    first = out["segments"][0]
+    assert first["role"] == "customer" and first["words"]
+
+
+@pytest.mark.slow
+def test_audit_is_resumable_and_survives_corrupt_files(tmp_path):
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    (folder / "a.flac").write_bytes((SAMPLES / "en_call_mono.flac").read_bytes())
+    (folder / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    out = tmp_path / "out"
+    first = run("audit", str(folder), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["calls"] == 1 and summary["failed"] == 1
+    assert "bad.wav" in summary["failures"][0]["source"]
+    assert (out / "calls.csv").exists() and (out / "summary.html").exists()
+    again = run("audit", str(folder), "--out", str(out))
+    assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 1, again.stderr
