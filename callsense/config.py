@@ -33,7 +33,7 @@ class AsrSettings(_Strict):
     languages: list[str] = ["ru", "en", "da"]
     beam_size: int = 1
     partial_interval_s: float = 1.5  # each partial is a full Whisper encoder pass on the CPU
-    min_silence_s: float = 0.5
+    min_silence_s: float = 0.8  # shorter pauses split sentences and cost Whisper context (WER), see docs/benchmarks.md
     max_utterance_s: float = 15.0
     vad_threshold: float = 0.4  # telephone-band speech scores lower in Silero than wideband
     speech_pad_s: float = 0.2

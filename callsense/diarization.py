@@ -333,15 +333,15 @@ class RoleAssigner:
             if sim > 0.5:
                 is_op = speaker == best
                 return RoleGuess("operator" if is_op else "customer", min(0.99, 0.5 + sim / 2), "voiceprint")
-        evidence = dict(self.scores)
-        if self.first_speaker is not None:
-            evidence[self.first_speaker] = evidence.get(self.first_speaker, 0.0) + 0.5  # operator answers first
-        if not evidence:
+        if self.first_speaker is None:
             return RoleGuess("unknown", 0.0, "conversation")
+        total = sum(self.scores.values())
+        if total == 0:  # nothing but who spoke first (operators usually answer): a weak guess
+            return RoleGuess("operator" if speaker == self.first_speaker else "customer", 0.55, "conversation")
+        evidence = dict(self.scores)
+        evidence[self.first_speaker] = evidence.get(self.first_speaker, 0.0) + 0.5
         best = max(evidence, key=evidence.get)  # type: ignore[arg-type]
-        total = sum(evidence.values()) or 1.0
-        margin = evidence[best] / total
-        conf = min(0.95, 0.4 + 0.5 * margin) if len(evidence) > 1 else 0.5
+        conf = min(0.95, 0.5 + 0.45 * self.scores.get(best, 0.0) / total)
         return RoleGuess("operator" if speaker == best else "customer", round(conf, 2), "conversation")
 
 

@@ -205,7 +205,7 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
     checks = compliance(events, load_checklist(settings.report.audit_dir, lang))
     emotions = [e for e in events if isinstance(e, Emotion)]
     red = settings.report.redact_pii
-    return {
+    report = {
         "call_id": events[0].call_id if events else "",
         "source": source,
         "language": lang,
@@ -221,6 +221,8 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
                    "phrases": h.phrases} for h in events if isinstance(h, Hint)],
         "errors": [e.message for e in events if e.type == "error"],
     }
+    report["customer_summary"] = customer_summary(report)
+    return report
 
 
 def write_report(events: list[Event], out: Path, settings: Settings, source: str = "") -> Path:

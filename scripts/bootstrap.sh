@@ -13,7 +13,8 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
 fi
 echo "callsense: setting up $VENV (first run takes a few minutes)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# pip's notes about this machine's extra (empty) package indexes are noise: keep the rest of its output
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
 echo "  1/4 torch 2.13.0 (CPU build)"
 pip install "torch==2.13.0"
 echo "  2/4 callsense and its dependencies"

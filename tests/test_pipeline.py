@@ -64,3 +64,26 @@ def test_report_from_the_same_events(stereo_events, settings, tmp_path):
     html = (out / "report.html").read_text()
     assert "<svg" in html and "quality-score" in html
     assert json.loads((out / "report.json").read_text())["call_id"] == "t1"
+
+
+def test_mono_call_is_diarized_and_roles_are_marked_as_guesses(models):
+    from callsense.config import load_settings
+    from tests.conftest import SAMPLES
+
+    settings = load_settings()
+    settings.diarization.max_speakers = 2
+    pipe = CallPipeline(settings, models, ["unknown"], call_id="m1", partials=False)
+    events = pipe.run(FileSource(SAMPLES / "en_call_mono.flac", chunk_ms=100))
+    finals = [e for e in events if e.type == "transcript_final"]
+    ref = json.loads((SAMPLES / "en_call_mono.json").read_text())["turns"]
+    assert len({f.speaker for f in finals}) == 2
+    assert {f.role for f in finals} == {"operator", "customer"}
+    assert all(f.role_confidence < 1.0 for f in finals)
+    # each diarized speaker maps to one reference party for most of its words
+    for spk in {f.speaker for f in finals}:
+        parties = []
+        for f in finals:
+            if f.speaker == spk:
+                mid = (f.start + f.end) / 2
+                parties += [t["role"] for t in ref if t["start"] - 0.5 <= mid <= t["end"] + 0.5]
+        assert parties and max(parties.count(p) for p in set(parties)) >= 0.75 * len(parties)
