@@ -217,9 +217,12 @@ class StreamingTranscriber:
         if not hyp.text:
             return []
         self._count += 1
+        end = start + audio.size / SR
+        if hyp.words:  # the VAD's edges include padding and decay; word timings are tighter
+            start, end = max(start, hyp.words[0].start), min(end, hyp.words[-1].end)
         return [TranscriptFinal(
             speaker=self.speaker, role=self.role, start=round(start, 3),
-            end=round(start + audio.size / SR, 3), text=hyp.text, words=hyp.words,
+            end=round(end, 3), text=hyp.text, words=hyp.words,
             language=hyp.language, utterance_id=f"{self.speaker}-{self._count}",
             avg_logprob=hyp.avg_logprob, no_speech_prob=hyp.no_speech_prob,
         )]
