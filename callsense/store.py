@@ -64,11 +64,11 @@ class Store:
     def access_log(self) -> list[tuple]:
         return self.db.execute("SELECT ts, who, call_id, action FROM access_log ORDER BY ts").fetchall()
 
-    def purge_older_than(self, days: float) -> int:
+    def purge_older_than(self, days: float) -> list[str]:
         cutoff = time.time() - days * 86400
         with self.db:
             old = [r[0] for r in self.db.execute("SELECT call_id FROM calls WHERE finished < ?", (cutoff,))]
             for cid in old:
                 self.db.execute("DELETE FROM events WHERE call_id = ?", (cid,))
                 self.db.execute("DELETE FROM calls WHERE call_id = ?", (cid,))
-        return len(old)
+        return old

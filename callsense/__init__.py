@@ -1,0 +1,35 @@
+"""callsense: live call analytics on a CPU.
+
+    from callsense import CallPipeline, Models, load_settings, FileSource
+    settings = load_settings()
+    events = CallPipeline(settings, Models(settings), ["operator", "customer"]).run(FileSource("call.flac"))
+
+Names are imported lazily, so `import callsense` stays cheap and loads no model.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "CallPipeline": "callsense.pipeline",
+    "Models": "callsense.pipeline",
+    "load_settings": "callsense.config",
+    "Settings": "callsense.config",
+    "FileSource": "callsense.sources",
+    "AudioChunk": "callsense.sources",
+    "parse_event": "callsense.events",
+    "json_schema": "callsense.events",
+    "CallServer": "callsense.server",
+    "stream_file": "callsense.stream",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'callsense' has no attribute {name!r}")
