@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", message=r"\s*torchcodec")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pyannote\..*")
 

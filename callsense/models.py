@@ -17,9 +17,8 @@ from typing import Any
 
 from callsense.config import ModelSettings
 
-# pyannote 4 sends telemetry by default; hubs stay offline unless a user configures a hub model.
+# pyannote 4 sends telemetry by default. The hub is only contacted when a user names a hub model.
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WHISPER_BASE_BYTES = 145_217_607
@@ -127,13 +126,14 @@ def load_whisper(settings: ModelSettings) -> Any:
 
     source = whisper_source(settings)
     local = Path(source).exists()
-    return WhisperModel(
-        source,
-        device="cpu",
-        compute_type=settings.whisper_compute_type,
-        cpu_threads=settings.whisper_threads,
-        local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1",
-    )
+    try:
+        return WhisperModel(source, device="cpu", compute_type=settings.whisper_compute_type,
+                            cpu_threads=settings.whisper_threads, local_files_only=local)
+    except Exception as exc:
+        if local:
+            raise
+        raise ModelMissing(f"could not fetch the Whisper model {source!r} ({type(exc).__name__}); it needs network "
+                           "access once, or set models.whisper to a local folder or to bundled") from exc
 
 
 # --- pyannote segmentation and CAM++ embedding -------------------------------------------------
