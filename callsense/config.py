@@ -23,6 +23,8 @@ class ModelSettings(_Strict):
     whisper: str = "bundled"
     whisper_compute_type: str = "int8"
     whisper_threads: int = 2
+    # parallel Whisper decodes (one per call channel at most); 1 serialises all calls of a server
+    whisper_workers: int = 2
     segmentation: str = "bundled"
     embedding: str = "bundled"
     text_embedder: str = "bundled"

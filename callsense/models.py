@@ -128,7 +128,8 @@ def load_whisper(settings: ModelSettings) -> Any:
     local = Path(source).exists()
     try:
         return WhisperModel(source, device="cpu", compute_type=settings.whisper_compute_type,
-                            cpu_threads=settings.whisper_threads, local_files_only=local)
+                            cpu_threads=settings.whisper_threads, num_workers=settings.whisper_workers,
+                            local_files_only=local)
     except Exception as exc:
         if local:
             raise

@@ -85,8 +85,16 @@ class Models:
             self.get(name)
         if "warm" not in self._cache:
             tone = (0.1 * np.sin(np.arange(SR) * 2 * np.pi * 220 / SR)).astype(np.float32)
-            list(self.get("whisper").transcribe(tone, language="en", beam_size=1)[0])
+            from concurrent.futures import ThreadPoolExecutor
+
+            whisper = self.get("whisper")
+            with ThreadPoolExecutor(self.settings.models.whisper_workers) as pool:  # warm every worker replica
+                list(pool.map(lambda _: list(whisper.transcribe(tone, language="en", beam_size=1)[0]),
+                              range(self.settings.models.whisper_workers)))
             self.get("text_emotion").score(["hello"])
+            from callsense.prosody import features
+
+            features(tone)  # librosa's YIN is JIT-compiled on first use (about a second)
             self._cache["warm"] = True
 
 
