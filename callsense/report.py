@@ -87,11 +87,12 @@ def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
         fin = TranscriptFinal(speaker=speaker, role=turn["role"], start=start, end=end, text=turn["text"],
                               language=lang, utterance_id=f"t{i + 1}")
         emo = fuser.fuse(speaker, turn["role"], start, end, fin.utterance_id, fin.text, score, None)
-        events += [fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)]
-    events.append(CallEnded(duration_s=clock, reason="end of transcript"))
+        for ev in (fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)):
+            ev.t = end  # as if live: each event when its turn ended
+            events.append(ev)
+    events.append(CallEnded(duration_s=clock, reason="end of transcript", t=clock))
     for ev in events:
         seq.stamp(ev)
-        ev.t = getattr(ev, "end", clock)
     return events
 
 
