@@ -131,6 +131,8 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     reports = store.reports()
+    for r in reports:  # exporting a call's results is a read of its data
+        store.log_access(f"audit:{os.environ.get('USER', 'unknown')}", r["call_id"], "export to calls.csv/summary")
     rows = []
     for r in reports:
         m = r["metrics"]

@@ -63,3 +63,19 @@ def test_audit_is_resumable_and_survives_corrupt_files(tmp_path):
     assert (out / "calls.csv").exists() and (out / "summary.html").exists()
     again = run("audit", str(folder), "--out", str(out))
     assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 1, again.stderr
+
+
+@pytest.mark.slow
+def test_audit_runs_on_a_local_dask_cluster(settings, tmp_path):
+    pytest.importorskip("distributed")
+    import pyarrow.parquet as pq
+
+    from callsense.audit import run_audit
+
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    (folder / "mono.flac").write_bytes((SAMPLES / "en_call_mono.flac").read_bytes())
+    summary = run_audit(folder, tmp_path / "out", settings, workers=1, engine="dask")
+    assert summary["calls"] == 1 and summary["failed"] == 0
+    table = pq.read_table(tmp_path / "out" / "calls.parquet")
+    assert table.num_rows == 1 and "quality" in table.column_names
