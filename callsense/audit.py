@@ -46,7 +46,7 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
     """Runs in a worker: one recording through the pipeline; never raises for a bad file."""
     global _MODELS
     from callsense.config import Settings
-    from callsense.pipeline import CallPipeline, Models
+    from callsense.pipeline import CallPipeline, Models, roles_for
     from callsense.report import build_report
     from callsense.sources import AudioError, FileSource
 
@@ -57,7 +57,7 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
         _MODELS = Models(settings)
     try:
         source = FileSource(call["path"], chunk_ms=500)
-        roles = ["unknown"] if source.channels == 1 else list(settings.channels)[: source.channels]
+        roles = roles_for(source.channels, settings)
         pipe = CallPipeline(settings, _MODELS, roles, operator_id=call.get("operator_id"), source=call["source"],
                             partials=False)
         events = pipe.run(source)

@@ -42,16 +42,6 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_settings(args.config, overrides)
 
 
-def _roles_for(path: Path, settings: Any, mono: bool = False) -> list[str]:
-    from callsense.sources import probe
-
-    info = probe(path)
-    if info.channels == 1 or mono:
-        return ["unknown"]
-    roles = list(settings.channels)[: info.channels]
-    return roles + ["unknown"] * (info.channels - len(roles))
-
-
 # --- models, schema -----------------------------------------------------------------------------
 
 
@@ -101,12 +91,12 @@ def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: boo
     """A file through the streaming pipeline (the batch paths all come here)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from callsense.pipeline import CallPipeline, Models
-    from callsense.sources import FileSource
+    from callsense.pipeline import CallPipeline, Models, roles_for
+    from callsense.sources import AudioChunk, FileSource
 
     source = FileSource(path, chunk_ms=settings.chunk_ms if realtime else 500, realtime=realtime)
-    pipe = CallPipeline(settings, Models(settings), _roles_for(path, settings, mono), source="file",
-                        partials=partials)
+    roles = roles_for(1 if mono else source.channels, settings)
+    pipe = CallPipeline(settings, Models(settings), roles, source="file", partials=partials)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), transient=True, disable=not progress or not sys.stderr.isatty()) as bar:
         task = bar.add_task(path.name, total=source.info.duration)
@@ -114,7 +104,8 @@ def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: boo
         def chunks() -> Any:
             for chunk in source:
                 bar.update(task, completed=chunk.end)
-                yield chunk
+                # --mono: a stereo file mixed down and diarized like a one-channel recording
+                yield AudioChunk(chunk.audio.mean(axis=0, keepdims=True), chunk.start) if len(roles) == 1 else chunk
 
         pipe.run(chunks(), on_event)
     if source.error:

@@ -98,6 +98,14 @@ class Models:
             self._cache["warm"] = True
 
 
+def roles_for(channels: int, settings: Settings) -> list[str]:
+    """Roles of a recording's channels: one mixed channel is diarized; stereo follows `settings.channels`."""
+    if channels == 1:
+        return ["unknown"]
+    roles = list(settings.channels)[:channels]
+    return roles + ["unknown"] * (channels - len(roles))
+
+
 class ChannelAudio:
     """The last AUDIO_KEEP_S seconds of one channel, addressable by stream time."""
 
