@@ -178,6 +178,8 @@ class StreamingTranscriber:
         due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SR
         if not due or self.skip_partials or utt.samples < 0.8 * SR:
             return []
+        if self.endpointer.silent_frames > 0:
+            return []  # the speaker is pausing: the final may be moments away, keep the decoder free for it
         if self.language is None and not self._language_votes:
             self._maybe_detect_language(utt.array())  # once per speaker, then partials reuse it
         utt.last_partial_at = utt.samples

@@ -96,5 +96,10 @@ class Endpointer:
                 self._speech_frames += 1
         return out
 
+    @property
+    def silent_frames(self) -> int:
+        """Frames of silence in a row inside the current utterance (0 while speech goes on)."""
+        return self._silent_frames if self.in_speech else 0
+
     def speech_so_far_s(self) -> float:
         return (self.frame_index - self._start_frame) * FRAME / SAMPLE_RATE if self.in_speech else 0.0
