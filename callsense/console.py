@@ -123,14 +123,6 @@ class ConsoleView:
         return Panel(Group(*cards), title="hints", title_align="left", padding=(0, 1))
 
 
-def render_events(events: list[Event], console: Console | None = None) -> None:
-    """Print a finished call once (used by tests and non-interactive runs)."""
-    view = ConsoleView()
-    for ev in events:
-        view.apply(ev)
-    (console or Console()).print(view.render())
-
-
 async def run_console(url: str, token: str, call_id: str | None = None, once: bool = False) -> int:
     """Connect to a server's console endpoint and render live; reconnects and resumes by sequence."""
     import websockets

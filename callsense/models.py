@@ -10,7 +10,7 @@ import hashlib
 import importlib.util
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -52,18 +52,6 @@ def _package_file(package: str, relative: str, install: str) -> Path:
     if path is None or not path.exists():
         raise ModelMissing(f"{package}: {relative} not found. Install it with: {install}")
     return path
-
-
-@dataclass
-class ModelInfo:
-    name: str
-    purpose: str
-    source: str
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files if f.is_file())
 
 
 @lru_cache(maxsize=32)
@@ -170,7 +158,7 @@ def callsense_weight(name: str) -> Path:
     path = WEIGHTS_DIR / name
     if not path.exists():
         raise ModelMissing(
-            f"{name} is missing from callsense/weights; rebuild it with scripts/train_emotion.py "
+            f"{name} is missing from callsense/weights; rebuild it with scripts/train_{name.removesuffix('.npz')}.py "
             f"or reinstall: {INSTALL['callsense']}"
         )
     return path
@@ -256,12 +244,12 @@ REGISTRY: list[RegistryEntry] = [
     RegistryEntry(
         "text_emotion", "sentiment + emotion heads over e5 (trained here)",
         lambda s: [callsense_weight("text_emotion.npz")], _load_text,
-        lambda s: "callsense/weights (scripts/train_emotion.py)",
+        lambda s: "callsense/weights (scripts/train_text_emotion.py)",
     ),
     RegistryEntry(
         "speech_emotion", "arousal/emotion from prosody (trained here)",
         lambda s: [callsense_weight("speech_emotion.npz")], _load_speech_emotion,
-        lambda s: "callsense/weights (scripts/train_emotion.py)",
+        lambda s: "callsense/weights (scripts/train_speech_emotion.py)",
     ),
 ]
 

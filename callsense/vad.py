@@ -70,7 +70,6 @@ class Endpointer:
         self.pad = int(pad_s * SAMPLE_RATE)
         self.frame_index = 0
         self.in_speech = False
-        self._start_frame = 0
         self._silent_frames = 0
         self._speech_frames = 0
 
@@ -81,7 +80,7 @@ class Endpointer:
             self.frame_index += 1
             if not self.in_speech:
                 if p >= self.on:
-                    self.in_speech, self._start_frame = True, i
+                    self.in_speech = True
                     self._silent_frames, self._speech_frames = 0, 1
                     out.append(Boundary("start", max(0, i * FRAME - self.pad)))
                 continue
@@ -100,6 +99,3 @@ class Endpointer:
     def silent_frames(self) -> int:
         """Frames of silence in a row inside the current utterance (0 while speech goes on)."""
         return self._silent_frames if self.in_speech else 0
-
-    def speech_so_far_s(self) -> float:
-        return (self.frame_index - self._start_frame) * FRAME / SAMPLE_RATE if self.in_speech else 0.0
