@@ -167,10 +167,9 @@ def bench_live(settings: Settings, models: Any, path: Path = LIVE_CALL) -> dict[
 
 
 def bench_diarization(data: Path, settings: Settings, models: Any) -> dict[str, Any]:
-    from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from callsense.diarization import OfflineDiarizer, StreamingDiarizer
+    from callsense.diarization import OfflineDiarizer, StreamingDiarizer, read_rttm
     from callsense.sources import read_audio
 
     files = sorted((data / "diarization").glob("*/*.rttm")) + sorted(SAMPLES.glob("*_mono.rttm"))
@@ -180,10 +179,7 @@ def bench_diarization(data: Path, settings: Settings, models: Any) -> dict[str, 
         wav = next((p for p in rttm.parent.glob(rttm.stem + ".*") if p.suffix in (".wav", ".flac")), None)
         if wav is None:
             continue
-        ref = Annotation()
-        for line in rttm.read_text().splitlines():
-            p = line.split()
-            ref[Segment(float(p[3]), float(p[3]) + float(p[4]))] = p[7]
+        ref = read_rttm(rttm)
         audio = read_audio(wav).mean(axis=0)
         dur = audio.size / 16000
         t0 = time.perf_counter()
@@ -258,13 +254,9 @@ def bench_text(data: Path, settings: Settings, models: Any, limit: int | None) -
             out[f"{task}_{lang}_macro_f1"] = round(f1_score([getattr(dev[k], task) for k in idx], pred, average="macro"), 3)
     idx = [k for k, i in enumerate(dev) if i.sentiment and i.lang == "en"]
     try:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        from callsense.text_emotion import vader_labels
 
-        sia = SentimentIntensityAnalyzer()
-        vader = []
-        for k in idx:
-            c = sia.polarity_scores(dev[k].text)["compound"]
-            vader.append("positive" if c >= 0.05 else "negative" if c <= -0.05 else "neutral")
+        vader = vader_labels([dev[k].text for k in idx])
         out["sentiment_en_vader_macro_f1"] = round(f1_score([dev[k].sentiment for k in idx], vader, average="macro"), 3)
     except ImportError:
         out["sentiment_en_vader_macro_f1"] = "vaderSentiment not installed"
@@ -278,7 +270,7 @@ def bench_speech_emotion(data: Path, models: Any) -> dict[str, Any]:
     from sklearn.metrics import recall_score
 
     from callsense.datasets import EMODB_TO, HIGH_AROUSAL, emotion_speech
-    from callsense.prosody import features, vector
+    from callsense.prosody import features, speaker_z, vector
     from callsense.sources import read_audio
 
     model = models.get("speech_emotion")
@@ -292,16 +284,13 @@ def bench_speech_emotion(data: Path, models: Any) -> dict[str, Any]:
     if not rows:
         return {"items": 0}
     preds, golds, a_pred, a_gold = [], [], [], []
-    for spk in sorted({r[0] for r in rows}):
-        mine = [r for r in rows if r[0] == spk]
-        x = np.vstack([r[2] for r in mine])
-        z = (x - x.mean(0)) / (x.std(0) + 1e-6)
-        for (_, emo, _), zi in zip(mine, z, strict=True):
-            s = model.predict_z(zi)
-            preds.append(max(s.emotion, key=s.emotion.get))
-            golds.append(EMODB_TO[emo])
-            a_pred.append(s.arousal > 0)
-            a_gold.append(emo in HIGH_AROUSAL)
+    z_all = speaker_z(np.vstack([r[2] for r in rows]), np.array([r[0] for r in rows]))
+    for (_, emo, _), zi in zip(rows, z_all, strict=True):
+        s = model.predict_z(zi)
+        preds.append(max(s.emotion, key=s.emotion.get))
+        golds.append(EMODB_TO[emo])
+        a_pred.append(s.arousal > 0)
+        a_gold.append(emo in HIGH_AROUSAL)
     labels = sorted(set(golds))
     per_class = recall_score(golds, preds, labels=labels, average=None)
     return {"items": len(rows), "emotion_unweighted_accuracy": round(float(np.mean(per_class)), 3),

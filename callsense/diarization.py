@@ -285,6 +285,16 @@ class StreamingDiarizer:
         return max(crop.labels(), key=lambda lbl: crop.label_duration(lbl))
 
 
+def read_rttm(path: Path) -> Annotation:
+    """Reference turns from an RTTM file (one SPEAKER line per turn)."""
+    ann = Annotation(uri=path.stem)
+    for line in path.read_text().splitlines():
+        p = line.split()
+        if p and p[0] == "SPEAKER":
+            ann[Segment(float(p[3]), float(p[3]) + float(p[4]))] = p[7]
+    return ann
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))

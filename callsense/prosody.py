@@ -74,6 +74,15 @@ def vector(feats: dict[str, float]) -> np.ndarray:
     return np.array([feats[k] for k in FEATURES], np.float64)
 
 
+def speaker_z(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Each speaker's feature rows against their own mean and spread, as the in-call baseline does."""
+    z = np.zeros_like(x)
+    for s in np.unique(speakers):
+        m = speakers == s
+        z[m] = (x[m] - x[m].mean(0)) / (x[m].std(0) + 1e-6)
+    return z
+
+
 @dataclass
 class SpeakerBaseline:
     """Running mean and spread of one speaker's raw features within a call (Welford)."""

@@ -29,6 +29,15 @@ def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: 
     return np.vstack(out) if out else np.zeros((0, 384), np.float32)
 
 
+def vader_labels(texts: list[str]) -> list[str]:
+    """The English lexicon baseline (VADER, its usual +-0.05 compound cut-offs); needs vaderSentiment."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    sia = SentimentIntensityAnalyzer()
+    compounds = [sia.polarity_scores(t)["compound"] for t in texts]
+    return ["positive" if c >= 0.05 else "negative" if c <= -0.05 else "neutral" for c in compounds]
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)

@@ -17,20 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
 
 from callsense.datasets import EMODB_TO, HIGH_AROUSAL, emotion_speech
-from callsense.prosody import FEATURES, features, vector
+from callsense.prosody import FEATURES, features, speaker_z, vector
 from callsense.sources import read_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["anger", "joy", "sadness", "neutral", "fear"]
-
-
-def speaker_z(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
-    """Each speaker against their own mean and spread, as the in-call baseline does."""
-    z = np.zeros_like(x)
-    for s in np.unique(speakers):
-        m = speakers == s
-        z[m] = (x[m] - x[m].mean(0)) / (x[m].std(0) + 1e-6)
-    return z
 
 
 def load(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 from callsense.datasets import EMOTIONS, SENTIMENTS, text_items
-from callsense.text_emotion import embed_texts
+from callsense.text_emotion import embed_texts, vader_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,13 +80,7 @@ def main() -> None:
 
 
 def vader_f1(dev: list, idx: list[int]) -> float:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    sia = SentimentIntensityAnalyzer()
-    pred = []
-    for k in idx:
-        c = sia.polarity_scores(dev[k].text)["compound"]
-        pred.append("positive" if c >= 0.05 else "negative" if c <= -0.05 else "neutral")
+    pred = vader_labels([dev[k].text for k in idx])
     return f1_score([dev[k].sentiment for k in idx], pred, average="macro")
 
 

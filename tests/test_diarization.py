@@ -1,27 +1,18 @@
 import numpy as np
 import pytest
-from pyannote.core import Annotation, Segment
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from callsense.diarization import ChannelGate, OfflineDiarizer, RoleAssigner, StreamingDiarizer
+from callsense.diarization import ChannelGate, OfflineDiarizer, RoleAssigner, StreamingDiarizer, read_rttm
 from callsense.sources import read_audio
 
 pytestmark = pytest.mark.slow
-
-
-def _rttm(path):
-    ann = Annotation()
-    for line in path.read_text().splitlines():
-        p = line.split()
-        ann[Segment(float(p[3]), float(p[3]) + float(p[4]))] = p[7]
-    return ann
 
 
 def test_offline_diarization_on_pyannote_sample(settings, data):
     folder = data / "diarization" / "pyannote_sample"
     audio = read_audio(folder / "sample.wav")[0]
     hyp = OfflineDiarizer(settings.models, settings.diarization)(audio, num_speakers=2)
-    der = DiarizationErrorRate(collar=0.0)(_rttm(folder / "sample.rttm"), hyp)
+    der = DiarizationErrorRate(collar=0.0)(read_rttm(folder / "sample.rttm"), hyp)
     assert der <= 0.08  # the goal; measured figures are in docs/benchmarks.md
     assert len(hyp.labels()) == 2
 
@@ -39,7 +30,7 @@ def test_streaming_diarization_keeps_labels_and_cap(settings, models, data):
     # labels are given once and never rewritten: every emitted turn is still in the annotation
     for seg, label in emitted:
         assert label in d.annotation.crop(seg).labels()
-    der = DiarizationErrorRate(collar=0.25)(_rttm(folder / "sample.rttm"), d.annotation)
+    der = DiarizationErrorRate(collar=0.25)(read_rttm(folder / "sample.rttm"), d.annotation)
     assert der < 0.5  # far better than one-speaker-for-all (the figure is reported by bench)
 
 
