@@ -302,18 +302,31 @@ def bench_speech_emotion(data: Path, models: Any) -> dict[str, Any]:
 
 
 def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: Path = LIVE_CALL) -> dict[str, Any]:
-    """K calls streamed at once in real time through the server; does every call keep up?"""
+    """K calls streamed at once in real time through the server; does every call keep up?
+
+    Call i is the sample rotated by i/K of its length: all calls run for the whole time, but each is at
+    a different point of its conversation, as real concurrent calls are (K copies in lockstep would end
+    every utterance at the same instant, a burst no call centre produces)."""
+    import soundfile as sf
+
     from callsense.server import CallServer
-    from callsense.sources import probe
+    from callsense.sources import probe, read_audio
     from callsense.stream import stream_file
 
     settings = settings.model_copy(deep=True)
     settings.server.store = tmp / "load" / "calls.sqlite"
+    audio = read_audio(path)
+    (tmp / "load").mkdir(parents=True, exist_ok=True)
     out = {}
     for k in ks:
+        models.get("decode_gate").skipped = 0
+        calls = []
+        for i in range(k):
+            calls.append(tmp / "load" / f"call{i}of{k}.flac")
+            sf.write(calls[-1], np.roll(audio, -i * audio.shape[1] // k, axis=1).T, 16000)
         settings.server.tokens = {"bench": {"role": "supervisor"}}
 
-        async def run(k: int = k) -> dict[str, Any]:
+        async def run(k: int = k, calls: list[Path] = calls) -> dict[str, Any]:
             import websockets
 
             server = CallServer(settings, models)
@@ -322,6 +335,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
             latencies: list[float] = []
             ended: list[float] = []
             lags: dict[str, float] = defaultdict(float)
+            skipped = [0]
 
             async def watch() -> None:
                 async with websockets.connect(f"{url}/console?token=bench", max_size=2**22) as ws:
@@ -329,6 +343,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
                         d = json.loads(msg)
                         if d.get("type") == "metrics":
                             lags[d["call_id"]] = max(lags[d["call_id"]], d["lag_s"])
+                            skipped[0] = max(skipped[0], d.get("optional_decodes_skipped", 0))
                         if d.get("type") in ("transcript_final", "emotion", "hint"):
                             latencies.append(time.time() - d["wall"])
                         if d.get("type") == "call_ended":
@@ -338,7 +353,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
             proc = psutil.Process()
             proc.cpu_percent()
             t0 = time.monotonic()
-            await asyncio.gather(*(stream_file(path, url, "bench", call_id=f"load{k}-{i}") for i in range(k)))
+            await asyncio.gather(*(stream_file(call, url, "bench", call_id=f"load{k}-{i}") for i, call in enumerate(calls)))
             while len(ended) < k:
                 await asyncio.sleep(0.05)
             wall = max(ended) - t0  # the last call's end event reached the console
@@ -352,6 +367,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
             return {"calls": k, "max_lag_s": round(max_lag, 2), "finish_delay_s": round(wall - audio_s, 1),
                     "kept_up": max_lag < 5.0 and wall - audio_s < 5.0,
                     "event_delivery_p95_s": pct(latencies, 95), "cpu_cores_used": round(cpu, 2),
+                    "optional_decodes_skipped": skipped[0],
                     "rss_mb": round(rss), "wall_s": round(wall, 1)}
 
         out[str(k)] = asyncio.run(run())

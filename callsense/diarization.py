@@ -213,17 +213,61 @@ class StreamingDiarizer:
             return []
         activity = self._segment(chunk)  # (frames, local speakers) in {0,1}
         frame_s = chunk.size / SR / activity.shape[0]
-        labels = []
-        for k in range(activity.shape[1]):
-            mask = activity[:, k]
-            first_new = int((new_from - start) / SR / frame_s)
-            last_new = int((label_end - start) / SR / frame_s)
-            if mask[first_new:last_new].sum() * frame_s < 0.1:
-                continue
-            label = self._assign(chunk, mask, update=mask.sum() * frame_s >= 1.0)
-            if label is not None:
-                labels.append((k, label))
+        first_new = int((new_from - start) / SR / frame_s)
+        last_new = int((label_end - start) / SR / frame_s)
+        # every local speaker of the window takes part in the assignment (two voices heard at once are
+        # two people); only those speaking in the newly labelled stretch get turns
+        local = [k for k in range(activity.shape[1]) if activity[:, k].sum() * frame_s >= 0.25]
+        labels = self._assign(chunk, activity, local, frame_s)
+        labels = [(k, lbl) for k, lbl in labels if activity[first_new:last_new, k].sum() * frame_s >= 0.1]
         return self._emit(activity, labels, start, new_from, label_end, frame_s)
+
+    def _assign(self, chunk: np.ndarray, activity: np.ndarray, local: list[int],
+                frame_s: float) -> list[tuple[int, str]]:
+        """Match the window's local speakers to call-wide speakers, at most one local speaker each
+        (Hungarian assignment on cosine distance, as diart does). A local speaker opens a new speaker
+        only when no free one is within `stream_threshold` and the cap allows; otherwise it joins the
+        nearest."""
+        from scipy.optimize import linear_sum_assignment
+
+        alone = activity.sum(axis=1) == 1  # overlapped frames blur a voiceprint: leave them out
+        embs: dict[int, tuple[np.ndarray, float]] = {}
+        for k in local:
+            mask = activity[:, k] * alone
+            if mask.sum() * frame_s < 0.5:
+                mask = activity[:, k]
+            emb = self.embedding(torch.from_numpy(chunk)[None, None],
+                                 weights=torch.from_numpy(mask.astype(np.float32))[None])[0].numpy()
+            if np.all(np.isfinite(emb)):
+                embs[k] = (emb / (np.linalg.norm(emb) + 1e-9), float(mask.sum() * frame_s))
+        if not embs:
+            return []
+        ks = list(embs)
+        dist = np.zeros((len(ks), 0))
+        assigned: dict[int, int] = {}
+        if self.centroids:
+            cents = np.stack([c.vector / np.linalg.norm(c.vector) for c in self.centroids])
+            dist = 1 - np.stack([embs[k][0] for k in ks]) @ cents.T
+            for r, c in zip(*linear_sum_assignment(dist), strict=True):
+                if dist[r, c] < self.threshold:
+                    assigned[ks[r]] = int(c)
+        out = []
+        for row, k in enumerate(ks):
+            emb, speech = embs[k]
+            if k not in assigned:
+                if len(self.centroids) < self.max_speakers and speech >= 1.0:
+                    self.centroids.append(SpeakerCentroid(f"SPEAKER_{len(self.centroids):02d}", emb))
+                    assigned[k] = len(self.centroids) - 1
+                elif dist.shape[1]:  # at the cap, or too little speech for a new voice: the nearest
+                    assigned[k] = int(np.argmin(dist[row]))
+                else:
+                    continue
+            elif speech >= 1.0:  # clean speech refines the voiceprint
+                c = self.centroids[assigned[k]]
+                c.vector = c.vector + (emb - c.vector) / (c.count + 1)
+                c.count += 1
+            out.append((k, self.centroids[assigned[k]].label))
+        return out
 
     def _segment(self, chunk: np.ndarray) -> np.ndarray:
         padded = np.zeros(self.window, np.float32)
@@ -240,27 +284,6 @@ class StreamingDiarizer:
             multi = (out[0].numpy() > 0.5).astype(np.float32)
         frames = int(round(multi.shape[0] * chunk.size / self.window))
         return multi[: max(frames, 1)]
-
-    def _assign(self, chunk: np.ndarray, mask: np.ndarray, update: bool) -> str | None:
-        weights = torch.from_numpy(mask.astype(np.float32))[None]
-        emb = self.embedding(torch.from_numpy(chunk)[None, None], weights=weights)[0].numpy()
-        if not np.all(np.isfinite(emb)):
-            return None
-        emb = emb / (np.linalg.norm(emb) + 1e-9)
-        if self.centroids:
-            dists = [1 - float(emb @ (c.vector / np.linalg.norm(c.vector))) for c in self.centroids]
-            best = int(np.argmin(dists))
-            if dists[best] < self.threshold or len(self.centroids) >= self.max_speakers:
-                c = self.centroids[best]
-                if update and dists[best] < self.threshold:
-                    c.vector = c.vector + (emb - c.vector) / (c.count + 1)
-                    c.count += 1
-                return c.label
-            if not update:
-                return None  # too little speech to open a new speaker
-        label = f"SPEAKER_{len(self.centroids):02d}"
-        self.centroids.append(SpeakerCentroid(label, emb))
-        return label
 
     def _emit(self, activity: np.ndarray, labels: list[tuple[int, str]], start: int, new_from: int,
               end: int, frame_s: float) -> list[tuple[Segment, str]]:

@@ -117,6 +117,8 @@ class Metrics(_Base):
     rtf: float | None = None
     shedding: bool = False
     shed_reason: str | None = None
+    optional_decodes_skipped: int = Field(0, description="partials and speculative finals skipped so far in this "
+                                          "process because the Whisper workers were busy with finals")
     stage_ms: dict[str, float] = {}
 
 

@@ -61,6 +61,10 @@ class Models:
             from callsense.models import load_whisper
 
             return load_whisper(s.models)
+        if name == "decode_gate":  # one per process: every call's Whisper decodes queue here
+            from callsense.transcription import DecodeGate
+
+            return DecodeGate(s.models.whisper_workers)
         if name == "speech_emotion":
             from callsense.prosody import SpeechEmotionModel
 
@@ -96,6 +100,9 @@ class Models:
 
             features(tone)  # librosa's YIN is JIT-compiled on first use (about a second)
             self._cache["warm"] = True
+            # a throwaway call: the stage modules' imports (pyannote's take seconds) and sessions
+            CallPipeline(self.settings, self, ["operator", "customer"], source="warm-up").run(
+                [AudioChunk(np.stack([tone, tone]), 0.0)])
 
 
 def roles_for(channels: int, settings: Settings) -> list[str]:
@@ -146,7 +153,7 @@ class CallPipeline:
         self.operator_id = operator_id
         self.source = source
         self.partials = partials
-        decoder = WhisperDecoder(models.get("whisper"), settings.asr)
+        decoder = WhisperDecoder(models.get("whisper"), settings.asr, gate=models.get("decode_gate"))
         self.transcribers = [
             StreamingTranscriber(decoder, settings.asr, speaker=self._speaker(i), role=r,  # type: ignore[arg-type]
                                  language=self.language)
@@ -356,7 +363,7 @@ class CallPipeline:
         wall = time.monotonic() - self.started_wall
         return [Metrics(
             lag_s=round(max(lag, 0.0), 3), rtf=round(sum(self.stage_s.values()) / max(self.stream_time, 1e-6), 3),
-            shedding=self.shedding,
+            shedding=self.shedding, optional_decodes_skipped=self.models.get("decode_gate").skipped,
             shed_reason=f"lag {lag:.1f} s over {shed_at:.1f} s: partial transcripts paused" if self.shedding else None,
             stage_ms={k: round(v * 1000, 1) for k, v in self.stage_s.items()} | {"wall_ms": round(wall * 1000)},
         )]

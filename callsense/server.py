@@ -77,7 +77,8 @@ class CallServer:
         self.models = models or Models(settings)
         self.rooms: dict[str, Room] = {}
         self.consoles: set[Console] = set()
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="call")
+        # one thread per busy call; Whisper's concurrency is bounded by the DecodeGate, not by this pool
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
         self.store = None
         self._server: Server | None = None
         self._tcp: asyncio.Server | None = None

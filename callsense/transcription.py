@@ -1,28 +1,40 @@
 """Streaming speech recognition with faster-whisper, one `StreamingTranscriber` per speaker stream.
 
 Policy: Silero VAD cuts the stream into utterances. While a person speaks, the utterance so far is
-re-decoded every `partial_interval_s` and the words two consecutive hypotheses agree on are the
-stable prefix (LocalAgreement-2). When the VAD hears the end of the utterance (or it grows past
-`max_utterance_s`, cut at the last agreed word), the whole utterance is decoded once more with word
-timestamps and emitted as final. Finals are therefore decoded exactly as offline Whisper would
-decode that utterance, which keeps streaming WER at the offline level.
+re-decoded every `partial_interval_s` (with a short encoder window: cheap, a little less accurate)
+and the words two consecutive hypotheses agree on are the stable prefix (LocalAgreement-2). When the
+VAD hears the end of the utterance (or it grows past `max_utterance_s`, cut at the last agreed
+word), the whole utterance is decoded once more with word timestamps and emitted as final. Finals
+are therefore decoded exactly as offline Whisper would decode that utterance, which keeps streaming
+WER at the offline level.
+
+Latency: the end of an utterance is only certain after `min_silence_s` of silence, so the final
+decode starts speculatively after `speculate_after_s` on exactly the audio the final will have; if
+the silence lasts, the final is ready when it is declared, if speech resumes the result is shown as
+a partial. All decodes of a process pass one `DecodeGate`: finals queue and go first, partials and
+speculative decodes only run on spare capacity and are skipped otherwise (never queued).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from callsense.config import AsrSettings
 from callsense.events import Role, TranscriptFinal, TranscriptPartial, Word
-from callsense.vad import Endpointer, SileroVAD
+from callsense.models import encoder_frames
+from callsense.vad import FRAME, Endpointer, SileroVAD
 
 SR = 16000
+Mode = Literal["final", "partial", "speculative"]
+Vote = tuple[str, float]  # a language and its probability
 # Phrases Whisper is known to invent on silence, music and noise (subtitle credits and sign-offs).
 HALLUCINATIONS = re.compile(
     r"(продолжение следует|субтитры (сделал|создавал|подготовил)|редактор субтитров|спасибо за просмотр|"
@@ -48,7 +60,8 @@ class Utterance:
     samples: int = 0
     last_partial_at: int = 0
     previous_words: list[str] = field(default_factory=list)
-    stable_words: list[Word] = field(default_factory=list)
+    # a speculative final: samples decoded, result, and the language vote it was decoded with
+    speculative: tuple[int, Hypothesis, Vote | None] | None = None
 
     def add(self, audio: np.ndarray) -> None:
         self.audio.append(audio)
@@ -60,11 +73,54 @@ class Utterance:
         return self.audio[0] if self.audio else np.zeros(0, np.float32)
 
 
+class DecodeGate:
+    """Admission to the Whisper workers, shared by every stream of a process.
+
+    Finals wait for a free slot and are served before anything optional. Optional decodes (partials,
+    speculative finals) never wait: they run only when a slot is free, no final is waiting, and (with
+    several slots) one slot stays free for finals. Under load partials thin out instead of pushing
+    every call behind live.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, slots)
+        self.busy = self.waiting = 0
+        self.skipped = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def final(self) -> Iterator[None]:
+        with self._cond:
+            self.waiting += 1
+            self._cond.wait_for(lambda: self.busy < self.slots)
+            self.waiting -= 1
+            self.busy += 1
+        try:
+            yield
+        finally:
+            self._release()
+
+    def try_optional(self) -> bool:
+        with self._cond:
+            limit = self.slots - 1 if self.slots > 1 else 1
+            if self.waiting or self.busy >= limit:
+                self.skipped += 1
+                return False
+            self.busy += 1
+            return True
+
+    def _release(self) -> None:
+        with self._cond:
+            self.busy -= 1
+            self._cond.notify_all()
+
+
 class WhisperDecoder:
     """Thin wrapper over a faster-whisper model with the hallucination guards always on."""
 
-    def __init__(self, model: Any, settings: AsrSettings) -> None:
+    def __init__(self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None) -> None:
         self.model, self.settings = model, settings
+        self.gate = gate or DecodeGate(1)
 
     def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
         _, _, probs = self.model.detect_language(audio)
@@ -73,9 +129,28 @@ class WhisperDecoder:
         total = sum(p for _, p in ranked) or 1.0
         return lang, p / total
 
-    def decode(self, audio: np.ndarray, language: str | None, words: bool, offset: float) -> Hypothesis:
-        """`words=True` is a final: word timestamps and a temperature fallback for failed decodes.
-        Partials (`words=False`) decode once, greedily: each costs a full encoder pass on a CPU."""
+    def decode(self, audio: np.ndarray, language: str | None, mode: Mode, offset: float) -> Hypothesis | None:
+        """Finals (and speculative finals) get word timestamps and a temperature fallback; partials
+        decode once, greedily, with a short encoder window. None: an optional decode was skipped."""
+        if mode == "final":
+            with self.gate.final():
+                return self._decode(audio, language, True, offset, None)
+        if not self.gate.try_optional():
+            return None
+        try:
+            if mode == "speculative":
+                return self._decode(audio, language, True, offset, None)
+            window = max(self.settings.partial_window_s, audio.size / SR + 0.5)
+            return self._decode(audio, language, False, offset, int(np.ceil(window) * 100))
+        finally:
+            self.gate._release()
+
+    def _decode(self, audio: np.ndarray, language: str | None, words: bool, offset: float,
+                frames: int | None) -> Hypothesis:
+        with encoder_frames(frames):
+            return self._transcribe(audio, language, words, offset)
+
+    def _transcribe(self, audio: np.ndarray, language: str | None, words: bool, offset: float) -> Hypothesis:
         s = self.settings
         segments, info = self.model.transcribe(
             audio, language=language, beam_size=s.beam_size, word_timestamps=words,
@@ -83,6 +158,8 @@ class WhisperDecoder:
             no_speech_threshold=s.no_speech_threshold, log_prob_threshold=s.log_prob_threshold,
             compression_ratio_threshold=s.compression_ratio_threshold,
             temperature=[0.0, 0.4] if words else [0.0],
+            # a cap well above real speech rates: a decode that loops on noise stops early
+            max_new_tokens=min(440, int(24 + 16 * audio.size / SR)),
         )
         kept, out_words, logprobs, nsp = [], [], [], []
         for seg in segments:
@@ -158,10 +235,12 @@ class StreamingTranscriber:
             elif b.kind == "end" and self._utt is not None:
                 self._utt.add(audio[cursor:local])
                 cursor = local
-                events.extend(self._finalize())
+                events.extend(self._finalize(end_sample=b.sample))
         if self._utt is not None:
             self._utt.add(audio[cursor:])
             events.extend(self._maybe_partial_or_cut())
+        if self._utt is not None and self.settings.speculate_after_s > 0:
+            events.extend(self._speculate())
         return events
 
     def flush(self) -> list[TranscriptFinal]:
@@ -183,22 +262,47 @@ class StreamingTranscriber:
         if self.language is None and not self._language_votes:
             self._maybe_detect_language(utt.array())  # once per speaker, then partials reuse it
         utt.last_partial_at = utt.samples
-        hyp = self._decode(utt.array(), words=False, offset=utt.start_sample / SR)
+        hyp = self._decode(utt.array(), "partial", offset=utt.start_sample / SR)
+        return [] if hyp is None else [self._partial(utt, hyp, utt.samples)]
+
+    def _partial(self, utt: Utterance, hyp: Hypothesis, samples: int) -> TranscriptPartial:
         words = hyp.text.split()
         n = agreed_prefix(utt.previous_words, words)
         utt.previous_words = words
-        return [TranscriptPartial(
+        return TranscriptPartial(
             speaker=self.speaker, role=self.role, start=utt.start_sample / SR,
-            end=(utt.start_sample + utt.samples) / SR, text=hyp.text, stable_text=" ".join(words[:n]),
+            end=(utt.start_sample + samples) / SR, text=hyp.text, stable_text=" ".join(words[:n]),
             language=hyp.language,
-        )]
+        )
+
+    def _speculate(self) -> list[TranscriptPartial]:
+        """In a pause: decode the final now, on exactly the audio it will have if the silence lasts."""
+        utt, ep = self._utt, self.endpointer
+        assert utt is not None
+        end = (ep.frame_index - ep.silent_frames) * FRAME + ep.pad  # where the end boundary will fall
+        samples = end - utt.start_sample
+        out: list[TranscriptPartial] = []
+        if utt.speculative is not None and (ep.silent_frames == 0 or utt.speculative[0] != samples):
+            # speech resumed (perhaps only for a frame): the result is no final, but still a fine partial
+            done, hyp, _ = utt.speculative
+            utt.speculative = None
+            out = [self._partial(utt, hyp, done)] if hyp.text else []
+        ready = ep.silent_frames * FRAME >= self.settings.speculate_after_s * SR
+        if utt.speculative is None and ready and 0.2 * SR <= samples <= utt.samples:
+            audio = utt.array()[:samples]
+            vote = self._detect(audio)  # counted only if this becomes the final, as the final would count it
+            hyp = self._decode(audio, "speculative", offset=utt.start_sample / SR, vote=vote)
+            if hyp is not None:
+                utt.speculative = (samples, hyp, vote)
+        return out
 
     def _cut_long_utterance(self) -> list[TranscriptFinal]:
         """A very long turn: finalize up to the last word boundary, carry the rest over."""
         utt = self._utt
         assert utt is not None
         audio = utt.array()
-        hyp = self._decode(audio, words=True, offset=0.0)
+        hyp = self._decode(audio, "final", offset=0.0)
+        assert hyp is not None
         cut = int(hyp.words[-2].end * SR) if len(hyp.words) >= 2 else audio.size
         cut = int(np.clip(cut, SR, audio.size))
         rest = audio[cut:]
@@ -207,15 +311,23 @@ class StreamingTranscriber:
         self._utt = Utterance(start_sample=utt.start_sample + cut, audio=[rest], samples=rest.size)
         return events
 
-    def _finalize(self) -> list[TranscriptFinal]:
+    def _finalize(self, end_sample: int | None = None) -> list[TranscriptFinal]:
+        """`end_sample`: the VAD's padded end of speech; the silence after it (already fed) is dropped."""
         utt, self._utt = self._utt, None
         assert utt is not None
         audio = utt.array()
+        if end_sample is not None:
+            audio = audio[: max(end_sample - utt.start_sample, 0)]
         if audio.size < 0.2 * SR:
             return []
         start = utt.start_sample / SR
-        self._maybe_detect_language(audio)
-        hyp = self._decode(audio, words=True, offset=start)
+        if utt.speculative is not None and utt.speculative[0] == audio.size:
+            _, hyp, vote = utt.speculative  # decoded during the pause, on this very audio
+            self._commit_vote(vote)
+        else:
+            self._maybe_detect_language(audio)
+            hyp = self._decode(audio, "final", offset=start)
+            assert hyp is not None
         if not hyp.text:
             return []
         self._count += 1
@@ -230,20 +342,31 @@ class StreamingTranscriber:
         )]
 
     def _maybe_detect_language(self, audio: np.ndarray) -> None:
-        """Per-speaker language: vote over the first utterances of at least 1 s, then lock."""
-        if self.language or audio.size < SR:
-            return
-        lang, p = self.decoder.detect_language(audio, self.settings.languages)
-        self._language_votes.append((lang, p))
-        langs = [lg for lg, _ in self._language_votes]
-        if p > 0.9 or len(langs) >= 3:
-            self.language = max(set(langs), key=lambda lg: sum(q for x, q in self._language_votes if x == lg))
+        self._commit_vote(self._detect(audio))
 
-    def _decode(self, audio: np.ndarray, words: bool, offset: float) -> Hypothesis:
+    def _detect(self, audio: np.ndarray) -> Vote | None:
+        """Per-speaker language: a vote from each of the first utterances of at least 1 s, then locked."""
+        if self.language or audio.size < SR:
+            return None
+        return self.decoder.detect_language(audio, self.settings.languages)
+
+    def _with_vote(self, vote: Vote | None) -> tuple[list[Vote], str | None]:
+        """The votes and the locked language there would be after counting `vote` (nothing changes yet)."""
+        votes = self._language_votes + ([vote] if vote else [])
+        locked = self.language
+        if locked is None and vote is not None and (vote[1] > 0.9 or len(votes) >= 3):
+            locked = max({lg for lg, _ in votes}, key=lambda lg: sum(q for x, q in votes if x == lg))
+        return votes, locked
+
+    def _commit_vote(self, vote: Vote | None) -> None:
+        self._language_votes, self.language = self._with_vote(vote)
+
+    def _decode(self, audio: np.ndarray, mode: Mode, offset: float, vote: Vote | None = None) -> Hypothesis | None:
+        """Decode in the language known so far, counting `vote` (not yet committed) as if it were."""
         t0 = time.perf_counter()
-        language = self.language
-        if language is None and self._language_votes:
-            language = self._language_votes[-1][0]
-        hyp = self.decoder.decode(audio, language, words, offset)
+        votes, language = self._with_vote(vote)
+        if language is None and votes:
+            language = votes[-1][0]
+        hyp = self.decoder.decode(audio, language, mode, offset)
         self.decode_seconds += time.perf_counter() - t0
         return hyp

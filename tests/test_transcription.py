@@ -53,3 +53,43 @@ def test_silence_and_noise_produce_no_text(models, settings, data):
     tr = StreamingTranscriber(dec, settings.asr, "ch0")
     events = tr.push(np.concatenate([silence, noise])) + tr.flush()
     assert [e for e in events if e.type == "transcript_final"] == []
+
+
+class CountingDecoder(WhisperDecoder):
+    """The real decoder, counting the decodes it runs by kind."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.modes: list[str] = []
+
+    def decode(self, audio, language, mode, offset):
+        hyp = super().decode(audio, language, mode, offset)
+        if hyp is not None:
+            self.modes.append(mode)
+        return hyp
+
+
+def test_speculative_finals_equal_plain_finals(models, settings, data):
+    """Decoding in the pause must give exactly the final the end of the pause would have given."""
+    audio = np.concatenate([read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0]
+                            for i in (3, 4)] + [np.zeros(16000, np.float32)])
+    runs = {}
+    for after in (0.0, 0.4):
+        asr = settings.asr.model_copy(update={"speculate_after_s": after})
+        dec = CountingDecoder(models.get("whisper"), asr)
+        tr = StreamingTranscriber(dec, asr, "ch0", language="ru")
+        tr.skip_partials = True
+        events = [e for i in range(0, audio.size, 1600) for e in tr.push(audio[i : i + 1600])] + tr.flush()
+        runs[after] = ([(f.text, f.start, f.end, f.words) for f in events if f.type == "transcript_final"], dec.modes)
+    (plain, plain_modes), (spec, spec_modes) = runs[0.0], runs[0.4]
+    assert plain and spec == plain
+    assert "speculative" not in plain_modes
+    assert spec_modes.count("final") < plain_modes.count("final"), "finals were taken from the speculative decodes"
+
+
+def test_partials_use_a_short_encoder_window(models, settings, data):
+    """A partial on 4 s of speech still reads the words with the 10 s window."""
+    audio = read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0][: 16000 * 4]
+    dec = WhisperDecoder(models.get("whisper"), settings.asr)
+    hyp = dec.decode(audio, "en", "partial", 0.0)
+    assert hyp is not None and "fellow" in hyp.text.lower()
