@@ -28,6 +28,7 @@ from callsense.config import DiarizationSettings, ModelSettings
 from callsense.models import cache_dir, campplus_paths, segmentation_path
 
 SR = 16000
+CELL = 160  # 10 ms: the grid on which the streaming diarizer aggregates its windows
 
 
 # --- stereo: echo gate -----------------------------------------------------------------------
@@ -183,6 +184,10 @@ class StreamingDiarizer:
         self._received = 0
         self.centroids: list[SpeakerCentroid] = []
         self.annotation = Annotation()
+        # per speaker, activity summed over every window that covered each 10 ms cell (and how many did)
+        self._votes: dict[str, np.ndarray] = {}
+        self._seen = np.zeros(0, np.float32)
+        self._cell0 = 0  # absolute cell of index 0 in those arrays
 
     def push(self, audio: np.ndarray) -> list[tuple[Segment, str]]:
         """Feed mono 16 kHz audio; returns newly labelled (segment, speaker) turns."""
@@ -213,14 +218,12 @@ class StreamingDiarizer:
             return []
         activity = self._segment(chunk)  # (frames, local speakers) in {0,1}
         frame_s = chunk.size / SR / activity.shape[0]
-        first_new = int((new_from - start) / SR / frame_s)
-        last_new = int((label_end - start) / SR / frame_s)
         # every local speaker of the window takes part in the assignment (two voices heard at once are
         # two people); only those speaking in the newly labelled stretch get turns
         local = [k for k in range(activity.shape[1]) if activity[:, k].sum() * frame_s >= 0.25]
         labels = self._assign(chunk, activity, local, frame_s)
-        labels = [(k, lbl) for k, lbl in labels if activity[first_new:last_new, k].sum() * frame_s >= 0.1]
-        return self._emit(activity, labels, start, new_from, label_end, frame_s)
+        self._accumulate(activity, labels, start, end)
+        return self._emit(new_from, label_end)
 
     def _assign(self, chunk: np.ndarray, activity: np.ndarray, local: list[int],
                 frame_s: float) -> list[tuple[int, str]]:
@@ -285,19 +288,37 @@ class StreamingDiarizer:
         frames = int(round(multi.shape[0] * chunk.size / self.window))
         return multi[: max(frames, 1)]
 
-    def _emit(self, activity: np.ndarray, labels: list[tuple[int, str]], start: int, new_from: int,
-              end: int, frame_s: float) -> list[tuple[Segment, str]]:
+    def _accumulate(self, activity: np.ndarray, labels: list[tuple[int, str]], start: int, end: int) -> None:
+        """Add this window's labelled activity to the per-cell votes (diart's delayed aggregation):
+        each stretch is decided by every window that saw it, not by the last one alone."""
+        a, b = start // CELL - self._cell0, -(-end // CELL) - self._cell0
+        grow = b - self._seen.size
+        if grow > 0:
+            self._seen = np.concatenate([self._seen, np.zeros(grow, np.float32)])
+            for lbl in self._votes:
+                self._votes[lbl] = np.concatenate([self._votes[lbl], np.zeros(grow, np.float32)])
+        cells = np.minimum((np.arange(b - a) * activity.shape[0] / (b - a)).astype(int), activity.shape[0] - 1)
+        cells, a = cells[max(-a, 0):], max(a, 0)  # the start of the window may be labelled already
+        self._seen[a:b] += 1
+        for k, lbl in labels:
+            votes = self._votes.setdefault(lbl, np.zeros(self._seen.size, np.float32))
+            votes[a:b] += activity[cells, k]
+
+    def _emit(self, new_from: int, end: int) -> list[tuple[Segment, str]]:
+        """Label [new_from, end): a speaker is active where most windows that saw a cell said so."""
+        a, b = new_from // CELL - self._cell0, end // CELL - self._cell0
         out = []
-        lo = int((new_from - start) / SR / frame_s)
-        hi = int(np.ceil((end - start) / SR / frame_s))
-        for k, label in labels:
-            mask = activity[lo:hi, k] > 0.5
-            runs = _runs(mask)
-            for a, b in runs:
-                seg = Segment(start / SR + (lo + a) * frame_s, min(end / SR, start / SR + (lo + b) * frame_s))
-                if seg.duration > 0:
-                    self.annotation[seg, label] = label
-                    out.append((seg, label))
+        seen = np.maximum(self._seen[a:b], 1)
+        for lbl, votes in self._votes.items():
+            for lo, hi in _runs(votes[a:b] / seen >= 0.5):
+                seg = Segment((self._cell0 + a + lo) * CELL / SR, (self._cell0 + a + hi) * CELL / SR)
+                if seg.duration >= 0.1:
+                    self.annotation[seg, lbl] = lbl
+                    out.append((seg, lbl))
+        # labelled cells are final: drop them
+        self._seen = self._seen[b:]
+        self._votes = {lbl: v[b:] for lbl, v in self._votes.items()}
+        self._cell0 += b
         return out
 
     def speaker_at(self, start: float, end: float) -> str | None:

@@ -20,18 +20,17 @@ def test_offline_diarization_on_pyannote_sample(settings, data):
 def test_streaming_diarization_keeps_labels_and_cap(settings, models, data):
     folder = data / "diarization" / "pyannote_sample"
     audio = read_audio(folder / "sample.wav")[0]
-    settings.diarization.max_speakers = 2
     d = StreamingDiarizer(settings.models, settings.diarization, models.get("segmentation"), models.get("embedding"))
     emitted = []
     for i in range(0, audio.size, 1600):
         emitted += d.push(audio[i : i + 1600])
     emitted += d.flush()
-    assert 1 <= len(d.annotation.labels()) <= 2
+    assert len(d.annotation.labels()) == 2, "two people, no phantom third speaker (the cap is 3)"
     # labels are given once and never rewritten: every emitted turn is still in the annotation
     for seg, label in emitted:
         assert label in d.annotation.crop(seg).labels()
     der = DiarizationErrorRate(collar=0.25)(read_rttm(folder / "sample.rttm"), d.annotation)
-    assert der < 0.5  # far better than one-speaker-for-all (the figure is reported by bench)
+    assert der < 0.3  # far better than one-speaker-for-all (the figure is reported by bench)
 
 
 def test_echo_gate_mutes_leakage_but_keeps_overtalk(data):
