@@ -415,7 +415,7 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
         ("diarization", lambda: bench_diarization(data, settings, models)),
         ("text_emotion", lambda: bench_text(data, settings, models, 600 if quick else None)),
         ("speech_emotion", lambda: bench_speech_emotion(data, models)),
-        ("load", lambda: bench_load(settings, models, [1, 2] if quick else [1, 2, 4], tmp)),
+        ("load", lambda: bench_load(settings, models, [1, 2] if quick else [1, 2, 4, 6], tmp)),
         ("audit", lambda: bench_audit(settings, [1] if quick else [1, 2], tmp)),
     ]
     for name, fn in steps:
