@@ -23,6 +23,7 @@ import ssl
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,51 @@ DEV_TOKENS = {"dev-supervisor", "dev-operator"}
 IDLE_TIMEOUT_S = 15.0
 
 
+class Mailbox:
+    """A FIFO for one consumer task whose waiting items its owner may take in a batch or prune
+    (asyncio.Queue hides them). `maxsize` makes `put` wait: backpressure onto the sender."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self.items: deque[Any] = deque()
+        self.maxsize = maxsize
+        self._ready, self._space = asyncio.Event(), asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def put(self, item: Any) -> None:
+        while self.maxsize and len(self.items) >= self.maxsize:
+            self._space.clear()
+            await self._space.wait()
+        self.put_nowait(item)
+
+    def put_nowait(self, item: Any) -> None:
+        self.items.append(item)
+        self._ready.set()
+
+    async def get(self) -> Any:
+        while not self.items:
+            self._ready.clear()
+            await self._ready.wait()
+        self._space.set()
+        return self.items.popleft()
+
+    def take_while(self, wanted: Callable[[Any], bool]) -> list[Any]:
+        """Items from the front, as long as they are `wanted`."""
+        out = []
+        while self.items and wanted(self.items[0]):
+            out.append(self.items.popleft())
+        self._space.set()
+        return out
+
+    def keep_only(self, wanted: Callable[[Any], bool]) -> int:
+        """Drop the waiting items that are not `wanted`; returns how many were dropped."""
+        before = len(self.items)
+        self.items = deque(item for item in self.items if wanted(item))
+        self._space.set()
+        return before - len(self.items)
+
+
 @dataclass
 class Room:
     call_id: str
@@ -55,7 +101,7 @@ class Room:
     replay: deque = field(default_factory=deque)
     risk: float = 0.0
     ended: bool = False
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=200))
+    queue: Mailbox = field(default_factory=lambda: Mailbox(maxsize=200))
     worker: asyncio.Task | None = None
     last_lag: float = 0.0
     recording: sf.SoundFile | None = None  # only when report.keep_audio is set
@@ -66,7 +112,7 @@ class Console:
     who: str
     role: str
     operator_id: str | None
-    queue: asyncio.Queue
+    queue: Mailbox = field(default_factory=Mailbox)  # bounded by _offer
     dropped: int = 0
     too_slow: bool = False
 
@@ -245,12 +291,9 @@ class CallServer:
                 events = await loop.run_in_executor(self.executor, room.pipeline.finish, item[1])
                 await self._publish(room, events)
                 break
-            chunks: list[AudioChunk] = [item[1]]
             arrived = item[2]
             # batch what queued up meanwhile: fewer, larger steps when the call falls behind
-            while not room.queue.empty() and room.queue._queue[0][0] == "audio":  # type: ignore[attr-defined]
-                nxt = room.queue.get_nowait()
-                chunks.append(nxt[1])
+            chunks: list[AudioChunk] = [item[1]] + [nxt[1] for nxt in room.queue.take_while(lambda i: i[0] == "audio")]
             merged = AudioChunk(np.concatenate([c.audio for c in chunks], axis=1), chunks[0].start)
             if room.recording is not None:
                 room.recording.write(merged.audio.T)
@@ -298,16 +341,13 @@ class CallServer:
         q, limit = console.queue, self.settings.server.console_queue
         if console.too_slow:
             return
-        if q.qsize() >= limit:
+        if len(q) >= limit:
             if ev.type not in FINAL_TYPES:
                 console.dropped += 1
                 return
             # make room by dropping queued partials/metrics; never finals, emotions or hints
-            kept = [e for e in list(q._queue) if e.type in FINAL_TYPES]  # type: ignore[attr-defined]
-            console.dropped += q.qsize() - len(kept)
-            q._queue.clear()  # type: ignore[attr-defined]
-            q._queue.extend(kept)  # type: ignore[attr-defined]
-            if q.qsize() >= limit:
+            console.dropped += q.keep_only(lambda e: e is not None and e.type in FINAL_TYPES)
+            if len(q) >= limit:
                 console.too_slow = True
                 q.put_nowait(None)  # tells the sender to disconnect; the console resumes by sequence
                 return
@@ -315,8 +355,7 @@ class CallServer:
 
     async def _console(self, ws: ServerConnection, grant: dict[str, str], token: str, call: str | None) -> None:
         console = Console(who=f"{grant.get('role')}:{grant.get('operator_id', token[:6])}", role=grant.get("role", ""),
-                          operator_id=grant.get("operator_id"),
-                          queue=asyncio.Queue())  # bounded by _offer
+                          operator_id=grant.get("operator_id"))
         after: dict[str, int] = {}
         with contextlib.suppress(TimeoutError, ConnectionClosed, json.JSONDecodeError):
             first = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
