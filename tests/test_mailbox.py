@@ -1,0 +1,46 @@
+"""The server's queues: audio batching with backpressure, and slow consoles losing partials first."""
+
+import asyncio
+
+from callsense.events import TranscriptFinal, TranscriptPartial
+from callsense.server import CallServer, Console, Mailbox
+
+
+def test_mailbox_put_waits_for_space_and_take_while_batches():
+    async def run() -> list:
+        box = Mailbox(maxsize=2)
+        await box.put(("audio", 1))
+        await box.put(("audio", 2))
+        blocked = asyncio.create_task(box.put(("end", None)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done(), "a full mailbox holds the sender back"
+        first = await box.get()
+        await asyncio.wait_for(blocked, 1)
+        batch = box.take_while(lambda item: item[0] == "audio")
+        return [first, batch, await box.get(), len(box)]
+
+    first, batch, last, left = asyncio.run(run())
+    assert first == ("audio", 1) and batch == [("audio", 2)] and last == ("end", None) and left == 0
+
+
+def _part(i: int) -> TranscriptPartial:
+    return TranscriptPartial(speaker="ch0", start=0, end=1, text=f"p{i}", seq=i)
+
+
+def _final(i: int) -> TranscriptFinal:
+    return TranscriptFinal(speaker="ch0", start=0, end=1, text=f"f{i}", seq=i)
+
+
+def test_slow_console_drops_partials_first_and_never_finals(settings):
+    settings.server.console_queue = 3
+    server = CallServer(settings)
+    console = Console(who="t", role="supervisor", operator_id=None)
+    for ev in [_part(1), _final(2), _part(3), _part(4), _final(5)]:
+        server._offer(console, ev)
+    assert [e.text for e in console.queue.items] == ["f2", "f5"]
+    assert console.dropped == 3 and not console.too_slow
+    for i in (6, 7):
+        server._offer(console, _final(i))
+    assert console.too_slow, "finals are never dropped: a console that cannot take them is disconnected"
+    assert [e.text for e in console.queue.items if e is not None] == ["f2", "f5", "f6"]
+    assert console.queue.items[-1] is None
