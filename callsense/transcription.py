@@ -100,14 +100,21 @@ class DecodeGate:
         finally:
             self._release()
 
-    def try_optional(self) -> bool:
+    @contextmanager
+    def optional(self) -> Iterator[bool]:
+        """Yields whether the decode may run now; a refused one is counted in `skipped`."""
         with self._cond:
             limit = self.slots - 1 if self.slots > 1 else 1
-            if self.waiting or self.busy >= limit:
+            admitted = not self.waiting and self.busy < limit
+            if admitted:
+                self.busy += 1
+            else:
                 self.skipped += 1
-                return False
-            self.busy += 1
-            return True
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                self._release()
 
     def _release(self) -> None:
         with self._cond:
@@ -123,7 +130,8 @@ class WhisperDecoder:
         self.gate = gate or DecodeGate(1)
 
     def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
-        _, _, probs = self.model.detect_language(audio)
+        with self.gate.final():  # an encoder pass like any decode
+            _, _, probs = self.model.detect_language(audio)
         ranked = [(lang, p) for lang, p in probs if not allowed or lang in allowed]
         lang, p = max(ranked, key=lambda lp: lp[1])
         total = sum(p for _, p in ranked) or 1.0
@@ -135,15 +143,13 @@ class WhisperDecoder:
         if mode == "final":
             with self.gate.final():
                 return self._decode(audio, language, True, offset, None)
-        if not self.gate.try_optional():
-            return None
-        try:
+        with self.gate.optional() as admitted:
+            if not admitted:
+                return None
             if mode == "speculative":
                 return self._decode(audio, language, True, offset, None)
             window = max(self.settings.partial_window_s, audio.size / SR + 0.5)
             return self._decode(audio, language, False, offset, int(np.ceil(window) * 100))
-        finally:
-            self.gate._release()
 
     def _decode(self, audio: np.ndarray, language: str | None, words: bool, offset: float,
                 frames: int | None) -> Hypothesis:

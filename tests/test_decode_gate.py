@@ -19,17 +19,19 @@ def _hold_final(gate: DecodeGate, entered: threading.Event, release: threading.E
 
 def test_optional_decodes_run_only_when_a_slot_stays_free_for_finals():
     gate = DecodeGate(2)
-    assert gate.try_optional()  # idle: a partial may run
-    gate._release()
+    with gate.optional() as admitted:
+        assert admitted  # idle: a partial may run
     entered, release = threading.Event(), threading.Event()
     th = _hold_final(gate, entered, release)
     assert entered.wait(5)
-    assert not gate.try_optional(), "the second slot is kept for finals"
+    with gate.optional() as admitted:
+        assert not admitted, "the second slot is kept for finals"
     assert gate.skipped == 1
     release.set()
     th.join(5)
-    assert gate.try_optional()
-    gate._release()
+    with gate.optional() as admitted:
+        assert admitted
+    assert gate.busy == 0
 
 
 def test_a_waiting_final_goes_before_any_optional_decode():
@@ -44,7 +46,8 @@ def test_a_waiting_final_goes_before_any_optional_decode():
     release.set()
     first.join(5)
     assert second_in.wait(5), "the queued final got the slot"
-    assert not gate.try_optional()
+    with gate.optional() as admitted:
+        assert not admitted
     second_release.set()
     second.join(5)
-    assert gate.busy == 0 and gate.try_optional()
+    assert gate.busy == 0
