@@ -142,19 +142,15 @@ class WhisperDecoder:
         decode once, greedily, with a short encoder window. None: an optional decode was skipped."""
         if mode == "final":
             with self.gate.final():
-                return self._decode(audio, language, True, offset, None)
+                return self._transcribe(audio, language, True, offset)
         with self.gate.optional() as admitted:
             if not admitted:
                 return None
-            if mode == "speculative":
-                return self._decode(audio, language, True, offset, None)
+            if mode == "speculative":  # exactly a final's decode, only earlier
+                return self._transcribe(audio, language, True, offset)
             window = max(self.settings.partial_window_s, audio.size / SR + 0.5)
-            return self._decode(audio, language, False, offset, int(np.ceil(window) * 100))
-
-    def _decode(self, audio: np.ndarray, language: str | None, words: bool, offset: float,
-                frames: int | None) -> Hypothesis:
-        with encoder_frames(frames):
-            return self._transcribe(audio, language, words, offset)
+            with encoder_frames(int(np.ceil(window) * 100)):
+                return self._transcribe(audio, language, False, offset)
 
     def _transcribe(self, audio: np.ndarray, language: str | None, words: bool, offset: float) -> Hypothesis:
         s = self.settings
