@@ -16,15 +16,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "CallPipeline": "callsense.pipeline",
-    "Models": "callsense.pipeline",
+    "Models": "callsense.registry",
     "load_settings": "callsense.config",
     "Settings": "callsense.config",
-    "FileSource": "callsense.sources",
-    "AudioChunk": "callsense.sources",
+    "FileSource": "callsense.audio.files",
+    "AudioChunk": "callsense.audio.codecs",
     "parse_event": "callsense.events",
     "json_schema": "callsense.events",
-    "CallServer": "callsense.server",
-    "stream_file": "callsense.stream",
+    "CallServer": "callsense.service.server",
+    "stream_file": "callsense.service.client",
 }
 __all__ = ["__version__", *_EXPORTS]
 

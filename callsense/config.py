@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
+# The one internal sample rate: every input is resampled to it, every stage reads it.
+SAMPLE_RATE = 16000
+# Default settings, playbooks and checklists ship inside the package, so `pip install` anywhere has them.
+CONFIG_DIR = Path(str(files("callsense") / "configs"))
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
@@ -69,21 +72,38 @@ class HintSettings(_Strict):
     silence_hold_s: float = 10.0
     negative_valence: float = -0.35
     arousal_rise: float = 0.35
-    overtalk_s: float = 1.0
     interruptions_warn: int = 3
     repeat_similarity: float = 0.88
     playbooks_dir: Path = CONFIG_DIR / "playbooks"
 
 
+class TokenGrant(_Strict):
+    """What a token may do. Operators see (and stream) only their own calls; an `ingest` token is
+    bound to a trunk or operator: its calls belong to `operator_id`, or to one of `operators` the
+    client names. A call's operator never comes from the client's JSON alone."""
+
+    role: Literal["supervisor", "operator", "ingest"]
+    operator_id: str | None = None
+    operators: list[str] = []
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = 8765
-    # token -> {"role": "supervisor"|"operator", "operator_id": ...}
-    tokens: dict[str, dict[str, str]] = {}
-    max_message_bytes: int = 1 << 20
-    max_messages_per_s: float = 200.0
+    tokens: dict[str, TokenGrant] = {}
+    max_message_bytes: int = 1 << 20  # a larger websocket message closes the connection (1009)
+    max_console_message_bytes: int = 4096  # feedback and resume messages from consoles
+    max_calls: int = 8  # live calls at once; more are refused (close 1013) instead of slowing every call
+    max_channels: int = 4  # per call
+    max_frame_s: float = 5.0  # audio in one frame
+    call_queue: int = 200  # audio frames waiting per call before ingest stops reading the socket
     console_queue: int = 500
-    replay_events: int = 5000
+    replay_events: int = 5000  # per call, for consoles that resume
+    resume_window_s: float = 300.0  # an ended call stays resumable this long, then lives only on disk
+    idle_timeout_s: float = 15.0  # no message from a source this long ends its call
+    shutdown_timeout_s: float = 30.0  # SIGTERM: calls in flight get this long to finish, then end as interrupted
+    audiosocket_peers: list[str] = []  # addresses/networks allowed besides loopback (AudioSocket has no auth)
+    audiosocket_operator: str | None = None  # whose calls AudioSocket calls are
     certfile: Path | None = None
     keyfile: Path | None = None
     store: Path = Path("callsense-data/calls.sqlite")
@@ -99,7 +119,6 @@ class ReportSettings(_Strict):
 
 class Settings(_Strict):
     channels: list[Literal["operator", "customer", "unknown"]] = ["operator", "customer"]
-    sample_rate: int = 16000
     chunk_ms: int = 100
     models: ModelSettings = ModelSettings()
     asr: AsrSettings = AsrSettings()

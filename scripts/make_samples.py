@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from callsense.sources import read_audio
+from callsense.audio.files import read_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 16000

@@ -16,9 +16,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
 
-from callsense.datasets import EMODB_TO, HIGH_AROUSAL, emotion_speech
-from callsense.prosody import FEATURES, features, speaker_z, vector
-from callsense.sources import read_audio
+from callsense.audio.files import read_audio
+from callsense.bench.datasets import EMODB_TO, HIGH_AROUSAL, emotion_speech
+from callsense.stages.prosody import FEATURES, features, speaker_z, vector
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["anger", "joy", "sadness", "neutral", "fear"]

@@ -19,8 +19,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from callsense.datasets import EMOTIONS, SENTIMENTS, text_items
-from callsense.text_emotion import embed_texts, vader_labels
+from callsense.bench.datasets import EMOTIONS, SENTIMENTS, text_items
+from callsense.stages.text_emotion import embed_texts, vader_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,6 +35,6 @@ def settings(tmp_path):
 @pytest.fixture(scope="session")
 def models():
     from callsense.config import load_settings
-    from callsense.pipeline import Models
+    from callsense.registry import Models
 
     return Models(load_settings())

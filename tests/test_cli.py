@@ -8,7 +8,7 @@ from tests.conftest import ROOT, SAMPLES
 
 
 def run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "callsense.cli", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "callsense.cli.main", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=600, **kw)
 
 
@@ -70,7 +70,7 @@ def test_audit_runs_on_a_local_dask_cluster(settings, tmp_path):
     pytest.importorskip("distributed")
     import pyarrow.parquet as pq
 
-    from callsense.audit import run_audit
+    from callsense.reports.audit import run_audit
 
     folder = tmp_path / "calls"
     folder.mkdir()

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from callsense.transcription import DecodeGate
+from callsense.stages.transcription import DecodeGate
 
 
 def _hold_final(gate: DecodeGate, entered: threading.Event, release: threading.Event) -> threading.Thread:

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from callsense.diarization import ChannelGate, OfflineDiarizer, RoleAssigner, StreamingDiarizer, read_rttm
-from callsense.sources import read_audio
+from callsense.audio.files import read_audio
+from callsense.stages.diarization import ChannelGate, OfflineDiarizer, RoleAssigner, StreamingDiarizer, read_rttm
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def test_offline_diarization_on_pyannote_sample(settings, data):
 def test_streaming_diarization_keeps_labels_and_cap(settings, models, data):
     folder = data / "diarization" / "pyannote_sample"
     audio = read_audio(folder / "sample.wav")[0]
-    d = StreamingDiarizer(settings.models, settings.diarization, models.get("segmentation"), models.get("embedding"))
+    d = StreamingDiarizer(settings.models, settings.diarization, models.segmentation, models.embedding)
     emitted = []
     for i in range(0, audio.size, 1600):
         emitted += d.push(audio[i : i + 1600])
@@ -55,10 +55,10 @@ def test_roles_from_conversation():
 
 
 def test_roles_from_enrolled_voiceprint(data, models, monkeypatch, tmp_path):
-    from callsense.diarization import enroll, load_voiceprint
+    from callsense.stages.diarization import enroll, load_voiceprint
 
     monkeypatch.setenv("CALLSENSE_HOME", str(tmp_path))
-    emb = models.get("embedding")
+    emb = models.embedding
     folder = data / "asr" / "ru_read_msu" / "audio"
     enroll("op-7", [read_audio(folder / f"ru_000{i}.flac")[0] for i in (1, 2)], emb)
     roles = RoleAssigner(voiceprint=load_voiceprint("op-7"))

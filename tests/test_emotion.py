@@ -3,16 +3,16 @@ import time
 import numpy as np
 import pytest
 
-from callsense.datasets import emotion_speech
-from callsense.fusion import Fuser
-from callsense.prosody import features, vector
-from callsense.sources import read_audio
+from callsense.audio.files import read_audio
+from callsense.bench.datasets import emotion_speech
+from callsense.stages.fusion import Fuser
+from callsense.stages.prosody import features, vector
 
 pytestmark = pytest.mark.slow
 
 
 def test_text_model_reads_polarity_in_both_languages(models):
-    tm = models.get("text_emotion")
+    tm = models.text_emotion
     neg_ru, pos_ru, neg_en, pos_en = tm.score([
         "Это возмутительно, вы опять списали с меня деньги без предупреждения!",
         "Спасибо вам огромное, вы очень помогли, всё работает.",
@@ -26,7 +26,7 @@ def test_text_model_reads_polarity_in_both_languages(models):
 
 def test_speech_model_ranks_anger_above_neutral_for_each_speaker(models, data):
     """On acted speech, each speaker's angry clips score higher arousal than their neutral ones."""
-    model = models.get("speech_emotion")
+    model = models.speech_emotion
     items = [i for i in emotion_speech(data) if i.emotion in ("anger", "neutral")]
     by_speaker: dict[str, dict[str, list[float]]] = {}
     for item in items[::2]:
@@ -45,7 +45,7 @@ def test_speech_model_ranks_anger_above_neutral_for_each_speaker(models, data):
 
 def test_turn_scoring_is_fast_and_explained(models, data):
     audio = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0]
-    speech, text = models.get("speech_emotion"), models.get("text_emotion")
+    speech, text = models.speech_emotion, models.text_emotion
     baseline = speech.new_baseline()
     start = time.perf_counter()
     scored = speech.score_turn(audio, baseline)
@@ -61,7 +61,7 @@ def test_turn_scoring_is_fast_and_explained(models, data):
 
 def test_uncertain_when_signals_are_weak():
     from callsense.config import EmotionSettings
-    from callsense.text_emotion import TextScores
+    from callsense.stages.text_emotion import TextScores
 
     flat = TextScores({k: 1 / 6 for k in ("anger", "sadness", "joy", "fear", "surprise", "neutral")},
                       {"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3})

@@ -4,7 +4,7 @@ import pytest
 
 from callsense.config import HintSettings
 from callsense.events import TranscriptFinal
-from callsense.hints import HintEngine
+from callsense.stages.hints import HintEngine
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def test_operator_red_flag_is_a_warning_for_the_operator():
 
 
 def test_chat_transcript_analysis(settings, data, tmp_path):
-    from callsense.report import analyze_dialogue
+    from callsense.reports.report import analyze_dialogue
 
     dialogue = {"language": "en", "turns": [
         {"role": "operator", "text": "Thank you for calling, my name is Sam. How can I help?"},

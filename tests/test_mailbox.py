@@ -3,7 +3,7 @@
 import asyncio
 
 from callsense.events import TranscriptFinal, TranscriptPartial
-from callsense.server import CallServer, Console, Mailbox
+from callsense.service.server import CallServer, Console, Mailbox
 
 
 def test_mailbox_put_waits_for_space_and_take_while_batches():

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from callsense.audio.files import FileSource
 from callsense.pipeline import CallPipeline
-from callsense.report import build_report, write_report
-from callsense.sources import FileSource
+from callsense.reports.report import build_report, write_report
 
 pytestmark = pytest.mark.slow
 SAMPLE = "ru_call_stereo"

@@ -1,4 +1,4 @@
-from callsense.privacy import inn_ok, luhn_ok, redact, snils_ok
+from callsense.reports.privacy import inn_ok, luhn_ok, redact, snils_ok
 
 
 def test_card_numbers_need_a_valid_luhn():

@@ -7,8 +7,8 @@ import urllib.request
 import pytest
 import websockets
 
-from callsense.server import CallServer
-from callsense.stream import stream_file
+from callsense.service.client import stream_file
+from callsense.service.server import CallServer
 
 pytestmark = pytest.mark.slow
 CALL = "ru_call_stereo.flac"

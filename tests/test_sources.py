@@ -6,18 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from callsense.sources import (
-    AudioError,
-    AudioSocketParser,
-    FileSource,
-    PlainProtocol,
-    ProtocolError,
-    TwilioProtocol,
-    decode_pcm,
-    encode_mulaw,
-    probe,
-    read_audio,
-)
+from callsense.audio.codecs import AudioError, decode_pcm, encode_mulaw
+from callsense.audio.files import FileSource, probe, read_audio
+from callsense.audio.protocols import AudioSocketParser, PlainProtocol, ProtocolError, TwilioProtocol
 
 
 def test_g711_tables_match_reference():

@@ -1,7 +1,7 @@
 import time
 
 from callsense.events import CallEnded, CallStarted, Sequencer
-from callsense.store import Store
+from callsense.reports.store import Store
 
 
 def _events():

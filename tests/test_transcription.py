@@ -2,15 +2,15 @@ import jiwer
 import numpy as np
 import pytest
 
-from callsense.sources import FileSource, read_audio
-from callsense.transcription import StreamingTranscriber, WhisperDecoder, agreed_prefix
-from callsense.wer import normalize
+from callsense.audio.files import FileSource, read_audio
+from callsense.bench.wer import normalize
+from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder, agreed_prefix
 
 pytestmark = pytest.mark.slow
 
 
 def _stream(models, settings, path, language=None, partials=True):
-    dec = WhisperDecoder(models.get("whisper"), settings.asr)
+    dec = WhisperDecoder(models.whisper, settings.asr)
     tr = StreamingTranscriber(dec, settings.asr, "ch0", language=language)
     tr.skip_partials = not partials
     events = []
@@ -49,7 +49,7 @@ def test_russian_speech_is_detected_as_russian(models, settings, data):
 def test_silence_and_noise_produce_no_text(models, settings, data):
     silence = read_audio(data / "asr" / "ru_phone_prompts" / "audio" / "silence__10.flac")[0]
     noise = np.random.default_rng(0).normal(0, 0.01, 16000 * 5).astype(np.float32)
-    dec = WhisperDecoder(models.get("whisper"), settings.asr)
+    dec = WhisperDecoder(models.whisper, settings.asr)
     tr = StreamingTranscriber(dec, settings.asr, "ch0")
     events = tr.push(np.concatenate([silence, noise])) + tr.flush()
     assert [e for e in events if e.type == "transcript_final"] == []
@@ -76,7 +76,7 @@ def test_speculative_finals_equal_plain_finals(models, settings, data):
     runs = {}
     for after in (0.0, 0.4):
         asr = settings.asr.model_copy(update={"speculate_after_s": after})
-        dec = CountingDecoder(models.get("whisper"), asr)
+        dec = CountingDecoder(models.whisper, asr)
         tr = StreamingTranscriber(dec, asr, "ch0", language="ru")
         tr.skip_partials = True
         events = [e for i in range(0, audio.size, 1600) for e in tr.push(audio[i : i + 1600])] + tr.flush()
@@ -90,6 +90,6 @@ def test_speculative_finals_equal_plain_finals(models, settings, data):
 def test_partials_use_a_short_encoder_window(models, settings, data):
     """A partial on 4 s of speech still reads the words with the 10 s window."""
     audio = read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0][: 16000 * 4]
-    dec = WhisperDecoder(models.get("whisper"), settings.asr)
+    dec = WhisperDecoder(models.whisper, settings.asr)
     hyp = dec.decode(audio, "en", "partial", 0.0)
     assert hyp is not None and "fellow" in hyp.text.lower()

@@ -1,7 +1,7 @@
 import numpy as np
 
-from callsense.sources import read_audio
-from callsense.vad import Endpointer, SileroVAD
+from callsense.audio.files import read_audio
+from callsense.audio.vad import Endpointer, SileroVAD
 
 
 def _probs(audio, chunk):

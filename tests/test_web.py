@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from callsense.server import CallServer
-from callsense.stream import stream_file
+from callsense.service.client import stream_file
+from callsense.service.server import CallServer
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -20,7 +20,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from callsense.config import Settings
-from callsense.store import Store
+from callsense.reports.store import Store
 
 AUDIO = {".wav", ".flac", ".mp3", ".ogg"}
 _MODELS: Any = None  # one copy of the models per worker process
@@ -45,10 +45,12 @@ def find_calls(folder: Path) -> list[dict[str, Any]]:
 def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
     """Runs in a worker: one recording through the pipeline; never raises for a bad file."""
     global _MODELS
+    from callsense.audio.codecs import AudioError
+    from callsense.audio.files import FileSource
     from callsense.config import Settings
-    from callsense.pipeline import CallPipeline, Models, roles_for
-    from callsense.report import build_report
-    from callsense.sources import AudioError, FileSource
+    from callsense.pipeline import CallPipeline, roles_for
+    from callsense.registry import Models
+    from callsense.reports.report import build_report
 
     settings = Settings.model_validate_json(settings_json)
     if call.get("channels"):

@@ -23,8 +23,6 @@ import yaml
 from callsense.config import HintSettings
 from callsense.events import Emotion, Hint, Overlap, TranscriptFinal
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-
 # reason -> (severity, patterns). Patterns are intents, matched on the customer's words only.
 INTENTS: dict[str, tuple[str, list[str]]] = {
     "supervisor_request": ("critical", [
@@ -101,6 +99,17 @@ class HintEngine:
         self._rng = random.Random(0)
 
     # -- inputs --
+
+    def push(self, ev: TranscriptFinal | Emotion | Overlap) -> list[Hint]:
+        """The stage interface: any of the three inputs, dispatched by type."""
+        if isinstance(ev, TranscriptFinal):
+            return self.on_final(ev)
+        if isinstance(ev, Emotion):
+            return self.on_emotion(ev)
+        return self.on_overlap(ev)
+
+    def flush(self) -> list[Hint]:
+        return []
 
     def on_final(self, ev: TranscriptFinal) -> list[Hint]:
         self.parties.setdefault(ev.speaker, _Party()).finals.append(ev)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
+
+from callsense.events import Event
 
 DIGITS = re.compile(r"\D")
 
@@ -113,3 +116,32 @@ def redact(text: str, language: str = "en") -> str:
         last = b
     out.append(text[last:])
     return "".join(out)
+
+
+def _redact_value(value: Any, language: str) -> Any:
+    if isinstance(value, str):
+        return redact(value, language)
+    if isinstance(value, dict):
+        return {k: _redact_value(v, language) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v, language) for v in value]
+    return value
+
+
+def redact_event(ev: Event, language: str = "en") -> Event:
+    """A copy of the event with personal data redacted in every text it carries (transcript, quotes
+    in evidence, hint titles). When a transcript's text changes, its per-word texts are dropped
+    (their timings stay in start/end): a number read word by word must not survive in them."""
+    update: dict[str, Any] = {}
+    for name in ("text", "stable_text", "title", "message"):
+        value = getattr(ev, name, None)
+        if isinstance(value, str) and value:
+            red = redact(value, language)
+            if red != value:
+                update[name] = red
+    evidence = getattr(ev, "evidence", None)
+    if evidence:
+        update["evidence"] = _redact_value(evidence, language)
+    if "text" in update and getattr(ev, "words", None):
+        update["words"] = []
+    return ev.model_copy(update=update) if update else ev

@@ -24,10 +24,10 @@ import torch
 from pyannote.audio import Model
 from pyannote.core import Annotation, Segment
 
-from callsense.config import DiarizationSettings, ModelSettings
+from callsense.config import SAMPLE_RATE, DiarizationSettings, ModelSettings
+from callsense.events import TranscriptFinal, TranscriptPartial, Word
 from callsense.models import cache_dir, campplus_paths, segmentation_path
 
-SR = 16000
 CELL = 160  # 10 ms: the grid on which the streaming diarizer aggregates its windows
 
 
@@ -64,7 +64,7 @@ class CamPlusPlus(Model):
     """CAM++ (3D-Speaker, 192-dim) on 80-bin Kaldi fbank, usable wherever pyannote wants an embedding."""
 
     def __init__(self, weights: Path, code: Path) -> None:
-        super().__init__(sample_rate=SR, num_channels=1)
+        super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
         spec = importlib.util.spec_from_file_location("callsense_campplus", code)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
@@ -84,7 +84,7 @@ class CamPlusPlus(Model):
     def fbank(self, waveform: torch.Tensor) -> torch.Tensor:
         import torchaudio.compliance.kaldi as kaldi
 
-        feats = kaldi.fbank(waveform.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=SR, dither=0.0)
+        feats = kaldi.fbank(waveform.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=SAMPLE_RATE, dither=0.0)
         return feats - feats.mean(dim=0, keepdim=True)
 
     def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,7 +147,7 @@ class OfflineDiarizer:
         waveform = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).reshape(1, -1)
         n = num_speakers or self.settings.num_speakers
         kwargs: dict[str, Any] = {"num_speakers": n} if n else {"max_speakers": self.settings.max_speakers}
-        out = self.pipeline({"waveform": waveform, "sample_rate": SR}, hook=hook, **kwargs)
+        out = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, hook=hook, **kwargs)
         return getattr(out, "speaker_diarization", out)
 
 
@@ -172,11 +172,11 @@ class StreamingDiarizer:
         self.seg = segmentation or load_segmentation(models)
         self.seg.eval()
         self.embedding = embedding or CamPlusPlus.from_bundle()
-        self.window = int(settings.window_s * SR)
-        self.step = int(settings.step_s * SR)
+        self.window = int(settings.window_s * SAMPLE_RATE)
+        self.step = int(settings.step_s * SAMPLE_RATE)
         self.max_speakers = settings.num_speakers or settings.max_speakers
         self.threshold = settings.stream_threshold
-        self.latency = int(settings.stream_latency_s * SR)
+        self.latency = int(settings.stream_latency_s * SAMPLE_RATE)
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # absolute sample of _buffer[0]
         self._done = 0  # absolute sample up to which audio was processed
@@ -214,10 +214,10 @@ class StreamingDiarizer:
         # keep only what the next window needs
         drop = max(0, end - self.window - self._buffer_start)
         self._buffer, self._buffer_start = self._buffer[drop:], self._buffer_start + drop
-        if chunk.size < 0.5 * SR:
+        if chunk.size < 0.5 * SAMPLE_RATE:
             return []
         activity = self._segment(chunk)  # (frames, local speakers) in {0,1}
-        frame_s = chunk.size / SR / activity.shape[0]
+        frame_s = chunk.size / SAMPLE_RATE / activity.shape[0]
         # every local speaker of the window takes part in the assignment (two voices heard at once are
         # two people); only those speaking in the newly labelled stretch get turns
         local = [k for k in range(activity.shape[1]) if activity[:, k].sum() * frame_s >= 0.25]
@@ -311,7 +311,7 @@ class StreamingDiarizer:
         seen = np.maximum(self._seen[a:b], 1)
         for lbl, votes in self._votes.items():
             for lo, hi in _runs(votes[a:b] / seen >= 0.5):
-                seg = Segment((self._cell0 + a + lo) * CELL / SR, (self._cell0 + a + hi) * CELL / SR)
+                seg = Segment((self._cell0 + a + lo) * CELL / SAMPLE_RATE, (self._cell0 + a + hi) * CELL / SAMPLE_RATE)
                 if seg.duration >= 0.1:
                     self.annotation[seg, lbl] = lbl
                     out.append((seg, lbl))
@@ -408,7 +408,7 @@ def voiceprint_dir() -> Path:
 
 def enroll(operator_id: str, clips: list[np.ndarray], embedding: CamPlusPlus | None = None) -> Path:
     emb_model = embedding or CamPlusPlus.from_bundle()
-    vectors = [emb_model.embed(c) for c in clips if c.size >= SR]
+    vectors = [emb_model.embed(c) for c in clips if c.size >= SAMPLE_RATE]
     if not vectors:
         raise ValueError("enrolment needs at least one clip of 1 s or more of the operator speaking")
     mean = np.mean(vectors, axis=0)
@@ -424,3 +424,86 @@ def load_voiceprint(operator_id: str) -> np.ndarray | None:
     if not path.exists():
         return None
     return np.asarray(json.loads(path.read_text())["vector"], np.float32)
+
+
+# --- attribution: which speaker and role each transcript belongs to ---------------------------
+
+Transcript = TranscriptPartial | TranscriptFinal
+
+
+class ChannelSpeakers:
+    """Stereo (one party per channel): the channel already says who speaks, so turns pass as they are."""
+
+    def hear(self, audio: np.ndarray) -> None:
+        """Channels need no diarization."""
+
+    def push(self, ev: Transcript) -> list[Transcript]:
+        return [ev]
+
+    def flush(self) -> list[Transcript]:
+        return []
+
+
+class MonoSpeakers:
+    """One mixed channel: the streaming diarizer hears the audio; each final's words are given to
+    the speaker talking at their time (a final is split where the speaker changes), and roles come
+    from the operator's enrolled voiceprint when there is one, else from the conversation."""
+
+    def __init__(self, diarizer: StreamingDiarizer, roles: RoleAssigner) -> None:
+        self.diarizer, self.roles = diarizer, roles
+        self._voices_seen: dict[str, int] = {}
+
+    def hear(self, audio: np.ndarray) -> None:
+        self.diarizer.push(audio[0])
+        self._observe_voices()
+
+    def flush(self) -> list[Transcript]:
+        self.diarizer.flush()
+        self._observe_voices()
+        return []
+
+    def push(self, ev: Transcript) -> list[Transcript]:
+        if isinstance(ev, TranscriptPartial):
+            ev.speaker = self.diarizer.speaker_at(ev.start, ev.end) or ev.speaker
+            ev.role = self.roles.role_of(ev.speaker).role  # type: ignore[assignment]
+            return [ev]
+        return list(self._split(ev))
+
+    def _observe_voices(self) -> None:
+        """Each call-wide speaker's voiceprint, compared with the enrolled operator's when it changes."""
+        if self.roles.voiceprint is None:
+            return
+        for c in self.diarizer.centroids:
+            if self._voices_seen.get(c.label) != c.count:
+                self._voices_seen[c.label] = c.count
+                self.roles.observe_voice(c.label, c.vector / (np.linalg.norm(c.vector) + 1e-9))
+
+    def _speaker(self, start: float, end: float) -> str | None:
+        return self.diarizer.speaker_at(start, end)
+
+    def _split(self, fin: TranscriptFinal) -> list[TranscriptFinal]:
+        groups: list[tuple[str, list[Word]]] = []
+        for w in fin.words or []:
+            spk = self._speaker(w.start, w.end) or (groups[-1][0] if groups else None) \
+                or self._speaker(fin.start, fin.end) or "SPEAKER_00"
+            if groups and groups[-1][0] == spk:
+                groups[-1][1].append(w)
+            else:
+                groups.append((spk, [w]))
+        if not groups:
+            groups = [(self._speaker(fin.start, fin.end) or "SPEAKER_00", [])]
+        whole = len(groups) == 1
+        out = []
+        for i, (spk, words) in enumerate(groups):
+            text = fin.text if whole else " ".join(w.word for w in words)
+            part = fin.model_copy(update={
+                "speaker": spk, "words": words, "text": text,
+                "start": fin.start if whole or not words else words[0].start,
+                "end": fin.end if whole or not words else words[-1].end,
+                "utterance_id": fin.utterance_id if whole else f"{fin.utterance_id}.{i + 1}",
+            })
+            self.roles.observe_text(spk, text)
+            guess = self.roles.role_of(spk)
+            part.role, part.role_confidence = guess.role, guess.confidence  # type: ignore[assignment]
+            out.append(part)
+        return out

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from callsense.config import SAMPLE_RATE
+
 FRAME = 512  # samples at 16 kHz (32 ms), what the model expects
 CONTEXT = 64
-SAMPLE_RATE = 16000
 
 
 class SileroVAD:
@@ -61,17 +62,14 @@ class Endpointer:
     """Hysteresis over frame probabilities: speech starts above `threshold`, ends after
     `min_silence_s` below `threshold - 0.15`; boundaries are padded by `pad_s`."""
 
-    def __init__(self, threshold: float = 0.5, min_silence_s: float = 0.5, min_speech_s: float = 0.25,
-                 pad_s: float = 0.2) -> None:
+    def __init__(self, threshold: float = 0.5, min_silence_s: float = 0.5, pad_s: float = 0.2) -> None:
         self.on = threshold
         self.off = max(0.05, threshold - 0.15)
         self.min_silence = int(min_silence_s * SAMPLE_RATE / FRAME)
-        self.min_speech = int(min_speech_s * SAMPLE_RATE / FRAME)
         self.pad = int(pad_s * SAMPLE_RATE)
         self.frame_index = 0
         self.in_speech = False
         self._silent_frames = 0
-        self._speech_frames = 0
 
     def update(self, probs: np.ndarray) -> list[Boundary]:
         out: list[Boundary] = []
@@ -81,7 +79,7 @@ class Endpointer:
             if not self.in_speech:
                 if p >= self.on:
                     self.in_speech = True
-                    self._silent_frames, self._speech_frames = 0, 1
+                    self._silent_frames = 0
                     out.append(Boundary("start", max(0, i * FRAME - self.pad)))
                 continue
             if p < self.off:
@@ -92,7 +90,6 @@ class Endpointer:
                     out.append(Boundary("end", end_frame * FRAME + self.pad))
             else:
                 self._silent_frames = 0
-                self._speech_frames += 1
         return out
 
     @property

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import librosa
 import numpy as np
 
+from callsense.config import SAMPLE_RATE
 from callsense.models import callsense_weight
 
-SR = 16000
 HOP = 160  # 10 ms
 FEATURES = [
     "f0_median_st", "f0_range_st", "f0_slope_st_s", "loudness_db", "loudness_std_db", "pause_share",
@@ -33,25 +33,25 @@ EXPLAIN = {
 def features(audio: np.ndarray) -> dict[str, float] | None:
     """Prosodic features of one turn of mono 16 kHz speech; None when there is too little voice."""
     audio = np.asarray(audio, np.float32)
-    if audio.size < 0.3 * SR:
+    if audio.size < 0.3 * SAMPLE_RATE:
         return None
     rms = librosa.feature.rms(y=audio, frame_length=400, hop_length=HOP)[0]
     db = 20 * np.log10(rms + 1e-6)
     active = db > (db.max() - 35)
     if active.sum() < 10:
         return None
-    f0 = librosa.yin(audio, fmin=60, fmax=450, sr=SR, frame_length=1024, hop_length=HOP)
+    f0 = librosa.yin(audio, fmin=60, fmax=450, sr=SAMPLE_RATE, frame_length=1024, hop_length=HOP)
     n = min(len(f0), len(active))
     f0, db_n, active_n = f0[:n], db[:n], active[:n]
     voiced = active_n & (f0 > 62) & (f0 < 440)
     if voiced.sum() < 10:
         return None
     st = 12 * np.log2(f0[voiced] / 100.0)
-    t = np.flatnonzero(voiced) * HOP / SR
+    t = np.flatnonzero(voiced) * HOP / SAMPLE_RATE
     periods = 1.0 / f0[voiced]
     amp = 10 ** (db_n[voiced] / 20)
     spec = np.abs(librosa.stft(audio, n_fft=512, hop_length=HOP))[:, :n][:, voiced] ** 2
-    freqs = librosa.fft_frequencies(sr=SR, n_fft=512)
+    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=512)
     low = spec[(freqs >= 50) & (freqs < 1000)].sum(axis=0)
     high = spec[(freqs >= 1000) & (freqs < 4000)].sum(axis=0)
     centroid = librosa.feature.spectral_centroid(S=np.sqrt(spec), freq=freqs)[0]

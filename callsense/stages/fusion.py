@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from callsense.config import EmotionSettings
 from callsense.events import Emotion, Role
-from callsense.prosody import SpeechScores
-from callsense.text_emotion import TextScores
+from callsense.stages.prosody import SpeechScores
+from callsense.stages.text_emotion import TextScores
 
 # How strongly each emotion stirs a speaker up, for arousal from words alone.
 TEXT_AROUSAL = {"anger": 0.8, "fear": 0.6, "surprise": 0.5, "joy": 0.3, "sadness": -0.4, "neutral": -0.2}

@@ -1,4 +1,4 @@
-"""Sub-commands of the live service: serve, stream, console, enroll (registered by cli.build_parser)."""
+"""Sub-commands of the live service and the long jobs: serve, stream, console, enroll, audit, bench."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Register = Callable[[str], Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]]
+from callsense.cli.common import command, settings_from
 
 
-def add_commands(sub: Any, command: Register) -> None:
+def add_parsers(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the live service (ingest + consoles + web dashboard)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
@@ -51,19 +50,12 @@ def add_commands(sub: Any, command: Register) -> None:
                    help="labelled data in the layout of ../shared/data")
     b.add_argument("--only", help="comma-separated: asr,live,diarization,text_emotion,speech_emotion,load,audit")
 
-    command("audit")(cmd_audit)
-    command("bench")(cmd_bench)
-    command("serve")(cmd_serve)
-    command("stream")(cmd_stream)
-    command("console")(cmd_console)
-    command("enroll")(cmd_enroll)
 
-
+@command("serve")
 def cmd_serve(args: argparse.Namespace) -> int:
-    from callsense.cli import _settings
-    from callsense.server import CallServer
+    from callsense.service.server import CallServer
 
-    settings = _settings(args)
+    settings = settings_from(args)
 
     async def main() -> None:
         server = CallServer(settings)
@@ -83,8 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("stream")
 def cmd_stream(args: argparse.Namespace) -> int:
-    from callsense.stream import stream_file
+    from callsense.service.client import stream_file
 
     roles = args.channels.split(",") if args.channels else None
     result = asyncio.run(stream_file(args.file, args.url, args.token, args.protocol, roles=roles,
@@ -95,15 +88,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("console")
 def cmd_console(args: argparse.Namespace) -> int:
-    from callsense.console import run_console
+    from callsense.service.console import run_console
 
     return asyncio.run(run_console(args.url, args.token, args.call))
 
 
+@command("enroll")
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from callsense.diarization import enroll
-    from callsense.sources import read_audio
+    from callsense.audio.files import read_audio
+    from callsense.stages.diarization import enroll
 
     clips = [read_audio(Path(f)).mean(axis=0) for f in args.files]
     path = enroll(args.operator_id, clips)
@@ -111,19 +106,19 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("audit")
 def cmd_audit(args: argparse.Namespace) -> int:
-    from callsense.audit import run_audit
-    from callsense.cli import _settings
+    from callsense.reports.audit import run_audit
 
-    summary = run_audit(Path(args.folder), Path(args.out), _settings(args), args.workers, args.engine, args.address)
+    summary = run_audit(Path(args.folder), Path(args.out), settings_from(args), args.workers, args.engine, args.address)
     print(f"audited {summary['calls']} calls ({summary['audio_hours']} h), {summary['failed']} failed; "
           f"summary: {Path(args.out) / 'summary.html'}")
     return 0
 
 
+@command("bench")
 def cmd_bench(args: argparse.Namespace) -> int:
-    from callsense.bench import main_bench
-    from callsense.cli import _settings
+    from callsense.bench.runner import main_bench
 
     only = args.only.split(",") if args.only else None
-    return main_bench(_settings(args), args.data, args.quick, args.json, only)
+    return main_bench(settings_from(args), args.data, args.quick, args.json, only)

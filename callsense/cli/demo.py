@@ -15,14 +15,14 @@ from rich.console import Console
 from rich.live import Live
 
 from callsense.config import Settings
-from callsense.console import ConsoleView
 from callsense.events import parse_event
+from callsense.service.console import ConsoleView
 
 
 async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
     import websockets
 
-    from callsense.server import CallServer
+    from callsense.service.server import CallServer
 
     console = Console()
     server = CallServer(settings)
@@ -31,7 +31,7 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
     url = f"ws://127.0.0.1:{port}"
     console.print(f"server on {url}  \u2022  web dashboard: http://127.0.0.1:{port}/  \u2022  streaming {path.name}"
                   f" at {speed:g}x")
-    from callsense.stream import stream_file
+    from callsense.service.client import stream_file
 
     token = next((t for t, g in settings.server.tokens.items() if g.get("role") == "supervisor"), "")
     view = ConsoleView()

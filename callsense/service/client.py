@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import websockets
 
-from callsense.sources import aiter_file, encode_mulaw, probe
+from callsense.audio.codecs import encode_mulaw
+from callsense.audio.files import aiter_file, probe
+from callsense.config import SAMPLE_RATE
 
 PATHS = {"plain": "/ingest", "twilio": "/twilio", "audio_fork": "/audio_fork"}
 
@@ -61,9 +63,9 @@ def _start_message(protocol: str, call_id: str, roles: list[str], operator_id: s
                                             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}
     if protocol == "audio_fork":
         # mod_audio_fork stereo is caller (customer) left, callee (operator) right
-        return {"uuid": call_id, "sampleRate": 16000, "channels": len(roles), "roles": roles,
+        return {"uuid": call_id, "sampleRate": SAMPLE_RATE, "channels": len(roles), "roles": roles,
                 "operator_id": operator_id, "language": language}
-    return {"type": "start", "call_id": call_id, "sample_rate": 16000, "encoding": "s16le", "channels": roles,
+    return {"type": "start", "call_id": call_id, "sample_rate": SAMPLE_RATE, "encoding": "s16le", "channels": roles,
             "operator_id": operator_id, "language": language}
 
 
@@ -78,7 +80,7 @@ class _Mulaw8k:
 
     def __call__(self, channel: int, audio: np.ndarray) -> bytes:
         if channel not in self.streams:
-            self.streams[channel] = self._soxr.ResampleStream(16000, 8000, 1, dtype="float32")
+            self.streams[channel] = self._soxr.ResampleStream(SAMPLE_RATE, 8000, 1, dtype="float32")
         return encode_mulaw(self.streams[channel].resample_chunk(audio.astype(np.float32)))
 
 

@@ -23,8 +23,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from callsense.bench.wer import normalize
 from callsense.config import Settings
-from callsense.wer import normalize
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 LIVE_CALL = SAMPLES / "ru_call_stereo.flac"
@@ -65,11 +65,12 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def bench_asr(data: Path, settings: Settings, models: Any, per_set: int | None) -> dict[str, Any]:
-    from callsense.datasets import asr_items
-    from callsense.sources import decode_pcm, encode_mulaw, read_audio
-    from callsense.transcription import StreamingTranscriber, WhisperDecoder
+    from callsense.audio.codecs import decode_pcm, encode_mulaw
+    from callsense.audio.files import read_audio
+    from callsense.bench.datasets import asr_items
+    from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder
 
-    whisper = models.get("whisper")
+    whisper = models.whisper
     decoder = WhisperDecoder(whisper, settings.asr)
     by_set: dict[str, list] = defaultdict(list)
     for item in asr_items(data):
@@ -119,11 +120,11 @@ def bench_asr(data: Path, settings: Settings, models: Any, per_set: int | None) 
 
 def bench_live(settings: Settings, models: Any, path: Path = LIVE_CALL) -> dict[str, Any]:
     """Feed a sample call in real time; latency from the end of each reference turn to its events."""
-    from callsense.pipeline import CallPipeline
-    from callsense.sources import FileSource
+    from callsense.audio.files import FileSource
+    from callsense.pipeline import CallPipeline, warm_up
 
     ref = json.loads(path.with_suffix(".json").read_text())["turns"]
-    models.warm()  # a live server loads models before calls arrive
+    warm_up(models, settings)  # a live server loads models before calls arrive
     pipe = CallPipeline(settings, models, ["operator", "customer"], source="bench")
     seen: list[tuple[float, Any]] = []
     t0 = time.monotonic()
@@ -156,8 +157,8 @@ def bench_live(settings: Settings, models: Any, path: Path = LIVE_CALL) -> dict[
         **{f"{k}_latency_p95_s": pct(v, 95) for k, v in lat.items()},
         "max_lag_s": max((m.lag_s for m in metrics), default=None),
         "shed": any(m.shedding for m in metrics),
-        "rtf": round(sum(pipe.stage_s.values()) / pipe.stream_time, 3),
-        "stage_rtf": {k: round(v / pipe.stream_time, 3) for k, v in pipe.stage_s.items()},
+        "rtf": round(pipe.timing.busy_s() / pipe.stream_time, 3),
+        "stage_rtf": {k: round(v / pipe.stream_time, 3) for k, v in pipe.timing.total.items()},
         "emotion_scoring_ms_p50": pct(scoring, 50), "emotion_scoring_ms_p95": pct(scoring, 95),
         "peak_rss_mb": mem.peak_mb,
     }
@@ -169,8 +170,8 @@ def bench_live(settings: Settings, models: Any, path: Path = LIVE_CALL) -> dict[
 def bench_diarization(data: Path, settings: Settings, models: Any) -> dict[str, Any]:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from callsense.diarization import OfflineDiarizer, StreamingDiarizer, read_rttm
-    from callsense.sources import read_audio
+    from callsense.audio.files import read_audio
+    from callsense.stages.diarization import OfflineDiarizer, StreamingDiarizer, read_rttm
 
     files = sorted((data / "diarization").glob("*/*.rttm")) + sorted(SAMPLES.glob("*_mono.rttm"))
     offline = OfflineDiarizer(settings.models, settings.diarization)
@@ -186,7 +187,7 @@ def bench_diarization(data: Path, settings: Settings, models: Any) -> dict[str, 
         hyp_off = offline(audio, num_speakers=len(ref.labels()))
         off_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        st = StreamingDiarizer(settings.models, settings.diarization, models.get("segmentation"), models.get("embedding"))
+        st = StreamingDiarizer(settings.models, settings.diarization, models.segmentation, models.embedding)
         for i in range(0, audio.size, 1600):
             st.push(audio[i : i + 1600])
         st.flush()
@@ -205,8 +206,8 @@ _ALONE = """
 import sys, time, warnings
 warnings.filterwarnings("ignore")
 from callsense.config import load_settings
-from callsense.diarization import StreamingDiarizer
-from callsense.sources import read_audio
+from callsense.stages.diarization import StreamingDiarizer
+from callsense.audio.files import read_audio
 s = load_settings(); audio = read_audio(sys.argv[1]).mean(axis=0)
 d = StreamingDiarizer(s.models, s.diarization)
 t0 = time.perf_counter()
@@ -234,7 +235,7 @@ def _diarize_alone(wav: Path) -> float | None:
 def bench_text(data: Path, settings: Settings, models: Any, limit: int | None) -> dict[str, Any]:
     from sklearn.metrics import f1_score
 
-    from callsense.datasets import text_items
+    from callsense.bench.datasets import text_items
 
     dev = [i for i in text_items(data) if i.split == "dev"]
     if limit:
@@ -242,7 +243,7 @@ def bench_text(data: Path, settings: Settings, models: Any, limit: int | None) -
 
         random.Random(0).shuffle(dev)
         dev = dev[:limit]
-    model = models.get("text_emotion")
+    model = models.text_emotion
     scores = model.score([i.text for i in dev])
     out: dict[str, Any] = {"items": len(dev)}
     for task in ("sentiment", "emotion"):
@@ -254,7 +255,7 @@ def bench_text(data: Path, settings: Settings, models: Any, limit: int | None) -
             out[f"{task}_{lang}_macro_f1"] = round(f1_score([getattr(dev[k], task) for k in idx], pred, average="macro"), 3)
     idx = [k for k, i in enumerate(dev) if i.sentiment and i.lang == "en"]
     try:
-        from callsense.text_emotion import vader_labels
+        from callsense.stages.text_emotion import vader_labels
 
         vader = vader_labels([dev[k].text for k in idx])
         out["sentiment_en_vader_macro_f1"] = round(f1_score([dev[k].sentiment for k in idx], vader, average="macro"), 3)
@@ -269,11 +270,11 @@ def bench_speech_emotion(data: Path, models: Any) -> dict[str, Any]:
     leave-one-speaker-out figure); on a --data folder of other recordings it is a held-out test."""
     from sklearn.metrics import recall_score
 
-    from callsense.datasets import EMODB_TO, HIGH_AROUSAL, emotion_speech
-    from callsense.prosody import features, speaker_z, vector
-    from callsense.sources import read_audio
+    from callsense.audio.files import read_audio
+    from callsense.bench.datasets import EMODB_TO, HIGH_AROUSAL, emotion_speech
+    from callsense.stages.prosody import features, speaker_z, vector
 
-    model = models.get("speech_emotion")
+    model = models.speech_emotion
     rows = []
     for item in emotion_speech(data):
         if item.emotion not in EMODB_TO or item.emotion == "disgust":
@@ -309,9 +310,9 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
     every utterance at the same instant, a burst no call centre produces)."""
     import soundfile as sf
 
-    from callsense.server import CallServer
-    from callsense.sources import probe, read_audio
-    from callsense.stream import stream_file
+    from callsense.audio.files import probe, read_audio
+    from callsense.service.client import stream_file
+    from callsense.service.server import CallServer
 
     settings = settings.model_copy(deep=True)
     settings.server.store = tmp / "load" / "calls.sqlite"
@@ -319,7 +320,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
     (tmp / "load").mkdir(parents=True, exist_ok=True)
     out = {}
     for k in ks:
-        models.get("decode_gate").skipped = 0
+        models.decode_gate.skipped = 0
         calls = []
         for i in range(k):
             calls.append(tmp / "load" / f"call{i}of{k}.flac")
@@ -377,7 +378,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
 def bench_audit(settings: Settings, workers: list[int], tmp: Path) -> dict[str, Any]:
     import shutil
 
-    from callsense.audit import run_audit
+    from callsense.reports.audit import run_audit
 
     folder = tmp / "audit_in"
     folder.mkdir(parents=True, exist_ok=True)
@@ -401,7 +402,7 @@ def bench_audit(settings: Settings, workers: list[int], tmp: Path) -> dict[str, 
 def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | None, only: list[str] | None) -> dict:
     import tempfile
 
-    from callsense.pipeline import Models
+    from callsense.registry import Models
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     models = Models(settings)

@@ -65,9 +65,9 @@ def load_dialogue(path: Path) -> dict[str, Any]:
 def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
     """Text-only calls (chat, tickets): the same emotion and hint stages as audio, minus the voice."""
     from callsense.events import CallEnded, CallStarted, Sequencer
-    from callsense.fusion import Fuser
-    from callsense.hints import HintEngine
-    from callsense.text_emotion import TextEmotion, embed_texts
+    from callsense.stages.fusion import Fuser
+    from callsense.stages.hints import HintEngine
+    from callsense.stages.text_emotion import TextEmotion, embed_texts
 
     dialogue = load_dialogue(path)
     seq = Sequencer(str(dialogue.get("id", path.stem)))
@@ -197,7 +197,7 @@ def compliance(events: list[Event], checklist: list[dict[str, Any]]) -> list[dic
 
 
 def build_report(events: list[Event], settings: Settings, source: str = "") -> dict[str, Any]:
-    from callsense.privacy import redact
+    from callsense.reports.privacy import redact
 
     fins = finals(events)
     langs = [f.language for f in fins if f.language]

@@ -37,12 +37,14 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from callsense.config import Settings
+from callsense.audio.codecs import AudioChunk
+from callsense.audio.protocols import PROTOCOLS, AudioSocketParser, IngestProtocol, ProtocolError
+from callsense.config import SAMPLE_RATE, Settings
 from callsense.events import FINAL_TYPES, Error, Event, HintFeedback
-from callsense.pipeline import CallPipeline, Models
-from callsense.sources import PROTOCOLS, AudioChunk, AudioSocketParser, IngestProtocol, ProtocolError
+from callsense.pipeline import CallPipeline
+from callsense.registry import Models
 
-log = logging.getLogger("callsense.server")
+log = logging.getLogger("callsense.service.server")
 STATIC = Path(__file__).parent / "static"
 DEV_TOKENS = {"dev-supervisor", "dev-operator"}
 IDLE_TIMEOUT_S = 15.0
@@ -139,7 +141,7 @@ class CallServer:
                              "Set your own tokens in the config's server.tokens, or use 127.0.0.1.")
 
     async def start(self, host: str | None = None, port: int | None = None, audiosocket_port: int | None = None) -> int:
-        from callsense.store import Store
+        from callsense.reports.store import Store
 
         s = self.settings.server
         host = host or s.host
@@ -277,7 +279,7 @@ class CallServer:
         if self.settings.report.keep_audio:
             path = Path(self.settings.server.store).parent / "audio" / f"{call_id}.flac"
             path.parent.mkdir(parents=True, exist_ok=True)
-            room.recording = sf.SoundFile(path, "w", 16000, len(start.roles), format="FLAC")
+            room.recording = sf.SoundFile(path, "w", SAMPLE_RATE, len(start.roles), format="FLAC")
         self.rooms[call_id] = room
         await self._publish(room, pipe.start())
         room.worker = asyncio.create_task(self._run_room(room))
@@ -305,7 +307,7 @@ class CallServer:
         await loop.run_in_executor(self.executor, self._persist, room)
 
     def _persist(self, room: Room) -> None:
-        from callsense.report import build_report, write_report
+        from callsense.reports.report import build_report, write_report
 
         events = list(room.pipeline.events)
         out = Path(self.settings.server.store).parent / "reports" / room.call_id
@@ -437,7 +439,7 @@ class CallServer:
                     writer.write(AudioSocketParser.frame(AudioSocketParser.ERROR, str(exc).encode()[:255]))
                     break
                 if room is None and parser.uuid:
-                    from callsense.sources import PlainProtocol, StreamStart
+                    from callsense.audio.protocols import PlainProtocol, StreamStart
 
                     proto = PlainProtocol()
                     proto.start = StreamStart(parser.uuid, 8000, "s16le", ["unknown"])

@@ -11,35 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from callsense import __version__
+from callsense.cli import live
+from callsense.cli.common import COMMANDS, command, settings_from
+
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 warnings.filterwarnings("ignore", message=r"\s*torchcodec")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pyannote\..*")
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"  # shipped in the package
 DEMO_CALL = SAMPLES / "ru_call_stereo.flac"
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
-        return fn
-
-    return register
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from callsense.config import load_settings
-
-    overrides: dict[str, Any] = {}
-    if getattr(args, "language", None) and args.language != "auto":
-        overrides.setdefault("asr", {})["language"] = args.language
-    if getattr(args, "channels", None):
-        overrides["channels"] = args.channels.split(",")
-    if getattr(args, "num_speakers", None):
-        overrides.setdefault("diarization", {})["num_speakers"] = args.num_speakers
-    return load_settings(args.config, overrides)
 
 
 # --- models, schema -----------------------------------------------------------------------------
@@ -52,7 +33,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from callsense import models
 
-    settings = _settings(args)
+    settings = settings_from(args)
     console = Console()
     if args.action == "check":
         results = models.check(settings.models)
@@ -91,8 +72,10 @@ def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: boo
     """A file through the streaming pipeline (the batch paths all come here)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from callsense.pipeline import CallPipeline, Models, roles_for
-    from callsense.sources import AudioChunk, FileSource
+    from callsense.audio.codecs import AudioChunk
+    from callsense.audio.files import FileSource
+    from callsense.pipeline import CallPipeline, roles_for
+    from callsense.registry import Models
 
     source = FileSource(path, chunk_ms=settings.chunk_ms if realtime else 500, realtime=realtime)
     roles = roles_for(1 if mono else source.channels, settings)
@@ -117,9 +100,9 @@ def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: boo
 
 @command("transcribe")
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from callsense.report import transcript_json, transcript_srt, transcript_text
+    from callsense.reports.report import transcript_json, transcript_srt, transcript_text
 
-    settings = _settings(args)
+    settings = settings_from(args)
     pipe = run_file(Path(args.file), settings)
     fmt = {"json": transcript_json, "text": transcript_text, "srt": transcript_srt}[args.format]
     out = fmt(pipe.events)
@@ -130,10 +113,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 @command("diarize")
 def cmd_diarize(args: argparse.Namespace) -> int:
-    from callsense.diarization import OfflineDiarizer, StreamingDiarizer
-    from callsense.sources import read_audio
+    from callsense.audio.files import read_audio
+    from callsense.stages.diarization import OfflineDiarizer, StreamingDiarizer
 
-    settings = _settings(args)
+    settings = settings_from(args)
     audio = read_audio(args.file).mean(axis=0)
     if args.streaming:
         d = StreamingDiarizer(settings.models, settings.diarization)
@@ -160,9 +143,9 @@ def cmd_diarize(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from callsense.report import analyze_dialogue, write_report
+    from callsense.reports.report import analyze_dialogue, write_report
 
-    settings = _settings(args)
+    settings = settings_from(args)
     path = Path(args.file)
     if path.suffix.lower() == ".json":
         events = analyze_dialogue(path, settings)
@@ -176,9 +159,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
-    from callsense.demo import run_demo
+    from callsense.cli.demo import run_demo
 
-    return run_demo(_settings(args), Path(args.file), speed=args.speed, port=args.port)
+    return run_demo(settings_from(args), Path(args.file), speed=args.speed, port=args.port)
 
 
 def _report_errors(events: list[Any]) -> None:
@@ -196,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live call analytics on a CPU: who speaks, what they say, how they feel, and hints "
                     "for the operator. Start with `callsense demo`.",
     )
-    p.add_argument("--config", type=Path, help="settings YAML (default: configs/default.yaml)")
+    p.add_argument("--version", action="version", version=f"callsense {__version__}")
+    p.add_argument("--config", type=Path, help="settings YAML (default: the configs/default.yaml shipped in the package)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     m = sub.add_parser("models", help="list the models in use; `models check` loads each one")
@@ -226,16 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--file", default=str(DEMO_CALL))
     demo.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
     demo.add_argument("--port", type=int, default=0, help="server port (0 = any free port)")
-    from callsense import server_cli
-
-    server_cli.add_commands(sub, command)
+    live.add_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from callsense.audio.codecs import AudioError
     from callsense.config import ConfigError
     from callsense.models import ModelMissing
-    from callsense.sources import AudioError
 
     parser = build_parser()
     args = parser.parse_args(argv)

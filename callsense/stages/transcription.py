@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,12 +26,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from callsense.config import AsrSettings
+from callsense.audio.vad import FRAME, Endpointer, SileroVAD
+from callsense.config import SAMPLE_RATE, AsrSettings
 from callsense.events import Role, TranscriptFinal, TranscriptPartial, Word
 from callsense.models import encoder_frames
-from callsense.vad import FRAME, Endpointer, SileroVAD
 
-SR = 16000
 Mode = Literal["final", "partial", "speculative"]
 Vote = tuple[str, float]  # a language and its probability
 # Phrases Whisper is known to invent on silence, music and noise (subtitle credits and sign-offs).
@@ -148,7 +146,7 @@ class WhisperDecoder:
                 return None
             if mode == "speculative":  # exactly a final's decode, only earlier
                 return self._transcribe(audio, language, True, offset)
-            window = max(self.settings.partial_window_s, audio.size / SR + 0.5)
+            window = max(self.settings.partial_window_s, audio.size / SAMPLE_RATE + 0.5)
             with encoder_frames(int(np.ceil(window) * 100)):
                 return self._transcribe(audio, language, False, offset)
 
@@ -161,7 +159,7 @@ class WhisperDecoder:
             compression_ratio_threshold=s.compression_ratio_threshold,
             temperature=[0.0, 0.4] if words else [0.0],
             # a cap well above real speech rates: a decode that loops on noise stops early
-            max_new_tokens=min(440, int(24 + 16 * audio.size / SR)),
+            max_new_tokens=min(440, int(24 + 16 * audio.size / SAMPLE_RATE)),
         )
         kept, out_words, logprobs, nsp = [], [], [], []
         for seg in segments:
@@ -215,14 +213,13 @@ class StreamingTranscriber:
         self._utt: Utterance | None = None
         self._count = 0
         self.skip_partials = False
-        self.decode_seconds = 0.0
 
     def push(self, audio: np.ndarray) -> list[TranscriptPartial | TranscriptFinal]:
         audio = np.asarray(audio, np.float32)
         events: list[TranscriptPartial | TranscriptFinal] = []
         base = self._samples
         self._samples += audio.size
-        self._history = np.concatenate([self._history, audio])[-SR:]
+        self._history = np.concatenate([self._history, audio])[-SAMPLE_RATE:]
         boundaries = self.endpointer.update(self.vad(audio))
         cursor = 0  # position in `audio` up to which the current utterance has been fed
         for b in boundaries:
@@ -254,17 +251,17 @@ class StreamingTranscriber:
     def _maybe_partial_or_cut(self) -> list[TranscriptPartial | TranscriptFinal]:
         utt = self._utt
         assert utt is not None
-        if utt.samples >= self.settings.max_utterance_s * SR:
+        if utt.samples >= self.settings.max_utterance_s * SAMPLE_RATE:
             return self._cut_long_utterance()
-        due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SR
-        if not due or self.skip_partials or utt.samples < 0.8 * SR:
+        due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SAMPLE_RATE
+        if not due or self.skip_partials or utt.samples < 0.8 * SAMPLE_RATE:
             return []
         if self.endpointer.silent_frames > 0:
             return []  # the speaker is pausing: the final may be moments away, keep the decoder free for it
         if self.language is None and not self._language_votes:
             self._maybe_detect_language(utt.array())  # once per speaker, then partials reuse it
         utt.last_partial_at = utt.samples
-        hyp = self._decode(utt.array(), "partial", offset=utt.start_sample / SR)
+        hyp = self._decode(utt.array(), "partial", offset=utt.start_sample / SAMPLE_RATE)
         return [] if hyp is None else [self._partial(utt, hyp, utt.samples)]
 
     def _partial(self, utt: Utterance, hyp: Hypothesis, samples: int) -> TranscriptPartial:
@@ -272,8 +269,8 @@ class StreamingTranscriber:
         n = agreed_prefix(utt.previous_words, words)
         utt.previous_words = words
         return TranscriptPartial(
-            speaker=self.speaker, role=self.role, start=utt.start_sample / SR,
-            end=(utt.start_sample + samples) / SR, text=hyp.text, stable_text=" ".join(words[:n]),
+            speaker=self.speaker, role=self.role, start=utt.start_sample / SAMPLE_RATE,
+            end=(utt.start_sample + samples) / SAMPLE_RATE, text=hyp.text, stable_text=" ".join(words[:n]),
             language=hyp.language,
         )
 
@@ -289,11 +286,11 @@ class StreamingTranscriber:
             done, hyp, _ = utt.speculative
             utt.speculative = None
             out = [self._partial(utt, hyp, done)] if hyp.text else []
-        ready = ep.silent_frames * FRAME >= self.settings.speculate_after_s * SR
-        if utt.speculative is None and ready and 0.2 * SR <= samples <= utt.samples:
+        ready = ep.silent_frames * FRAME >= self.settings.speculate_after_s * SAMPLE_RATE
+        if utt.speculative is None and ready and 0.2 * SAMPLE_RATE <= samples <= utt.samples:
             audio = utt.array()[:samples]
             vote = self._detect(audio)  # counted only if this becomes the final, as the final would count it
-            hyp = self._decode(audio, "speculative", offset=utt.start_sample / SR, vote=vote)
+            hyp = self._decode(audio, "speculative", offset=utt.start_sample / SAMPLE_RATE, vote=vote)
             if hyp is not None:
                 utt.speculative = (samples, hyp, vote)
         return out
@@ -305,8 +302,8 @@ class StreamingTranscriber:
         audio = utt.array()
         hyp = self._decode(audio, "final", offset=0.0)
         assert hyp is not None
-        cut = int(hyp.words[-2].end * SR) if len(hyp.words) >= 2 else audio.size
-        cut = int(np.clip(cut, SR, audio.size))
+        cut = int(hyp.words[-2].end * SAMPLE_RATE) if len(hyp.words) >= 2 else audio.size
+        cut = int(np.clip(cut, SAMPLE_RATE, audio.size))
         rest = audio[cut:]
         self._utt = Utterance(start_sample=utt.start_sample, audio=[audio[:cut]], samples=cut)
         events = self._finalize()
@@ -320,9 +317,9 @@ class StreamingTranscriber:
         audio = utt.array()
         if end_sample is not None:
             audio = audio[: max(end_sample - utt.start_sample, 0)]
-        if audio.size < 0.2 * SR:
+        if audio.size < 0.2 * SAMPLE_RATE:
             return []
-        start = utt.start_sample / SR
+        start = utt.start_sample / SAMPLE_RATE
         if utt.speculative is not None and utt.speculative[0] == audio.size:
             _, hyp, vote = utt.speculative  # decoded during the pause, on this very audio
             self._commit_vote(vote)
@@ -333,7 +330,7 @@ class StreamingTranscriber:
         if not hyp.text:
             return []
         self._count += 1
-        end = start + audio.size / SR
+        end = start + audio.size / SAMPLE_RATE
         if hyp.words:  # the VAD's edges include padding and decay; word timings are tighter
             start, end = max(start, hyp.words[0].start), min(end, hyp.words[-1].end)
         return [TranscriptFinal(
@@ -348,7 +345,7 @@ class StreamingTranscriber:
 
     def _detect(self, audio: np.ndarray) -> Vote | None:
         """Per-speaker language: a vote from each of the first utterances of at least 1 s, then locked."""
-        if self.language or audio.size < SR:
+        if self.language or audio.size < SAMPLE_RATE:
             return None
         return self.decoder.detect_language(audio, self.settings.languages)
 
@@ -365,10 +362,7 @@ class StreamingTranscriber:
 
     def _decode(self, audio: np.ndarray, mode: Mode, offset: float, vote: Vote | None = None) -> Hypothesis | None:
         """Decode in the language known so far, counting `vote` (not yet committed) as if it were."""
-        t0 = time.perf_counter()
         votes, language = self._with_vote(vote)
         if language is None and votes:
             language = votes[-1][0]
-        hyp = self.decoder.decode(audio, language, mode, offset)
-        self.decode_seconds += time.perf_counter() - t0
-        return hyp
+        return self.decoder.decode(audio, language, mode, offset)

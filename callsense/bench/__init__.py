@@ -1,0 +1,1 @@
+"""`callsense bench`: speed, latency, load and accuracy on real labelled recordings."""

@@ -1,0 +1,5 @@
+import sys
+
+from callsense.cli.main import main
+
+sys.exit(main())

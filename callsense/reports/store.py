@@ -1,0 +1,140 @@
+"""SQLite store (WAL) for calls, their events and reports, and the access log; shared by server and audit.
+
+The live server appends each call's events as they happen (`open_call`, `append_events`), so a
+killed process loses at most the last moments of a call; on the next start, calls still marked
+`live` are closed as `interrupted` with what they had. Call ids are data, never paths: files of a
+call live under `storage_name(call_id)`, a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from callsense.events import Event, parse_event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+  call_id TEXT PRIMARY KEY, source TEXT, operator_id TEXT, status TEXT, error TEXT,
+  started REAL, finished REAL, duration_s REAL, report TEXT
+);
+CREATE TABLE IF NOT EXISTS events (call_id TEXT, seq INTEGER, type TEXT, body TEXT, PRIMARY KEY (call_id, seq));
+CREATE TABLE IF NOT EXISTS access_log (ts REAL, who TEXT, call_id TEXT, action TEXT);
+"""
+
+
+def storage_name(call_id: str) -> str:
+    """The folder/file name of a call's artefacts: a hash, so no id can reach outside the store."""
+    return hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process kill
+        self.db.executescript(SCHEMA)
+        self._lock = threading.Lock()  # one connection, used from the event loop and call threads
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def call_dir(self, kind: str, call_id: str) -> Path:
+        return self.root / kind / storage_name(call_id)
+
+    # -- live calls, as they happen --
+
+    def open_call(self, call_id: str, source: str, operator_id: str | None) -> None:
+        with self._lock, self.db:
+            self.db.execute("INSERT OR REPLACE INTO calls (call_id, source, operator_id, status, started) "
+                            "VALUES (?, ?, ?, 'live', ?)", (call_id, source, operator_id, time.time()))
+
+    def append_events(self, call_id: str, events: Iterable[Event]) -> None:
+        rows = [(call_id, e.seq, e.type, e.model_dump_json()) for e in events if e.type != "transcript_partial"]
+        if rows:
+            with self._lock, self.db:
+                self.db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?)", rows)
+
+    def events(self, call_id: str) -> list[Event]:
+        with self._lock:
+            rows = self.db.execute("SELECT body FROM events WHERE call_id = ? ORDER BY seq", (call_id,)).fetchall()
+        return [parse_event(body) for (body,) in rows]
+
+    def finish_call(self, call_id: str, report: dict[str, Any] | None, status: str = "done",
+                    error: str | None = None) -> None:
+        duration = report["metrics"]["duration_s"] if report else None
+        with self._lock, self.db:
+            self.db.execute("UPDATE calls SET status = ?, error = ?, finished = ?, duration_s = ?, report = ? "
+                            "WHERE call_id = ?", (status, error, time.time(), duration,
+                                                  json.dumps(report, ensure_ascii=False) if report else None, call_id))
+
+    def live_calls(self) -> list[tuple[str, str, str | None]]:
+        """(call_id, source, operator_id) of calls a previous process left unfinished."""
+        with self._lock:
+            return self.db.execute("SELECT call_id, source, operator_id FROM calls WHERE status = 'live'").fetchall()
+
+    def known(self, call_id: str) -> bool:
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone() is not None
+
+    # -- whole calls (audit) --
+
+    def save_call(self, call_id: str, events: list[Event], report: dict[str, Any] | None, *, source: str = "",
+                  operator_id: str | None = None, status: str = "done", error: str | None = None) -> None:
+        with self._lock, self.db:
+            self.db.execute("DELETE FROM events WHERE call_id = ?", (call_id,))
+            self.db.execute("INSERT OR REPLACE INTO calls (call_id, source, operator_id, status, started) "
+                            "VALUES (?, ?, ?, 'live', ?)", (call_id, source, operator_id,
+                                                            events[0].wall if events else time.time()))
+        self.append_events(call_id, events)
+        self.finish_call(call_id, report, status, error)
+
+    def record_failure(self, call_id: str, source: str, error: str) -> None:
+        with self._lock, self.db:
+            self.db.execute("INSERT OR REPLACE INTO calls (call_id, source, status, error, finished) VALUES "
+                            "(?, ?, 'failed', ?, ?)", (call_id, source, error, time.time()))
+
+    def status(self, source: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT status FROM calls WHERE source = ?", (source,)).fetchone()
+        return row[0] if row else None
+
+    def reports(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.db.execute("SELECT call_id, source, operator_id, report FROM calls "
+                                   "WHERE status IN ('done', 'interrupted')").fetchall()
+        return [{"call_id": c, "source": s, "operator_id": o, **json.loads(r)} for c, s, o, r in rows if r]
+
+    def failures(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return self.db.execute("SELECT source, error FROM calls WHERE status = 'failed'").fetchall()
+
+    def log_access(self, who: str, call_id: str, action: str) -> None:
+        with self._lock, self.db:
+            self.db.execute("INSERT INTO access_log VALUES (?, ?, ?, ?)", (time.time(), who, call_id, action))
+
+    def access_log(self) -> list[tuple[float, str, str, str]]:
+        with self._lock:
+            return self.db.execute("SELECT ts, who, call_id, action FROM access_log ORDER BY ts").fetchall()
+
+    def purge_older_than(self, days: float) -> list[str]:
+        cutoff = time.time() - days * 86400
+        with self._lock, self.db:
+            old = [r[0] for r in self.db.execute("SELECT call_id FROM calls WHERE finished < ?", (cutoff,))]
+            for cid in old:
+                self.db.execute("DELETE FROM events WHERE call_id = ?", (cid,))
+                self.db.execute("DELETE FROM calls WHERE call_id = ?", (cid,))
+        return old
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()

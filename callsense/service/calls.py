@@ -1,0 +1,173 @@
+"""One live call: its inbox and its worker, the only writer of the call's events.
+
+Everything that happens to a call (audio, an operator's feedback, a source's error, the end) is a
+typed message in the call's inbox. The worker runs the pipeline in a thread, stamps the events
+(the pipeline does, in the worker's thread only), persists them as they happen, then hands them to
+the fan-out. Any exception in a stage ends the call with a fatal `error` and `call_ended`, and what
+the call had is saved. The inbox is bounded: when a call falls behind, ingest stops reading its
+socket (backpressure) instead of dropping audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from callsense.audio.codecs import AudioChunk
+from callsense.config import SAMPLE_RATE, Settings
+from callsense.events import Event
+from callsense.pipeline import CallPipeline
+from callsense.reports.privacy import redact_event
+from callsense.reports.report import build_report, write_report
+from callsense.reports.store import Store
+from callsense.service.mailbox import Mailbox
+
+log = logging.getLogger("callsense.calls")
+
+
+@dataclass
+class Audio:
+    chunk: AudioChunk
+    arrived: float  # monotonic time the frame was received
+
+
+@dataclass
+class Feedback:
+    hint_id: str
+    action: str
+    by: str
+
+
+@dataclass
+class SourceError:
+    code: str
+    message: str
+
+
+@dataclass
+class End:
+    reason: str
+
+
+Message = Audio | Feedback | SourceError | End
+Publish = Callable[[str, list[Event]], Awaitable[None]]
+
+
+class Call:
+    """A live call: `inbox` takes messages from ingest and consoles; `task` runs `work()`."""
+
+    def __init__(self, call_id: str, operator_id: str | None, source: str, pipeline: CallPipeline,
+                 settings: Settings, store: Store | None, executor: Executor, publish: Publish) -> None:
+        self.call_id, self.operator_id, self.source = call_id, operator_id, source
+        self.settings, self.store, self.executor, self.publish = settings, store, executor, publish
+        self.inbox: Mailbox[Message] = Mailbox(maxsize=settings.server.call_queue)
+        self.pipeline: CallPipeline | None = pipeline
+        self.ended = False
+        self.started = time.monotonic()
+        self.last_lag = 0.0
+        self.task: asyncio.Task[None] | None = None
+        self._recording: sf.SoundFile | None = None
+        if settings.report.keep_audio and store is not None:
+            path = store.call_dir("audio", call_id).with_suffix(".flac")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._recording = sf.SoundFile(path, "w", SAMPLE_RATE, len(pipeline.roles), format="FLAC")
+
+    @property
+    def stream_time(self) -> float:
+        return self.pipeline.stream_time if self.pipeline else 0.0
+
+    async def work(self) -> None:
+        assert self.pipeline is not None
+        pipe = self.pipeline
+        try:
+            await self._emit(await self._run(pipe.start))
+            while True:
+                msg = await self.inbox.get()
+                if isinstance(msg, End):
+                    await self._emit(await self._run(pipe.finish, msg.reason))
+                    break
+                await self._emit(await self._handle(pipe, msg))
+        except asyncio.CancelledError:  # shutdown ran out of time: end as interrupted with what we have
+            await self._abort(pipe, "interrupted", "the server stopped before this call finished")
+            raise
+        except Exception as exc:  # a stage failed: the call ends, loudly, and keeps what it had
+            log.exception("call %s failed", self.call_id)
+            await self._abort(pipe, "stage_failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            await self._close(pipe)
+
+    async def _handle(self, pipe: CallPipeline, msg: Message) -> list[Event]:
+        if isinstance(msg, Feedback):
+            return pipe.feedback(msg.hint_id, msg.action, msg.by)
+        if isinstance(msg, SourceError):
+            return pipe.fail(msg.code, msg.message)
+        assert isinstance(msg, Audio)
+        # batch what queued up meanwhile: fewer, larger steps when the call falls behind
+        batch = [msg, *self.inbox.take_while(lambda m: isinstance(m, Audio))]
+        chunks = [m.chunk for m in batch if isinstance(m, Audio)]
+        merged = AudioChunk(np.concatenate([c.audio for c in chunks], axis=1), chunks[0].start)
+        if self._recording is not None:
+            self._recording.write(merged.audio.T)
+        return await self._run(pipe.push, merged, msg.arrived)
+
+    async def _run(self, fn: Callable[..., list[Event]], *args: object) -> list[Event]:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _emit(self, events: list[Event]) -> None:
+        if not events:
+            return
+        for ev in events:
+            if ev.type == "metrics":
+                self.last_lag = ev.lag_s
+        if self.store is not None:
+            stored = [self._for_disk(ev) for ev in events if ev.type != "transcript_partial"]
+            await self._run(self._append, stored)
+        await self.publish(self.call_id, events)
+
+    def _append(self, events: list[Event]) -> list[Event]:
+        assert self.store is not None
+        self.store.append_events(self.call_id, events)
+        return []
+
+    def _for_disk(self, ev: Event) -> Event:
+        if not self.settings.report.redact_pii:
+            return ev
+        return redact_event(ev, (self.pipeline.language if self.pipeline else None) or "en")
+
+    async def _abort(self, pipe: CallPipeline, code: str, message: str) -> None:
+        """End the call without running the stages again (they may be what failed)."""
+        await asyncio.shield(self._emit(pipe.abort(code, message)))
+
+    async def _close(self, pipe: CallPipeline) -> None:
+        self.ended = True
+        if self._recording is not None:
+            self._recording.close()
+        await asyncio.shield(self._run(self._persist, pipe))
+        self.pipeline = None  # the call's models state and audio leave memory now
+
+    def _persist(self, pipe: CallPipeline) -> list[Event]:
+        events = list(pipe.events)
+        status = "done" if not any(e.type == "error" and e.fatal for e in events) else "interrupted"
+        try:
+            persist_report(self.settings, self.store, self.call_id, events, self.source, status)
+        except Exception:  # persisting must not take the server down
+            log.exception("could not persist call %s", self.call_id)
+        return []
+
+
+def persist_report(settings: Settings, store: Store | None, call_id: str, events: list[Event], source: str,
+                   status: str) -> None:
+    """Write a call's report files and close its row in the store."""
+    if store is None:
+        return
+    out: Path = store.call_dir("reports", call_id)
+    write_report(events, out, settings, source=source)
+    store.finish_call(call_id, build_report(events, settings, source), status=status)

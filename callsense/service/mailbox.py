@@ -1,0 +1,55 @@
+"""A small FIFO for one consumer task (asyncio.Queue hides its items; we need to batch and prune)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """`maxsize` makes `put` wait: backpressure onto the sender. The owner may take the waiting items
+    in a batch (`take_while`) or prune them (`keep_only`)."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self.items: deque[T] = deque()
+        self.maxsize = maxsize
+        self._ready, self._space = asyncio.Event(), asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def put(self, item: T) -> None:
+        while self.maxsize and len(self.items) >= self.maxsize:
+            self._space.clear()
+            await self._space.wait()
+        self.put_nowait(item)
+
+    def put_nowait(self, item: T) -> None:
+        self.items.append(item)
+        self._ready.set()
+
+    async def get(self) -> T:
+        while not self.items:
+            self._ready.clear()
+            await self._ready.wait()
+        self._space.set()
+        return self.items.popleft()
+
+    def take_while(self, wanted: Callable[[T], bool]) -> list[T]:
+        """Items from the front, as long as they are `wanted`."""
+        out = []
+        while self.items and wanted(self.items[0]):
+            out.append(self.items.popleft())
+        self._space.set()
+        return out
+
+    def keep_only(self, wanted: Callable[[T], bool]) -> int:
+        """Drop the waiting items that are not `wanted`; returns how many were dropped."""
+        before = len(self.items)
+        self.items = deque(item for item in self.items if wanted(item))
+        self._space.set()
+        return before - len(self.items)

@@ -1,0 +1,75 @@
+"""Per-turn emotion: prosody against the speaker's own baseline, the words, fused with evidence.
+
+The stage hears every channel's audio (it keeps the last `AUDIO_KEEP_S` seconds per channel) and
+scores each final transcript turn on the audio of its own channel.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from callsense.config import SAMPLE_RATE, EmotionSettings
+from callsense.events import Emotion, TranscriptFinal
+from callsense.stages.fusion import Fuser
+from callsense.stages.prosody import SpeakerBaseline, SpeechEmotionModel
+from callsense.stages.text_emotion import TextEmotion
+
+AUDIO_KEEP_S = 120  # per channel, enough for the longest turn's prosody
+
+
+class ChannelAudio:
+    """The last AUDIO_KEEP_S seconds of one channel, addressable by stream time."""
+
+    def __init__(self) -> None:
+        self._blocks: deque[np.ndarray] = deque()
+        self._start = 0  # absolute sample of the first kept block
+        self._end = 0
+
+    def add(self, audio: np.ndarray) -> None:
+        self._blocks.append(audio)
+        self._end += audio.size
+        while self._blocks and self._end - self._start - self._blocks[0].size > AUDIO_KEEP_S * SAMPLE_RATE:
+            self._start += self._blocks.popleft().size
+
+    def slice(self, start: float, end: float) -> np.ndarray:
+        if not self._blocks:
+            return np.zeros(0, np.float32)
+        data = np.concatenate(self._blocks)
+        self._blocks = deque([data])
+        a = int(max(start * SAMPLE_RATE - self._start, 0))
+        b = int(max(end * SAMPLE_RATE - self._start, 0))
+        return data[a:b]
+
+
+class EmotionStage:
+    """final transcript -> [Emotion] (none for an empty turn without usable voice)."""
+
+    def __init__(self, settings: EmotionSettings, voice: SpeechEmotionModel, words: TextEmotion,
+                 channels: int) -> None:
+        self.settings, self.voice, self.words = settings, voice, words
+        self.audio = [ChannelAudio() for _ in range(channels)]
+        self.baselines: dict[str, SpeakerBaseline] = {}
+        self.fuser = Fuser(settings)
+
+    def hear(self, audio: np.ndarray) -> None:
+        """(channels, samples) of the call, as it arrives."""
+        for ch, keep in enumerate(self.audio):
+            keep.add(audio[ch])
+
+    def push(self, fin: TranscriptFinal) -> list[Emotion]:
+        channel = int(fin.speaker[2:]) if fin.speaker.startswith("ch") else 0  # stereo speakers are ch<N>
+        baseline = self.baselines.setdefault(fin.speaker, self.voice.new_baseline(self.settings.baseline_turns))
+        scored = self.voice.score_turn(self.audio[channel].slice(fin.start, fin.end), baseline)
+        voice = scored[0] if scored is not None else None
+        words = self.words.score([fin.text])[0] if fin.text.strip() else None
+        emo = self.fuser.fuse(fin.speaker, fin.role, fin.start, fin.end, fin.utterance_id, fin.text, words, voice)
+        if voice is not None:
+            emo.evidence["speech_rate_wps"] = round(len(fin.words) / max(fin.end - fin.start, 0.1), 2)
+        if fin.role_confidence < 1.0:
+            emo.evidence["role_guess"] = {"confidence": fin.role_confidence}
+        return [emo]
+
+    def flush(self) -> list[Emotion]:
+        return []
