@@ -11,9 +11,9 @@ import itertools
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 Role = Literal["operator", "customer", "supervisor", "unknown"]
 Severity = Literal["info", "warning", "critical"]
@@ -27,6 +27,13 @@ class _Base(BaseModel):
     seq: int = 0
     t: float = Field(0.0, description="stream time in seconds since the call started")
     wall: float = Field(default_factory=time.time, description="unix time the event was made")
+    delay_s: float | None = Field(None, description="set by the server on sending: seconds from the arrival of the "
+                                  "audio this event comes from until it was sent to this console")
+    _arrived: float | None = PrivateAttr(default=None)  # monotonic arrival time of that audio (this process)
+
+    def arrived_at(self, t: float) -> None:
+        if self._arrived is None:
+            self._arrived = t
 
 
 class Word(BaseModel):

@@ -117,7 +117,7 @@ class CallPipeline:
         gated = self.echo_gate(audio)
         with self.hooks.step("asr"):
             transcripts = [ev for ch, asr in enumerate(self.asr) for ev in asr.push(gated[ch])]
-        return self._emit(self._turns(transcripts) + self._metrics(arrived))
+        return self._emit(self._turns(transcripts) + self._metrics(arrived), arrived)
 
     def finish(self, reason: str = "hangup") -> list[Event]:
         if self._ended:
@@ -201,9 +201,11 @@ class CallPipeline:
             stage_ms={k: round(v * 1000, 1) for k, v in self.timing.total.items()} | {"wall_ms": round(wall * 1000)},
         )]
 
-    def _emit(self, events: list[Event]) -> list[Event]:
+    def _emit(self, events: list[Event], arrived: float | None = None) -> list[Event]:
+        now = time.monotonic()
         for ev in events:
             self.seq.stamp(ev)
+            ev.arrived_at(arrived if arrived is not None else now)
             ev.t = round(self.stream_time, 3)
             if ev.type != "transcript_partial":
                 self.events.append(ev)

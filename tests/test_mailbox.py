@@ -3,7 +3,8 @@
 import asyncio
 
 from callsense.events import TranscriptFinal, TranscriptPartial
-from callsense.service.server import CallServer, Console, Mailbox
+from callsense.service.fanout import Console, FanOut
+from callsense.service.mailbox import Mailbox
 
 
 def test_mailbox_put_waits_for_space_and_take_while_batches():
@@ -33,14 +34,14 @@ def _final(i: int) -> TranscriptFinal:
 
 def test_slow_console_drops_partials_first_and_never_finals(settings):
     settings.server.console_queue = 3
-    server = CallServer(settings)
+    fanout = FanOut(settings.server, None, on_feedback=None)  # type: ignore[arg-type]
     console = Console(who="t", role="supervisor", operator_id=None)
     for ev in [_part(1), _final(2), _part(3), _part(4), _final(5)]:
-        server._offer(console, ev)
+        fanout.offer(console, ev)
     assert [e.text for e in console.queue.items] == ["f2", "f5"]
     assert console.dropped == 3 and not console.too_slow
     for i in (6, 7):
-        server._offer(console, _final(i))
+        fanout.offer(console, _final(i))
     assert console.too_slow, "finals are never dropped: a console that cannot take them is disconnected"
     assert [e.text for e in console.queue.items if e is not None] == ["f2", "f5", "f6"]
     assert console.queue.items[-1] is None

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from callsense.audio.codecs import AudioError, decode_pcm, encode_mulaw
 from callsense.audio.files import FileSource, probe, read_audio
-from callsense.audio.protocols import AudioSocketParser, PlainProtocol, ProtocolError, TwilioProtocol
+from callsense.audio.protocols import AudioSocketProtocol, PlainProtocol, ProtocolError, TwilioProtocol
 
 
 def test_g711_tables_match_reference():
@@ -73,7 +73,7 @@ def test_plain_protocol_errors_do_not_end_the_stream():
     assert total <= 1600
     with pytest.raises(ProtocolError, match="not valid JSON"):
         p.feed("{oops")
-    with pytest.raises(ProtocolError, match="sample rate"):
+    with pytest.raises(ProtocolError, match="sample_rate"):
         PlainProtocol().feed(json.dumps({"type": "start", "call_id": "c", "sample_rate": 123}))
 
 
@@ -94,14 +94,18 @@ def test_twilio_tracks_are_aligned_not_concatenated():
 
 
 def test_audiosocket_frames():
-    parser = AudioSocketParser()
-    stream = (AudioSocketParser.frame(0x01, bytes(range(16))) + AudioSocketParser.frame(0x10, b"\x00\x01" * 320)
-              + AudioSocketParser.frame(0x00))
+    frame = AudioSocketProtocol.frame
+    parser = AudioSocketProtocol()
+    stream = (frame(0x01, bytes(range(16))) + frame(0x10, b"\x00\x01" * 320) + frame(0x03, b"5")
+              + frame(0x42, b"x") + frame(0x10, b"\x00\x01" * 320) + frame(0x00))
     chunks = []
     for i in range(0, len(stream), 7):  # arbitrary TCP segmentation
         chunks += parser.feed(stream[i : i + 7])
-    assert parser.uuid == bytes(range(16)).hex()
+    assert parser.start is not None and parser.start.call_id == bytes(range(16)).hex()
     assert parser.ended
-    assert sum(c.audio.shape[1] for c in chunks) > 0
-    with pytest.raises(ProtocolError, match="unknown AudioSocket"):
-        AudioSocketParser().feed(AudioSocketParser.frame(0x42, b"x"))
+    assert parser.dtmf == ["5"], "a DTMF digit is noted and does not end the call"
+    assert [code for code, _ in parser.notices] == ["unknown_frame"], "an unknown kind is reported and skipped"
+    # both audio frames arrived: 2 x 320 samples at 8 kHz -> about 1280 at 16 kHz (resampler tail included)
+    assert 1100 < sum(c.audio.shape[1] for c in chunks) <= 1300
+    early = AudioSocketProtocol()
+    assert early.feed(frame(0x10, b"\x00\x01" * 10)) == [] and early.notices[0][0] == "not_started"

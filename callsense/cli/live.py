@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +70,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        print("shutting down: finishing calls in flight\u2026")
+        print(f"shutting down: finishing calls in flight (at most {settings.server.shutdown_timeout_s:.0f} s)\u2026")
         await server.shutdown()
 
     asyncio.run(main())
+    # a stage stuck in native code cannot be interrupted; its thread must not keep the process alive
+    if any(t.name.startswith("call") and t.is_alive() for t in threading.enumerate()):
+        print("some calls were still running; they were saved as interrupted", file=sys.stderr)
+        os._exit(0)
     return 0
 
 
@@ -82,10 +88,14 @@ def cmd_stream(args: argparse.Namespace) -> int:
     roles = args.channels.split(",") if args.channels else None
     result = asyncio.run(stream_file(args.file, args.url, args.token, args.protocol, roles=roles,
                                      call_id=args.call_id, speed=args.speed))
-    print(f"call {result['call_id']} ended")
     for err in result["errors"]:
         print(f"server reported: {err}", file=sys.stderr)
-    return 0
+    if not result["clean"]:
+        print(f"call {result['call_id']} did not end cleanly: the server did not confirm that all of it was "
+              "processed and saved", file=sys.stderr)
+        return 1
+    print(f"call {result['call_id']} ended and was saved" + (" (with warnings above)" if result["errors"] else ""))
+    return 1 if result["errors"] else 0
 
 
 @command("console")

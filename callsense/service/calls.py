@@ -71,6 +71,7 @@ class Call:
         self.inbox: Mailbox[Message] = Mailbox(maxsize=settings.server.call_queue)
         self.pipeline: CallPipeline | None = pipeline
         self.ended = False
+        self.failure: str | None = None  # why the call ended abnormally, if it did
         self.started = time.monotonic()
         self.last_lag = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -144,6 +145,7 @@ class Call:
 
     async def _abort(self, pipe: CallPipeline, code: str, message: str) -> None:
         """End the call without running the stages again (they may be what failed)."""
+        self.failure = f"{code}: {message}"
         await asyncio.shield(self._emit(pipe.abort(code, message)))
 
     async def _close(self, pipe: CallPipeline) -> None:

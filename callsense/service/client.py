@@ -3,6 +3,7 @@ protocol (plain, twilio, audio_fork). Used by the demo, the load benchmark and t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -27,31 +28,47 @@ def _s16(audio: np.ndarray) -> bytes:
 async def stream_file(path: str | Path, url: str, token: str, protocol: str = "plain", roles: list[str] | None = None,
                       call_id: str | None = None, speed: float = 1.0, operator_id: str | None = None,
                       chunk_ms: int = 100, language: str | None = None) -> dict[str, Any]:
-    """Send `path` as a live call; returns {"call_id", "errors": [...]} once the call has ended."""
+    """Send `path` as a live call (speed 0: as fast as the server takes it - backpressure, no loss).
+
+    Returns {"call_id", "errors": [...], "clean": bool}: clean when the server confirmed that the
+    call ended and was saved without a fatal error."""
     info = probe(path)
     call_id = call_id or f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
-    roles = roles or (["operator", "customer"] if info.channels == 2 else ["unknown"])
-    roles = roles[: info.channels]
-    errors: list[str] = []
+    roles = (roles or (["operator", "customer"] if info.channels == 2 else ["unknown"]))[: info.channels]
+    result: dict[str, Any] = {"call_id": call_id, "errors": [], "clean": False}
     target = f"{url.rstrip('/')}{PATHS[protocol]}?token={token}"
     async with websockets.connect(target, max_size=2**22) as ws:
         await ws.send(json.dumps(_start_message(protocol, call_id, roles, operator_id, language)))
-        accepted = json.loads(await ws.recv())
-        call_id = accepted.get("call_id", call_id)
+        replies = asyncio.create_task(_read_replies(ws, result))
         mulaw = _Mulaw8k()
-        async for chunk in aiter_file(path, chunk_ms=chunk_ms, realtime=speed > 0, speed=speed or 1.0):
-            for message in _frames(protocol, chunk.audio, len(roles), mulaw):
-                await ws.send(message)
-        await ws.send(json.dumps({"event": "stop"} if protocol == "twilio" else {"type": "stop"}))
-        # the server answers only errors on this socket; collect any that arrived
         try:
-            while True:
-                msg = json.loads(await ws.recv())
-                if msg.get("type") == "error":
-                    errors.append(msg["message"])
-        except websockets.exceptions.ConnectionClosed:
-            pass
-    return {"call_id": call_id, "errors": errors}
+            async for chunk in aiter_file(path, chunk_ms=chunk_ms, realtime=speed > 0, speed=speed or 1.0):
+                for message in _frames(protocol, chunk.audio, len(roles), mulaw):
+                    await ws.send(message)
+            await ws.send(json.dumps({"event": "stop"} if protocol == "twilio" else {"type": "stop"}))
+        except websockets.exceptions.ConnectionClosed as exc:
+            result["errors"].append(f"the server closed the stream: {exc.rcvd.reason if exc.rcvd else exc}")
+        await replies
+    return result
+
+
+async def _read_replies(ws: Any, result: dict[str, Any]) -> None:
+    """The server answers a source with `accepted`, `error` messages and, after the stop, `ended`."""
+    try:
+        async for raw in ws:
+            msg = json.loads(raw)
+            if msg.get("type") == "accepted":
+                result["call_id"] = msg["call_id"]
+            elif msg.get("type") == "error":
+                result["errors"].append(f"{msg.get('code')}: {msg.get('message')}")
+            elif msg.get("type") == "ended":
+                result["clean"] = bool(msg.get("clean"))
+                if msg.get("failure"):
+                    result["errors"].append(msg["failure"])
+                return
+    except websockets.exceptions.ConnectionClosed as exc:
+        if exc.rcvd and exc.rcvd.code != 1000:
+            result["errors"].append(f"closed {exc.rcvd.code}: {exc.rcvd.reason}")
 
 
 def _start_message(protocol: str, call_id: str, roles: list[str], operator_id: str | None,

@@ -1,0 +1,229 @@
+"""Fan-out: events of every call to the consoles allowed to see them, with resume by sequence number.
+
+- Each call is a room with a bounded replay buffer. A console that resumes (`{"type":"resume",
+  "after":{call_id: seq}}`) gets what it missed, with no loss and no duplicate; a new console gets
+  live calls only. An ended call stays resumable for `resume_window_s`, then leaves memory (its
+  events are on disk).
+- Each console has a bounded queue: when it falls behind, partials and metrics are dropped first
+  (and the console is told); finals, emotions and hints are never dropped - a console too slow even
+  for those is disconnected (4008) and can resume.
+- Console messages (resume, feedback) are checked against a schema; a bad one gets an `error`
+  message and the connection stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from callsense.config import ServerSettings, TokenGrant
+from callsense.events import FINAL_TYPES, Event
+from callsense.reports.store import Store
+from callsense.service.mailbox import Mailbox
+
+CallIdText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ResumeMessage(_Message):
+    type: Literal["resume"]
+    after: dict[CallIdText, Annotated[int, Field(ge=0, le=2**53)]] = Field(default_factory=dict, max_length=1000)
+
+
+class FeedbackMessage(_Message):
+    type: Literal["feedback"]
+    call_id: CallIdText
+    hint_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    action: Literal["accepted", "dismissed"]
+
+
+def error_json(code: str, message: str) -> str:
+    return json.dumps({"type": "error", "code": code, "message": message})
+
+
+@dataclass
+class Room:
+    call_id: str
+    operator_id: str | None
+    replay: deque[Event]
+    ended_at: float | None = None  # monotonic
+    risk: float = 0.0
+
+
+@dataclass(eq=False)  # identity-hashed: consoles live in a set
+class Console:
+    who: str
+    role: str
+    operator_id: str | None
+    follow: str | None = None  # one call only
+    queue: Mailbox[Event | None] = field(default_factory=Mailbox)  # bounded by FanOut.offer
+    dropped: int = 0
+    too_slow: bool = False
+
+
+OnFeedback = Callable[[str, str, str, str], Awaitable[bool]]  # call_id, hint_id, action, by -> delivered
+
+
+class FanOut:
+    def __init__(self, settings: ServerSettings, store: Store | None, on_feedback: OnFeedback) -> None:
+        self.settings, self.store, self.on_feedback = settings, store, on_feedback
+        self.rooms: dict[str, Room] = {}
+        self.consoles: set[Console] = set()
+
+    # -- rooms --
+
+    def open(self, call_id: str, operator_id: str | None) -> None:
+        self.rooms[call_id] = Room(call_id, operator_id, deque(maxlen=self.settings.replay_events))
+
+    def live(self) -> list[Room]:
+        return [r for r in self.rooms.values() if r.ended_at is None]
+
+    def evict(self) -> None:
+        """Ended calls past the resume window leave memory."""
+        cutoff = time.monotonic() - self.settings.resume_window_s
+        for cid in [c for c, r in self.rooms.items() if r.ended_at is not None and r.ended_at < cutoff]:
+            del self.rooms[cid]
+
+    async def publish(self, call_id: str, events: list[Event]) -> None:
+        room = self.rooms[call_id]
+        for ev in events:
+            room.replay.append(ev)
+            if ev.type == "emotion" and ev.role == "customer":
+                room.risk = round(max(0.0, -ev.valence) + max(0.0, ev.arousal), 3)
+            elif ev.type == "hint":
+                room.risk += {"critical": 1.0, "warning": 0.3}.get(ev.severity, 0.0)
+            elif ev.type == "call_ended":
+                room.ended_at = time.monotonic()
+            for console in list(self.consoles):
+                if self.may_see(console, room) and console.follow in (None, call_id):
+                    self.offer(console, ev)
+        self.evict()
+
+    # -- consoles --
+
+    @staticmethod
+    def may_see(console: Console, room: Room) -> bool:
+        return console.role == "supervisor" or (console.operator_id is not None and console.operator_id == room.operator_id)
+
+    def offer(self, console: Console, ev: Event) -> None:
+        q, limit = console.queue, self.settings.console_queue
+        if console.too_slow:
+            return
+        if len(q) >= limit:
+            if ev.type not in FINAL_TYPES:
+                console.dropped += 1
+                return
+            # make room by dropping queued partials/metrics; never finals, emotions or hints
+            console.dropped += q.keep_only(lambda e: e is not None and e.type in FINAL_TYPES)
+            if len(q) >= limit:
+                console.too_slow = True
+                q.put_nowait(None)  # tells the sender to disconnect; the console resumes by sequence
+                return
+        q.put_nowait(ev)
+
+    async def serve(self, ws: ServerConnection, grant: TokenGrant, who: str, follow: str | None) -> None:
+        console = Console(who=who, role=grant.role, operator_id=grant.operator_id, follow=follow)
+        after = await self._first_message(ws)
+        self.consoles.add(console)  # events published from now on queue up (dedup by seq below)
+        sent: dict[str, int] = dict(after)
+        try:
+            await self._replay(ws, console, after, sent)
+            tasks = [asyncio.create_task(self._send(ws, console, sent)),
+                     asyncio.create_task(self._receive(ws, console))]
+            # whichever side ends first (client gone, too slow, server closing) ends the other
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, ConnectionClosed):
+                    raise exc
+        except ConnectionClosed:
+            pass
+        finally:
+            self.consoles.discard(console)
+
+    async def _first_message(self, ws: ServerConnection) -> dict[str, int]:
+        """An optional resume message first; anything else there is answered and otherwise ignored."""
+        with contextlib.suppress(TimeoutError):
+            raw = await asyncio.wait_for(ws.recv(), 0.5)
+            try:
+                return self._parse(raw, ResumeMessage).after
+            except ValueError as exc:
+                await ws.send(error_json("bad_message", str(exc)))
+        return {}
+
+    def _parse(self, raw: str | bytes, model: type[_Message]) -> ResumeMessage | FeedbackMessage:
+        if len(raw) > self.settings.max_console_message_bytes:
+            raise ValueError(f"message of {len(raw)} bytes; consoles may send at most "
+                             f"{self.settings.max_console_message_bytes}")
+        try:
+            return model.model_validate_json(raw)  # type: ignore[return-value]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"could not use that message: {where}: {first['msg']}") from None
+
+    async def _replay(self, ws: ServerConnection, console: Console, after: dict[str, int], sent: dict[str, int]) -> None:
+        """Live calls from the start, ended ones only when this console was following them."""
+        for room in list(self.rooms.values()):
+            if not self.may_see(console, room) or console.follow not in (None, room.call_id):
+                continue
+            if room.ended_at is not None and room.call_id not in after:
+                continue
+            if self.store is not None:
+                self.store.log_access(console.who, room.call_id, "console view")
+            for ev in list(room.replay):
+                if ev.seq > sent.get(ev.call_id, 0):
+                    await ws.send(_with_delay(ev))
+                    sent[ev.call_id] = ev.seq
+
+    async def _send(self, ws: ServerConnection, console: Console, sent: dict[str, int]) -> None:
+        reported = 0
+        while True:
+            ev = await console.queue.get()
+            if ev is None:
+                await ws.close(4008, "console too slow: reconnect and resume from your last sequence number")
+                return
+            if ev.seq <= sent.get(ev.call_id, 0):
+                continue
+            if console.dropped > reported:
+                await ws.send(json.dumps({"type": "notice", "message":
+                                          f"{console.dropped - reported} partial updates skipped (console behind)"}))
+                reported = console.dropped
+            await ws.send(_with_delay(ev))
+            sent[ev.call_id] = ev.seq
+
+    async def _receive(self, ws: ServerConnection, console: Console) -> None:
+        async for raw in ws:
+            try:
+                msg = self._parse(raw, FeedbackMessage)
+                assert isinstance(msg, FeedbackMessage)
+                room = self.rooms.get(msg.call_id)
+                if room is None or not self.may_see(console, room):
+                    raise ValueError(f"no call {msg.call_id!r} that you may see")
+                if not await self.on_feedback(msg.call_id, msg.hint_id, msg.action, console.who):
+                    raise ValueError(f"call {msg.call_id!r} has ended; feedback is no longer recorded")
+            except ValueError as exc:
+                await ws.send(error_json("bad_message", str(exc)))
+
+
+def _with_delay(ev: Event) -> str:
+    """The event as sent now, with the honest delay since its audio arrived."""
+    arrived = ev._arrived
+    if arrived is None:
+        return ev.model_dump_json()
+    return ev.model_copy(update={"delay_s": round(time.monotonic() - arrived, 3)}).model_dump_json()

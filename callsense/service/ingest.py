@@ -1,0 +1,146 @@
+"""Ingest: one loop for every source protocol (plain, Twilio, mod_audio_fork over websockets, and
+Asterisk AudioSocket over TCP). A `Transport` hides how bytes arrive; the protocol parser checks
+every message; the call's inbox takes the audio.
+
+Flow control is backpressure: when a call's inbox is full the loop waits, so it stops reading the
+socket and TCP slows the sender. Nothing is dropped: a burst after a network stall is kept.
+A bad message gets an `error` reply (and an `error` event in the call) and the connection stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from callsense.audio.protocols import IngestProtocol, ProtocolError, StreamStart
+from callsense.service.calls import Audio, Call, End, SourceError
+from callsense.service.fanout import error_json
+
+log = logging.getLogger("callsense.ingest")
+
+
+class Refused(Exception):
+    """A call that may not start; `code` is the close code, the message its reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class Transport(Protocol):
+    peer: str
+
+    async def recv(self) -> str | bytes | None: ...  # None: the source hung up
+
+    async def reply(self, message: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebsocketTransport:
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws, self.peer = ws, str(ws.remote_address[0]) if ws.remote_address else "?"
+
+    async def recv(self) -> str | bytes | None:
+        try:
+            return await self.ws.recv()
+        except ConnectionClosed:
+            return None
+
+    async def reply(self, message: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+
+class TcpTransport:
+    """AudioSocket: raw TCP. It has no channel for our error messages: they are logged (and sent
+    into the call as events), and the connection goes on."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        peer = writer.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else "?"
+
+    async def recv(self) -> str | bytes | None:
+        try:
+            data = await self.reader.read(4096)
+        except ConnectionError:
+            return None
+        return data or None
+
+    async def reply(self, message: str) -> None:
+        log.warning("audiosocket %s: %s", self.peer, message)
+
+    async def close(self, code: int, reason: str) -> None:
+        log.warning("audiosocket %s closed: %s", self.peer, reason)
+        self.writer.close()
+
+
+OpenCall = Callable[[StreamStart, str], Awaitable[Call]]  # start, protocol name -> call (or raises Refused)
+
+
+async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCall, idle_timeout_s: float) -> None:
+    """Read one source until it stops, hangs up or goes silent; the call ends with what was heard."""
+    call: Call | None = None
+    reason = "source disconnected"
+    try:
+        while not proto.ended:
+            try:
+                message = await asyncio.wait_for(transport.recv(), idle_timeout_s)
+            except TimeoutError:
+                if call is not None:
+                    await call.inbox.put(SourceError("source_silent", f"no audio for {idle_timeout_s:.0f} s; "
+                                                     "ending the call"))
+                reason = "source silent"
+                break
+            if message is None:
+                break
+            try:
+                chunks = proto.feed(message)
+            except ProtocolError as exc:
+                await _problem(transport, call, exc.code, str(exc))
+                continue
+            while proto.notices:
+                await _problem(transport, call, *proto.notices.pop(0))
+            if call is None and proto.start is not None:
+                try:
+                    call = await open_call(proto.start, proto.name)
+                except Refused as exc:
+                    await transport.close(exc.code, str(exc))
+                    return
+                await transport.reply(json.dumps({"type": "accepted", "call_id": call.call_id}))
+            if chunks and call is not None:
+                arrived = time.monotonic()
+                for chunk in chunks:
+                    await call.inbox.put(Audio(chunk, arrived))  # waits when the call is behind: backpressure
+        if proto.ended:
+            reason = "hangup"
+    finally:
+        if call is not None:
+            await call.inbox.put(End(reason))
+    if call is not None and call.task is not None and reason == "hangup":
+        await _report_end(transport, call)
+
+
+async def _report_end(transport: Transport, call: Call) -> None:
+    """After a stop, the source learns whether everything it sent was processed and saved."""
+    await asyncio.wait({call.task} if call.task else set())
+    await transport.reply(json.dumps({"type": "ended", "call_id": call.call_id, "clean": call.failure is None,
+                                      "failure": call.failure}))
+
+
+async def _problem(transport: Transport, call: Call | None, code: str, message: str) -> None:
+    await transport.reply(error_json(code, message))
+    if call is not None:
+        await call.inbox.put(SourceError(code, message))
