@@ -49,6 +49,14 @@ from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder
 Transcript = TranscriptPartial | TranscriptFinal
 
 
+class StageFailed(Exception):
+    """A stage raised; `events` are what the call produced before it, already stamped."""
+
+    def __init__(self, message: str, events: list[Event]) -> None:
+        super().__init__(message)
+        self.events = events
+
+
 def roles_for(channels: int, settings: Settings) -> list[str]:
     """Roles of a recording's channels: one mixed channel is diarized; stereo follows `settings.channels`."""
     if channels == 1:
@@ -161,11 +169,14 @@ class CallPipeline:
 
     def _turns(self, transcripts: list[Transcript]) -> list[Event]:
         out: list[Event] = []
-        for ev in transcripts:
-            for turn in self.speakers.push(ev):
-                out.append(turn)
-                if isinstance(turn, TranscriptFinal):
-                    out.extend(self._on_final(turn))
+        try:
+            for ev in transcripts:
+                for turn in self.speakers.push(ev):
+                    out.append(turn)
+                    if isinstance(turn, TranscriptFinal):
+                        out.extend(self._on_final(turn))
+        except Exception as exc:  # a stage failed: what came before it (the transcript) is not lost
+            raise StageFailed(f"{type(exc).__name__}: {exc}", self._emit(out)) from exc
         return out
 
     def _on_final(self, fin: TranscriptFinal) -> list[Event]:

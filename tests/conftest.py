@@ -1,4 +1,5 @@
-"""Shared fixtures: real data from ../shared/data, real models loaded once per session."""
+"""Shared fixtures: the real clips in tests/data (the suite needs nothing outside the repository),
+real models loaded once per session."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ warnings.filterwarnings("ignore", message=r"\s*torchcodec")
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("CALLSENSE_DATA", ROOT.parent / "shared" / "data"))
-SAMPLES = ROOT / "samples"
+DATA = Path(__file__).resolve().parent / "data"  # built by scripts/make_test_data.py
+SAMPLES = ROOT / "callsense" / "samples"
 
 
 @pytest.fixture(scope="session")
 def data() -> Path:
-    if not DATA.exists():
-        pytest.skip(f"shared data not found at {DATA} (set CALLSENSE_DATA)")
     return DATA
 
 

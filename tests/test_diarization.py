@@ -4,22 +4,21 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 from callsense.audio.files import read_audio
 from callsense.stages.diarization import ChannelGate, OfflineDiarizer, RoleAssigner, StreamingDiarizer, read_rttm
+from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow
 
 
 def test_offline_diarization_on_pyannote_sample(settings, data):
-    folder = data / "diarization" / "pyannote_sample"
-    audio = read_audio(folder / "sample.wav")[0]
+    audio = read_audio(SAMPLES / "pyannote_sample.wav")[0]
     hyp = OfflineDiarizer(settings.models, settings.diarization)(audio, num_speakers=2)
-    der = DiarizationErrorRate(collar=0.0)(read_rttm(folder / "sample.rttm"), hyp)
+    der = DiarizationErrorRate(collar=0.0)(read_rttm(SAMPLES / "pyannote_sample.rttm"), hyp)
     assert der <= 0.08  # the goal; measured figures are in docs/benchmarks.md
     assert len(hyp.labels()) == 2
 
 
 def test_streaming_diarization_keeps_labels_and_cap(settings, models, data):
-    folder = data / "diarization" / "pyannote_sample"
-    audio = read_audio(folder / "sample.wav")[0]
+    audio = read_audio(SAMPLES / "pyannote_sample.wav")[0]
     d = StreamingDiarizer(settings.models, settings.diarization, models.segmentation, models.embedding)
     emitted = []
     for i in range(0, audio.size, 1600):
@@ -29,7 +28,7 @@ def test_streaming_diarization_keeps_labels_and_cap(settings, models, data):
     # labels are given once and never rewritten: every emitted turn is still in the annotation
     for seg, label in emitted:
         assert label in d.annotation.crop(seg).labels()
-    der = DiarizationErrorRate(collar=0.25)(read_rttm(folder / "sample.rttm"), d.annotation)
+    der = DiarizationErrorRate(collar=0.25)(read_rttm(SAMPLES / "pyannote_sample.rttm"), d.annotation)
     assert der < 0.3  # far better than one-speaker-for-all (the figure is reported by bench)
 
 

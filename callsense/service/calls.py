@@ -24,7 +24,7 @@ import soundfile as sf
 from callsense.audio.codecs import AudioChunk
 from callsense.config import SAMPLE_RATE, Settings
 from callsense.events import Event
-from callsense.pipeline import CallPipeline
+from callsense.pipeline import CallPipeline, StageFailed
 from callsense.reports.privacy import redact_event
 from callsense.reports.report import build_report, write_report
 from callsense.reports.store import Store
@@ -99,7 +99,11 @@ class Call:
         except asyncio.CancelledError:  # shutdown ran out of time: end as interrupted with what we have
             await self._abort(pipe, "interrupted", "the server stopped before this call finished")
             raise
-        except Exception as exc:  # a stage failed: the call ends, loudly, and keeps what it had
+        except StageFailed as exc:  # a stage failed: the call ends, loudly, and keeps what it had
+            log.exception("call %s failed", self.call_id)
+            await self._emit(exc.events)
+            await self._abort(pipe, "stage_failed", str(exc))
+        except Exception as exc:  # anything else (audio, I/O): the same, without partial results
             log.exception("call %s failed", self.call_id)
             await self._abort(pipe, "stage_failed", f"{type(exc).__name__}: {exc}")
         finally:
@@ -173,3 +177,18 @@ def persist_report(settings: Settings, store: Store | None, call_id: str, events
     out: Path = store.call_dir("reports", call_id)
     write_report(events, out, settings, source=source)
     store.finish_call(call_id, build_report(events, settings, source), status=status)
+
+
+def recover_interrupted(settings: Settings, store: Store) -> list[str]:
+    """Calls a killed process left `live` end as interrupted, with the events they had on disk."""
+    recovered = []
+    for call_id, source, _operator in store.live_calls():
+        events = store.events(call_id)
+        log.warning("call %s was interrupted (%d events kept)", call_id, len(events))
+        try:
+            persist_report(settings, store, call_id, events, source, "interrupted")
+        except Exception:
+            log.exception("could not rebuild the report of interrupted call %s", call_id)
+            store.finish_call(call_id, None, "interrupted", "report could not be rebuilt")
+        recovered.append(call_id)
+    return recovered

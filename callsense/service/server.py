@@ -31,7 +31,7 @@ from callsense.config import Settings, TokenGrant
 from callsense.pipeline import CallPipeline, warm_up
 from callsense.registry import Models
 from callsense.reports.store import Store
-from callsense.service.calls import Call, Feedback, persist_report
+from callsense.service.calls import Call, Feedback, recover_interrupted
 from callsense.service.fanout import FanOut
 from callsense.service.http import Http, token_of
 from callsense.service.ingest import Refused, TcpTransport, WebsocketTransport, ingest
@@ -70,7 +70,7 @@ class CallServer:
         self.check_bind(host)
         self.store = self.fanout.store = Store(s.store)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self._recover)
+        await loop.run_in_executor(self.executor, recover_interrupted, self.settings, self.store)
         await loop.run_in_executor(self.executor, self._purge)
         await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
         tls = None
@@ -83,18 +83,6 @@ class CallServer:
         if audiosocket_port is not None:
             self._tcp = await asyncio.start_server(self._audiosocket, host, audiosocket_port)
         return self._server.sockets[0].getsockname()[1] if self._server.sockets else 0
-
-    def _recover(self) -> None:
-        """Calls a killed process left `live` end as interrupted, with the events they had on disk."""
-        assert self.store is not None
-        for call_id, source, _operator in self.store.live_calls():
-            events = self.store.events(call_id)
-            log.warning("call %s was interrupted (%d events kept)", call_id, len(events))
-            try:
-                persist_report(self.settings, self.store, call_id, events, source, "interrupted")
-            except Exception:
-                log.exception("could not rebuild the report of interrupted call %s", call_id)
-                self.store.finish_call(call_id, None, "interrupted", "report could not be rebuilt")
 
     def _purge(self) -> None:
         """Retention: results older than report.retention_days go, with their reports and audio - only

@@ -1,0 +1,265 @@
+"""The live service under a hostile or unlucky network, over real websockets on loopback with the real
+models: identity, admission, stage failures, backpressure, bounded memory, durability, honest delay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import websockets
+
+from callsense.audio.files import probe
+from callsense.reports.store import Store
+from callsense.service.client import stream_file
+from callsense.service.server import CallServer
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+CALL = ROOT / "callsense" / "samples" / "ru_call_stereo.flac"
+SHORT = Path(__file__).parent / "data" / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac"
+
+
+@pytest.fixture
+def server(settings, models):
+    settings.server.tokens = {"sup": {"role": "supervisor"}, "op1": {"role": "operator", "operator_id": "op-1"},
+                              "trunk": {"role": "ingest", "operators": ["op-1", "op-2"]}}
+    return CallServer(settings, models)
+
+
+def _start(call_id: str, **extra: object) -> str:
+    return json.dumps({"type": "start", "call_id": call_id, "sample_rate": 8000, "encoding": "mulaw",
+                       "channels": ["customer"], **extra})
+
+
+async def _replies_until_closed(ws: websockets.ClientConnection) -> list[dict]:
+    out = []
+    try:
+        while True:
+            out.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+    except websockets.exceptions.ConnectionClosed:
+        return out
+
+
+def test_bad_start_values_are_answered_and_the_connection_stays(server):
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ingest?token=op1") as ws:
+            answers = []
+            for bad in (_start("x", language="xx-YY"), _start("../../etc"), _start("c", channels=["boss"]),
+                        _start("c", sample_rate=float("nan")), _start("c", channels=["customer"] * 9)):
+                await ws.send(bad)
+                answers.append(json.loads(await ws.recv()))
+            await ws.send(_start("good-call", language="ru-RU"))  # a BCP-47 tag is understood as ru
+            accepted = json.loads(await ws.recv())
+            await ws.send(b"\x7f" * 800)
+            await ws.send(json.dumps({"type": "stop"}))
+            rest = await _replies_until_closed(ws)
+        await server.shutdown()
+        return answers, accepted, rest
+
+    answers, accepted, rest = asyncio.run(scenario())
+    assert [a["type"] for a in answers] == ["error"] * 5
+    assert [a["code"] for a in answers][1:] == ["bad_call_id", "bad_frame", "bad_frame", "too_many_channels"]
+    assert "language" in answers[0]["message"]
+    assert accepted == {"type": "accepted", "call_id": "good-call"}
+    assert rest[-1]["type"] == "ended" and rest[-1]["clean"] is True
+
+
+def test_identity_is_bound_to_the_token_and_ids_are_unique(server):
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/ingest"
+        async with websockets.connect(f"{url}?token=op1") as ws:  # op-1's token may not stream op-2's call
+            await ws.send(_start("a", operator_id="op-2"))
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as refused:
+                await ws.recv()
+        # two streams with the same id at once (Twilio callSid reuse): distinct calls, never merged
+        async with websockets.connect(f"{url}?token=trunk") as one, websockets.connect(f"{url}?token=trunk") as two:
+            await asyncio.gather(one.send(_start("same", operator_id="op-2")), two.send(_start("same")))
+            ids = [json.loads(await one.recv())["call_id"], json.loads(await two.recv())["call_id"]]
+            operators = {c.call_id: c.operator_id for c in server.calls.values()}
+            for ws in (one, two):
+                await ws.send(json.dumps({"type": "stop"}))
+                await _replies_until_closed(ws)
+        await server.shutdown()
+        return refused.value.rcvd.code, ids, operators
+
+    code, ids, operators = asyncio.run(scenario())
+    assert code == 4003
+    assert len(set(ids)) == 2 and "same" in ids
+    assert operators[ids[0]] == "op-2" and operators[ids[1]] is None  # an ingest token binds to its operators
+
+
+def test_a_full_server_refuses_new_calls_with_a_reason(server):
+    server.settings.server.max_calls = 1
+
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/ingest?token=op1"
+        async with websockets.connect(url) as first:
+            await first.send(_start("first"))
+            await first.recv()
+            async with websockets.connect(url) as second:
+                await second.send(_start("second"))
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as full:
+                    await second.recv()
+            await first.send(json.dumps({"type": "stop"}))
+            await _replies_until_closed(first)
+        await server.shutdown()
+        return full.value.rcvd
+
+    closed = asyncio.run(scenario())
+    assert closed.code == 1013 and "full" in closed.reason
+
+
+def test_a_failing_stage_ends_the_call_loudly_and_keeps_what_it_had(server, monkeypatch):
+    from callsense.stages.emotion import EmotionStage
+
+    def broken(self, fin):
+        raise RuntimeError("emotion model exploded")
+
+    monkeypatch.setattr(EmotionStage, "push", broken)
+
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}"
+        async with websockets.connect(f"{url}/console?token=sup") as console:
+            await console.send(json.dumps({"type": "resume", "after": {}}))
+            result = await stream_file(SHORT, url, "op1", speed=0)
+            seen = []
+            while not seen or seen[-1]["type"] != "call_ended":
+                seen.append(json.loads(await asyncio.wait_for(console.recv(), 60)))
+        await server.shutdown()
+        return result, seen
+
+    result, seen = asyncio.run(scenario())
+    fatal = [e for e in seen if e["type"] == "error"]
+    assert fatal and fatal[0]["fatal"] and "exploded" in fatal[0]["message"]
+    assert seen[-1]["type"] == "call_ended" and seen[-1]["reason"] == "stage_failed"
+    assert any(e["type"] == "transcript_final" for e in seen), "what the call had before the failure is kept"
+    assert result["clean"] is False
+    store = Store(server.settings.server.store)
+    status = store.db.execute("SELECT status FROM calls WHERE call_id = ?", (result["call_id"],)).fetchone()[0]
+    assert status == "interrupted"
+    assert (store.call_dir("reports", result["call_id"]) / "report.json").exists()
+
+
+def test_fast_sender_loses_nothing_and_ended_calls_leave_memory(server):
+    server.settings.server.resume_window_s = 0.0
+
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}"
+        result = await stream_file(CALL, url, "op1", speed=0)  # as fast as the server takes it
+        await asyncio.sleep(0.1)
+        # a new console sees live calls only: the ended call is gone from memory, not replayed
+        async with websockets.connect(f"{url}/console?token=sup") as console:
+            await console.send(json.dumps({"type": "resume", "after": {}}))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(console.recv(), 1.0)
+        rooms, calls = len(server.fanout.rooms), len(server.calls)
+        await server.shutdown()
+        return result, rooms, calls
+
+    result, rooms, calls = asyncio.run(scenario())
+    assert result["clean"] and result["errors"] == []
+    events = Store(server.settings.server.store).events(result["call_id"])
+    ended = [e for e in events if e.type == "call_ended"][0]
+    assert abs(ended.duration_s - probe(CALL).duration) < 0.1, "every frame of the burst was processed"
+    assert rooms == 0 and calls == 0
+
+
+def test_console_delay_is_honest(server):
+    """A console that reads late sees delays at least as long as it waited."""
+
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}"
+        result = await stream_file(SHORT, url, "op1", speed=0)
+        await asyncio.sleep(1.5)
+        async with websockets.connect(f"{url}/console?token=sup") as console:
+            await console.send(json.dumps({"type": "resume", "after": {result["call_id"]: 0}}))
+            got = [json.loads(await asyncio.wait_for(console.recv(), 10)) for _ in range(3)]
+        await server.shutdown()
+        return got
+
+    got = asyncio.run(scenario())
+    assert all(e["delay_s"] is not None and e["delay_s"] >= 1.5 for e in got)
+
+
+def test_metrics_need_a_token(server):
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        base = f"http://127.0.0.1:{port}"
+
+        def get(path: str, token: str | None = None) -> int:
+            req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        codes = [await asyncio.to_thread(get, "/metrics"), await asyncio.to_thread(get, "/metrics", "op1"),
+                 await asyncio.to_thread(get, "/metrics", "sup"), await asyncio.to_thread(get, "/health")]
+        await server.shutdown()
+        return codes
+
+    assert asyncio.run(scenario()) == [401, 401, 200, 200]
+
+
+def test_audiosocket_peers_outside_loopback_need_the_allow_list(server):
+    assert server._peer_allowed("127.0.0.1") and server._peer_allowed("::1")
+    assert not server._peer_allowed("10.1.2.3")
+    server.settings.server.audiosocket_peers = ["10.1.0.0/16"]
+    assert server._peer_allowed("10.1.2.3") and not server._peer_allowed("10.2.0.1")
+
+
+def test_kill_9_mid_call_keeps_what_was_heard(tmp_path):
+    """A real `callsense serve` process killed mid-call: the next start shows the call as interrupted,
+    with its events and a report."""
+    store = tmp_path / "store" / "calls.sqlite"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"server:\n  store: {store}\n  tokens:\n    t: {{role: supervisor}}\n", encoding="utf-8")
+    port = 18765 + os.getpid() % 1000
+    proc = subprocess.Popen([sys.executable, "-m", "callsense.cli", "--config", str(cfg), "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert "serving" in (proc.stdout.readline() if proc.stdout else ""), "server did not start"
+
+        async def half_a_call() -> None:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ingest?token=t") as ws:
+                await ws.send(json.dumps({"type": "start", "call_id": "killed", "sample_rate": 16000,
+                                          "channels": ["operator", "customer"]}))
+                from callsense.audio.files import FileSource
+
+                for chunk in FileSource(CALL, chunk_ms=500):
+                    if chunk.start > 20:
+                        break
+                    await ws.send((chunk.audio.T.clip(-1, 1) * 32767).astype("<i2").tobytes())
+                await asyncio.sleep(10)  # the server processes and persists as it goes
+
+        asyncio.run(half_a_call())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert Store(store).live_calls() == [("killed", "plain", None)]
+
+    from callsense.config import load_settings
+    from callsense.service.calls import recover_interrupted
+
+    kept = Store(store)
+    assert recover_interrupted(load_settings(cfg), kept) == ["killed"]
+    row = kept.db.execute("SELECT status, report FROM calls WHERE call_id = 'killed'").fetchone()
+    assert row[0] == "interrupted"
+    finals = [e for e in kept.events("killed") if e.type == "transcript_final"]
+    assert finals and max(f.end for f in finals) > 8, "the first part of the call survived the kill"
+    assert json.loads(row[1])["metrics"]["duration_s"] > 0
