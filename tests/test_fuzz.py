@@ -1,0 +1,199 @@
+"""Property-based fuzzing (hypothesis) of every inbound message type of every protocol.
+
+Frames are built from each message's real shape with any field swapped for a wrong type, a
+non-finite number, a huge value or garbage. The property: a parser either uses the message or
+raises `ProtocolError` (which the server answers with an `error` and keeps the connection) - never
+any other exception, which would be a 1011 close. The last test sends such frames to a real server
+over loopback and checks that no connection is closed with 1011 and that the server stays healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from callsense.audio.protocols import (
+    AudioForkProtocol,
+    AudioSocketProtocol,
+    IngestProtocol,
+    PlainProtocol,
+    ProtocolError,
+    TwilioProtocol,
+)
+from callsense.config import ServerSettings
+from callsense.service.fanout import FanOut, FeedbackMessage, ResumeMessage
+
+EXAMPLES = 300  # per message type: bounded so `make test` stays quick
+
+junk = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=80), st.binary(max_size=40).map(lambda b: b.hex()), st.lists(st.integers(), max_size=4),
+    st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
+    st.just("ru-RU"), st.just("../../x"), st.just(""), st.just("x" * 5000),
+)
+
+
+def mutate(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """The real message, with some of its fields (nested ones too) replaced, dropped or added."""
+
+    def vary(value: Any) -> st.SearchStrategy[Any]:
+        if isinstance(value, dict):
+            return st.fixed_dictionaries({k: st.one_of(vary(v), junk) for k, v in value.items()})
+        return st.one_of(st.just(value), junk)
+
+    return st.tuples(vary(base), st.dictionaries(st.text(max_size=10), junk, max_size=2),
+                     st.lists(st.sampled_from(sorted(base)), max_size=2)).map(
+        lambda t: {**{k: v for k, v in t[0].items() if k not in t[2]}, **t[1]})
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, allow_nan=True)
+
+
+PLAIN_START = {"type": "start", "call_id": "c1", "sample_rate": 8000, "encoding": "mulaw", "channels": ["customer"],
+               "operator_id": "op-1", "language": "ru"}
+TWILIO_START = {"event": "start", "streamSid": "MZ1", "start": {
+    "callSid": "CA1", "tracks": ["inbound", "outbound"], "customParameters": {"operator_id": "op-1", "language": "en"},
+    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+TWILIO_MEDIA = {"event": "media", "media": {"track": "inbound", "payload": base64.b64encode(b"\x7f" * 160).decode()}}
+FORK_START = {"uuid": "u1", "sampleRate": 16000, "channels": 2, "roles": ["customer", "operator"], "language": "ru"}
+
+
+def _feed_ok(proto: IngestProtocol, message: str | bytes) -> None:
+    try:
+        chunks = proto.feed(message)
+    except ProtocolError:
+        return
+    for chunk in chunks:
+        assert chunk.audio.ndim == 2 and bool(abs(chunk.audio).max(initial=0) <= 1.0)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(start=mutate(PLAIN_START), audio=st.binary(max_size=2000), stop=mutate({"type": "stop"}))
+def test_plain_frames(start, audio, stop):
+    p = PlainProtocol()
+    for message in (dumps(start), audio, dumps(stop)):
+        _feed_ok(p, message)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(start=mutate(TWILIO_START), media=mutate(TWILIO_MEDIA),
+       other=mutate({"event": "mark", "mark": {"name": "x"}}) | mutate({"event": "dtmf", "dtmf": {"digit": "1"}})
+       | mutate({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+def test_twilio_frames(start, media, other):
+    p = TwilioProtocol()
+    for message in (dumps(other), dumps(start), dumps(media), dumps(TWILIO_MEDIA), dumps({"event": "stop"})):
+        _feed_ok(p, message)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(start=mutate(FORK_START), audio=st.binary(max_size=2000), other=mutate({"type": "hangup"}))
+def test_audio_fork_frames(start, audio, other):
+    p = AudioForkProtocol()
+    for message in (dumps(start), audio, dumps(other)):
+        _feed_ok(p, message)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(frames=st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=700)), max_size=8),
+       cut=st.integers(1, 50))
+def test_audiosocket_frames_of_any_kind(frames, cut):
+    """Any kinds (DTMF 0x03 and unknown ones included), any payloads, any TCP segmentation."""
+    p = AudioSocketProtocol()
+    stream = AudioSocketProtocol.frame(0x01, bytes(16)) + b"".join(AudioSocketProtocol.frame(k, b) for k, b in frames)
+    for i in range(0, len(stream), cut):
+        _feed_ok(p, stream[i : i + cut])
+    assert all(code in ("bad_frame", "unknown_frame", "frame_too_large", "duplicate_start", "not_started")
+               for code, _ in p.notices)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(float_frame=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=400))
+def test_float_audio_with_nan_and_inf_is_repaired_not_lost(float_frame):
+    import numpy as np
+
+    p = PlainProtocol()
+    p.feed(dumps({**PLAIN_START, "encoding": "f32le", "sample_rate": 16000}))
+    chunks = p.feed(np.asarray(float_frame, "<f4").tobytes())
+    assert sum(c.audio.shape[1] for c in chunks) == len(float_frame), "every sample is kept (16 kHz in, 16 kHz out)"
+    bad = sum(not math.isfinite(x) for x in float_frame)
+    assert [c for c, _ in p.notices] == (["non_finite_samples"] if bad else [])
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resume=mutate({"type": "resume", "after": {"c1": 3}}),
+       feedback=mutate({"type": "feedback", "call_id": "c1", "hint_id": "h1", "action": "accepted"}),
+       raw=st.text(max_size=200) | st.binary(max_size=200))
+def test_console_messages(resume, feedback, raw):
+    fanout = FanOut(ServerSettings(), None, on_feedback=None)  # type: ignore[arg-type]
+    for message, model in ((dumps(resume), ResumeMessage), (dumps(feedback), FeedbackMessage),
+                           (raw, ResumeMessage), (raw, FeedbackMessage)):
+        try:
+            fanout._parse(message, model)
+        except ValueError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_real_server_never_closes_with_1011(settings, models):
+    """Fuzzed frames of every protocol over real websockets: answers are `error` messages, no 1011."""
+    import websockets
+    from websockets.sync.client import connect
+
+    from callsense.service.server import CallServer
+
+    settings.server.tokens = {"t": {"role": "supervisor"}}
+    settings.server.idle_timeout_s = 2.0
+    server = CallServer(settings, models)
+    loop = asyncio.new_event_loop()
+    port = loop.run_until_complete(server.start("127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    closes: list[int] = []
+    tried = {"count": 0}
+
+    @settings_for_server
+    @given(path=st.sampled_from(["/ingest", "/twilio", "/audio_fork", "/console"]),
+           frames=st.lists(st.one_of(mutate(PLAIN_START).map(dumps), mutate(TWILIO_START).map(dumps),
+                                     mutate(TWILIO_MEDIA).map(dumps), mutate(FORK_START).map(dumps),
+                                     mutate({"type": "feedback", "call_id": "c1", "hint_id": "h",
+                                             "action": "accepted"}).map(dumps),
+                                     st.binary(max_size=600), st.text(max_size=100)), min_size=1, max_size=5))
+    def exchange(path, frames):
+        tried["count"] += 1
+        with connect(f"ws://127.0.0.1:{port}{path}?token=t", open_timeout=10) as ws:
+            try:
+                for frame in frames:
+                    ws.send(frame)
+                ws.send(dumps({"type": "stop"}) if path != "/twilio" else dumps({"event": "stop"}))
+                while True:
+                    ws.recv(timeout=0.3)
+            except TimeoutError:
+                pass
+            except websockets.exceptions.ConnectionClosed as exc:
+                if exc.rcvd is not None:
+                    closes.append(exc.rcvd.code)
+
+    try:
+        exchange()
+        health = json.loads(__import__("urllib.request").request.urlopen(f"http://127.0.0.1:{port}/health",
+                                                                          timeout=10).read())
+    finally:
+        asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(120)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    assert tried["count"] >= 40
+    assert 1011 not in closes
+    assert health["status"] == "ok"
+
+
+settings_for_server = settings(max_examples=40, deadline=None,
+                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
