@@ -15,6 +15,8 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check callsense tests scripts
+	$(VENV)/bin/mypy callsense
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/callsense models check
 	$(VENV)/bin/python -m pytest -q -ra
 

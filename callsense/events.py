@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
@@ -164,6 +164,9 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+E = TypeVar("E", bound=_Base)
+
+
 class Sequencer:
     """Stamps events of one call with its id and a strictly increasing sequence number."""
 
@@ -171,7 +174,7 @@ class Sequencer:
         self.call_id = call_id
         self._counter = itertools.count(1)
 
-    def stamp(self, event: _Base) -> _Base:
+    def stamp(self, event: E) -> E:
         event.call_id = self.call_id
         event.seq = next(self._counter)
         return event

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -22,10 +22,12 @@ from callsense.config import SAMPLE_RATE, Settings
 from callsense.events import (
     CallEnded,
     CallStarted,
+    Emotion,
     Error,
     Event,
     HintFeedback,
     Metrics,
+    Overlap,
     Sequencer,
     TranscriptFinal,
     TranscriptPartial,
@@ -61,7 +63,7 @@ def roles_for(channels: int, settings: Settings) -> list[str]:
     """Roles of a recording's channels: one mixed channel is diarized; stereo follows `settings.channels`."""
     if channels == 1:
         return ["unknown"]
-    roles = list(settings.channels)[:channels]
+    roles = [str(r) for r in settings.channels][:channels]
     return roles + ["unknown"] * (channels - len(roles))
 
 
@@ -109,7 +111,7 @@ class CallPipeline:
     # -- the call, chunk by chunk --
 
     def start(self) -> list[Event]:
-        return self._emit([CallStarted(sample_rate=SAMPLE_RATE, channels=list(self.roles),  # type: ignore[arg-type]
+        return self._emit([CallStarted(sample_rate=SAMPLE_RATE, channels=list(self.roles),
                                        source=self.source, operator_id=self.operator_id, language=self.language)])
 
     def push(self, chunk: AudioChunk, arrived: float | None = None) -> list[Event]:
@@ -137,7 +139,7 @@ class CallPipeline:
 
     def feedback(self, hint_id: str, action: str, by: str) -> list[Event]:
         """The operator accepted or dismissed a hint: recorded in the call like any event."""
-        return self._emit([HintFeedback(hint_id=hint_id, action=action, by=by)])  # type: ignore[arg-type]
+        return self._emit([HintFeedback(hint_id=hint_id, action=action, by=by)])
 
     def fail(self, code: str, message: str) -> list[Event]:
         """Something outside the stages went wrong for this call: an `error` event in its stream."""
@@ -167,7 +169,7 @@ class CallPipeline:
 
     # -- transcripts down the stages --
 
-    def _turns(self, transcripts: list[Transcript]) -> list[Event]:
+    def _turns(self, transcripts: Sequence[Transcript]) -> list[Event]:
         out: list[Event] = []
         try:
             for ev in transcripts:
@@ -186,7 +188,8 @@ class CallPipeline:
         for emo in emotions:
             emo.evidence["scoring_ms"] = round(self.timing.last["emotion"] * 1000, 1)
         with self.hooks.step("hints"):
-            hints = [h for item in (fin, *emotions, *overlaps) for h in self.hints.push(item)]
+            items: list[TranscriptFinal | Emotion | Overlap] = [fin, *emotions, *overlaps]
+            hints = [h for item in items for h in self.hints.push(item)]
         return [*overlaps, *emotions, *hints]
 
     # -- lag and load shedding --

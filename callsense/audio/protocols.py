@@ -183,7 +183,7 @@ class PlainStartFrame(_Start):
     call_id: CallId
     sample_rate: SampleRate
     encoding: Encoding = "s16le"
-    channels: list[ChannelRole] = Field(default_factory=lambda: ["unknown"], min_length=1, max_length=64)
+    channels: list[ChannelRole] = Field(["unknown"], min_length=1, max_length=64)
     operator_id: Ident | None = None
 
 
@@ -219,8 +219,7 @@ class TwilioMediaFormat(_Frame):
 class TwilioStartMeta(_Frame):
     callSid: CallId | None = None
     streamSid: CallId | None = None
-    tracks: list[Literal["inbound", "outbound"]] = Field(default_factory=lambda: ["inbound"], min_length=1,
-                                                         max_length=2)
+    tracks: list[Literal["inbound", "outbound"]] = Field(["inbound"], min_length=1, max_length=2)
     customParameters: dict[Annotated[str, StringConstraints(max_length=64)],
                            Annotated[str, StringConstraints(max_length=256)]] = Field(default_factory=dict,
                                                                                      max_length=32)
@@ -272,7 +271,7 @@ class TwilioProtocol(IngestProtocol):
 
     def _start(self, f: TwilioStartFrame) -> list[AudioChunk]:
         meta, params = f.start, f.start.customParameters
-        tracks = ["outbound", "inbound"] if len(set(meta.tracks)) > 1 else list(meta.tracks)
+        tracks: list[str] = ["outbound", "inbound"] if len(set(meta.tracks)) > 1 else [*meta.tracks]
         try:
             language = language_code(params.get("language"))
         except ValueError as exc:
@@ -387,8 +386,8 @@ class AudioSocketProtocol(IngestProtocol):
                 chunks.extend(self._frame(kind, payload))
             except ProtocolError as exc:  # one bad frame: report it, keep the rest of the stream
                 errors.append(exc)
-        for exc in errors:
-            self.notices.append((exc.code, str(exc)))
+        for err in errors:
+            self.notices.append((err.code, str(err)))
         return chunks
 
     def _frame(self, kind: int, payload: bytes) -> list[AudioChunk]:

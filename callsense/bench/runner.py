@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callsense.bench.wer import normalize
-from callsense.config import Settings
+from callsense.config import Settings, TokenGrant
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 LIVE_CALL = SAMPLES / "ru_call_stereo.flac"
@@ -325,7 +325,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
         for i in range(k):
             calls.append(tmp / "load" / f"call{i}of{k}.flac")
             sf.write(calls[-1], np.roll(audio, -i * audio.shape[1] // k, axis=1).T, 16000)
-        settings.server.tokens = {"bench": {"role": "supervisor"}}
+        settings.server.tokens = {"bench": TokenGrant(role="supervisor")}
 
         async def run(k: int = k, calls: list[Path] = calls) -> dict[str, Any]:
             import websockets

@@ -33,7 +33,7 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
                   f" at {speed:g}x")
     from callsense.service.client import stream_file
 
-    token = next((t for t, g in settings.server.tokens.items() if g.get("role") == "supervisor"), "")
+    token = next((t for t, g in settings.server.tokens.items() if g.role == "supervisor"), "")
     view = ConsoleView()
     streamer = asyncio.create_task(stream_file(path, url, token, speed=speed, operator_id="op-001"))
     async with websockets.connect(f"{url}/console?token={token}") as ws:

@@ -31,12 +31,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from callsense import models
+    from callsense import registry
 
     settings = settings_from(args)
     console = Console()
     if args.action == "check":
-        results = models.check(settings.models)
+        results = registry.check(settings.models)
         for name, ok, msg in results:
             console.print(f"{'[green]ok[/green]  ' if ok else '[red]FAIL[/red]'} {name:<15} {msg}")
         bad = [r for r in results if not r[1]]
@@ -46,7 +46,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     table = Table(title="models the pipeline uses")
     for col in ("name", "purpose", "source", "path", "size", "sha256"):
         table.add_column(col, overflow="fold")
-    for row in models.describe(settings.models):
+    for row in registry.describe(settings.models):
         if row["ok"]:
             table.add_row(row["name"], row["purpose"], row["source"], row["path"],
                           f"{row['size_bytes'] / 1e6:.1f} MB", row["sha256"])

@@ -18,7 +18,7 @@ from callsense.events import Emotion, Event, Hint, TranscriptFinal
 
 
 def finals(events: list[Event]) -> list[TranscriptFinal]:
-    return sorted((e for e in events if e.type == "transcript_final"), key=lambda e: e.start)  # type: ignore[misc]
+    return sorted((e for e in events if e.type == "transcript_final"), key=lambda e: e.start)
 
 
 def transcript_json(events: list[Event]) -> dict[str, Any]:
@@ -87,7 +87,8 @@ def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
         fin = TranscriptFinal(speaker=speaker, role=turn["role"], start=start, end=end, text=turn["text"],
                               language=lang, utterance_id=f"t{i + 1}")
         emo = fuser.fuse(speaker, turn["role"], start, end, fin.utterance_id, fin.text, score, None)
-        for ev in (fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)):
+        turn_events: list[Event] = [fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)]
+        for ev in turn_events:
             ev.t = end  # as if live: each event when its turn ended
             events.append(ev)
     events.append(CallEnded(duration_s=clock, reason="end of transcript", t=clock))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console, Group
 from rich.layout import Layout
@@ -19,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from callsense.events import Event
+from callsense.events import CallEnded, Emotion, Error, Event, Hint, Metrics, TranscriptFinal, TranscriptPartial
 
 ROLE_STYLE = {"operator": "cyan", "customer": "magenta", "supervisor": "yellow", "unknown": "white"}
 EMOTION_STYLE = {"anger": "bold red", "fear": "red", "sadness": "blue", "joy": "green", "surprise": "yellow",
@@ -29,45 +31,58 @@ SEVERITY_STYLE = {"critical": "bold white on red", "warning": "bold black on yel
 
 @dataclass
 class ConsoleView:
-    lines: deque = field(default_factory=lambda: deque(maxlen=200))
-    partials: dict = field(default_factory=dict)
-    hints: deque = field(default_factory=lambda: deque(maxlen=3))
-    state: dict = field(default_factory=dict)  # role -> last emotion event
+    lines: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=200))  # [final, emotion or None]
+    partials: dict[str, TranscriptPartial] = field(default_factory=dict)
+    hints: deque[Hint] = field(default_factory=lambda: deque(maxlen=3))
+    state: dict[str, Emotion] = field(default_factory=dict)  # role -> last emotion event
     call_id: str = "-"
     t: float = 0.0
-    lag: float = 0.0
+    delay: float = 0.0  # the server's measured delay of the latest event (audio arrival -> sent)
+    received: float = field(default_factory=time.monotonic)  # when the latest event reached us
     shedding: bool = False
     ended: bool = False
     notice: str = ""
     last_seq: int = 0
 
+    @property
+    def lag(self) -> float:
+        """Never less than what the operator experiences: while a live call sends nothing for longer
+        than metrics normally take (1 s of audio), the silence itself is lag."""
+        waiting = 0.0 if self.ended else time.monotonic() - self.received - 1.0
+        return max(self.delay, waiting)
+
     def apply(self, ev: Event) -> None:
         self.last_seq = max(self.last_seq, ev.seq)
         self.call_id, self.t = ev.call_id, max(self.t, ev.t)
-        kind = ev.type
-        if kind == "transcript_partial":
+        self.received = time.monotonic()
+        if ev.delay_s is not None:
+            self.delay = ev.delay_s
+        if isinstance(ev, TranscriptPartial):
             self.partials[ev.speaker] = ev
-        elif kind == "transcript_final":
-            self.partials.pop(ev.speaker, None)
-            # channels finish utterances at different moments: keep the transcript in speaking order
-            pos = len(self.lines)
-            while pos > 0 and self.lines[pos - 1][0].start > ev.start:
-                pos -= 1
-            self.lines.insert(pos, [ev, None])
-        elif kind == "emotion":
+        elif isinstance(ev, TranscriptFinal):
+            self._final(ev)
+        elif isinstance(ev, Emotion):
             self.state[ev.role] = ev
             for line in reversed(self.lines):
                 if line[0].utterance_id == ev.utterance_id:
                     line[1] = ev
                     break
-        elif kind == "hint":
+        elif isinstance(ev, Hint):
             self.hints.appendleft(ev)
-        elif kind == "metrics":
-            self.lag, self.shedding = ev.lag_s, ev.shedding
-        elif kind == "call_ended":
+        elif isinstance(ev, Metrics):
+            self.shedding = ev.shedding
+        elif isinstance(ev, CallEnded):
             self.ended = True
-        elif kind == "error":
+        elif isinstance(ev, Error):
             self.notice = f"error: {ev.message}"
+
+    def _final(self, ev: TranscriptFinal) -> None:
+        self.partials.pop(ev.speaker, None)
+        # channels finish utterances at different moments: keep the transcript in speaking order
+        pos = len(self.lines)
+        while pos > 0 and self.lines[pos - 1][0].start > ev.start:
+            pos -= 1
+        self.lines.insert(pos, [ev, None])
 
     # -- rendering --
 

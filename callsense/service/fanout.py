@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from websockets.asyncio.server import ServerConnection
@@ -48,6 +48,9 @@ class FeedbackMessage(_Message):
     call_id: CallIdText
     hint_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     action: Literal["accepted", "dismissed"]
+
+
+M = TypeVar("M", ResumeMessage, FeedbackMessage)
 
 
 def error_json(code: str, message: str) -> str:
@@ -166,12 +169,12 @@ class FanOut:
                 await ws.send(error_json("bad_message", str(exc)))
         return {}
 
-    def _parse(self, raw: str | bytes, model: type[_Message]) -> ResumeMessage | FeedbackMessage:
+    def _parse(self, raw: str | bytes, model: type[M]) -> M:
         if len(raw) > self.settings.max_console_message_bytes:
             raise ValueError(f"message of {len(raw)} bytes; consoles may send at most "
                              f"{self.settings.max_console_message_bytes}")
         try:
-            return model.model_validate_json(raw)  # type: ignore[return-value]
+            return model.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -211,7 +214,6 @@ class FanOut:
         async for raw in ws:
             try:
                 msg = self._parse(raw, FeedbackMessage)
-                assert isinstance(msg, FeedbackMessage)
                 room = self.rooms.get(msg.call_id)
                 if room is None or not self.may_see(console, room):
                     raise ValueError(f"no call {msg.call_id!r} that you may see")

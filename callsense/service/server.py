@@ -191,6 +191,7 @@ class CallServer:
     # -- websocket routing --
 
     async def _route(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # set once the handshake is done
         url = urlsplit(ws.request.path)
         token = token_of(ws.request)
         grant = self.grant(token)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 In = TypeVar("In", contravariant=True)
-Out = TypeVar("Out", covariant=True)
+Out = TypeVar("Out")
 
 
 class Stage(Protocol[In, Out]):

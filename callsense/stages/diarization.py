@@ -26,7 +26,7 @@ from pyannote.core import Annotation, Segment
 
 from callsense.config import SAMPLE_RATE, DiarizationSettings, ModelSettings
 from callsense.events import TranscriptFinal, TranscriptPartial, Word
-from callsense.models import cache_dir, campplus_paths, segmentation_path
+from callsense.models import ModelMissing, cache_dir, campplus_paths, segmentation_path
 
 CELL = 160  # 10 ms: the grid on which the streaming diarizer aggregates its windows
 
@@ -87,7 +87,7 @@ class CamPlusPlus(Model):
         feats = kaldi.fbank(waveform.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=SAMPLE_RATE, dither=0.0)
         return feats - feats.mean(dim=0, keepdim=True)
 
-    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """(batch, 1, samples) -> (batch, 192); `weights` (batch, frames) keeps only a speaker's frames."""
         out = []
         for i in range(waveforms.shape[0]):
@@ -114,7 +114,10 @@ class CamPlusPlus(Model):
 
 
 def load_segmentation(settings: ModelSettings) -> Model:
-    return Model.from_pretrained(segmentation_path(settings))
+    model = Model.from_pretrained(segmentation_path(settings))
+    if model is None:
+        raise ModelMissing(f"pyannote could not load the segmentation model from {segmentation_path(settings)}")
+    return model
 
 
 # --- offline -----------------------------------------------------------------------------------
@@ -278,10 +281,11 @@ class StreamingDiarizer:
         with torch.inference_mode():
             out = self.seg(torch.from_numpy(padded)[None, None])  # (1, frames, classes), powerset
         spec = self.seg.specifications
+        assert not isinstance(spec, tuple), "segmentation-3.0 has one task"
         if spec.powerset:
             from pyannote.audio.utils.powerset import Powerset
 
-            ps = Powerset(len(spec.classes), spec.powerset_max_classes)
+            ps = Powerset(len(spec.classes or []), spec.powerset_max_classes or 2)
             multi = ps.to_multilabel(out)[0].numpy()
         else:
             multi = (out[0].numpy() > 0.5).astype(np.float32)

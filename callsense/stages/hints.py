@@ -213,7 +213,7 @@ class HintEngine:
         self.last_fired[reason] = t
         self._count += 1
         return [Hint(
-            hint_id=f"h{self._count}", severity=severity, reason=reason, title=title, evidence=evidence,  # type: ignore[arg-type]
+            hint_id=f"h{self._count}", severity=severity, reason=reason, title=title, evidence=evidence,
             phrases=self.phrases(reason), speaker=getattr(ev, "speaker", None),
             to_supervisor=severity == "critical",
         )]

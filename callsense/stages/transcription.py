@@ -252,7 +252,7 @@ class StreamingTranscriber:
         utt = self._utt
         assert utt is not None
         if utt.samples >= self.settings.max_utterance_s * SAMPLE_RATE:
-            return self._cut_long_utterance()
+            return [*self._cut_long_utterance()]
         due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SAMPLE_RATE
         if not due or self.skip_partials or utt.samples < 0.8 * SAMPLE_RATE:
             return []
@@ -290,9 +290,9 @@ class StreamingTranscriber:
         if utt.speculative is None and ready and 0.2 * SAMPLE_RATE <= samples <= utt.samples:
             audio = utt.array()[:samples]
             vote = self._detect(audio)  # counted only if this becomes the final, as the final would count it
-            hyp = self._decode(audio, "speculative", offset=utt.start_sample / SAMPLE_RATE, vote=vote)
-            if hyp is not None:
-                utt.speculative = (samples, hyp, vote)
+            early = self._decode(audio, "speculative", offset=utt.start_sample / SAMPLE_RATE, vote=vote)
+            if early is not None:
+                utt.speculative = (samples, early, vote)
         return out
 
     def _cut_long_utterance(self) -> list[TranscriptFinal]:
@@ -320,13 +320,14 @@ class StreamingTranscriber:
         if audio.size < 0.2 * SAMPLE_RATE:
             return []
         start = utt.start_sample / SAMPLE_RATE
+        hyp: Hypothesis | None
         if utt.speculative is not None and utt.speculative[0] == audio.size:
             _, hyp, vote = utt.speculative  # decoded during the pause, on this very audio
             self._commit_vote(vote)
         else:
             self._maybe_detect_language(audio)
             hyp = self._decode(audio, "final", offset=start)
-            assert hyp is not None
+        assert hyp is not None  # finals are never skipped
         if not hyp.text:
             return []
         self._count += 1
