@@ -5,7 +5,7 @@ from callsense.config import ConfigError, load_settings
 
 def test_default_config_loads_with_dev_tokens():
     s = load_settings()
-    assert s.server.tokens["dev-supervisor"]["role"] == "supervisor"
+    assert s.server.tokens["dev-supervisor"].role == "supervisor"
     assert s.models.whisper == "bundled"
 
 

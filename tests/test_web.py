@@ -57,7 +57,9 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             page.screenshot(path=str(settings.server.store.parent / "dashboard.png"))
             browser.close()
         result = call.result(120)
-        feedback = [e for e in server.rooms[result["call_id"]].pipeline.events if e.type == "hint_feedback"]
+        from callsense.reports.store import Store
+
+        feedback = [e for e in Store(settings.server.store).events(result["call_id"]) if e.type == "hint_feedback"]
         assert [(f.hint_id, f.action) for f in feedback] == [(hint_id, "accepted")]
     finally:
         asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(120)

@@ -31,6 +31,7 @@ from callsense.reports.store import Store
 from callsense.service.mailbox import Mailbox
 
 log = logging.getLogger("callsense.calls")
+MAX_STEP_S = 1.0  # audio merged into one pipeline step when a call is behind
 
 
 @dataclass
@@ -116,7 +117,15 @@ class Call:
             return pipe.fail(msg.code, msg.message)
         assert isinstance(msg, Audio)
         # batch what queued up meanwhile: fewer, larger steps when the call falls behind
-        batch = [msg, *self.inbox.take_while(lambda m: isinstance(m, Audio))]
+        budget = [MAX_STEP_S * SAMPLE_RATE - msg.chunk.audio.shape[1]]
+
+        def fits(m: Message) -> bool:  # at most MAX_STEP_S per step: events (and their persistence) keep flowing
+            if not isinstance(m, Audio) or m.chunk.audio.shape[1] > budget[0]:
+                return False
+            budget[0] -= m.chunk.audio.shape[1]
+            return True
+
+        batch = [msg, *self.inbox.take_while(fits)]
         chunks = [m.chunk for m in batch if isinstance(m, Audio)]
         merged = AudioChunk(np.concatenate([c.audio for c in chunks], axis=1), chunks[0].start)
         if self._recording is not None:
