@@ -48,7 +48,7 @@ def add_parsers(sub: Any) -> None:
     b = sub.add_parser("bench", help="measure speed, latency, load and accuracy on this machine")
     b.add_argument("--quick", action="store_true", help="a few minutes instead of the full run")
     b.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    b.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data",
+    b.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data",
                    help="labelled data in the layout of ../shared/data")
     b.add_argument("--only", help="comma-separated: asr,live,diarization,text_emotion,speech_emotion,load,audit,soak")
 
