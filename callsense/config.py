@@ -110,7 +110,9 @@ class ServerSettings(_Strict):
 
 
 class ReportSettings(_Strict):
+    # personal data is redacted in everything written to disk or exported, and in supervisors' views
     redact_pii: bool = True
+    redact_operator_view: bool = False  # the call's own operator sees the live call raw unless this is set
     keep_audio: bool = False
     retention_days: int = 90
     hold_s: float = 5.0

@@ -23,6 +23,7 @@ from callsense.config import Settings
 from callsense.reports.store import Store
 
 AUDIO = {".wav", ".flac", ".mp3", ".ogg"}
+CHATS = {".json"}  # chat and ticket transcripts (docs/protocol.md)
 _MODELS: Any = None  # one copy of the models per worker process
 
 
@@ -34,12 +35,25 @@ def find_calls(folder: Path) -> list[dict[str, Any]]:
         with meta_file.open(encoding="utf-8") as fh:
             meta = {row["file"]: row for row in csv.DictReader(fh)}
     calls = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO):
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO | CHATS):
         rel = str(path.relative_to(folder))
         row = meta.get(rel, {})
         calls.append({"path": str(path), "source": rel, "operator_id": row.get("operator_id") or None,
                       "date": row.get("date"), "channels": row.get("channels") or None})
     return calls
+
+
+def _done(call: dict[str, Any], events: list[Any], settings: Any) -> dict[str, Any]:
+    """A finished call's result; its events are redacted here, before anything is stored."""
+    from callsense.reports.privacy import redact_events
+    from callsense.reports.report import build_report
+
+    report = build_report(events, settings, call["source"])
+    kept = [e for e in events if e.type != "transcript_partial"]
+    if settings.report.redact_pii:
+        kept = redact_events(kept, report["language"])
+    return {**call, "status": "done", "call_id": events[0].call_id, "report": report,
+            "events": [e.model_dump_json() for e in kept]}
 
 
 def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
@@ -50,7 +64,6 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
     from callsense.config import Settings
     from callsense.pipeline import CallPipeline, roles_for
     from callsense.registry import Models
-    from callsense.reports.report import build_report
 
     settings = Settings.model_validate_json(settings_json)
     if call.get("channels"):
@@ -58,6 +71,10 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
     if _MODELS is None:
         _MODELS = Models(settings)
     try:
+        if call["path"].endswith(".json"):  # a chat or ticket transcript: the same stages minus the voice
+            from callsense.reports.report import analyze_dialogue
+
+            return _done(call, analyze_dialogue(Path(call["path"]), settings), settings)
         source = FileSource(call["path"], chunk_ms=500)
         roles = roles_for(source.channels, settings)
         pipe = CallPipeline(settings, _MODELS, roles, operator_id=call.get("operator_id"), source=call["source"],
@@ -65,9 +82,7 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
         events = pipe.run(source)
         if source.error:
             return {**call, "status": "failed", "error": source.error}
-        report = build_report(events, settings, call["source"])
-        return {**call, "status": "done", "call_id": pipe.call_id, "report": report,
-                "events": [e.model_dump_json() for e in events if e.type != "transcript_partial"]}
+        return _done(call, events, settings)
     except AudioError as exc:
         return {**call, "status": "failed", "error": str(exc)}
     except Exception as exc:  # one broken call must not stop an audit of thousands

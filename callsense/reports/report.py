@@ -198,15 +198,20 @@ def compliance(events: list[Event], checklist: list[dict[str, Any]]) -> list[dic
 
 
 def build_report(events: list[Event], settings: Settings, source: str = "") -> dict[str, Any]:
-    from callsense.reports.privacy import redact
+    """The call's report. With `report.redact_pii` every text in it (transcript, compliance evidence,
+    hint titles and phrases, errors) comes from redacted events: one redaction step for all of it."""
+    from callsense.reports.privacy import redact_events
 
     fins = finals(events)
     langs = [f.language for f in fins if f.language]
     lang = max(set(langs), key=langs.count) if langs else "en"
+    red = settings.report.redact_pii
+    if red:
+        events = redact_events(events, lang)
+        fins = finals(events)
     metrics = call_metrics(events, settings.report.hold_s)
     checks = compliance(events, load_checklist(settings.report.audit_dir, lang))
     emotions = [e for e in events if isinstance(e, Emotion)]
-    red = settings.report.redact_pii
     report = {
         "call_id": events[0].call_id if events else "",
         "source": source,
@@ -216,7 +221,7 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
         "compliance": checks,
         "quality": quality_score(metrics, checks),
         "transcript": [{"start": f.start, "end": f.end, "role": f.role, "speaker": f.speaker,
-                        "text": redact(f.text, lang) if red else f.text} for f in fins],
+                        "text": f.text} for f in fins],
         "emotion_timeline": [{"t": e.end, "role": e.role, "speaker": e.speaker, "valence": e.valence,
                               "arousal": e.arousal, "label": e.label} for e in emotions],
         "hints": [{"t": h.t, "severity": h.severity, "reason": h.reason, "title": h.title,

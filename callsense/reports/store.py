@@ -64,7 +64,9 @@ class Store:
             with self._lock, self.db:
                 self.db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?)", rows)
 
-    def events(self, call_id: str) -> list[Event]:
+    def events(self, call_id: str, who: str = "system") -> list[Event]:
+        """A stored call's events; every read is in the access log."""
+        self.log_access(who, call_id, "read events")
         with self._lock:
             rows = self.db.execute("SELECT body FROM events WHERE call_id = ? ORDER BY seq", (call_id,)).fetchall()
         return [parse_event(body) for (body,) in rows]

@@ -25,7 +25,7 @@ from callsense.audio.codecs import AudioChunk
 from callsense.config import SAMPLE_RATE, Settings
 from callsense.events import Event
 from callsense.pipeline import CallPipeline, StageFailed
-from callsense.reports.privacy import redact_event
+from callsense.reports.privacy import redact_events
 from callsense.reports.report import build_report, write_report
 from callsense.reports.store import Store
 from callsense.service.mailbox import Mailbox
@@ -59,7 +59,7 @@ class End:
 
 
 Message = Audio | Feedback | SourceError | End
-Publish = Callable[[str, list[Event]], Awaitable[None]]
+Publish = Callable[[str, list[Event], list[Event]], Awaitable[None]]  # call id, events, their redacted copies
 
 
 class Call:
@@ -141,20 +141,19 @@ class Call:
         for ev in events:
             if ev.type == "metrics":
                 self.last_lag = ev.lag_s
+        redacted = await self._run(self._redact_and_store, events)
+        await self.publish(self.call_id, events, redacted)
+
+    def _redact_and_store(self, events: list[Event]) -> list[Event]:
+        """One redaction step (in the call's thread: names need NER) for the disk and supervisors."""
+        redacted = redact_events(events, self.language) if self.settings.report.redact_pii else events
         if self.store is not None:
-            stored = [self._for_disk(ev) for ev in events if ev.type != "transcript_partial"]
-            await self._run(self._append, stored)
-        await self.publish(self.call_id, events)
+            self.store.append_events(self.call_id, redacted)
+        return redacted
 
-    def _append(self, events: list[Event]) -> list[Event]:
-        assert self.store is not None
-        self.store.append_events(self.call_id, events)
-        return []
-
-    def _for_disk(self, ev: Event) -> Event:
-        if not self.settings.report.redact_pii:
-            return ev
-        return redact_event(ev, (self.pipeline.language if self.pipeline else None) or "en")
+    @property
+    def language(self) -> str:
+        return (self.pipeline.language if self.pipeline else None) or "en"
 
     async def _abort(self, pipe: CallPipeline, code: str, message: str) -> None:
         """End the call without running the stages again (they may be what failed)."""
@@ -192,7 +191,7 @@ def recover_interrupted(settings: Settings, store: Store) -> list[str]:
     """Calls a killed process left `live` end as interrupted, with the events they had on disk."""
     recovered = []
     for call_id, source, _operator in store.live_calls():
-        events = store.events(call_id)
+        events = store.events(call_id, who="system:recovery")
         log.warning("call %s was interrupted (%d events kept)", call_id, len(events))
         try:
             persist_report(settings, store, call_id, events, source, "interrupted")

@@ -61,7 +61,7 @@ def error_json(code: str, message: str) -> str:
 class Room:
     call_id: str
     operator_id: str | None
-    replay: deque[Event]
+    replay: deque[tuple[Event, Event]]  # each event and its redacted copy
     ended_at: float | None = None  # monotonic
     risk: float = 0.0
 
@@ -81,8 +81,10 @@ OnFeedback = Callable[[str, str, str, str], Awaitable[bool]]  # call_id, hint_id
 
 
 class FanOut:
-    def __init__(self, settings: ServerSettings, store: Store | None, on_feedback: OnFeedback) -> None:
+    def __init__(self, settings: ServerSettings, store: Store | None, on_feedback: OnFeedback,
+                 redact_operator_view: bool = False) -> None:
         self.settings, self.store, self.on_feedback = settings, store, on_feedback
+        self.redact_operator_view = redact_operator_view
         self.rooms: dict[str, Room] = {}
         self.consoles: set[Console] = set()
 
@@ -100,10 +102,10 @@ class FanOut:
         for cid in [c for c, r in self.rooms.items() if r.ended_at is not None and r.ended_at < cutoff]:
             del self.rooms[cid]
 
-    async def publish(self, call_id: str, events: list[Event]) -> None:
+    async def publish(self, call_id: str, events: list[Event], redacted: list[Event] | None = None) -> None:
         room = self.rooms[call_id]
-        for ev in events:
-            room.replay.append(ev)
+        for ev, red in zip(events, redacted or events, strict=True):
+            room.replay.append((ev, red))
             if ev.type == "emotion" and ev.role == "customer":
                 room.risk = round(max(0.0, -ev.valence) + max(0.0, ev.arousal), 3)
             elif ev.type == "hint":
@@ -112,7 +114,7 @@ class FanOut:
                 room.ended_at = time.monotonic()
             for console in list(self.consoles):
                 if self.may_see(console, room) and console.follow in (None, call_id):
-                    self.offer(console, ev)
+                    self.offer(console, ev if self.sees_raw(console, room) else red)
         self.evict()
 
     # -- consoles --
@@ -120,6 +122,11 @@ class FanOut:
     @staticmethod
     def may_see(console: Console, room: Room) -> bool:
         return console.role == "supervisor" or (console.operator_id is not None and console.operator_id == room.operator_id)
+
+    def sees_raw(self, console: Console, room: Room) -> bool:
+        """Only the call's own operator may see it unredacted (unless `report.redact_operator_view`);
+        supervisors see what the disk holds."""
+        return not self.redact_operator_view and console.role == "operator" and console.operator_id == room.operator_id
 
     def offer(self, console: Console, ev: Event) -> None:
         q, limit = console.queue, self.settings.console_queue
@@ -189,7 +196,9 @@ class FanOut:
                 continue
             if self.store is not None:
                 self.store.log_access(console.who, room.call_id, "console view")
-            for ev in list(room.replay):
+            raw = self.sees_raw(console, room)
+            for pair in list(room.replay):
+                ev = pair[0] if raw else pair[1]
                 if ev.seq > sent.get(ev.call_id, 0):
                     await ws.send(_with_delay(ev))
                     sent[ev.call_id] = ev.seq

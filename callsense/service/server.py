@@ -49,7 +49,8 @@ class CallServer:
         # one thread per busy call; Whisper's concurrency is bounded by the DecodeGate, not by this pool
         self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
         self.store: Store | None = None
-        self.fanout = FanOut(settings.server, None, self._feedback)
+        # with redact_pii off, supervisors see what the disk holds: raw
+        self.fanout = FanOut(settings.server, None, self._feedback, settings.report.redact_operator_view)
         self.limits = ProtocolLimits(settings.server.max_channels, settings.server.max_frame_s)
         self.finished: list[str] = []
         self._server: Server | None = None
