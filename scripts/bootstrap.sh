@@ -33,5 +33,11 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "  note: install chromium (apt-get install chromium) to run the web dashboard test"
   fi
 fi
+# The privacy canary test speaks a constructed call: Debian's espeak-ng.
+if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "  installing Debian's espeak-ng for the privacy canary test (apt-get)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null 2>&1 \
+    || echo "  could not install espeak-ng; the spoken canary test will be skipped"
+fi
 echo "$want" > "$STAMP"
 echo "callsense: ready ($VENV)"

@@ -27,3 +27,28 @@ def test_access_log_records_who_read_what(tmp_path):
     store.log_access("supervisor:sup", "c1", "console view")
     (ts, who, call, action), = store.access_log()
     assert (who, call, action) == ("supervisor:sup", "c1", "console view")
+
+
+def test_hostile_call_ids_never_reach_outside_the_store(tmp_path, settings):
+    """Ids are data: files live under a hash, and retention deletes only inside the store."""
+    from callsense.service.server import CallServer
+
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("do not delete")
+    settings.server.store = tmp_path / "store" / "calls.sqlite"
+    store = Store(settings.server.store)
+    hostile = ["", ".", "..", "../../precious", "/precious", str(outside), "a/../../precious", "\x00", "é" * 300]
+    for cid in hostile:
+        folder = store.call_dir("reports", cid)
+        assert folder.parent == store.root / "reports" and folder.name.isalnum()
+        folder.mkdir(parents=True, exist_ok=True)
+        store.save_call(cid, _events(), {"metrics": {"duration_s": 3.0}}, source=f"{cid!r}")
+    store.db.execute("UPDATE calls SET finished = ?", (time.time() - 400 * 86400,))
+    store.db.commit()
+    server = CallServer(settings)
+    server.store = store
+    server._purge()
+    assert (outside / "keep.txt").read_text() == "do not delete"
+    assert list((store.root / "reports").iterdir()) == []
+    assert store.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 0

@@ -203,10 +203,14 @@ _SECRET_CUES = (r"кодов\w+ слов\w*|секретн\w+ слов\w*|кон
 _DOB_CUES = (r"дат\w* рождения|родил(?:ся|ась|ись)|д\.\s?р\.|date of birth|born(?: on)?|birth ?date|\bdob\b|"
              r"birthday|день рождения")
 _CVV_CUES = (r"cvv2?|cvc2?|csc|security code|код безопасности|(?:три|3) цифры на (?:обороте|обратной стороне)|"
+             r"(?:three|3) digits on the back|"
              r"код (?:на )?(?:обороте|обратной стороне)|трёхзначный код|трехзначный код")
 _STREET = (r"улиц\w*|ул\.|проспект\w*|пр-т|переул\w*|пер\.|бульвар\w*|б-р|шоссе|площад\w*|набережн\w*|"
            r"микрорайон\w*|мкр\.?")
 _EN_STREET = r"street|st\.?|avenue|ave\.?|road|rd\.?|lane|ln\.?|drive|dr\.?|boulevard|blvd\.?|court|ct\.?|way|place|pl\.?"
+
+_NOT_NAME = (r"(?:how|and|i|im|i'm|calling|from|with|here|at|speaking|what|can|may|the|a|is|was|и|а|я|как|чем|"
+             r"из|это|звоню|вот)\b")
 
 Rule = tuple[str, re.Pattern[str], Callable[[str], bool] | None]
 # (label, pattern, validator) - checked identifiers first; a pattern's group 1, when it has one, is redacted
@@ -214,14 +218,16 @@ RULES: list[Rule] = [
     ("EMAIL", re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"), None),
     ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?\b"), iban_ok),
     ("CARD", re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), luhn_ok),
+    # named as a card, a long number goes even when its check digit fails: ASR drops or mishears a digit
+    ("CARD", re.compile(r"(?i)(?:карт\w*|card)(?: number| номер)?\D{0,20}?((?:\d[ -]?){11,18}\d)(?!\d)"), None),
     ("ACCOUNT", re.compile(r"(?<!\d)(?:\d[ .]?){19}\d(?!\d)"), None),  # 20-digit Russian account
     ("ACCOUNT", re.compile(r"(?i)(?:account|сч[её]т\w*|лицев\w+ сч[её]т\w*)(?: number| no\.?| номер| №)?\s*(?:is|:)?\s*"
                            r"((?:\d[ -]?){6,17}\d)"), None),
     ("SNILS", re.compile(r"(?<!\d)\d{3}[- ]?\d{3}[- ]?\d{3}[- ]?\d{2}(?!\d)"), snils_ok),
     ("INN", re.compile(r"(?<!\d)(?:\d{12}|\d{10})(?!\d)"), inn_ok),
     ("INN", re.compile(r"(?i)\bинн\w*\s*(?:—|:|номер)?\s*((?:\d[ ]?){9,11}\d)"), None),
-    ("PASSPORT", re.compile(r"(?i)(?:паспорт\w*|сери[яию]\w*|passport)(?: number| no\.?| номер)?[^\d\n]{0,25}"
-                            r"(\d{2}\s?\d{2}\s?(?:№|номер|n)?\s?\d{6}|[A-Z]{1,2}\d{6,8}|\d{9})"), None),
+    ("PASSPORT", re.compile(r"(?i)(?:паспорт\w*|сери[яию]\w*|passport)(?: number| no\.?| номер)?[^\d\n]{0,25}?\b"
+                            r"(\d{2}\s?\d{2}\s?(?:№|номер|n)?\s?\d{6}|[A-Z]{0,2}\d{6,9})"), None),
     ("CVV", re.compile(rf"(?i)(?:{_CVV_CUES})\D{{0,25}}(\d{{3,4}})(?!\d)"), None),
     ("DOB", re.compile(rf"(?i)(?:{_DOB_CUES})\D{{0,25}}({_DATE})"), None),
     ("DOB", _after(_DOB_CUES, 50), None),
@@ -238,6 +244,10 @@ RULES: list[Rule] = [
     ("ADDRESS", re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b"), None),  # UK postcode
     ("NAME", re.compile(r"(?i:my name is|this is|mr\.?|mrs\.?|ms\.?|miss|меня зовут|моя фамилия|my surname is)\s+"
                         r"([A-ZА-ЯЁ][a-zа-яё]+(?:\s+[A-ZА-ЯЁ][a-zа-яё]+){0,2})"), None),
+    # ASR and transcripts in lower case: a name introduced as such, up to two words that are not the
+    # sentence going on ("my name is mary how can i help")
+    ("NAME", re.compile(rf"(?i:my name is|my name's|my first name is|my last name is|меня зовут|моя фамилия)\s+"
+                        rf"((?!{_NOT_NAME})[a-zа-яё]+(?:\s+(?!{_NOT_NAME})[a-zа-яё]+)?)"), None),
 ]
 
 
