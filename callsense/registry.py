@@ -21,6 +21,7 @@ from callsense.models import (
     callsense_weight,
     campplus_paths,
     load_whisper,
+    ner_available,
     package_dir,
     segmentation_path,
     sha256,
@@ -150,8 +151,6 @@ def _load_speech_emotion(s: ModelSettings) -> Any:
 
 
 def _load_names(s: ModelSettings) -> Any:
-    from callsense.reports.privacy import ner_available
-
     missing = [lang for lang, ok in ner_available().items() if not ok]
     if missing:
         raise ModelMissing(f"name recognisers missing for {', '.join(missing)}: install with "

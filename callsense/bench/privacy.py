@@ -223,8 +223,8 @@ def labelled_set(seed: int = 7, per_template: int = 3,
     rng = random.Random(seed)
     items = []
     for lang, categories in templates.items():
-        for category, templates in categories.items():
-            for template in templates:
+        for category, phrasings in categories.items():
+            for template in phrasings:
                 for k in range(per_template):
                     value = VALUES[category](rng, lang)
                     if category in SPOKEN and k == per_template - 1:

