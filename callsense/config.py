@@ -63,6 +63,7 @@ class DiarizationSettings(_Strict):
 
 class EmotionSettings(_Strict):
     uncertain_below: float = 0.45
+    irony_hold_s: float = 10.0  # a wait this long before a turn is a negative event for irony
     smoothing: float = 0.5
     baseline_turns: int = 3
 
@@ -73,7 +74,10 @@ class HintSettings(_Strict):
     negative_valence: float = -0.35
     arousal_rise: float = 0.35
     interruptions_warn: int = 3
-    repeat_similarity: float = 0.88
+    repeat_similarity: float = 0.9
+    repeat_overlap: float = 0.5  # share of content words the two turns have in common
+    repeat_after_s: float = 45.0  # a request counts as repeated when asked again this much later
+    intents_dir: Path = CONFIG_DIR / "intents"
     playbooks_dir: Path = CONFIG_DIR / "playbooks"
 
 

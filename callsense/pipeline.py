@@ -127,7 +127,9 @@ class CallPipeline:
         gated = self.echo_gate(audio)
         with self.hooks.step("asr"):
             transcripts = [ev for ch, asr in enumerate(self.asr) for ev in asr.push(gated[ch])]
-        return self._emit(self._turns(transcripts) + self._metrics(arrived), arrived)
+        turns = self._turns(transcripts)
+        holds = self.hints.tick(self.stream_time, any(asr.speaking for asr in self.asr))
+        return self._emit([*turns, *holds, *self._metrics(arrived)], arrived)
 
     def finish(self, reason: str = "hangup") -> list[Event]:
         if self._ended:

@@ -23,6 +23,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from callsense.bench.hints import bench_hints
 from callsense.bench.privacy import bench_privacy
 from callsense.bench.soak import bench_soak
 from callsense.bench.wer import normalize
@@ -421,6 +422,7 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
         ("load", lambda: bench_load(settings, models, [1, 2] if quick else [1, 2, 4, 6], tmp)),
         ("audit", lambda: bench_audit(settings, [1] if quick else [1, 2], tmp)),
         ("privacy", lambda: bench_privacy(data)),
+        ("hints", lambda: bench_hints(settings, models, data)),
         ("soak", lambda: bench_soak(settings, models, LIVE_CALL, tmp, 20 if quick else 100)),
     ]
     for name, fn in steps:

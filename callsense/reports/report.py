@@ -87,7 +87,7 @@ def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
         fin = TranscriptFinal(speaker=speaker, role=turn["role"], start=start, end=end, text=turn["text"],
                               language=lang, utterance_id=f"t{i + 1}")
         emo = fuser.fuse(speaker, turn["role"], start, end, fin.utterance_id, fin.text, score, None)
-        turn_events: list[Event] = [fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)]
+        turn_events: list[Event] = [*hints.tick(start, False), fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)]
         for ev in turn_events:
             ev.t = end  # as if live: each event when its turn ended
             events.append(ev)

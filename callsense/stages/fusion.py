@@ -31,26 +31,56 @@ class Trajectory:
 
 
 class Fuser:
+    """Reads each turn in its conversation: besides the words and the voice it remembers the waits
+    before turns and each speaker's recent valence, so positive words after negative events
+    ("Great. Just great… thanks a lot" after two holds) are read as irony candidates, never as joy."""
+
     def __init__(self, settings: EmotionSettings) -> None:
         self.settings = settings
         self.trajectories: dict[str, Trajectory] = {}
+        self._last_end = 0.0
+        self._holds: list[float] = []  # end times of long waits
+        self._recent: dict[str, list[float]] = {}  # speaker -> valences of their last turns
+
+    def _negative_events(self, speaker: str, start: float) -> list[str]:
+        if self._last_end and start - self._last_end >= self.settings.irony_hold_s:
+            self._holds.append(start)
+        events = [f"a {self.settings.irony_hold_s:.0f}+ s wait before this turn"] if self._holds and \
+            self._holds[-1] == start else []
+        if len(self._holds) >= 2:
+            events.append(f"{len(self._holds)} long waits in this call")
+        if any(v <= -0.3 for v in self._recent.get(speaker, [])[-3:]):
+            events.append("the speaker was negative in a recent turn")
+        return events
 
     def fuse(self, speaker: str, role: Role, start: float, end: float, utterance_id: str, text: str,
              words: TextScores | None, voice: SpeechScores | None) -> Emotion:
+        negative = self._negative_events(speaker, start)
+        self._last_end = max(self._last_end, end)
         probs = self._label_probs(words, voice)
         label = max(probs, key=probs.get)  # type: ignore[arg-type]
         confidence = probs[label]
         valence = words.valence if words else 0.0
+        irony: dict[str, object] | None = None
+        if words and valence > 0.2 and negative:
+            # positive words after negative events: an irony candidate. Never joy; negative when the
+            # conversation had more than one negative event, otherwise unknown (0).
+            irony = {"words_valence": round(valence, 2), "after": negative}
+            valence = -0.5 * valence if len(negative) > 1 else 0.0
+            label, confidence = "uncertain", max(probs.get("neutral", 0.0), 0.5)
+        self._recent.setdefault(speaker, []).append(valence)
         if voice:
             valence -= 0.2 * voice.emotion.get("anger", 0.0) * max(voice.arousal, 0.0)
             arousal = voice.arousal if not words else 0.75 * voice.arousal + 0.25 * self._text_arousal(words)
         else:
             arousal = self._text_arousal(words) if words else 0.0
-        if confidence < self.settings.uncertain_below:
+        if confidence < self.settings.uncertain_below and not irony:
             label = "uncertain"
         traj = self.trajectories.setdefault(speaker, Trajectory())
         trend = traj.update(valence, arousal, self.settings.smoothing)
-        evidence: dict = {"quote": text[:200]}
+        evidence: dict[str, object] = {"quote": text[:200]}
+        if irony:
+            evidence["irony_candidate"] = irony
         if words:
             evidence["text"] = {"label": words.label, "p": round(words.emotion[words.label], 2),
                                 "sentiment": {k: round(v, 2) for k, v in words.sentiment.items()}}

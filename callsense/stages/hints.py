@@ -41,7 +41,9 @@ INTENTS: dict[str, tuple[str, list[str]]] = {
         r"\b(post|write|tell)\b.{0,30}\b(social media|twitter|facebook|reviews?|online)\b",
     ]),
     "close_account": ("critical", [
-        r"\b(закр\w*|расторг\w*)\b.{0,20}\b(сч[её]т\w*|карт\w*|договор\w*|вклад\w*)",
+        # the customer's own decision (закрываю, закрою, закройте, хочу закрыть), not "you closed my account"
+        r"\b(закрываю|закрою|закройте|закрывайте|закрыть|расторгаю|расторгну|расторгайте|расторгнуть)\b.{0,20}"
+        r"\b(сч[её]т\w*|карт\w*|договор\w*|вклад\w*)",
         r"\b(уйду|перейду|переведу деньги) в другой банк", r"\bclose (my|the|our) (account|card)s?\b",
         r"\b(switch|move|moving) (to another|banks?|my money)", r"\bcancel (my|the) (card|account)",
     ]),
@@ -92,7 +94,8 @@ class HintEngine:
     interruptions: dict[str, int] = field(default_factory=dict)
     last_speech_end: float = 0.0
     _count: int = 0
-    _embeddings: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    _embeddings: list[tuple[str, np.ndarray, set[str], float]] = field(default_factory=list)
+    _hold_announced: float = -1.0
 
     def __post_init__(self) -> None:
         self._playbooks: dict[str, dict[str, list[str]]] = {}
@@ -111,38 +114,55 @@ class HintEngine:
     def flush(self) -> list[Hint]:
         return []
 
+    def tick(self, now: float, speaking: bool) -> list[Hint]:
+        """Driven by stream time: a hold or silence is announced while it lasts (once per silence)."""
+        silent = now - self.last_speech_end
+        if speaking or not self.last_speech_end or silent < self.settings.silence_hold_s \
+                or self._hold_announced == self.last_speech_end:
+            return []
+        self._hold_announced = self.last_speech_end
+        return self._fire("long_silence", "info", _At(now), f"silence for {silent:.0f} s so far (on hold?)",
+                          {"silence_s": round(silent, 1), "since": round(self.last_speech_end, 2), "ongoing": True})
+
     def on_final(self, ev: TranscriptFinal) -> list[Hint]:
         self.parties.setdefault(ev.speaker, _Party()).finals.append(ev)
         if ev.language:
             self.language = ev.language if ev.role == "customer" or self.language == "en" else self.language
-        hints: list[Hint] = []
-        gap = ev.start - self.last_speech_end
-        if self.last_speech_end and gap >= self.settings.silence_hold_s:
-            hints += self._fire("long_silence", "info", ev, f"{gap:.0f} s of silence before this turn",
-                                {"silence_s": round(gap, 1), "from": self.last_speech_end, "to": ev.start})
         self.last_speech_end = max(self.last_speech_end, ev.end)
         if ev.role == "operator":
-            return hints + self._operator_checks(ev)
+            return self._operator_checks(ev)
         if ev.role != "customer":
-            return hints
+            return []
         self._learn_context(ev)
-        for reason, (severity, patterns) in INTENTS.items():
+        return self._intents(ev) + self._repeated_request(ev)
+
+    def _intents(self, ev: TranscriptFinal) -> list[Hint]:
+        """Regular expressions (high precision, they quote the words) and the classifier (paraphrases)."""
+        found: dict[str, dict[str, Any]] = {}
+        for reason, (_severity, patterns) in INTENTS.items():
             quote = _first_match(patterns, ev.text)
             if quote:
-                hints += self._fire(reason, severity, ev, f"customer said: \u201c{quote}\u201d",
-                                    {"utterance_id": ev.utterance_id, "quote": quote, "at": ev.start})
-        hints += self._repeated_request(ev)
+                found[reason] = {"quote": quote, "matched_by": "pattern"}
+        guess = self._classify("customer", ev.text)
+        if guess and guess[0] in INTENTS:
+            found.setdefault(guess[0], {"quote": ev.text[:160], "matched_by": "classifier"})["p"] = round(guess[1], 2)
+        hints: list[Hint] = []
+        for reason, evidence in found.items():
+            hints += self._fire(reason, INTENTS[reason][0], ev, f"customer said: \u201c{evidence['quote']}\u201d",
+                                {"utterance_id": ev.utterance_id, "at": ev.start, **evidence})
         return hints
+
+    def _classify(self, role: str, text: str) -> tuple[str, float] | None:
+        if self.embed is None or not self.settings.intents_dir.exists():
+            return None
+        from callsense.stages.intents import classifier_for
+
+        return classifier_for(self.settings.intents_dir, role, self.embed).classify(text)
 
     def on_emotion(self, ev: Emotion) -> list[Hint]:
         party = self.parties.setdefault(ev.speaker, _Party())
         party.emotions.append(ev)
-        if ev.role == "operator":
-            if ev.valence <= self.settings.negative_valence and ev.label == "anger":
-                return self._fire("operator_tone", "warning", ev, "your last turn sounded irritated",
-                                  {"utterance_id": ev.utterance_id, "valence": ev.valence, "label": ev.label})
-            return []
-        if ev.role != "customer":
+        if ev.role != "customer":  # the operator's emotion is shown, never a hint or a score
             return []
         hints: list[Hint] = []
         first = party.emotions[0].arousal if len(party.emotions) > 1 else 0.0
@@ -173,9 +193,12 @@ class HintEngine:
 
     def _operator_checks(self, ev: TranscriptFinal) -> list[Hint]:
         quote = _first_match(OPERATOR_RED_FLAGS, ev.text)
-        if quote:
-            return self._fire("operator_tone", "warning", ev, f"you said \u201c{quote}\u201d",
-                              {"utterance_id": ev.utterance_id, "quote": quote})
+        guess = self._classify("operator", ev.text)
+        if quote or guess:
+            return self._fire("operator_tone", "warning", ev, f"you said \u201c{quote or ev.text[:120]}\u201d",
+                              {"utterance_id": ev.utterance_id, "quote": quote or ev.text[:160],
+                               "matched_by": "pattern" if quote else "classifier",
+                               **({"p": round(guess[1], 2)} if guess else {})})
         if re.search(r"\b(гарантирую|обещаю|100 ?%|точно вернут|i guarantee|i promise|definitely refund)\b",
                      ev.text, re.IGNORECASE):
             return self._fire("no_promises", "info", ev, "a promise the bank may not be able to keep",
@@ -192,17 +215,24 @@ class HintEngine:
             self.problem = _problem_phrase(ev.text)
 
     def _repeated_request(self, ev: TranscriptFinal) -> list[Hint]:
-        if self.embed is None or len(ev.text.split()) < 4:
+        """The same request again: close in meaning (e5) and sharing most of its content words (e5
+        alone rates any two bank sentences alike)."""
+        words = _content_words(ev.text)
+        if self.embed is None or len(words) < 3:
             return []
         vec = np.asarray(self.embed([ev.text]))[0]
         hints: list[Hint] = []
-        for uid, old in self._embeddings:
+        for uid, old, old_words, at in self._embeddings:
+            if ev.start - at < self.settings.repeat_after_s:
+                continue  # restating a request while explaining it is not asking again
             sim = float(vec @ old)
-            if sim >= self.settings.repeat_similarity:
+            overlap = len(words & old_words) / len(words | old_words)
+            if sim >= self.settings.repeat_similarity and overlap >= self.settings.repeat_overlap:
                 hints = self._fire("repeated_request", "warning", ev, "the customer is repeating an earlier request",
-                                   {"utterance_id": ev.utterance_id, "repeats": uid, "similarity": round(sim, 2)})
+                                   {"utterance_id": ev.utterance_id, "repeats": uid, "similarity": round(sim, 2),
+                                    "shared_words": round(overlap, 2)})
                 break
-        self._embeddings.append((ev.utterance_id, vec))
+        self._embeddings.append((ev.utterance_id, vec, words, ev.start))
         return hints
 
     def _fire(self, reason: str, severity: str, ev: Any, title: str, evidence: dict[str, Any]) -> list[Hint]:
@@ -229,6 +259,24 @@ class HintEngine:
             if all(values.get(n) for n in needed):
                 out.append(template.format(**{n: values[n] for n in needed}))
         return out[:k]
+
+
+@dataclass
+class _At:
+    """A moment of stream time, for hints that come from the clock rather than from an event."""
+
+    end: float
+
+
+NUMBER_WORDS = re.compile(r"^(zero|three|four|five|seven|eight|nine|eleven|twelve|twenty|thirty|forty|fifty|sixty|"
+                          r"seventy|eighty|ninety|hundred|ноль|один|одна|четыре|пять|шесть|семь|восемь|девять|"
+                          r"десять|\w+дцать|сорок|сто|\d+)$")
+
+
+def _content_words(text: str) -> set[str]:
+    """Words of four letters or more, cut to a stem of six (inflections of one word match); numbers
+    read out (account or phone digits) are not a request."""
+    return {w[:6] for w in re.findall(r"\w{4,}", text.lower()) if not NUMBER_WORDS.match(w)}
 
 
 def _first_match(patterns: list[str], text: str) -> str | None:

@@ -242,6 +242,11 @@ class StreamingTranscriber:
             events.extend(self._speculate())
         return events
 
+    @property
+    def speaking(self) -> bool:
+        """Someone is talking on this stream now (an utterance is open)."""
+        return self._utt is not None
+
     def flush(self) -> list[TranscriptFinal]:
         """End of stream: whatever is being said is final now."""
         return self._finalize() if self._utt is not None and self._utt.samples > 0 else []

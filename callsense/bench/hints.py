@@ -1,0 +1,147 @@
+"""`callsense bench --only hints`: are the hints right, and do calm calls stay quiet?
+
+- Dev set (`bench/data/hints_dev.yaml`, 40 constructed dialogues, ru/en): critical-intent recall in
+  the turn where the intent is said, precision of every critical hint, warning intents likewise,
+  hints on calm dialogues, and the valence of sarcastic turns after negative events.
+- Harper Valley dev calls (real speech, calm scripted tasks): hints per call on the human
+  transcripts (18 calls) and through the whole audio pipeline on the 4 calls with two-channel audio.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from callsense.config import SAMPLE_RATE, Settings
+from callsense.events import Event
+from callsense.registry import Models
+
+DEV_SET = Path(__file__).parent / "data" / "hints_dev.yaml"
+TURN_S = 3.0
+
+
+def _as_chat(dialogue: dict[str, Any], folder: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The dialogue in the chat format `analyze` reads, with times (waits become silences)."""
+    clock, turns = 0.0, []
+    for turn in dialogue["turns"]:
+        clock += float(turn.get("wait", 0.5))
+        turns.append({"role": turn["role"], "text": turn["text"], "start": clock, "end": clock + TURN_S})
+        clock += TURN_S
+    path = folder / f"{dialogue['id']}.json"
+    path.write_text(json.dumps({"language": dialogue["language"], "id": dialogue["id"], "turns": turns},
+                               ensure_ascii=False), encoding="utf-8")
+    return path, turns
+
+
+def _dev(settings: Settings) -> dict[str, Any]:
+    from callsense.reports.report import analyze_dialogue
+
+    dialogues = yaml.safe_load(DEV_SET.read_text(encoding="utf-8"))
+    due_critical = hit_critical = fired_critical = right_critical = 0
+    due_warning = hit_warning = 0
+    calm_hints, sarcasm_valence, missed = 0, [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in dialogues:
+            path, _ = _as_chat(d, Path(tmp))
+            events = analyze_dialogue(path, settings)
+            hints = [e for e in events if e.type == "hint" and e.severity != "info"]
+            emotions = {e.utterance_id: e for e in events if e.type == "emotion"}
+            due = {f"t{i + 1}": t["hint"] for i, t in enumerate(d["turns"]) if t.get("hint")}
+            fired = {(h.evidence.get("utterance_id"), h.reason) for h in hints}
+            for uid, reason in due.items():
+                critical = reason != "repeat_caller"
+                ok = (uid, reason) in fired
+                due_critical += critical
+                hit_critical += critical and ok
+                due_warning += not critical
+                hit_warning += (not critical) and ok
+                if not ok:
+                    missed.append(f"{d['id']} {uid} {reason}")
+            for h in hints:
+                if h.severity == "critical":
+                    fired_critical += 1
+                    right_critical += due.get(h.evidence.get("utterance_id", "")) == h.reason
+            if d["kind"] == "calm":
+                calm_hints += len(hints)
+            for i, t in enumerate(d["turns"]):
+                if t.get("sarcasm"):
+                    sarcasm_valence.append(emotions[f"t{i + 1}"].valence)
+    return {
+        "dialogues": len(dialogues),
+        "critical_recall": round(hit_critical / max(due_critical, 1), 3), "critical_due": due_critical,
+        "critical_precision": round(right_critical / max(fired_critical, 1), 3), "critical_fired": fired_critical,
+        "repeat_caller_recall": round(hit_warning / max(due_warning, 1), 3),
+        "hints_on_calm_dialogues": calm_hints,
+        "sarcastic_turns": len(sarcasm_valence), "sarcastic_turns_positive": sum(v > 0 for v in sarcasm_valence),
+        "sarcastic_valence_max": round(max(sarcasm_valence), 3) if sarcasm_valence else None,
+        "missed": missed,
+    }
+
+
+def _harper_valley_text(settings: Settings, data: Path) -> dict[str, Any]:
+    from callsense.reports.report import analyze_dialogue
+
+    path = data / "calls" / "en_harper_valley_dev" / "dialogues.jsonl"
+    counts: Counter[str] = Counter()
+    calls = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            call = json.loads(line)
+            calls += 1
+            turns = [{"role": "operator" if t["speaker"] == "agent" else "customer", "text": t["text"],
+                      "start": t["start"], "end": t["end"]} for t in call["turns"] if t.get("text")]
+            chat = Path(tmp) / f"{call['id']}.json"
+            chat.write_text(json.dumps({"language": "en", "id": call["id"], "turns": turns}), encoding="utf-8")
+            for ev in analyze_dialogue(chat, settings):
+                if ev.type == "hint":
+                    counts[f"{ev.severity}:{ev.reason}"] += 1
+    return _per_call(counts, calls)
+
+
+def _harper_valley_audio(settings: Settings, models: Models, data: Path) -> dict[str, Any]:
+    """The 4 two-channel calls through the whole pipeline (agent = operator channel)."""
+    from callsense.audio.codecs import AudioChunk
+    from callsense.audio.files import read_audio
+    from callsense.pipeline import CallPipeline
+
+    root = data / "calls" / "en_harper_valley_dev"
+    counts: Counter[str] = Counter()
+    calls = 0
+    for line in (root / "dialogues.jsonl").read_text(encoding="utf-8").splitlines():
+        call = json.loads(line)
+        if not call.get("has_audio"):
+            continue
+        calls += 1
+        agent = read_audio(root / call["audio"]["agent"]["path"])[0]
+        caller = read_audio(root / call["audio"]["caller"]["path"])[0]
+        n = max(agent.size, caller.size)
+        audio = np.zeros((2, n), np.float32)
+        audio[0, : agent.size], audio[1, : caller.size] = agent, caller
+        pipe = CallPipeline(settings, models, ["operator", "customer"], language="en", partials=False)
+        step = SAMPLE_RATE // 2
+        events: list[Event] = pipe.run(AudioChunk(audio[:, i : i + step], i / SAMPLE_RATE) for i in range(0, n, step))
+        for ev in events:
+            if ev.type == "hint":
+                counts[f"{ev.severity}:{ev.reason}"] += 1
+    return _per_call(counts, calls)
+
+
+def _per_call(counts: Counter[str], calls: int) -> dict[str, Any]:
+    critical = sum(v for k, v in counts.items() if k.startswith("critical"))
+    warnings = sum(v for k, v in counts.items() if k.startswith("warning"))
+    return {"calls": calls, "critical": critical, "warnings": warnings,
+            "warnings_per_call": round(warnings / max(calls, 1), 3), "by_reason": dict(counts)}
+
+
+def bench_hints(settings: Settings, models: Models, data: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"dev_set": _dev(settings)}
+    if (data / "calls" / "en_harper_valley_dev").exists():
+        out["harper_valley_transcripts"] = _harper_valley_text(settings, data)
+        out["harper_valley_audio"] = _harper_valley_audio(settings, models, data)
+    return out
