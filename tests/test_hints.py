@@ -34,7 +34,8 @@ def test_russian_escalation_intents_fire_with_filled_phrases():
     critical = [h for h in hints if h.severity == "critical"]
     assert critical and all(h.to_supervisor for h in critical)
     sup = next(h for h in hints if h.reason == "supervisor_request")
-    assert sup.phrases and any("Игорь" in p for p in sup.phrases)
+    # the customer gave a first name and a surname: a bank addresses by name and patronymic, never by surname
+    assert sup.phrases and not any("Петров" in p or "Игорь" in p for p in sup.phrases)
     assert "руководител" in sup.evidence["quote"].lower()
 
 
@@ -61,8 +62,9 @@ def test_english_close_account_and_cooldown():
 def test_placeholders_are_never_left_unfilled():
     engine = HintEngine(HintSettings(), language="en")
     assert all("{" not in p for p in engine.phrases("customer_upset", k=5))
-    engine.customer_name, engine.problem = "Jane", "your card payment"
-    assert any("Jane" in p for p in engine.phrases("customer_upset", k=5))
+    engine.on_final(_final("customer", "Hi, my name is Jane Doe and my card payment failed", 0.0, "en"))
+    assert any(p.startswith("Jane, ") and "card" in p for p in engine.phrases("customer_upset", k=5))
+    assert not any("Doe" in p or "payment failed" in p for p in engine.phrases("customer_upset", k=5))
 
 
 def test_operator_red_flag_is_a_warning_for_the_operator():
@@ -89,3 +91,29 @@ def test_chat_transcript_analysis(settings, data, tmp_path):
     # ABCD's own format is accepted too
     abcd = analyze_dialogue(data / "dialogues" / "en_abcd_sample" / "abcd_sample.json", settings)
     assert sum(e.type == "transcript_final" for e in abcd) > 5
+
+
+def test_paraphrased_intents_and_operator_red_flags_via_the_classifier():
+    from callsense.stages.text_emotion import embed_texts
+
+    engine = HintEngine(HintSettings(), language="en", embed=embed_texts)
+    got = []
+    for i, (role, text) in enumerate([("customer", "Honestly, I'm closing my account."),
+                                      ("operator", "Sorry, there's nothing more I can do."),
+                                      ("customer", "Закрываю счёт, хватит с меня.")]):
+        got += [h.reason for h in engine.on_final(_final(role, text, i * 30.0, "en"))]
+    assert got[:2] == ["close_account", "operator_tone"]
+    calm = HintEngine(HintSettings(), language="en", embed=embed_texts)
+    for i, text in enumerate(["Hi, I'd like to check my balance.", "Could you close the ticket once it's done?",
+                              "My phone number is five five five two three four."]):
+        assert calm.on_final(_final("customer", text, i * 30.0, "en")) == []
+
+
+def test_hold_is_announced_while_it_lasts():
+    engine = HintEngine(HintSettings(silence_hold_s=10), language="en")
+    engine.on_final(_final("operator", "Please hold while I check.", 0.0, "en"))  # ends at 2.0
+    assert engine.tick(8.0, speaking=False) == []
+    during = engine.tick(12.5, speaking=False)
+    assert [h.reason for h in during] == ["long_silence"] and during[0].evidence["silence_s"] == 10.5
+    assert engine.tick(20.0, speaking=False) == []  # once per hold
+    assert engine.tick(30.0, speaking=True) == []

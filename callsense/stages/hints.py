@@ -11,17 +11,15 @@ keeps the operator from being flooded; critical hints also go to the supervisor.
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from callsense.config import HintSettings
 from callsense.events import Emotion, Hint, Overlap, TranscriptFinal
+from callsense.stages.phrases import CallContext, Playbook, load_playbook, render
 
 # reason -> (severity, patterns). Patterns are intents, matched on the customer's words only.
 INTENTS: dict[str, tuple[str, list[str]]] = {
@@ -59,23 +57,10 @@ INTENTS: dict[str, tuple[str, list[str]]] = {
 }
 # Operator phrases a bank audit flags (said by the operator, never the customer).
 OPERATOR_RED_FLAGS = [
-    r"\b(успокойтесь|это не мои проблемы|это не ко мне|ничем не могу помочь|вы сами виноваты)\b",
-    r"\b(calm down|not my problem|nothing i can do|your own fault|i can't help you)\b",
+    r"\b(успокойтесь|это не мои проблемы|это не ко мне|ничем не могу помочь|вы сами виноваты|"
+    r"больше (я )?ничего (сделать )?не могу|ничего больше (сделать )?не могу)\b",
+    r"\b(calm down|not my problem|nothing (more |else )?(that )?i can do|your own fault|i can't help you)\b",
 ]
-NAME_PATTERNS = [
-    r"\b(?i:меня зовут) ([А-ЯЁ][а-яё]+(?: [А-ЯЁ][а-яё]+)?)", r"\b(?i:это) ([А-ЯЁ][а-яё]+ [А-ЯЁ][а-яё]+)\b",
-    r"\b(?i:my name is) ([A-Z][a-z]+(?: [A-Z][a-z]+)?)", r"\b(?i:this is) ([A-Z][a-z]+ [A-Z][a-z]+)\b",
-]
-
-
-def load_playbook(directory: Path, language: str) -> dict[str, list[str]]:
-    path = directory / f"{language}.yaml"
-    if not path.exists():
-        path = directory / "en.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {k: list(v) for k, v in (data.get("situations") or {}).items()}
-
-
 @dataclass
 class _Party:
     finals: list[TranscriptFinal] = field(default_factory=list)
@@ -89,8 +74,7 @@ class HintEngine:
     embed: Any = None  # callable(list[str]) -> np.ndarray, for repeated-request detection
     parties: dict[str, _Party] = field(default_factory=dict)
     last_fired: dict[str, float] = field(default_factory=dict)
-    customer_name: str | None = None
-    problem: str | None = None
+    context: CallContext = field(default_factory=CallContext)
     interruptions: dict[str, int] = field(default_factory=dict)
     last_speech_end: float = 0.0
     _count: int = 0
@@ -98,8 +82,7 @@ class HintEngine:
     _hold_announced: float = -1.0
 
     def __post_init__(self) -> None:
-        self._playbooks: dict[str, dict[str, list[str]]] = {}
-        self._rng = random.Random(0)
+        self._playbooks: dict[str, Playbook] = {}
 
     # -- inputs --
 
@@ -206,13 +189,7 @@ class HintEngine:
         return []
 
     def _learn_context(self, ev: TranscriptFinal) -> None:
-        for pattern in NAME_PATTERNS:
-            m = re.search(pattern, ev.text)
-            if m and not self.customer_name:
-                self.customer_name = m.group(1)
-        words = ev.text.split()
-        if self.problem is None and len(words) >= 4:
-            self.problem = _problem_phrase(ev.text)
+        self.context.learn(ev.text, self._playbook())
 
     def _repeated_request(self, ev: TranscriptFinal) -> list[Hint]:
         """The same request again: close in meaning (e5) and sharing most of its content words (e5
@@ -248,16 +225,16 @@ class HintEngine:
             to_supervisor=severity == "critical",
         )]
 
-    def phrases(self, reason: str, k: int = 2) -> list[str]:
+    def _playbook(self) -> Playbook:
         lang = (self.language or "en")[:2]
         if lang not in self._playbooks:
             self._playbooks[lang] = load_playbook(self.settings.playbooks_dir, lang)
-        values = {"name": self.customer_name, "problem": self.problem}
-        out = []
-        for template in self._playbooks[lang].get(reason, []):
-            needed = re.findall(r"\{(\w+)\}", template)
-            if all(values.get(n) for n in needed):
-                out.append(template.format(**{n: values[n] for n in needed}))
+        return self._playbooks[lang]
+
+    def phrases(self, reason: str, k: int = 2) -> list[str]:
+        """Personal phrases first when their slots can be filled grammatically, then generic ones."""
+        out = [p for template in self._playbook().situations.get(reason, [])
+               if (p := render(template, self.context, self._playbook())) is not None]
         return out[:k]
 
 
@@ -284,20 +261,4 @@ def _first_match(patterns: list[str], text: str) -> str | None:
         m = re.search(p, text, re.IGNORECASE)
         if m:
             return m.group(0)
-    return None
-
-
-def _problem_phrase(text: str) -> str | None:
-    """The customer's problem in their own words: the clause after 'problem with', 'не работает', etc."""
-    patterns = [
-        r"(?:проблем\w* с|вопрос по|не (?:работает|проходит|приходит)|заблокировал\w*|списал\w*)\s+([^.,!?]{3,60})",
-        r"(?:problem with|issue with|trouble with|question about)\s+(?:my |the )?([^.,!?]{3,60})",
-        r"\b(my (?:card|account|transfer|payment|loan|mortgage|refund)[^.,!?]{0,40})",
-        r"\b(карт\w*|перевод\w*|платеж\w*|кредит\w*|счет\w*|счёт\w*)\b",
-    ]
-    for p in patterns:
-        m = re.search(p, text, re.IGNORECASE)
-        if m:
-            # speak to the customer about *their* card, not "my card"
-            return re.sub(r"\bmy\b", "your", m.group(1).strip(), flags=re.IGNORECASE)
     return None
