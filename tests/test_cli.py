@@ -78,4 +78,4 @@ def test_audit_runs_on_a_local_dask_cluster(settings, tmp_path):
     summary = run_audit(folder, tmp_path / "out", settings, workers=1, engine="dask")
     assert summary["calls"] == 1 and summary["failed"] == 0
     table = pq.read_table(tmp_path / "out" / "calls.parquet")
-    assert table.num_rows == 1 and "quality" in table.column_names
+    assert table.num_rows == 1 and "operator_conduct" in table.column_names

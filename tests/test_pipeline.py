@@ -58,7 +58,8 @@ def test_report_from_the_same_events(stereo_events, settings, tmp_path):
     m = report["metrics"]
     assert m["silences"] and max(s["s"] for s in m["silences"]) >= 10
     assert m["interruptions"].get("operator", 0) >= 1
-    assert 0 <= report["quality"]["score"] <= 100
+    conduct = report["scores"]["operator_conduct"]
+    assert conduct["uses_emotion"] is False and conduct["score"] == round(conduct["checklist"] + conduct["conduct"])
     assert {c["id"] for c in report["compliance"]} >= {"greeting", "farewell"}
     out = write_report(stereo_events, tmp_path / "r", settings, SAMPLE)
     html = (out / "report.html").read_text()

@@ -155,7 +155,10 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
         m = r["metrics"]
         rows.append({
             "call_id": r["call_id"], "source": r["source"], "operator_id": r.get("operator_id") or "",
-            "duration_s": m["duration_s"], "quality": r["quality"]["score"],
+            "duration_s": m["duration_s"],
+            "operator_conduct": (r["scores"]["operator_conduct"] or {}).get("score"),
+            "customer_experience": (r["scores"]["customer_experience"] or {}).get("score"),
+            "flags": ",".join(f["flag"] for f in r.get("flags", [])),
             "compliance_passed": sum(c["passed"] for c in r["compliance"]), "compliance_items": len(r["compliance"]),
             "talk_listen_ratio": m["talk_listen_ratio"], "operator_interruptions": m["interruptions"].get("operator", 0),
             "silences_over_5s": len(m["silences"]), "escalations": len(m["escalations"]),
@@ -170,22 +173,29 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
     cards: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         cards[row["operator_id"] or "(unknown)"].append(row)
+    # scorecards rest on operator conduct & compliance alone: no emotion reading (docs/models.md)
     scorecards = [{"operator_id": op, "calls": len(rs), "hours": round(sum(r["duration_s"] for r in rs) / 3600, 3),
-                   "mean_quality": round(sum(r["quality"] for r in rs) / len(rs), 1),
-                   "escalations": sum(r["escalations"] for r in rs),
+                   "mean_operator_conduct": _mean([r["operator_conduct"] for r in rs]),
                    "interruptions": sum(r["operator_interruptions"] for r in rs)} for op, rs in sorted(cards.items())]
-    worth = sorted(rows, key=lambda r: (r["quality"], -r["escalations"]))[:10]
+    # calls a quality analyst should listen to: the worst experiences first (about calls, not people)
+    worth = sorted(rows, key=lambda r: (r["customer_experience"] is None, r["customer_experience"] or 0,
+                                        -r["escalations"]))[:10]
     failures = store.failures()
     summary = {"calls": len(rows), "failed": len(failures), "skipped_already_done": skipped,
                "audio_hours": round(sum(r["duration_s"] for r in rows) / 3600, 3), "scorecards": scorecards,
                "worth_listening": worth, "failures": [{"source": s, "error": e} for s, e in failures]}
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
-    scores = [r["quality"] for r in rows]
+    scores = [r["operator_conduct"] for r in rows if r["operator_conduct"] is not None]
     histogram = [sum(10 * i <= s < 10 * (i + 1) or (i == 9 and s == 100) for s in scores) for i in range(10)]
     (out / "summary.html").write_text(env.get_template("audit.html").render(s=summary, histogram=histogram),
                                       encoding="utf-8")
     return summary
+
+
+def _mean(values: list[int | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(sum(kept) / len(kept), 1) if kept else None
 
 
 def _parquet(rows: list[dict[str, Any]], path: Path) -> None:

@@ -131,6 +131,8 @@ def call_metrics(events: list[Event], hold_s: float = 5.0) -> dict[str, Any]:
     end_val = sum(e.valence for e in cust[-q:]) / q if cust else None
     return {
         "duration_s": round(duration, 2),
+        "no_speech": not any(f.text.strip() for f in fins),
+        "red_flag_phrases": sum(h.reason == "operator_tone" for h in hints),
         "talk_s": {k: round(v, 1) for k, v in talk.items()},
         "talk_listen_ratio": round(talk["operator"] / talk["customer"], 2) if talk.get("customer") else None,
         "speech_rate_wpm": {k: round(60 * words[k] / v, 1) for k, v in talk.items() if v > 0},
@@ -146,22 +148,36 @@ def call_metrics(events: list[Event], hold_s: float = 5.0) -> dict[str, Any]:
     }
 
 
-def quality_score(metrics: dict[str, Any], compliance: list[dict[str, Any]]) -> dict[str, Any]:
-    """0-100 with its breakdown: compliance 40, customer outcome 30, conduct 30."""
-    passed = sum(c["passed"] for c in compliance)
-    comp = 40 * passed / len(compliance) if compliance else 40.0
+def customer_experience(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """How the call went for the customer (0-100; per call; may use emotion readings). Never an input
+    to anything about the operator."""
+    if metrics["no_speech"]:
+        return None
     start, end = metrics["customer_valence_start"], metrics["customer_valence_end"]
-    outcome = 15.0 if end is None else 15 + 15 * max(-1.0, min(1.0, end))
+    mood = 50.0 if end is None else 50 + 35 * max(-1.0, min(1.0, end))
     if start is not None and end is not None:
-        outcome += 5 * max(-1.0, min(1.0, end - start))
-    outcome = max(0.0, min(30.0, outcome))
+        mood += 15 * max(-1.0, min(1.0, end - start))
+    critical = sum(e["severity"] == "critical" for e in metrics["escalations"])
+    waiting = sum(s["s"] for s in metrics["silences"])
+    score = max(0.0, min(100.0, mood - 10 * critical - min(20.0, waiting / 6)))
+    return {"score": round(score), "customer_mood": round(mood, 1), "critical_escalations": critical,
+            "waiting_s": round(waiting, 1), "uses_emotion": True}
+
+
+def operator_conduct(metrics: dict[str, Any], compliance: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the operator did (0-100): the checklist, interruptions, long holds and red-flag phrases -
+    evidence only, no emotion reading. Per-operator scorecards use this score alone."""
+    if metrics["no_speech"]:
+        return None
+    passed = sum(c["passed"] for c in compliance)
+    checklist = 70 * passed / len(compliance) if compliance else 70.0
     conduct = 30.0
     conduct -= 4 * metrics["interruptions"].get("operator", 0)
     conduct -= 3 * len([s for s in metrics["silences"] if s["s"] > 30])
-    conduct -= 5 * len([e for e in metrics["escalations"] if e["reason"] == "operator_tone"])
+    conduct -= 5 * metrics["red_flag_phrases"]
     conduct = max(0.0, conduct)
-    return {"score": round(comp + outcome + conduct), "compliance": round(comp, 1), "customer_outcome": round(outcome, 1),
-            "conduct": round(conduct, 1)}
+    return {"score": round(checklist + conduct), "checklist": round(checklist, 1), "conduct": round(conduct, 1),
+            "uses_emotion": False}
 
 
 # --- compliance -----------------------------------------------------------------------------------
@@ -219,7 +235,9 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
         "redacted": red,
         "metrics": metrics,
         "compliance": checks,
-        "quality": quality_score(metrics, checks),
+        # two scores, two purposes: only operator_conduct may feed anything about an operator
+        "scores": {"customer_experience": customer_experience(metrics), "operator_conduct": operator_conduct(metrics, checks)},
+        "flags": flags(events, metrics),
         "transcript": [{"start": f.start, "end": f.end, "role": f.role, "speaker": f.speaker,
                         "text": f.text} for f in fins],
         "emotion_timeline": [{"t": e.end, "role": e.role, "speaker": e.speaker, "valence": e.valence,
@@ -230,6 +248,20 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
     }
     report["customer_summary"] = customer_summary(report)
     return report
+
+
+def flags(events: list[Event], metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a reader must know before trusting the report."""
+    out: list[dict[str, Any]] = []
+    if metrics["no_speech"]:
+        out.append({"flag": "no_speech", "text": "no speech was heard in this call: it is not scored"})
+    guessed = [f for f in finals(events) if f.role_confidence < 1.0]
+    if guessed:
+        low = min(f.role_confidence for f in guessed)
+        out.append({"flag": "roles_guessed", "min_confidence": round(low, 2),
+                    "text": f"who is the operator was guessed from the conversation (confidence down to {low:.2f}); "
+                            "check the roles before acting on this report"})
+    return out
 
 
 def write_report(events: list[Event], out: Path, settings: Settings, source: str = "") -> Path:
@@ -244,16 +276,29 @@ def write_report(events: list[Event], out: Path, settings: Settings, source: str
     return out
 
 
+SUMMARY = {
+    "en": {"lasted": "Your call lasted {m:.1f} minutes.",
+           "waited": "You were on hold or waiting {n} time(s), the longest {s:.0f} seconds.",
+           "escalated": "The system noticed moments where you seemed dissatisfied and suggested to the operator how "
+                        "to help; a person, not the system, decided what to do.",
+           "estimates": "Emotion readings are estimates from voice and words; they are never used for decisions "
+                        "about credit, accounts or employment."},
+    "ru": {"lasted": "Ваш звонок длился {m:.1f} мин.",
+           "waited": "Вы ожидали на линии {n} раз(а), самое долгое ожидание — {s:.0f} с.",
+           "escalated": "Система заметила моменты, когда вы, по-видимому, были недовольны, и подсказала оператору, "
+                        "как помочь; решения принимал человек, а не система.",
+           "estimates": "Оценки эмоций — это приблизительные выводы по голосу и словам; они никогда не используются "
+                        "для решений о кредитах, счетах или о сотрудниках."},
+}
+
+
 def customer_summary(report: dict[str, Any]) -> str:
-    """Plain words for the customer: what the system noted about their call."""
-    m = report["metrics"]
-    lines = [f"Your call lasted {m['duration_s'] / 60:.1f} minutes."]
+    """Plain words for the customer, in the call's language: what the system noted about their call."""
+    m, say = report["metrics"], SUMMARY.get(report["language"][:2], SUMMARY["en"])
+    lines = [say["lasted"].format(m=m["duration_s"] / 60)]
     if m["silences"]:
-        lines.append(f"You were on hold or waiting {len(m['silences'])} time(s), the longest "
-                     f"{max(s['s'] for s in m['silences']):.0f} seconds.")
+        lines.append(say["waited"].format(n=len(m["silences"]), s=max(s["s"] for s in m["silences"])))
     if m["escalations"]:
-        lines.append("The system noticed moments where you seemed dissatisfied and suggested to the operator "
-                     "how to help; a person, not the system, decided what to do.")
-    lines.append("Emotion readings are estimates from voice and words; they are never used for decisions about "
-                 "credit, accounts or employment.")
+        lines.append(say["escalated"])
+    lines.append(say["estimates"])
     return " ".join(lines)
