@@ -236,7 +236,8 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
         "metrics": metrics,
         "compliance": checks,
         # two scores, two purposes: only operator_conduct may feed anything about an operator
-        "scores": {"customer_experience": customer_experience(metrics), "operator_conduct": operator_conduct(metrics, checks)},
+        "scores": {"customer_experience": customer_experience(metrics),
+                   "operator_conduct": operator_conduct(metrics, checks)},
         "flags": flags(events, metrics),
         "transcript": [{"start": f.start, "end": f.end, "role": f.role, "speaker": f.speaker,
                         "text": f.text} for f in fins],
