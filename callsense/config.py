@@ -77,6 +77,7 @@ class HintSettings(_Strict):
     repeat_similarity: float = 0.9
     repeat_overlap: float = 0.5  # share of content words the two turns have in common
     repeat_after_s: float = 45.0  # a request counts as repeated when asked again this much later
+    recover_turns: int = 3  # calm customer turns in a row that release a latched critical escalation
     intents_dir: Path = CONFIG_DIR / "intents"
     playbooks_dir: Path = CONFIG_DIR / "playbooks"
 

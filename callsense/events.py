@@ -129,6 +129,16 @@ class Metrics(_Base):
     stage_ms: dict[str, float] = {}
 
 
+class Risk(_Base):
+    type: Literal["risk"] = "risk"
+    level: float = Field(description="the call's escalation risk: the customer's state plus 1.5 while a critical "
+                                     "escalation is latched; the one value every console shows")
+    latched: bool = Field(False, description="a critical escalation waits for an operator or supervisor to "
+                                             "acknowledge it (or for the customer to recover)")
+    reason: str | None = Field(None, description="the latched hint's reason")
+    hint_id: str | None = None
+
+
 class CallEnded(_Base):
     type: Literal["call_ended"] = "call_ended"
     duration_s: float
@@ -144,11 +154,11 @@ class Error(_Base):
 
 Event = Annotated[
     CallStarted | TranscriptPartial | TranscriptFinal | Emotion | Hint | HintFeedback | Overlap
-    | Metrics | CallEnded | Error,
+    | Metrics | Risk | CallEnded | Error,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-FINAL_TYPES = frozenset({"transcript_final", "emotion", "hint", "call_started", "call_ended", "error"})
+FINAL_TYPES = frozenset({"transcript_final", "emotion", "hint", "risk", "call_started", "call_ended", "error"})
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> Event:

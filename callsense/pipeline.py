@@ -25,6 +25,7 @@ from callsense.events import (
     Emotion,
     Error,
     Event,
+    Hint,
     HintFeedback,
     Metrics,
     Overlap,
@@ -43,6 +44,7 @@ from callsense.stages.diarization import (
     load_voiceprint,
 )
 from callsense.stages.emotion import EmotionStage
+from callsense.stages.escalation import EscalationState
 from callsense.stages.hints import HintEngine
 from callsense.stages.overlaps import OverlapDetector
 from callsense.stages.text_emotion import embed_texts
@@ -91,6 +93,7 @@ class CallPipeline:
         self.emotion = EmotionStage(settings.emotion, models.speech_emotion, models.text_emotion, len(roles))
         self.hints = HintEngine(settings.hints, language=(self.language or "en"),
                                 embed=lambda texts: embed_texts(texts, settings.models))
+        self.escalation = EscalationState(settings.hints.recover_turns)
         # what the call has said so far (no partials: they are superseded by finals)
         self.events: list[Event] = []
         self.samples = 0
@@ -141,7 +144,8 @@ class CallPipeline:
 
     def feedback(self, hint_id: str, action: str, by: str) -> list[Event]:
         """The operator accepted or dismissed a hint: recorded in the call like any event."""
-        return self._emit([HintFeedback(hint_id=hint_id, action=action, by=by)])
+        fb = HintFeedback(hint_id=hint_id, action=action, by=by)
+        return self._emit([fb, *self.escalation.push(fb)])
 
     def fail(self, code: str, message: str) -> list[Event]:
         """Something outside the stages went wrong for this call: an `error` event in its stream."""
@@ -192,7 +196,9 @@ class CallPipeline:
         with self.hooks.step("hints"):
             items: list[TranscriptFinal | Emotion | Overlap] = [fin, *emotions, *overlaps]
             hints = [h for item in items for h in self.hints.push(item)]
-        return [*overlaps, *emotions, *hints]
+        signals: list[Emotion | Hint] = [*emotions, *hints]
+        risk = [r for item in signals for r in self.escalation.push(item)]
+        return [*overlaps, *emotions, *hints, *risk]
 
     # -- lag and load shedding --
 

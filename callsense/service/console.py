@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from callsense.events import CallEnded, Emotion, Error, Event, Hint, Metrics, TranscriptFinal, TranscriptPartial
+from callsense.events import CallEnded, Emotion, Error, Event, Hint, Metrics, Risk, TranscriptFinal, TranscriptPartial
 
 ROLE_STYLE = {"operator": "cyan", "customer": "magenta", "supervisor": "yellow", "unknown": "white"}
 EMOTION_STYLE = {"anger": "bold red", "fear": "red", "sadness": "blue", "joy": "green", "surprise": "yellow",
@@ -43,6 +43,8 @@ class ConsoleView:
     ended: bool = False
     notice: str = ""
     last_seq: int = 0
+    risk: float = 0.0
+    latched: Risk | None = None  # a critical escalation waiting for acknowledgement
 
     @property
     def lag(self) -> float:
@@ -71,6 +73,8 @@ class ConsoleView:
             self.hints.appendleft(ev)
         elif isinstance(ev, Metrics):
             self.shedding = ev.shedding
+        elif isinstance(ev, Risk):
+            self.risk, self.latched = ev.level, ev if ev.latched else None
         elif isinstance(ev, CallEnded):
             self.ended = True
         elif isinstance(ev, Error):
@@ -100,6 +104,9 @@ class ConsoleView:
                              (f"{m:02d}:{s:02d}", "bold"), "  lag ", (f"{self.lag:.1f}s", lag_style))
         if self.shedding:
             head.append("  (busy: partials paused)", "yellow")
+        head.append(f"  risk {self.risk:.1f}", "bold red" if self.latched else "")
+        if self.latched:
+            head.append(f"  \u26a0 {self.latched.reason}: acknowledge the hint", "bold white on red")
         cust = self.state.get("customer")
         if cust:
             arrow = "\u2197" if cust.trend > 0.05 else "\u2198" if cust.trend < -0.05 else "\u2192"
@@ -138,11 +145,54 @@ class ConsoleView:
         return Panel(Group(*cards), title="hints", title_align="left", padding=(0, 1))
 
 
+@dataclass
+class WallView:
+    """A supervisor sees many calls: a list of them (latched escalations first, then by risk) above the
+    one selected call (`follow`, or else the most urgent); an operator with one call sees just it."""
+
+    follow: str | None = None
+    calls: dict[str, ConsoleView] = field(default_factory=dict)
+    notice: str = ""
+
+    def apply(self, ev: Event) -> None:
+        self.calls.setdefault(ev.call_id, ConsoleView()).apply(ev)
+
+    @property
+    def selected(self) -> ConsoleView:
+        if self.follow in self.calls:
+            return self.calls[self.follow]
+        ranked = sorted(self.calls.values(), key=lambda v: (v.ended, v.latched is None, -v.risk))
+        return ranked[0] if ranked else ConsoleView()
+
+    @property
+    def ended(self) -> bool:
+        return self.selected.ended
+
+    def render(self, height: int = 24) -> Layout:
+        view = self.selected
+        view.notice = self.notice or view.notice
+        if len(self.calls) < 2:
+            return view.render(height)
+        rows = min(len(self.calls), 6)
+        table = Table(box=None, padding=(0, 1), expand=True)
+        for col in ("call", "risk", "state"):
+            table.add_column(col)
+        ranked = sorted(self.calls.values(), key=lambda v: (v.ended, v.latched is None, -v.risk))
+        for v in ranked[:rows]:
+            state = "ended" if v.ended else (f"\u26a0 {v.latched.reason}" if v.latched else "live")
+            table.add_row(("\u25b6 " if v is view else "  ") + v.call_id, f"{v.risk:.1f}",
+                          Text(state, "bold red" if v.latched else ""))
+        layout = Layout()
+        layout.split_column(Layout(Panel(table, title="calls", title_align="left"), size=rows + 3),
+                            Layout(view.render(height - rows - 3)))
+        return layout
+
+
 async def run_console(url: str, token: str, call_id: str | None = None, once: bool = False) -> int:
     """Connect to a server's console endpoint and render live; reconnects and resumes by sequence."""
     import websockets
 
-    view = ConsoleView()
+    view = WallView(follow=call_id)
     console = Console()
     last: dict[str, int] = {}
     with Live(view.render(console.size.height), console=console, refresh_per_second=8, screen=False) as live:

@@ -106,10 +106,8 @@ class FanOut:
         room = self.rooms[call_id]
         for ev, red in zip(events, redacted or events, strict=True):
             room.replay.append((ev, red))
-            if ev.type == "emotion" and ev.role == "customer":
-                room.risk = round(max(0.0, -ev.valence) + max(0.0, ev.arousal), 3)
-            elif ev.type == "hint":
-                room.risk += {"critical": 1.0, "warning": 0.3}.get(ev.severity, 0.0)
+            if ev.type == "risk":  # computed once, by the call's escalation stage
+                room.risk = ev.level
             elif ev.type == "call_ended":
                 room.ended_at = time.monotonic()
             for console in list(self.consoles):

@@ -5,7 +5,7 @@ const state = { calls: {}, selected: null, last: {}, ws: null, token: null };
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
 
 function call(id) {
-  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], hints: {}, order: [], risk: 0, lag: 0, t: 0, customer: null, ended: false };
+  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], hints: {}, order: [], risk: 0, latched: null, lag: 0, t: 0, customer: null, ended: false };
 }
 
 function apply(ev) {
@@ -15,8 +15,10 @@ function apply(ev) {
     case "call_started": c.operator = ev.operator_id || ""; break;
     case "transcript_partial": c.partials[ev.speaker] = ev; break;
     case "transcript_final": delete c.partials[ev.speaker]; c.finals.push(ev); break;
-    case "emotion": c.emotions.push(ev); if (ev.role === "customer") { c.customer = ev; c.risk = Math.max(0, -ev.valence) + Math.max(0, ev.arousal); } break;
-    case "hint": c.hints[ev.hint_id] = { ev, action: null }; c.order.unshift(ev.hint_id); c.risk += ev.severity === "critical" ? 1 : ev.severity === "warning" ? 0.3 : 0; break;
+    case "emotion": c.emotions.push(ev); if (ev.role === "customer") c.customer = ev; break;
+    case "hint": c.hints[ev.hint_id] = { ev, action: null }; c.order.unshift(ev.hint_id); break;
+    // the risk is computed once, on the server (escalation state): the dashboard only shows it
+    case "risk": c.risk = ev.level; c.latched = ev.latched ? ev : null; break;
     case "hint_feedback": if (c.hints[ev.hint_id]) c.hints[ev.hint_id].action = ev.action; break;
     case "metrics": c.lag = ev.lag_s; break;
     case "call_ended": c.ended = true; break;
@@ -28,7 +30,9 @@ function renderWall() {
   const body = document.querySelector("#calls tbody"); body.replaceChildren();
   Object.values(state.calls).sort((a, b) => b.risk - a.risk).forEach(c => {
     const tr = el("tr", c.id === state.selected ? "sel" : ""); tr.dataset.call = c.id;
-    tr.append(el("td", "", c.id + (c.ended ? " (ended)" : "")), el("td", "", c.operator),
+    const name = el("td", "", c.id + (c.ended ? " (ended)" : ""));
+    if (c.latched) name.append(el("span", "badge", "\u26a0 " + c.latched.reason));
+    tr.append(name, el("td", "", c.operator),
       el("td", "", c.customer ? c.customer.label : "-"), el("td", "risk", c.risk.toFixed(2)), el("td", "", c.lag.toFixed(1) + "s"));
     tr.onclick = () => { state.selected = c.id; render(); };
     body.append(tr);
@@ -48,6 +52,19 @@ function renderChart(c) {
     pl.setAttribute("points", pts.join(" ")); pl.setAttribute("fill", "none"); pl.setAttribute("stroke", color); pl.setAttribute("stroke-width", "2");
     pl.dataset.role = role; svg.append(pl);
   }
+}
+
+function renderAlerts() {
+  // supervisor alerts: every call with a latched critical escalation, until someone acknowledges it
+  const box = document.getElementById("alerts"); box.replaceChildren();
+  Object.values(state.calls).filter(c => c.latched && !c.ended).forEach(c => {
+    const h = c.hints[c.latched.hint_id]; const banner = el("div", "banner"); banner.dataset.call = c.id;
+    banner.append(el("b", "", "\u26a0 " + c.id + ": "), el("span", "", h ? h.ev.title : c.latched.reason));
+    const ack = el("button", "btn-ack", "acknowledge");
+    ack.onclick = () => state.ws.send(JSON.stringify({ type: "feedback", call_id: c.id, hint_id: c.latched.hint_id, action: "accepted" }));
+    banner.append(ack);
+    box.append(banner);
+  });
 }
 
 function renderHints(c) {
@@ -79,7 +96,7 @@ function renderTranscript(c) {
 }
 
 function render() {
-  renderWall();
+  renderAlerts(); renderWall();
   const c = state.calls[state.selected]; if (!c) return;
   document.getElementById("call-id").textContent = c.id;
   document.getElementById("timer").textContent = `${Math.floor(c.t / 60)}:${String(Math.floor(c.t % 60)).padStart(2, "0")} lag ${c.lag.toFixed(1)}s`;
