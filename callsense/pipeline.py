@@ -251,6 +251,21 @@ def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:
     features(tone)  # librosa's YIN is JIT-compiled on first use (about a second)
     if mono:
         _ = models.segmentation, models.embedding
+    _warm_text(settings)
     # a throwaway call: the stage modules' sessions and first-use paths
     CallPipeline(settings, models, ["operator", "customer"], source="warm-up").run([AudioChunk(np.stack([tone, tone]), 0.0)])
     models.warmed = True
+
+
+def _warm_text(settings: Settings) -> None:
+    """The intent classifiers (fitted on first use), the name recognisers and pymorphy3's dictionary."""
+    from callsense.models import english_ner, russian_ner
+    from callsense.stages.intents import classifier_for
+    from callsense.stages.phrases import morph
+
+    for role in ("customer", "operator"):
+        if settings.hints.intents_dir.exists():
+            classifier_for(settings.hints.intents_dir, role, lambda texts: embed_texts(texts, settings.models))
+    if settings.report.redact_pii:
+        english_ner(), russian_ner()
+    morph()
