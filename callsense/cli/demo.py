@@ -29,11 +29,12 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
     with console.status("loading models (Whisper base, emotion models)\u2026"):
         port = await server.start("127.0.0.1", port)
     url = f"ws://127.0.0.1:{port}"
-    console.print(f"server on {url}  \u2022  web dashboard: http://127.0.0.1:{port}/  \u2022  streaming {path.name}"
-                  f" at {speed:g}x")
+    token = next((t for t, g in settings.server.tokens.items() if g.role == "supervisor"), "")
+    # the address works as printed: the supervisor token is in it
+    console.print(f"server on {url}  \u2022  web dashboard: http://127.0.0.1:{port}/?token={token}  \u2022  "
+                  f"streaming {path.name} (a constructed call, see samples/README.md) at {speed:g}x")
     from callsense.service.client import stream_file
 
-    token = next((t for t, g in settings.server.tokens.items() if g.role == "supervisor"), "")
     view = ConsoleView()
     streamer = asyncio.create_task(stream_file(path, url, token, speed=speed, operator_id="op-001"))
     async with websockets.connect(f"{url}/console?token={token}") as ws:
