@@ -72,10 +72,12 @@ def roles_for(channels: int, settings: Settings) -> list[str]:
 class CallPipeline:
     def __init__(self, settings: Settings, models: Models, roles: list[str], call_id: str | None = None,
                  operator_id: str | None = None, language: str | None = None, source: str = "file",
-                 partials: bool = True, hooks: Hooks | None = None) -> None:
+                 partials: bool = True, hooks: Hooks | None = None, offline: bool = False) -> None:
+        """`offline`: a recording, not a live call - no partials, finals decoded with the wider beam."""
         self.settings, self.models = settings, models
         self.call_id = call_id or uuid.uuid4().hex[:12]
-        self.roles, self.operator_id, self.source, self.partials = roles, operator_id, source, partials
+        self.roles, self.operator_id, self.source = roles, operator_id, source
+        self.partials = partials and not offline
         self.mono = len(roles) == 1 and roles[0] == "unknown"
         self.language = language or settings.asr.language
         self.seq = Sequencer(self.call_id)
@@ -85,7 +87,8 @@ class CallPipeline:
         # the stages, in the order audio meets them
         self.speakers = self._speakers()
         self.echo_gate = ChannelGate(settings.diarization.echo_dominance_db)
-        decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate)
+        decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate,
+                                 beam_size=settings.asr.offline_beam_size if offline else settings.asr.beam_size)
         self.asr = [StreamingTranscriber(decoder, settings.asr, speaker="S" if self.mono else f"ch{i}",
                                          role=role, language=self.language)  # type: ignore[arg-type]
                     for i, role in enumerate(roles)]
@@ -101,7 +104,7 @@ class CallPipeline:
         self._started_wall = time.monotonic()
         self._last_metrics_t = 0.0
         self._ended = False
-        self._set_partials(partials)
+        self._set_partials(self.partials)
 
     def _speakers(self) -> ChannelSpeakers | MonoSpeakers:
         if not self.mono:

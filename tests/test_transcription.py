@@ -93,3 +93,24 @@ def test_partials_use_a_short_encoder_window(models, settings, data):
     dec = WhisperDecoder(models.whisper, settings.asr)
     hyp = dec.decode(audio, "en", "partial", 0.0)
     assert hyp is not None and "fellow" in hyp.text.lower()
+
+
+def test_repetition_guard_drops_loops_and_keeps_long_scripted_speech():
+    from callsense.stages.transcription import _looping
+
+    disclosure = ("Уважаемый клиент, обращаем ваше внимание, что разговор записывается, условия вклада "
+                  "указаны на сайте банка, ставка по вкладу фиксирована на весь срок вклада, условия вклада "
+                  "могут быть изменены только с вашего согласия")
+    assert not _looping(disclosure), "a scripted disclosure repeats words but is not a loop"
+    assert _looping("Thank you. Thank you. Thank you. Thank you. Thank you. Thank you.")
+    assert _looping("и так далее и так далее и так далее и так далее")
+
+
+def test_offline_transcripts_are_the_same_every_run(settings, data):
+    """No sampling fallback and a fixed beam: an audit can rely on the words."""
+    from callsense.cli.main import run_file
+
+    path = data / "asr" / "ru_read_msu" / "audio" / "ru_0004.flac"
+    runs = [[(e.start, e.end, e.text) for e in run_file(path, settings, progress=False).events
+             if e.type == "transcript_final"] for _ in range(3)]
+    assert runs[0] and runs[0] == runs[1] == runs[2]

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +66,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # --- transcribe, diarize --------------------------------------------------------------------------
 
 
-def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: bool = False, mono: bool = False,
-             on_event: Callable[[Any], None] | None = None, progress: bool = True) -> Any:
-    """A file through the streaming pipeline (the batch paths all come here)."""
+def run_file(path: Path, settings: Any, *, mono: bool = False, progress: bool = True) -> Any:
+    """A file through the streaming pipeline, as a recording (offline: no partials, the wider beam)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from callsense.audio.codecs import AudioChunk
@@ -77,9 +75,9 @@ def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: boo
     from callsense.pipeline import CallPipeline, roles_for
     from callsense.registry import Models
 
-    source = FileSource(path, chunk_ms=settings.chunk_ms if realtime else 500, realtime=realtime)
+    source = FileSource(path, chunk_ms=500)
     roles = roles_for(1 if mono else source.channels, settings)
-    pipe = CallPipeline(settings, Models(settings), roles, source="file", partials=partials)
+    pipe = CallPipeline(settings, Models(settings), roles, source="file", offline=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), transient=True, disable=not progress or not sys.stderr.isatty()) as bar:
         task = bar.add_task(path.name, total=source.info.duration)
@@ -90,7 +88,7 @@ def run_file(path: Path, settings: Any, *, realtime: bool = False, partials: boo
                 # --mono: a stereo file mixed down and diarized like a one-channel recording
                 yield AudioChunk(chunk.audio.mean(axis=0, keepdims=True), chunk.start) if len(roles) == 1 else chunk
 
-        pipe.run(chunks(), on_event)
+        pipe.run(chunks())
     if source.error:
         from callsense.events import Error
 

@@ -17,6 +17,7 @@ speculative decodes only run on spare capacity and are skipped otherwise (never 
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -123,9 +124,11 @@ class DecodeGate:
 class WhisperDecoder:
     """Thin wrapper over a faster-whisper model with the hallucination guards always on."""
 
-    def __init__(self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None) -> None:
+    def __init__(self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None,
+                 beam_size: int | None = None) -> None:
         self.model, self.settings = model, settings
         self.gate = gate or DecodeGate(1)
+        self.beam_size = beam_size or settings.beam_size
 
     def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
         with self.gate.final():  # an encoder pass like any decode
@@ -153,11 +156,12 @@ class WhisperDecoder:
     def _transcribe(self, audio: np.ndarray, language: str | None, words: bool, offset: float) -> Hypothesis:
         s = self.settings
         segments, info = self.model.transcribe(
-            audio, language=language, beam_size=s.beam_size, word_timestamps=words,
+            audio, language=language, beam_size=self.beam_size if words else 1, word_timestamps=words,
             vad_filter=False, condition_on_previous_text=False, without_timestamps=not words,
             no_speech_threshold=s.no_speech_threshold, log_prob_threshold=s.log_prob_threshold,
             compression_ratio_threshold=s.compression_ratio_threshold,
-            temperature=[0.0, 0.4] if words else [0.0],
+            # no sampling fallback: the same audio gives the same words on every run (audits need it)
+            temperature=[0.0],
             # a cap well above real speech rates: a decode that loops on noise stops early
             max_new_tokens=min(440, int(24 + 16 * audio.size / SAMPLE_RATE)),
         )
@@ -178,9 +182,21 @@ class WhisperDecoder:
         s = self.settings
         if seg.no_speech_prob > s.no_speech_threshold and seg.avg_logprob < s.log_prob_threshold:
             return True
-        if seg.compression_ratio > s.compression_ratio_threshold:
-            return True
+        if seg.compression_ratio > s.compression_ratio_threshold and _looping(seg.text):
+            return True  # a long scripted disclosure compresses well too: only a real loop is dropped
         return bool(HALLUCINATIONS.search(seg.text))
+
+
+def _looping(text: str) -> bool:
+    """Whisper's failure mode on noise: the same few words over and over. True when one word 3-gram
+    covers at least a third of the text, or one word repeats four or more times in a row."""
+    words = [_norm(w) for w in text.split() if _norm(w)]
+    if len(words) < 6:
+        return False
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    top = max(grams.count(g) for g in set(grams))
+    runs = max(sum(1 for _ in group) for _, group in itertools.groupby(words))
+    return top * 3 >= len(words) or runs >= 4
 
 
 def agreed_prefix(previous: list[str], current: list[str]) -> int:
