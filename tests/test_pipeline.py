@@ -88,3 +88,41 @@ def test_mono_call_is_diarized_and_roles_are_marked_as_guesses(models):
                 mid = (f.start + f.end) / 2
                 parties += [t["role"] for t in ref if t["start"] - 0.5 <= mid <= t["end"] + 0.5]
         assert parties and max(parties.count(p) for p in set(parties)) >= 0.75 * len(parties)
+
+
+def test_enrolled_voiceprint_decides_roles_on_a_live_mono_call(models, data, monkeypatch, tmp_path):
+    """Wiring: `callsense enroll` -> voiceprint -> the mono call's roles (the voice wins over the
+    conversation's guess: here the enrolled voice is the one the conversation would call customer)."""
+    from callsense.audio.files import read_audio
+    from callsense.config import load_settings
+    from callsense.stages.diarization import enroll
+    from tests.conftest import SAMPLES
+
+    monkeypatch.setenv("CALLSENSE_HOME", str(tmp_path))
+    enroll("op-jfk", [read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0]],
+           models.embedding)
+    settings = load_settings()
+    settings.diarization.max_speakers = 2
+    pipe = CallPipeline(settings, models, ["unknown"], operator_id="op-jfk", offline=True)
+    finals = [e for e in pipe.run(FileSource(SAMPLES / "en_call_mono.flac", chunk_ms=100))
+              if e.type == "transcript_final"]
+    ref = json.loads((SAMPLES / "en_call_mono.json").read_text())["turns"]
+    jfk = [t for t in ref if t["role"] == "customer"]  # the reference's customer is JFK's voice
+    in_jfk = [f for f in finals if any(t["start"] - 0.5 <= (f.start + f.end) / 2 <= t["end"] + 0.5 for t in jfk)]
+    assert in_jfk and sum(f.role == "operator" for f in in_jfk) >= 0.75 * len(in_jfk)
+    assert pipe.speakers.roles.role_of(in_jfk[0].speaker).method == "voiceprint"
+
+
+def test_escalation_sample_shows_the_hints_end_to_end(models):
+    """Every hop at once on the demo's constructed call: intents, the hold while it lasts, the operator
+    talking over the customer (overlap -> hint), a red flag, the latched risk."""
+    from callsense.config import load_settings
+    from tests.conftest import SAMPLES
+
+    pipe = CallPipeline(load_settings(), models, ["operator", "customer"], offline=True)
+    events = pipe.run(FileSource(SAMPLES / "en_escalation_call.flac", chunk_ms=500))
+    reasons = {e.reason for e in events if e.type == "hint"}
+    assert {"supervisor_request", "close_account", "operator_interrupting", "long_silence", "operator_tone"} <= reasons
+    assert any(e.type == "risk" and e.latched for e in events)
+    hold = next(e for e in events if e.type == "hint" and e.reason == "long_silence")
+    assert hold.evidence["ongoing"] and hold.t < 32.0, "announced during the 14 s hold, before the operator is back"

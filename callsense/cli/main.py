@@ -19,7 +19,8 @@ warnings.filterwarnings("ignore", message=r"\s*torchcodec")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pyannote\..*")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"  # shipped in the package
-DEMO_CALL = SAMPLES / "ru_call_stereo.flac"
+# constructed with synthetic voices to show every kind of hint (scripts/make_escalation_call.py)
+DEMO_CALL = SAMPLES / "en_escalation_call.flac"
 
 
 # --- models, schema -----------------------------------------------------------------------------
