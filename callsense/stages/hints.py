@@ -34,7 +34,8 @@ INTENTS: dict[str, tuple[str, list[str]]] = {
         r"\b(напишу|подам|пожалуюсь|буду жаловаться|обращусь)\b.{0,40}\b(жалоб\w*|претензи\w*|центробанк\w*|"
         r"ЦБ|центральн\w* банк\w*|банк росси\w*|суд\w*|прокуратур\w*|роспотребнадзор\w*|юрист\w*|адвокат\w*)",
         r"\b(жалоб\w*|претензи\w*) (в|во) \w+", r"\bв (суд|прокуратуру|центробанк|роспотребнадзор)\b",
-        r"\b(fil(e|ing)|mak(e|ing)|lodg(e|ing)|submit(ting)?)( a)? (formal )?complaint", r"\b(sue|lawyer|attorney|legal action|court)\b",
+        r"\b(fil(e|ing)|mak(e|ing)|lodg(e|ing)|submit(ting)?)( a)? (formal )?complaint",
+        r"\b(sue|lawyer|attorney|legal action|court)\b",
         r"\b(regulator|ombudsman|cfpb|financial conduct authority)\b",
         r"\b(post|write|tell)\b.{0,30}\b(social media|twitter|facebook|reviews?|online)\b",
     ]),
