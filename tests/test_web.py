@@ -1,5 +1,6 @@
 """The web dashboard in a real headless Chromium (Debian's chromium, driven by Playwright):
-connect, see live events of a streamed sample call, accept a hint and see it recorded."""
+connect, see live events of a streamed sample call, see the supervisor alert banner of a critical
+escalation, acknowledge it (the latch is released), and see that recorded."""
 
 import asyncio
 import shutil
@@ -45,22 +46,29 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             page.goto(f"http://127.0.0.1:{port}/?token=sup")
             page.wait_for_function("document.getElementById('status').textContent === 'connected'", timeout=20000)
             call = asyncio.run_coroutine_threadsafe(
-                stream_file(SAMPLES / "ru_call_stereo.flac", f"ws://127.0.0.1:{port}", "sup", speed=2.0), loop)
+                stream_file(SAMPLES / "en_escalation_call.flac", f"ws://127.0.0.1:{port}", "sup", speed=2.5), loop)
             page.wait_for_selector("#transcript .final", timeout=60000)
             page.wait_for_selector("#calls tbody tr", timeout=5000)
-            page.wait_for_selector(".hint .btn-accepted", timeout=90000)
-            hint_id = page.get_attribute(".hint", "data-hint")
-            page.click(".hint .btn-accepted")
-            page.wait_for_selector(".hint .done", timeout=10000)
-            assert page.text_content(".hint .done") == "accepted"
+            # a critical escalation: a banner for the supervisor and a badge on the wall, until acknowledged
+            page.wait_for_selector("#alerts .banner", timeout=90000)
+            assert page.query_selector("#calls .badge") is not None
+            hint_id = page.get_attribute("#alerts .banner", "data-hint")
+            page.click("#alerts .banner .btn-ack")
+            # released: the banner goes (a later critical escalation of the call may raise a new one)
+            page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')",
+                                   timeout=15000)
             assert page.query_selector("#chart polyline") is not None
             page.screenshot(path=str(settings.server.store.parent / "dashboard.png"))
             browser.close()
         result = call.result(120)
         from callsense.reports.store import Store
 
-        feedback = [e for e in Store(settings.server.store).events(result["call_id"]) if e.type == "hint_feedback"]
-        assert [(f.hint_id, f.action) for f in feedback] == [(hint_id, "accepted")]
+        events = Store(settings.server.store).events(result["call_id"])
+        feedback = [e for e in events if e.type == "hint_feedback"]
+        assert (hint_id, "accepted") in [(f.hint_id, f.action) for f in feedback]
+        acked = min(f.seq for f in feedback if f.hint_id == hint_id)
+        later = [e for e in events if e.type == "risk" and e.seq > acked]
+        assert later and not any(e.latched and e.hint_id == hint_id for e in later), "acknowledged: no longer latched"
     finally:
         asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(120)
         loop.call_soon_threadsafe(loop.stop)

@@ -58,7 +58,7 @@ function renderAlerts() {
   // supervisor alerts: every call with a latched critical escalation, until someone acknowledges it
   const box = document.getElementById("alerts"); box.replaceChildren();
   Object.values(state.calls).filter(c => c.latched && !c.ended).forEach(c => {
-    const h = c.hints[c.latched.hint_id]; const banner = el("div", "banner"); banner.dataset.call = c.id;
+    const h = c.hints[c.latched.hint_id]; const banner = el("div", "banner"); banner.dataset.call = c.id; banner.dataset.hint = c.latched.hint_id;
     banner.append(el("b", "", "\u26a0 " + c.id + ": "), el("span", "", h ? h.ev.title : c.latched.reason));
     const ack = el("button", "btn-ack", "acknowledge");
     ack.onclick = () => state.ws.send(JSON.stringify({ type: "feedback", call_id: c.id, hint_id: c.latched.hint_id, action: "accepted" }));
