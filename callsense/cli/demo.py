@@ -16,6 +16,7 @@ from rich.live import Live
 
 from callsense.config import Settings
 from callsense.events import parse_event
+from callsense.reports.store import Store
 from callsense.service.console import ConsoleView
 
 
@@ -35,9 +36,12 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
                   f"streaming {path.name} (a constructed call, see samples/README.md) at {speed:g}x")
     from callsense.service.client import stream_file
 
+    # the console is the call's own operator's (the raw view); the dashboard address is a supervisor's
+    operator = next(((t, g.operator_id) for t, g in settings.server.tokens.items()
+                     if g.role == "operator" and g.operator_id), (token, "op-001"))
     view = ConsoleView()
-    streamer = asyncio.create_task(stream_file(path, url, token, speed=speed, operator_id="op-001"))
-    async with websockets.connect(f"{url}/console?token={token}") as ws:
+    streamer = asyncio.create_task(stream_file(path, url, token, speed=speed, operator_id=operator[1]))
+    async with websockets.connect(f"{url}/console?token={operator[0]}") as ws:
         await ws.send(json.dumps({"type": "resume", "after": {}}))
         with Live(view.render(min(console.size.height, 30)), console=console, refresh_per_second=8) as live:
             async for message in ws:
@@ -50,7 +54,7 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
                     break
     result = await streamer
     await server.shutdown()
-    report = Path(settings.server.store).parent / "reports" / result["call_id"] / "report.html"
+    report = Store(settings.server.store).call_dir("reports", result["call_id"]) / "report.html"
     console.print(f"call ended. Quality report: [bold]{report}[/bold]")
     for err in result["errors"]:
         console.print(f"[yellow]warning:[/yellow] {err}")
