@@ -79,3 +79,21 @@ def test_audit_runs_on_a_local_dask_cluster(settings, tmp_path):
     assert summary["calls"] == 1 and summary["failed"] == 0
     table = pq.read_table(tmp_path / "out" / "calls.parquet")
     assert table.num_rows == 1 and "operator_conduct" in table.column_names
+
+
+def test_version():
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("callsense ")
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_live_path_and_writes_its_report(tmp_path):
+    """`make demo` in short: server, streamed constructed call, operator console, stored report."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"server:\n  store: {tmp_path / 'store' / 'calls.sqlite'}\n  tokens:\n"
+                   "    sup: {role: supervisor}\n    op: {role: operator, operator_id: op-001}\n", encoding="utf-8")
+    proc = run("--config", str(cfg), "demo", "--speed", "8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "?token=sup" in proc.stdout, "the dashboard address works as printed"
+    assert "Quality report:" in proc.stdout
+    assert list((tmp_path / "store" / "reports").glob("*/report.html"))
