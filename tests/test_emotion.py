@@ -67,3 +67,22 @@ def test_uncertain_when_signals_are_weak():
                       {"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3})
     emo = Fuser(EmotionSettings()).fuse("s", "customer", 0, 1, "u", "mm", flat, None)
     assert emo.label == "uncertain"
+
+
+def test_positive_words_after_negative_events_are_never_joy():
+    """Irony: "Great. Just great. Thanks a lot." after two long holds reads as uncertain and not positive,
+    while the same words at the start of a call stay positive."""
+    from callsense.config import EmotionSettings
+    from callsense.stages.fusion import Fuser
+    from callsense.stages.text_emotion import TextScores
+
+    glad = TextScores(emotion={"joy": 0.9, "neutral": 0.1}, sentiment={"positive": 0.9, "neutral": 0.05,
+                                                                        "negative": 0.05})
+    fresh = Fuser(EmotionSettings()).fuse("c", "customer", 0.0, 2.0, "u1", "Great, thanks a lot!", glad, None)
+    assert fresh.valence > 0.5 and fresh.label == "joy"
+    fuser = Fuser(EmotionSettings(irony_hold_s=10))
+    fuser.fuse("o", "operator", 0.0, 2.0, "u1", "Please hold.", None, None)
+    fuser.fuse("o", "operator", 30.0, 32.0, "u2", "Please hold again.", None, None)
+    ironic = fuser.fuse("c", "customer", 60.0, 62.0, "u3", "Great. Just great. Thanks a lot.", glad, None)
+    assert ironic.label == "uncertain" and ironic.valence <= 0
+    assert "irony_candidate" in ironic.evidence

@@ -34,3 +34,24 @@ def test_released_after_the_customer_recovers():
     assert esc.latched is not None
     esc.push(_customer(0.3))
     assert esc.latched is None and esc.level < 1.0
+
+
+def test_terminal_console_lists_calls_and_shows_the_most_urgent():
+    from rich.console import Console
+
+    from callsense.events import Risk, TranscriptFinal
+    from callsense.service.console import WallView
+
+    wall = WallView()
+    for call, risk, latched in (("calm", 0.2, False), ("angry", 2.9, True), ("mid", 0.9, False)):
+        fin = TranscriptFinal(call_id=call, speaker="ch1", role="customer", start=0, end=1, text=f"hello from {call}")
+        wall.apply(fin)
+        wall.apply(Risk(call_id=call, level=risk, latched=latched, reason="complaint_threat" if latched else None))
+    assert wall.selected.call_id == "angry", "a latched escalation comes first"
+    console = Console(width=80, record=True)
+    console.print(wall.render(24))
+    screen = console.export_text()
+    assert all(c in screen for c in ("calm", "angry", "mid")) and "hello from angry" in screen
+    assert "hello from calm" not in screen, "one call's transcript, not all calls mixed"
+    wall.follow = "calm"
+    assert wall.selected.call_id == "calm"
