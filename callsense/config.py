@@ -115,6 +115,22 @@ class ServerSettings(_Strict):
     store: Path = Path("callsense-data/calls.sqlite")
 
 
+class ClusterSettings(_Strict):
+    """Gateways and workers on several machines, joined by Redis Streams (`serve --role gateway`,
+    `callsense worker`). Without a broker the server is one process, as before."""
+
+    broker: str | None = None  # redis://[user:password@]host:port/db, or rediss:// for TLS
+    assign_timeout_s: float = 10.0  # a call no worker takes this long is refused (1013)
+    heartbeat_s: float = 0.5  # a worker renews its claim on its calls this often
+    takeover_after_s: float = 2.5  # a call whose worker stopped renewing this long is taken over
+    max_load: float = 0.85  # a worker takes a new call only while its CPU use is under this share of its cores
+    max_lag_s: float = 1.0  # ... and every call it has is within this of live
+    max_calls: int = 16  # hard cap per worker, whatever the load
+    backlog_s: float = 30.0  # audio a gateway may queue for a call before it stops reading the source
+    events_maxlen: int = 20000  # the cluster-wide event stream gateways tail (approximate trim)
+    ended_ttl_s: float = 300.0  # a finished call's streams stay this long for consoles that resume
+
+
 class ReportSettings(_Strict):
     # personal data is redacted in everything written to disk or exported, and in supervisors' views
     redact_pii: bool = True
@@ -134,6 +150,7 @@ class Settings(_Strict):
     emotion: EmotionSettings = EmotionSettings()
     hints: HintSettings = HintSettings()
     server: ServerSettings = ServerSettings()
+    cluster: ClusterSettings = ClusterSettings()
     report: ReportSettings = ReportSettings()
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 Role = Literal["operator", "customer", "supervisor", "unknown"]
 Severity = Literal["info", "warning", "critical"]
@@ -152,13 +152,22 @@ class Error(_Base):
     fatal: bool = False
 
 
+class WorkerChanged(_Base):
+    type: Literal["worker_changed"] = "worker_changed"
+    worker: str = Field(description="the cluster worker processing the call from now on")
+    previous: str | None = Field(None, description="the worker that stopped (died or was cut off)")
+    resumed_from: float = Field(description="stream time the new worker went on from: a moment nobody was "
+                                "speaking; what was said before is kept, speaker baselines start again")
+
+
 Event = Annotated[
     CallStarted | TranscriptPartial | TranscriptFinal | Emotion | Hint | HintFeedback | Overlap
-    | Metrics | Risk | CallEnded | Error,
+    | Metrics | Risk | CallEnded | Error | WorkerChanged,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-FINAL_TYPES = frozenset({"transcript_final", "emotion", "hint", "risk", "call_started", "call_ended", "error"})
+FINAL_TYPES = frozenset({"transcript_final", "emotion", "hint", "risk", "call_started", "call_ended", "error",
+                         "worker_changed"})
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> Event:
@@ -183,6 +192,10 @@ class Sequencer:
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
         self._counter = itertools.count(1)
+
+    def restart(self, after: int) -> None:
+        """Go on numbering after `after` (a call resumed by another worker)."""
+        self._counter = itertools.count(after + 1)
 
     def stamp(self, event: E) -> E:
         event.call_id = self.call_id

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,6 +60,16 @@ class StageFailed(Exception):
     def __init__(self, message: str, events: list[Event]) -> None:
         super().__init__(message)
         self.events = events
+
+
+@dataclass
+class Checkpoint:
+    """Where another worker can take a live call over: a moment nobody was speaking, so no
+    utterance is split. Stages start fresh from there; ids and times go on."""
+
+    samples: int
+    utterances: list[int]
+    hints: int
 
 
 def roles_for(channels: int, settings: Settings) -> list[str]:
@@ -175,6 +186,35 @@ class CallPipeline:
     @property
     def stream_time(self) -> float:
         return self.samples / SAMPLE_RATE
+
+    # -- handing a live call to another worker --
+
+    def checkpoint(self) -> Checkpoint | None:
+        """A point to resume this call from, if nobody is speaking now."""
+        if self._ended or any(asr.speaking for asr in self.asr):
+            return None
+        return Checkpoint(self.samples, [asr.utterances for asr in self.asr], self.hints.count)
+
+    def resume(self, at: Checkpoint, after_seq: int, history: Sequence[Event] = ()) -> None:
+        """Continue a call another worker started, from `at`; events are numbered after `after_seq`.
+        What was said before stays in the consoles and the store. The escalation state is rebuilt
+        from the call's `history` (a latched escalation stays latched); the other stages' history
+        (speaker baselines, diarization clusters) starts again here."""
+        for ev in history:
+            if isinstance(ev, Emotion | Hint | HintFeedback):
+                self.escalation.push(ev)
+        self.samples = at.samples
+        self.seq.restart(after_seq)
+        for asr, done in zip(self.asr, at.utterances, strict=True):
+            asr.seek(at.samples, done)
+        self.speakers.seek(at.samples)
+        self.emotion.seek(at.samples)
+        self.hints.count = at.hints
+        self._last_metrics_t = self.stream_time
+
+    def announce(self, event: Event) -> list[Event]:
+        """An event from outside the stages (the service's), stamped like the others."""
+        return self._emit([event])
 
     # -- transcripts down the stages --
 

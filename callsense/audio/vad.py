@@ -71,6 +71,10 @@ class Endpointer:
         self.in_speech = False
         self._silent_frames = 0
 
+    def seek(self, sample: int) -> None:
+        """Continue at absolute `sample` (a call resumed by another worker), outside speech."""
+        self.frame_index, self.in_speech, self._silent_frames = sample // FRAME, False, 0
+
     def update(self, probs: np.ndarray) -> list[Boundary]:
         out: list[Boundary] = []
         for p in probs:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from callsense.cli.common import command, settings_from
+from callsense.config import Settings
 
 
 def add_parsers(sub: Any) -> None:
@@ -19,6 +20,14 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--audiosocket-port", type=int, help="also accept Asterisk AudioSocket on this TCP port")
+    s.add_argument("--role", choices=["all", "gateway"], default="all",
+                   help="all: one process does everything (default); gateway: sources and consoles only, "
+                        "calls run on `callsense worker`s (needs --broker)")
+    s.add_argument("--broker", help="redis://HOST:PORT/DB joining gateways and workers (default: cluster.broker)")
+
+    w = sub.add_parser("worker", help="process live calls that gateways put on the broker")
+    w.add_argument("--broker", help="redis://HOST:PORT/DB (default: cluster.broker in the config)")
+    w.add_argument("--name", help="this worker's name in the cluster (default: host-pid)")
 
     st = sub.add_parser("stream", help="feed a recording to a server as a live call, in real time")
     st.add_argument("file")
@@ -54,22 +63,44 @@ def add_parsers(sub: Any) -> None:
                                   "privacy,hints,soak")
 
 
+def _with_broker(args: argparse.Namespace) -> Settings:
+    settings = settings_from(args)
+    if args.broker:
+        settings.cluster.broker = args.broker
+    return settings
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 @command("serve")
 def cmd_serve(args: argparse.Namespace) -> int:
     from callsense.service.server import CallServer
 
-    settings = settings_from(args)
+    settings = _with_broker(args)
+    if args.role == "gateway" and not settings.cluster.broker:
+        print("--role gateway needs a broker: --broker redis://HOST:PORT/DB", file=sys.stderr)
+        return 2
 
     async def main() -> None:
-        server = CallServer(settings)
+        if args.role == "gateway":
+            from callsense.service.gateway import Gateway
+
+            server: CallServer = Gateway(settings, name=f"gateway-{os.getpid()}")
+        else:
+            server = CallServer(settings)
         port = await server.start(args.host, args.port, args.audiosocket_port)
-        print(f"callsense serving on {'wss' if settings.server.certfile else 'ws'}://{args.host or settings.server.host}:"
+        print(f"callsense {'gateway ' if args.role == 'gateway' else ''}serving on "
+              f"{'wss' if settings.server.certfile else 'ws'}://{args.host or settings.server.host}:"
               f"{port} (dashboard at /, health at /health)" +
-              (f"; AudioSocket on tcp port {server.audiosocket_port}" if args.audiosocket_port is not None else ""))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+              (f"; AudioSocket on tcp port {server.audiosocket_port}" if args.audiosocket_port is not None else ""),
+              flush=True)
+        stop = _stop_on_signals()
         await stop.wait()
         print(f"shutting down: finishing calls in flight (at most {settings.server.shutdown_timeout_s:.0f} s)\u2026")
         await server.shutdown()
@@ -79,6 +110,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if any(t.name.startswith("call") and t.is_alive() for t in threading.enumerate()):
         print("some calls were still running; they were saved as interrupted", file=sys.stderr)
         os._exit(0)
+    return 0
+
+
+@command("worker")
+def cmd_worker(args: argparse.Namespace) -> int:
+    from callsense.service.worker import Worker
+
+    settings = _with_broker(args)
+    if not settings.cluster.broker:
+        print("a worker needs a broker: --broker redis://HOST:PORT/DB", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        worker = Worker(settings, name=args.name)
+        stop = _stop_on_signals()
+        print(f"callsense worker {worker.name}: taking calls from {settings.cluster.broker}", flush=True)
+        await worker.run(stop)
+
+    asyncio.run(main())
     return 0
 
 

@@ -15,8 +15,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
@@ -35,31 +36,61 @@ MAX_STEP_S = 1.0  # audio merged into one pipeline step when a call is behind
 
 
 @dataclass
-class Audio:
+class _Message:
+    entry: str = field(default="", kw_only=True)  # its id in the broker's input stream (cluster)
+
+
+@dataclass
+class Audio(_Message):
     chunk: AudioChunk
     arrived: float  # monotonic time the frame was received
 
 
 @dataclass
-class Feedback:
+class Feedback(_Message):
     hint_id: str
     action: str
     by: str
 
 
 @dataclass
-class SourceError:
+class SourceError(_Message):
     code: str
     message: str
 
 
 @dataclass
-class End:
+class End(_Message):
     reason: str
 
 
 Message = Audio | Feedback | SourceError | End
 Publish = Callable[[str, list[Event], list[Event]], Awaitable[None]]  # call id, events, their redacted copies
+
+
+class Inbox(Protocol):
+    async def put(self, item: Message) -> None: ...
+
+    def put_nowait(self, item: Message) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class LiveCall(Protocol):
+    """What ingest and the server need of a call: a `Call` here, or a call on a cluster worker."""
+
+    call_id: str
+    operator_id: str | None
+    task: asyncio.Task[None] | None
+    ended: bool
+    failure: str | None
+    last_lag: float
+
+    @property
+    def inbox(self) -> Inbox: ...
+
+    @property
+    def stream_time(self) -> float: ...
 
 
 class Call:
@@ -76,6 +107,7 @@ class Call:
         self.started = time.monotonic()
         self.last_lag = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.consumed: Message | None = None  # the last message the pipeline has been through
         self._recording: sf.SoundFile | None = None
         if settings.report.keep_audio and store is not None:
             path = store.call_dir("audio", call_id).with_suffix(".flac")
@@ -92,7 +124,7 @@ class Call:
         try:
             await self._emit(await self._run(pipe.start))
             while True:
-                msg = await self.inbox.get()
+                msg = self.consumed = await self.inbox.get()
                 if isinstance(msg, End):
                     await self._emit(await self._run(pipe.finish, msg.reason))
                     break
@@ -126,6 +158,7 @@ class Call:
             return True
 
         batch = [msg, *self.inbox.take_while(fits)]
+        self.consumed = batch[-1]
         chunks = [m.chunk for m in batch if isinstance(m, Audio)]
         merged = AudioChunk(np.concatenate([c.audio for c in chunks], axis=1), chunks[0].start)
         if self._recording is not None:

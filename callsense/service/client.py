@@ -37,19 +37,26 @@ async def stream_file(path: str | Path, url: str, token: str, protocol: str = "p
     roles = (roles or (["operator", "customer"] if info.channels == 2 else ["unknown"]))[: info.channels]
     result: dict[str, Any] = {"call_id": call_id, "errors": [], "clean": False}
     target = f"{url.rstrip('/')}{PATHS[protocol]}?token={token}"
-    async with websockets.connect(target, max_size=2**22) as ws:
-        await ws.send(json.dumps(_start_message(protocol, call_id, roles, operator_id, language)))
-        replies = asyncio.create_task(_read_replies(ws, result))
-        mulaw = _Mulaw8k()
-        try:
-            async for chunk in aiter_file(path, chunk_ms=chunk_ms, realtime=speed > 0, speed=speed or 1.0):
-                for message in _frames(protocol, chunk.audio, len(roles), mulaw):
-                    await ws.send(message)
-            await ws.send(json.dumps({"event": "stop"} if protocol == "twilio" else {"type": "stop"}))
-        except websockets.exceptions.ConnectionClosed as exc:
-            result["errors"].append(f"the server closed the stream: {exc.rcvd.reason if exc.rcvd else exc}")
-        await replies
+    try:
+        async with websockets.connect(target, max_size=2**22) as ws:
+            await ws.send(json.dumps(_start_message(protocol, call_id, roles, operator_id, language)))
+            replies = asyncio.create_task(_read_replies(ws, result))
+            mulaw = _Mulaw8k()
+            try:
+                async for chunk in aiter_file(path, chunk_ms=chunk_ms, realtime=speed > 0, speed=speed or 1.0):
+                    for message in _frames(protocol, chunk.audio, len(roles), mulaw):
+                        await ws.send(message)
+                await ws.send(json.dumps({"event": "stop"} if protocol == "twilio" else {"type": "stop"}))
+            except websockets.exceptions.ConnectionClosed as exc:
+                result["errors"].append(f"the server closed the stream: {_reason(exc)}")
+            await replies
+    except websockets.exceptions.ConnectionClosed as exc:  # refused before the first frame (token, full)
+        result["errors"].append(f"the server refused the call: {_reason(exc)}")
     return result
+
+
+def _reason(exc: websockets.exceptions.ConnectionClosed) -> str:
+    return f"{exc.rcvd.code} {exc.rcvd.reason}" if exc.rcvd else str(exc)
 
 
 async def _read_replies(ws: Any, result: dict[str, Any]) -> None:

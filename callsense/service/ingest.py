@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from callsense.audio.protocols import IngestProtocol, ProtocolError, StreamStart
-from callsense.service.calls import Audio, Call, End, SourceError
+from callsense.service.calls import Audio, End, LiveCall, SourceError
 from callsense.service.fanout import error_json
 
 log = logging.getLogger("callsense.ingest")
@@ -87,12 +87,12 @@ class TcpTransport:
         self.writer.close()
 
 
-OpenCall = Callable[[StreamStart, str], Awaitable[Call]]  # start, protocol name -> call (or raises Refused)
+OpenCall = Callable[[StreamStart, str], Awaitable[LiveCall]]  # start, protocol name -> call (or raises Refused)
 
 
 async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCall, idle_timeout_s: float) -> None:
     """Read one source until it stops, hangs up or goes silent; the call ends with what was heard."""
-    call: Call | None = None
+    call: LiveCall | None = None
     reason = "source disconnected"
     try:
         while not proto.ended:
@@ -133,14 +133,14 @@ async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCal
         await _report_end(transport, call)
 
 
-async def _report_end(transport: Transport, call: Call) -> None:
+async def _report_end(transport: Transport, call: LiveCall) -> None:
     """After a stop, the source learns whether everything it sent was processed and saved."""
     await asyncio.wait({call.task} if call.task else set())
     await transport.reply(json.dumps({"type": "ended", "call_id": call.call_id, "clean": call.failure is None,
                                       "failure": call.failure}))
 
 
-async def _problem(transport: Transport, call: Call | None, code: str, message: str) -> None:
+async def _problem(transport: Transport, call: LiveCall | None, code: str, message: str) -> None:
     await transport.reply(error_json(code, message))
     if call is not None:
         await call.inbox.put(SourceError(code, message))

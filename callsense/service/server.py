@@ -31,7 +31,7 @@ from callsense.config import Settings, TokenGrant
 from callsense.pipeline import CallPipeline, warm_up
 from callsense.registry import Models
 from callsense.reports.store import Store
-from callsense.service.calls import Call, Feedback, recover_interrupted
+from callsense.service.calls import Call, Feedback, LiveCall, recover_interrupted
 from callsense.service.fanout import FanOut
 from callsense.service.http import Http, token_of
 from callsense.service.ingest import Refused, TcpTransport, WebsocketTransport, ingest
@@ -45,7 +45,7 @@ class CallServer:
     def __init__(self, settings: Settings, models: Models | None = None) -> None:
         self.settings = settings
         self.models = models or Models(settings)
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, LiveCall] = {}
         # one thread per busy call; Whisper's concurrency is bounded by the DecodeGate, not by this pool
         self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
         self.store: Store | None = None
@@ -70,10 +70,7 @@ class CallServer:
         host = host or s.host
         self.check_bind(host)
         self.store = self.fanout.store = Store(s.store)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, recover_interrupted, self.settings, self.store)
-        await loop.run_in_executor(self.executor, self._purge)
-        await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
+        await self._prepare()
         tls = None
         if s.certfile:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -84,6 +81,14 @@ class CallServer:
         if audiosocket_port is not None:
             self._tcp = await asyncio.start_server(self._audiosocket, host, audiosocket_port)
         return self._server.sockets[0].getsockname()[1] if self._server.sockets else 0
+
+    async def _prepare(self) -> None:
+        """Before taking calls: calls a killed process left, retention, the models."""
+        assert self.store is not None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, recover_interrupted, self.settings, self.store)
+        await loop.run_in_executor(self.executor, self._purge)
+        await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
 
     def _purge(self) -> None:
         """Retention: results older than report.retention_days go, with their reports and audio - only
@@ -156,7 +161,7 @@ class CallServer:
 
     # -- calls --
 
-    async def _open_call(self, start: StreamStart, protocol: str, grant: TokenGrant | None) -> Call:
+    async def _open_call(self, start: StreamStart, protocol: str, grant: TokenGrant | None) -> LiveCall:
         if self._closing:
             raise Refused(1001, "server shutting down; try another server")
         live = sum(not c.ended for c in self.calls.values())
@@ -209,7 +214,7 @@ class CallServer:
             return
         proto = PROTOCOLS[INGEST_PATHS[url.path]](self.limits)
 
-        async def open_call(start: StreamStart, name: str) -> Call:
+        async def open_call(start: StreamStart, name: str) -> LiveCall:
             return await self._open_call(start, name, grant)
 
         await ingest(WebsocketTransport(ws), proto, open_call, self.settings.server.idle_timeout_s)
@@ -220,7 +225,7 @@ class CallServer:
             await transport.close(0, f"peer {transport.peer} is not in server.audiosocket_peers")
             return
 
-        async def open_call(start: StreamStart, name: str) -> Call:
+        async def open_call(start: StreamStart, name: str) -> LiveCall:
             return await self._open_call(start, name, None)
 
         try:

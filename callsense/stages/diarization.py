@@ -201,6 +201,12 @@ class StreamingDiarizer:
             out.extend(self._process(self._done + self.step))
         return out
 
+    def seek(self, sample: int) -> None:
+        """Continue at absolute `sample` with no history (a call resumed by another worker)."""
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = self._done = self._labelled = self._received = sample
+        self._seen, self._votes, self._cell0 = np.zeros(0, np.float32), {}, sample // CELL
+
     def flush(self) -> list[tuple[Segment, str]]:
         """End of the call: label everything still pending."""
         self.latency = 0
@@ -441,6 +447,9 @@ class ChannelSpeakers:
     def hear(self, audio: np.ndarray) -> None:
         """Channels need no diarization."""
 
+    def seek(self, sample: int) -> None:
+        """Nothing to move: channels carry no state."""
+
     def push(self, ev: Transcript) -> list[Transcript]:
         return [ev]
 
@@ -456,6 +465,9 @@ class MonoSpeakers:
     def __init__(self, diarizer: StreamingDiarizer, roles: RoleAssigner) -> None:
         self.diarizer, self.roles = diarizer, roles
         self._voices_seen: dict[str, int] = {}
+
+    def seek(self, sample: int) -> None:
+        self.diarizer.seek(sample)
 
     def hear(self, audio: np.ndarray) -> None:
         self.diarizer.push(audio[0])

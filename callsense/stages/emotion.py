@@ -33,6 +33,10 @@ class ChannelAudio:
         while self._blocks and self._end - self._start - self._blocks[0].size > AUDIO_KEEP_S * SAMPLE_RATE:
             self._start += self._blocks.popleft().size
 
+    def seek(self, sample: int) -> None:
+        self._blocks.clear()
+        self._start = self._end = sample
+
     def slice(self, start: float, end: float) -> np.ndarray:
         if not self._blocks:
             return np.zeros(0, np.float32)
@@ -57,6 +61,10 @@ class EmotionStage:
         """(channels, samples) of the call, as it arrives."""
         for ch, keep in enumerate(self.audio):
             keep.add(audio[ch])
+
+    def seek(self, sample: int) -> None:
+        for keep in self.audio:
+            keep.seek(sample)
 
     def push(self, fin: TranscriptFinal) -> list[Emotion]:
         channel = int(fin.speaker[2:]) if fin.speaker.startswith("ch") else 0  # stereo speakers are ch<N>

@@ -78,7 +78,7 @@ class HintEngine:
     context: CallContext = field(default_factory=CallContext)
     interruptions: dict[str, int] = field(default_factory=dict)
     last_speech_end: float = 0.0
-    _count: int = 0
+    count: int = 0  # hints made so far (their ids)
     _embeddings: list[tuple[str, np.ndarray, set[str], float]] = field(default_factory=list)
     _hold_announced: float = -1.0
 
@@ -219,9 +219,9 @@ class HintEngine:
         if last is not None and t - last < self.settings.cooldown_s:
             return []
         self.last_fired[reason] = t
-        self._count += 1
+        self.count += 1
         return [Hint(
-            hint_id=f"h{self._count}", severity=severity, reason=reason, title=title, evidence=evidence,
+            hint_id=f"h{self.count}", severity=severity, reason=reason, title=title, evidence=evidence,
             phrases=self.phrases(reason), speaker=getattr(ev, "speaker", None),
             to_supervisor=severity == "critical",
         )]

@@ -259,6 +259,16 @@ class StreamingTranscriber:
         return events
 
     @property
+    def utterances(self) -> int:
+        return self._count
+
+    def seek(self, sample: int, utterances: int) -> None:
+        """Continue a stream another worker heard up to `sample` (nobody speaking there), where it had
+        finished `utterances` utterances: ids and times go on from there."""
+        self._samples, self._count, self._utt = sample, utterances, None
+        self.endpointer.seek(sample)
+
+    @property
     def speaking(self) -> bool:
         """Someone is talking on this stream now (an utterance is open)."""
         return self._utt is not None

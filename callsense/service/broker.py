@@ -1,0 +1,142 @@
+"""The cluster's transport: Redis Streams between gateways (sources and consoles) and workers (calls).
+
+Keys (all under `callsense:`):
+
+    jobs                 stream of new calls; consumer group `workers`. A job stays pending with the
+                         worker that took it until the call is saved: the worker renews its claim
+                         (XCLAIM ... JUSTID) every `heartbeat_s`; a job idle for `takeover_after_s`
+                         belongs to a dead worker and is taken over (XAUTOCLAIM).
+    call:{id}            hash: who started the call, its roles, its worker, its checkpoint, progress
+    in:{id}              the call's input, in order: audio (PCM 16 bit), feedback, source errors, the end
+    ev:{id}              the call's events; entry id `{seq}-0`, so a console resumes on any gateway
+    events               every event of every call (gateways tail it); trimmed to `events_maxlen`
+    live                 set of live call ids
+
+Every stream is deleted `ended_ttl_s` after its call was saved. Redis must run without persistence
+(`--save '' --appendonly no`): streams hold raw audio and unredacted events for the call's own
+operator, which must not reach a disk (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from callsense.audio.codecs import AudioChunk
+from callsense.events import Event, parse_event
+from callsense.service.calls import Audio, End, Feedback, Message, SourceError
+
+PREFIX = "callsense:"
+JOBS, GROUP, EVENTS, LIVE = f"{PREFIX}jobs", "workers", f"{PREFIX}events", f"{PREFIX}live"
+
+
+def call_key(call_id: str) -> str:
+    return f"{PREFIX}call:{call_id}"
+
+
+def input_key(call_id: str) -> str:
+    return f"{PREFIX}in:{call_id}"
+
+
+def events_key(call_id: str) -> str:
+    return f"{PREFIX}ev:{call_id}"
+
+
+Entry = tuple[str, dict[bytes, bytes]]
+
+
+async def read(conn: Any, streams: dict[str, str], count: int, block_ms: int) -> list[tuple[str, list[Entry]]]:
+    """XREAD, typed: [(stream, [(entry id, fields)])]."""
+    reply = await conn.xread(streams, count=count, block=block_ms)
+    return [(text(name) or "", [(text(i) or "", f) for i, f in entries]) for name, entries in reply or []]
+
+
+async def entries(conn: Any, key: str) -> list[Entry]:
+    """Every entry of a stream, oldest first."""
+    return [(text(i) or "", f) for i, f in await conn.xrange(key)]
+
+
+def text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- input messages <-> stream entries ---------------------------------------------------------------
+
+
+def encode_message(msg: Message) -> dict[Any, Any]:
+    """One inbox message as a stream entry; audio as 16-bit PCM (what telephony sends anyway)."""
+    if isinstance(msg, Audio):
+        pcm = np.clip(msg.chunk.audio, -1.0, 1.0 - 1 / 32768) * 32768
+        wall = time.time() - (time.monotonic() - msg.arrived)
+        return {"k": "audio", "ch": str(msg.chunk.audio.shape[0]), "start": repr(msg.chunk.start),
+                "at": repr(wall), "pcm": pcm.astype("<i2").T.tobytes()}
+    if isinstance(msg, Feedback):
+        return {"k": "feedback", "hint": msg.hint_id, "action": msg.action, "by": msg.by}
+    if isinstance(msg, SourceError):
+        return {"k": "error", "code": msg.code, "message": msg.message}
+    return {"k": "end", "reason": msg.reason}
+
+
+def decode_message(fields: dict[bytes, bytes]) -> Message:
+    f = {k.decode(): v for k, v in fields.items()}
+    kind = f["k"].decode()
+    if kind == "audio":
+        channels = int(f["ch"])
+        pcm = np.frombuffer(f["pcm"], "<i2").reshape(-1, channels).T.astype(np.float32) / 32768
+        arrived = time.monotonic() - (time.time() - float(f["at"]))  # this host's clock for the lag
+        return Audio(AudioChunk(np.ascontiguousarray(pcm), float(f["start"])), arrived)
+    if kind == "feedback":
+        return Feedback(f["hint"].decode(), f["action"].decode(), f["by"].decode())
+    if kind == "error":
+        return SourceError(f["code"].decode(), f["message"].decode())
+    return End(f["reason"].decode())
+
+
+# --- events <-> stream entries -----------------------------------------------------------------------
+
+
+def encode_event(ev: Event, redacted: Event) -> str:
+    """An event, its redacted copy, and when its audio arrived (wall clock: hosts differ)."""
+    arrived = ev._arrived
+    wall = time.time() - (time.monotonic() - arrived) if arrived is not None else 0.0
+    out: dict[str, Any] = {"c": ev.call_id, "raw": ev.model_dump(mode="json"), "at": wall, "pub": time.time()}
+    if redacted is not ev:
+        out["red"] = redacted.model_dump(mode="json")
+    return json.dumps(out, ensure_ascii=False)
+
+
+@dataclass
+class Published:
+    """An event as a gateway receives it."""
+
+    event: Event
+    redacted: Event
+    delivery_s: float  # from the worker's XADD to this read: what the broker adds
+
+
+def entry_json(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(fields[b"e"])
+    return data
+
+
+def raw_event(fields: dict[bytes, bytes]) -> Event:
+    return parse_event(entry_json(fields)["raw"])
+
+
+def decode_event(data: dict[str, Any]) -> Published:
+    ev = parse_event(data["raw"])
+    red = parse_event(data["red"]) if "red" in data else ev
+    if data["at"]:
+        arrived = time.monotonic() - (time.time() - data["at"])
+        ev.arrived_at(arrived)
+        red.arrived_at(arrived)
+    return Published(ev, red, max(time.time() - data["pub"], 0.0))
+
+
+def control(call_id: str, **fields: Any) -> dict[Any, Any]:
+    """A message about a call (saved, refused) on the cluster-wide event stream."""
+    return {"e": json.dumps({"c": call_id, "ctl": fields})}

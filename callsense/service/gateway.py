@@ -1,0 +1,242 @@
+"""`callsense serve --role gateway`: sources and consoles connect here; calls run on workers.
+
+The gateway is the one-process server (same ingest, tokens, fan-out, HTTP) with its calls replaced
+by `RemoteCall`s: a call's messages go to its input stream on the broker, and every gateway tails
+the cluster-wide event stream into its fan-out, so any gateway shows every call and a console can
+resume on any of them. A call is accepted once a worker has taken it (`cluster.assign_timeout_s`,
+else close 1013); ingest's backpressure comes from the worker's progress (`cluster.backlog_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from callsense.audio.protocols import StreamStart
+from callsense.config import SAMPLE_RATE, Settings, TokenGrant
+from callsense.registry import Models
+from callsense.service import broker as b
+from callsense.service.calls import Audio, Feedback, LiveCall, Message
+from callsense.service.ingest import Refused
+from callsense.service.server import CallServer
+
+log = logging.getLogger("callsense.gateway")
+
+# Gives up on a call no worker took - unless one took it meanwhile.
+GIVE_UP = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'refused')
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class RemoteInbox:
+    """A call's inbox on a gateway: messages go to its input stream. Audio waits while the worker
+    is more than `backlog_s` behind (its progress is in the call's hash): backpressure, no loss.
+    If the broker goes away the call fails (the source learns it in `ended`), and input stops here."""
+
+    def __init__(self, call: RemoteCall, conn: aredis.Redis, backlog_s: float) -> None:
+        self.call, self.conn, self.call_id = call, conn, call.call_id
+        self.backlog = int(backlog_s * SAMPLE_RATE)
+        self.sent = self.done = 0
+        self._later: set[asyncio.Task[None]] = set()
+
+    async def put(self, msg: Message) -> None:
+        if self.call.saved.done():
+            return
+        try:
+            if isinstance(msg, Audio):
+                self.sent += msg.chunk.audio.shape[1]
+                while self.sent - self.done > self.backlog:
+                    self.done = int(await self.conn.hget(b.call_key(self.call_id), "done") or 0)
+                    if self.sent - self.done > self.backlog:
+                        await asyncio.sleep(0.05)
+            await self.conn.xadd(b.input_key(self.call_id), b.encode_message(msg))
+        except redis.RedisError as exc:
+            self.call.finish(f"broker_unreachable: {exc}; the call's worker saves what it had")
+
+    def put_nowait(self, msg: Message) -> None:
+        task = asyncio.create_task(self.put(msg))
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    def __len__(self) -> int:
+        """Audio the worker has not processed yet, in 100 ms frames."""
+        return max(self.sent - self.done, 0) // (SAMPLE_RATE // 10)
+
+
+class RemoteCall:
+    """A call as a gateway holds it: it ends when its worker says it was saved."""
+
+    def __init__(self, conn: aredis.Redis, call_id: str, operator_id: str | None, settings: Settings) -> None:
+        self.call_id, self.operator_id = call_id, operator_id
+        self.inbox = RemoteInbox(self, conn, settings.cluster.backlog_s)
+        self.task: asyncio.Task[None] | None = None
+        self.ended = False
+        self.failure: str | None = None
+        self.last_lag = 0.0
+        self.stream_time = 0.0
+        self.saved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finish(self, failure: str | None) -> None:
+        if not self.saved.done():
+            self.failure = failure
+            self.saved.set_result(None)
+
+
+class Gateway(CallServer):
+    def __init__(self, settings: Settings, models: Models | None = None, name: str = "gateway") -> None:
+        if not settings.cluster.broker:
+            raise SystemExit("a gateway needs a broker: --broker redis://HOST:PORT/DB (or cluster.broker in the config)")
+        super().__init__(settings, models)
+        self.name = name
+        self.redis = aredis.Redis.from_url(settings.cluster.broker)
+        self._give_up = self.redis.register_script(GIVE_UP)
+        self.delivery: deque[float] = deque(maxlen=2000)  # seconds the broker added, recent events
+        self._view: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _prepare(self) -> None:
+        """No models here: connect, show the calls already live in the cluster, then follow it."""
+        try:
+            await self.redis.ping()
+        except redis.RedisError as exc:
+            raise SystemExit(f"cannot reach the broker at {self.settings.cluster.broker}: {exc}. "
+                             "Start Redis (docs/deployment.md) or fix cluster.broker.") from None
+        info = await self.redis.xinfo_stream(b.EVENTS) if await self.redis.exists(b.EVENTS) else None
+        tail_from = b.text(info["last-generated-id"]) if info else "0-0"
+        for call_id in sorted(b.text(c) or "" for c in await self.redis.smembers(b.LIVE)):
+            for _, fields in await b.entries(self.redis, b.events_key(call_id)):
+                await self._deliver(b.entry_json(fields))
+        self._tasks = [asyncio.create_task(self._tail(tail_from or "0-0")), asyncio.create_task(self._watch())]
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await self.redis.aclose()
+
+    # -- calls --
+
+    async def _open_call(self, start: StreamStart, protocol: str, grant: TokenGrant | None) -> LiveCall:
+        if self._closing:
+            raise Refused(1001, "gateway shutting down; try another gateway")
+        operator_id = self._operator_for(grant, start.operator_id)
+        call_id = await self._reserve(start.call_id)
+        key = b.call_key(call_id)
+        call = RemoteCall(self.redis, call_id, operator_id, self.settings)
+        self.calls[call_id] = call
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(key, mapping={"operator": operator_id or "", "protocol": protocol, "roles": json.dumps(start.roles),
+                                 "language": start.language or "", "gateway": self.name, "created": time.time()})
+            p.sadd(b.LIVE, call_id)
+            p.xadd(b.JOBS, {"call": call_id})
+            await p.execute()
+        deadline = time.monotonic() + self.settings.cluster.assign_timeout_s
+        while await self.redis.hget(key, "state") == b"waiting":
+            if time.monotonic() > deadline and await self._give_up(keys=[key, b.LIVE],
+                                                                   args=[call_id, int(self.settings.cluster.ended_ttl_s)]):
+                self.calls.pop(call_id, None)
+                raise Refused(1013, f"no worker had room for this call within {self.settings.cluster.assign_timeout_s:.0f}"
+                                    " s; try again later")
+            await asyncio.sleep(0.05)
+        call.task = asyncio.create_task(self._until_saved(call))
+        return call
+
+    async def _reserve(self, wanted: str) -> str:
+        """A call id no live or recent call in the cluster has (Twilio reuses callSids)."""
+        call_id = wanted
+        while not await self.redis.hsetnx(b.call_key(call_id), "state", "waiting"):
+            call_id = self._unique_id(f"{wanted}-taken")
+        return call_id
+
+    async def _until_saved(self, call: RemoteCall) -> None:
+        try:
+            await call.saved
+        finally:
+            call.ended = True
+            self.calls.pop(call.call_id, None)
+
+    async def _feedback(self, call_id: str, hint_id: str, action: str, by: str) -> bool:
+        """From a console on any gateway, into the call's input (its worker records it)."""
+        if await self.redis.hget(b.call_key(call_id), "state") != b"live":
+            return False
+        await self.redis.xadd(b.input_key(call_id), b.encode_message(Feedback(hint_id, action, by)))
+        return True
+
+    # -- events from the workers --
+
+    async def _tail(self, last: str) -> None:
+        while True:
+            try:
+                reply = await b.read(self.redis, {b.EVENTS: last}, 500, 1000)
+            except redis.RedisError as exc:
+                log.warning("gateway %s: broker unreachable (%s); retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            for _, entries in reply:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    await self._deliver(b.entry_json(fields))
+
+    async def _deliver(self, data: dict[str, Any]) -> None:
+        call_id = data["c"]
+        if "ctl" in data:
+            self._control(call_id, data["ctl"])
+            return
+        published = b.decode_event(data)
+        ev = published.event
+        room = self.fanout.rooms.get(call_id)
+        if room is None:
+            operator = ev.operator_id if ev.type == "call_started" else \
+                b.text(await self.redis.hget(b.call_key(call_id), "operator"))
+            self.fanout.open(call_id, operator or None)
+        elif room.replay and ev.seq <= room.replay[-1][0].seq:
+            return  # seen already (start-up backfill overlapping the tail)
+        self.delivery.append(published.delivery_s)
+        call = self.calls.get(call_id)
+        if isinstance(call, RemoteCall):
+            call.stream_time = ev.t
+            if ev.type == "metrics":
+                call.last_lag = ev.lag_s
+        await self.fanout.publish(call_id, [ev], [published.redacted])
+
+    def _control(self, call_id: str, ctl: dict[str, Any]) -> None:
+        call = self.calls.get(call_id)
+        if isinstance(call, RemoteCall) and ctl.get("saved"):
+            call.finish(ctl.get("failure"))
+
+    # -- health and metrics --
+
+    async def _watch(self) -> None:
+        """The cluster's state for /health and /metrics (those answer without waiting on Redis)."""
+        while True:
+            try:
+                workers = {b.text(k): json.loads(v) for k, v in (await self.redis.hgetall(f"{b.PREFIX}workers")).items()}
+                live = len(await self.redis.smembers(b.LIVE))
+                self._view = {"broker": "ok", "workers": {k: v for k, v in workers.items()
+                                                          if time.time() - v["at"] < 10}, "cluster_calls": live}
+            except redis.RedisError as exc:
+                self._view = {"broker": f"unreachable: {exc}"}
+            await asyncio.sleep(1.0)
+
+    def _health(self) -> dict[str, Any]:
+        status = "ok" if self._view.get("broker") == "ok" else "degraded"
+        return {**super()._health(), "status": status, "role": "gateway", "broker": self._view.get("broker"),
+                "workers": len(self._view.get("workers", {}))}
+
+    def _metrics(self) -> dict[str, Any]:
+        ordered = sorted(self.delivery)
+        p = (lambda q: round(ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000, 1)) if ordered else None
+        return {**super()._metrics(), **self._view,
+                "broker_delivery_ms": {"p50": p(0.5), "p95": p(0.95)} if p else None}
+

@@ -1,0 +1,416 @@
+"""`callsense worker`: processes live calls a gateway put on the broker (docs/deployment.md).
+
+A worker takes a new call only while it has room, by its own measure: the machine's CPU under
+`cluster.max_load`, every call it holds within `cluster.max_lag_s` of live, and fewer than
+`cluster.max_calls`. Each call runs exactly as in the one-process server (`Call`: the same pipeline,
+redaction and store); only its input and its events travel through Redis.
+
+Failover: a worker renews its claim on its calls every `heartbeat_s` from a thread of its own (a
+busy event loop cannot starve it). A call whose claim is older than `takeover_after_s` is taken over
+by another worker: it goes on from the call's last checkpoint (a moment nobody was speaking, saved
+with each step), replays the input after it from the stream, and drops what consoles already have
+(by the events' own ids), so no final is lost or repeated. Events carry on with the next sequence
+number after a `worker_changed` event. A dead worker's publications are refused: each step's events
+are written only while the call's hash still names that worker (one Lua script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+import redis
+import redis.asyncio as aredis
+
+from callsense.config import SAMPLE_RATE, Settings
+from callsense.events import Event, WorkerChanged
+from callsense.pipeline import CallPipeline, Checkpoint, warm_up
+from callsense.registry import Models
+from callsense.reports.privacy import redact_events
+from callsense.reports.store import Store
+from callsense.service import broker as b
+from callsense.service.calls import Call, End, SourceError, persist_report, recover_interrupted
+
+log = logging.getLogger("callsense.worker")
+BROKER_RETRIES = 10  # reads 0.5 s apart: a broker away longer than this ends the worker's calls
+
+# Events and progress of one step, written only while this worker still owns the call.
+PUBLISH = """
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'done', ARGV[3], 'lag', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ckpt', ARGV[5]) end
+for i = 6, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], ARGV[i], 'e', ARGV[i + 1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1])
+end
+return (#ARGV - 5) / 2
+"""
+# A job's claim renewed (its idle time reset) only while the call is still this worker's.
+RENEW = """
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], 'worker') == ARGV[1] then
+    redis.call('XCLAIM', ARGV[2], ARGV[3], ARGV[1], 0, ARGV[i + 3], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+# A new call is taken only if its gateway is still waiting for a worker (it may have given up).
+TAKE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'live', 'worker', ARGV[1])
+return 1
+"""
+
+
+class LostCall(Exception):
+    """Another worker owns this call now: this one must stop without writing anything more."""
+
+
+class BrokerDown(Exception):
+    """Redis went away mid-call: the call ends as interrupted, saved from this worker's own events."""
+
+
+@dataclass
+class Resume:
+    """Where a taken-over call goes on: its checkpoint, the input after it, what consoles have."""
+
+    at: Checkpoint
+    entry: str  # input stream id the checkpoint was taken after
+    last_seq: int  # the last sequence number consoles got
+    previous: str | None
+    published: set[tuple[str, ...]] = field(default_factory=set)  # identities of events after the checkpoint
+    history: list[Event] = field(default_factory=list)  # every event consoles got
+
+
+def identity(ev: Event) -> tuple[str, ...] | None:
+    """What makes an event the same event when a new worker makes it again (None: no identity -
+    partials, metrics and risk levels are states, re-sending them is harmless)."""
+    if ev.type in ("call_started", "call_ended"):
+        return (ev.type,)
+    if ev.type in ("transcript_final", "emotion"):
+        return (ev.type, ev.utterance_id)
+    if ev.type == "hint":
+        return (ev.type, ev.hint_id, ev.reason)
+    if ev.type == "hint_feedback":
+        return (ev.type, ev.hint_id, ev.action, ev.by)
+    if ev.type == "overlap":
+        return (ev.type, ev.interrupter, f"{ev.start:.2f}")
+    return None
+
+
+class ClusterCall(Call):
+    """A call on a worker: input read from its stream, events written to the broker each step."""
+
+    def __init__(self, worker: Worker, call_id: str, meta: dict[str, str], pipeline: CallPipeline,
+                 resume: Resume | None) -> None:
+        assert worker.redis is not None
+        super().__init__(call_id, meta.get("operator") or None, meta["protocol"], pipeline, worker.settings,
+                         worker.store, worker.executor, self._publish)
+        self.worker, self.redis, self.resume = worker, worker.redis, resume
+        self.read_from = resume.entry if resume else "0-0"
+        self._seq = resume.last_seq if resume else 0
+        self._announce = resume is not None
+        self.lost = False  # another worker took the call over
+        self.broker_down = False
+
+    async def work(self) -> None:
+        reader = asyncio.create_task(self._read_input())
+        try:
+            await super().work()
+        finally:
+            reader.cancel()
+
+    async def _read_input(self) -> None:
+        """The call's input from its stream; if the broker stays away, the call ends with what it had."""
+        key, failures = b.input_key(self.call_id), 0
+        while True:
+            try:
+                reply = await b.read(self.redis, {key: self.read_from}, 50, 1000)
+                failures = 0
+            except redis.RedisError as exc:
+                failures += 1
+                if failures > BROKER_RETRIES:
+                    self.inbox.put_nowait(SourceError("broker", f"the broker is unreachable ({exc}); the call ends "
+                                                      "with what it had"))
+                    self.inbox.put_nowait(End("broker unreachable"))
+                    return
+                await asyncio.sleep(0.5)
+                continue
+            for _, entries in reply:
+                for entry_id, fields in entries:
+                    self.read_from = entry_id
+                    msg = b.decode_message(fields)
+                    msg.entry = self.read_from
+                    await self.inbox.put(msg)
+                    if isinstance(msg, End):
+                        return
+
+    async def _emit(self, events: list[Event]) -> None:
+        """Drops what consoles already have (after a takeover), numbers the rest on, writes them."""
+        pipe = self.pipeline
+        if self._announce and pipe is not None and self.resume is not None:
+            self._announce = False
+            events = [*events, *pipe.announce(WorkerChanged(worker=self.worker.name, previous=self.resume.previous,
+                                                            resumed_from=self.resume.at.samples / SAMPLE_RATE))]
+        if self.resume is not None:
+            events = [ev for ev in events if identity(ev) not in self.resume.published]
+        for ev in events:
+            self._seq += 1
+            ev.seq = self._seq
+        if events:
+            await super()._emit(events)  # redaction, the store, then `_publish`
+        elif pipe is not None:  # the step's progress, even without events
+            await self._progress(pipe, [])
+
+    async def _publish(self, call_id: str, events: list[Event], redacted: list[Event]) -> None:
+        if self.pipeline is not None:
+            await self._progress(self.pipeline, list(zip(events, redacted, strict=True)))
+
+    async def _progress(self, pipe: CallPipeline, pairs: list[tuple[Event, Event]]) -> None:
+        ckpt = pipe.checkpoint()
+        entry = self.consumed.entry if self.consumed is not None else ""
+        saved = json.dumps({**asdict(ckpt), "entry": entry, "seq": self._seq}) if ckpt and entry else ""
+        args: list[Any] = [self.worker.name, self.settings.cluster.events_maxlen, pipe.samples, self.last_lag, saved]
+        for ev, red in pairs:
+            args += [f"{ev.seq}-0", b.encode_event(ev, red)]
+        keys = [b.call_key(self.call_id), b.events_key(self.call_id), b.EVENTS]
+        if self.broker_down:
+            return
+        try:
+            written = await self.worker.publish(keys=keys, args=args)
+        except redis.RedisError as exc:
+            self.broker_down = True  # consoles get nothing more; the store and the report keep it all
+            raise BrokerDown(f"the broker is unreachable: {exc}") from exc
+        if written == -1:
+            self.lost = True
+            raise LostCall(f"call {self.call_id} was taken over by another worker")
+
+    async def _abort(self, pipe: CallPipeline, code: str, message: str) -> None:
+        if self.lost:
+            return
+        if self.broker_down:  # recorded for the report; nothing can be sent
+            self.failure = f"{code}: {message}"
+            pipe.abort(code, message)
+            return
+        await super()._abort(pipe, code, message)
+
+    async def _close(self, pipe: CallPipeline) -> None:
+        if not self.lost:
+            await super()._close(pipe)
+            return
+        self.ended, self.pipeline = True, None  # another worker has it: nothing more from this one
+
+    def _persist(self, pipe: CallPipeline) -> list[Event]:
+        """The report covers the whole call, also what another worker heard before a takeover; without
+        the broker, what this worker has."""
+        events: list[Event] | None = None
+        if not self.broker_down:
+            with contextlib.suppress(redis.RedisError):
+                events = self.worker.call_events(self.call_id)
+        if events is None:
+            events = [*(self.resume.history if self.resume else []), *pipe.events]
+        status = "done" if not any(e.type == "error" and e.fatal for e in events) else "interrupted"
+        if self.resume is not None and self.store is not None:  # this store has only what we processed
+            earlier = [e for e in events if e.seq <= self.resume.last_seq]
+            self.store.append_events(self.call_id, redact_events(earlier, self.language)
+                                     if self.settings.report.redact_pii else earlier)
+        try:
+            persist_report(self.settings, self.store, self.call_id, events, self.source, status)
+        except Exception:  # persisting must not take the worker down
+            log.exception("could not persist call %s", self.call_id)
+        return []
+
+
+class LoadMeter:
+    """The machine's CPU use, smoothed over a few seconds (co-located workers share the cores)."""
+
+    def __init__(self) -> None:
+        self.share = 0.0
+        psutil.cpu_percent()
+
+    def sample(self) -> float:
+        self.share = 0.6 * self.share + 0.4 * psutil.cpu_percent() / 100
+        return self.share
+
+
+class Worker:
+    def __init__(self, settings: Settings, models: Models | None = None, name: str | None = None) -> None:
+        if not settings.cluster.broker:
+            raise SystemExit("a worker needs a broker: --broker redis://HOST:PORT/DB (or cluster.broker in the config)")
+        self.settings = settings
+        self.models = models or Models(settings)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.calls: dict[str, ClusterCall] = {}
+        self.jobs: dict[str, str] = {}  # call id -> its job's entry id
+        self.load = LoadMeter()
+        self.redis: aredis.Redis | None = None
+        self.sync = redis.Redis.from_url(settings.cluster.broker)
+        self.store = Store(settings.server.store)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
+        self._stop = threading.Event()
+        self._last_taken = 0.0
+
+    # -- lifecycle --
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.redis = aredis.Redis.from_url(self.settings.cluster.broker or "")
+        self.publish = self.redis.register_script(PUBLISH)
+        self._take = self.redis.register_script(TAKE)
+        with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: it exists
+            await self.redis.xgroup_create(b.JOBS, b.GROUP, id="0", mkstream=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, recover_interrupted, self.settings, self.store)
+        await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        log.info("worker %s ready", self.name)
+        try:
+            while not stop.is_set():
+                if not self.has_room() or not (await self._take_over() or await self._take_new()):
+                    await asyncio.sleep(0.2)
+        finally:
+            await self._drain()
+            self._stop.set()
+            await self.redis.aclose()
+
+    async def _drain(self) -> None:
+        """Stopping: calls in flight get `shutdown_timeout_s` to end; the rest are left to the other
+        workers, which take them over once this one stops renewing its claims."""
+        tasks = [c.task for c in self.calls.values() if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.server.shutdown_timeout_s)
+
+    def has_room(self) -> bool:
+        c = self.settings.cluster
+        if len(self.calls) >= c.max_calls:
+            return False
+        if not self.calls:
+            return True
+        # a call just taken has not shown its load yet: one at a time
+        settled = time.monotonic() - self._last_taken > 3.0
+        return settled and self.load.share < c.max_load and all(x.last_lag < c.max_lag_s for x in self.calls.values())
+
+    def _heartbeat(self) -> None:
+        renew = self.sync.register_script(RENEW)
+        while not self._stop.wait(self.settings.cluster.heartbeat_s):
+            try:
+                jobs = dict(self.jobs)
+                if jobs:
+                    renew(keys=[b.call_key(c) for c in jobs], args=[self.name, b.JOBS, b.GROUP, *jobs.values()])
+                self.sync.hset(f"{b.PREFIX}workers", self.name, json.dumps(
+                    {"calls": len(jobs), "load": round(self.load.sample(), 2), "at": time.time()}))
+            except redis.RedisError as exc:
+                log.warning("worker %s: broker unreachable (%s)", self.name, exc)
+
+    # -- taking calls --
+
+    async def _take_new(self) -> bool:
+        assert self.redis is not None
+        reply: Any = await self.redis.xreadgroup(b.GROUP, self.name, {b.JOBS: ">"}, count=1, block=200)
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                call_id = b.text(fields[b"call"]) or ""
+                if await self._take(keys=[b.call_key(call_id)], args=[self.name]) != 1:
+                    await self._done_with_job(call_id, b.text(entry_id) or "")
+                    continue
+                await self._start(call_id, b.text(entry_id) or "", None)
+                return True
+        return False
+
+    async def _take_over(self) -> bool:
+        """A call whose worker stopped renewing its claim: take it over from its checkpoint."""
+        assert self.redis is not None
+        idle_ms = int(self.settings.cluster.takeover_after_s * 1000)
+        reply: Any = await self.redis.xautoclaim(b.JOBS, b.GROUP, self.name, idle_ms, "0-0", count=1)
+        for entry_id, fields in reply[1]:
+            if not fields:
+                continue
+            call_id = b.text(fields[b"call"]) or ""
+            key = b.call_key(call_id)
+            meta = {b.text(k) or "": b.text(v) or "" for k, v in (await self.redis.hgetall(key)).items()}
+            if meta.get("state") != "live":
+                await self._done_with_job(call_id, b.text(entry_id) or "")
+                continue
+            await self.redis.hset(key, "worker", self.name)  # from now on the old one's writes are refused
+            resume = await self._resume_point(call_id, meta)
+            log.warning("worker %s takes over call %s from %s at %.1f s", self.name, call_id, resume.previous,
+                        resume.at.samples / 16000)
+            await self._start(call_id, b.text(entry_id) or "", resume)
+            return True
+        return False
+
+    async def _resume_point(self, call_id: str, meta: dict[str, str]) -> Resume:
+        assert self.redis is not None
+        roles = json.loads(meta["roles"])
+        saved = json.loads(meta["ckpt"]) if meta.get("ckpt") else None
+        at = Checkpoint(saved["samples"], saved["utterances"], saved["hints"]) if saved \
+            else Checkpoint(0, [0] * len(roles), 0)
+        after = saved["seq"] if saved else 0
+        published = [b.raw_event(f) for _, f in await b.entries(self.redis, b.events_key(call_id))]
+        keys = {k for ev in published if ev.seq > after and (k := identity(ev)) is not None}
+        last_seq = max((ev.seq for ev in published), default=0)
+        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.get("worker") or None, keys, published)
+
+    async def _start(self, call_id: str, entry_id: str, resume: Resume | None) -> None:
+        assert self.redis is not None
+        meta = {b.text(k) or "": b.text(v) or "" for k, v in (await self.redis.hgetall(b.call_key(call_id))).items()}
+        pipe = CallPipeline(self.settings, self.models, json.loads(meta["roles"]), call_id=call_id,
+                            operator_id=meta.get("operator") or None, language=meta.get("language") or None,
+                            source=meta["protocol"])
+        if resume is not None:
+            pipe.resume(resume.at, resume.last_seq, resume.history)
+        call = ClusterCall(self, call_id, meta, pipe, resume)
+        self.calls[call_id], self.jobs[call_id] = call, entry_id
+        self._last_taken = time.monotonic()
+        self.store.open_call(call_id, meta["protocol"], meta.get("operator") or None)
+        call.task = asyncio.create_task(self._run(call))
+
+    async def _run(self, call: ClusterCall) -> None:
+        with contextlib.suppress(LostCall):  # raised while a shutdown cancelled the call
+            await call.work()
+        if call.lost:
+            log.warning("call %s was taken over by another worker; stopped here", call.call_id)
+            self.jobs.pop(call.call_id, None)
+            self.calls.pop(call.call_id, None)
+            return
+        await self._saved(call)
+
+    async def _saved(self, call: ClusterCall) -> None:
+        """The call ended and is saved: gateways learn it; its streams go after `ended_ttl_s`."""
+        assert self.redis is not None
+        call_id, ttl = call.call_id, int(self.settings.cluster.ended_ttl_s)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(b.call_key(call_id), "state", "ended")
+            p.srem(b.LIVE, call_id)
+            for key in (b.call_key(call_id), b.input_key(call_id), b.events_key(call_id)):
+                p.expire(key, ttl)
+            p.xadd(b.EVENTS, b.control(call_id, saved=True, clean=call.failure is None, failure=call.failure),
+                   maxlen=self.settings.cluster.events_maxlen, approximate=True)
+            await p.execute()
+        await self._done_with_job(call_id, self.jobs.get(call_id, ""))
+        self.calls.pop(call_id, None)
+
+    async def _done_with_job(self, call_id: str, entry_id: str) -> None:
+        assert self.redis is not None
+        self.jobs.pop(call_id, None)
+        if entry_id:
+            await self.redis.xack(b.JOBS, b.GROUP, entry_id)
+            await self.redis.xdel(b.JOBS, entry_id)
+
+    def call_events(self, call_id: str) -> list[Event]:
+        """Every event consoles got for this call, in order (raw: the report redacts)."""
+        found: Any = self.sync.xrange(b.events_key(call_id))
+        return [b.raw_event(f) for _, f in found]
