@@ -125,8 +125,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     async def main() -> None:
         worker = Worker(settings, name=args.name)
         stop = _stop_on_signals()
-        print(f"callsense worker {worker.name}: taking calls from {settings.cluster.broker}", flush=True)
-        await worker.run(stop)
+        print(f"callsense worker {worker.name}: loading models\u2026", flush=True)
+        await worker.run(stop, lambda: print(f"callsense worker {worker.name}: taking calls from "
+                                             f"{settings.cluster.broker}", flush=True))
 
     asyncio.run(main())
     return 0

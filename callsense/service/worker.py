@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,6 +92,15 @@ class Resume:
     previous: str | None
     published: set[tuple[str, ...]] = field(default_factory=set)  # identities of events after the checkpoint
     history: list[Event] = field(default_factory=list)  # every event consoles got
+    last_t: float = 0.0  # stream time of the last of them
+
+    def is_new(self, ev: Event) -> bool:
+        """Consoles have not got this event yet: its identity is new, or it is a state (partial,
+        metrics, risk) from after the point they had reached, or an error."""
+        key = identity(ev)
+        if key is not None:
+            return key not in self.published
+        return ev.type == "error" or ev.t > self.last_t
 
 
 def identity(ev: Event) -> tuple[str, ...] | None:
@@ -164,7 +174,7 @@ class ClusterCall(Call):
             events = [*events, *pipe.announce(WorkerChanged(worker=self.worker.name, previous=self.resume.previous,
                                                             resumed_from=self.resume.at.samples / SAMPLE_RATE))]
         if self.resume is not None:
-            events = [ev for ev in events if identity(ev) not in self.resume.published]
+            events = [ev for ev in events if ev.type == "worker_changed" or self.resume.is_new(ev)]
         for ev in events:
             self._seq += 1
             ev.seq = self._seq
@@ -265,7 +275,7 @@ class Worker:
 
     # -- lifecycle --
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] = lambda: None) -> None:
         self.redis = aredis.Redis.from_url(self.settings.cluster.broker or "")
         self.publish = self.redis.register_script(PUBLISH)
         self._take = self.redis.register_script(TAKE)
@@ -276,7 +286,7 @@ class Worker:
         await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
-        log.info("worker %s ready", self.name)
+        on_ready()
         try:
             while not stop.is_set():
                 if not self.has_room() or not (await self._take_over() or await self._take_new()):
@@ -360,9 +370,11 @@ class Worker:
             else Checkpoint(0, [0] * len(roles), 0)
         after = saved["seq"] if saved else 0
         published = [b.raw_event(f) for _, f in await b.entries(self.redis, b.events_key(call_id))]
-        keys = {k for ev in published if ev.seq > after and (k := identity(ev)) is not None}
+        keys = {k for ev in published if ev.seq > after and (k := identity(ev)) is not None} | {("call_started",)}
         last_seq = max((ev.seq for ev in published), default=0)
-        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.get("worker") or None, keys, published)
+        last_t = max((ev.t for ev in published), default=0.0)
+        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.get("worker") or None, keys, published,
+                      last_t)
 
     async def _start(self, call_id: str, entry_id: str, resume: Resume | None) -> None:
         assert self.redis is not None

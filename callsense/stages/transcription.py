@@ -330,12 +330,15 @@ class StreamingTranscriber:
         """A very long turn: finalize up to the last word boundary, carry the rest over."""
         utt = self._utt
         assert utt is not None
-        audio = utt.array()
+        heard = utt.array()
+        # decode exactly the first max_utterance_s: where the turn is cut does not depend on how the
+        # audio happened to arrive (chunk sizes vary with load), so a replay cuts it the same way
+        audio = heard[: int(self.settings.max_utterance_s * SAMPLE_RATE)]
         hyp = self._decode(audio, "final", offset=0.0)
         assert hyp is not None
         cut = int(hyp.words[-2].end * SAMPLE_RATE) if len(hyp.words) >= 2 else audio.size
         cut = int(np.clip(cut, SAMPLE_RATE, audio.size))
-        rest = audio[cut:]
+        rest = heard[cut:]
         self._utt = Utterance(start_sample=utt.start_sample, audio=[audio[:cut]], samples=cut)
         events = self._finalize()
         self._utt = Utterance(start_sample=utt.start_sample + cut, audio=[rest], samples=rest.size)
