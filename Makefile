@@ -5,7 +5,7 @@ export PYANNOTE_METRICS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup lint bench
+.PHONY: demo test setup lint bench cluster-demo
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,10 @@ test: setup
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/callsense models check
 	$(VENV)/bin/python -m pytest -q -ra
+
+# Redis (Debian's redis-server), one gateway and two workers on this machine, two calls at once
+cluster-demo: setup
+	$(VENV)/bin/callsense cluster-demo
 
 bench: setup
 	$(VENV)/bin/callsense bench --quick

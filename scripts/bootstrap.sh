@@ -39,5 +39,11 @@ if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null 2>&1 \
     || echo "  could not install espeak-ng; the spoken canary test will be skipped"
 fi
+# The cluster tests and `make cluster-demo` start their own Redis: Debian's redis-server.
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "  installing Debian's redis-server for the cluster (apt-get)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1 \
+    || echo "  could not install redis-server; the cluster tests will be skipped"
+fi
 echo "$want" > "$STAMP"
 echo "callsense: ready ($VENV)"

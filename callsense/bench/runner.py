@@ -7,7 +7,6 @@ noisy machine cannot fake a ratio. `--data DIR` takes any folder with the layout
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import threading
@@ -23,14 +22,15 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from callsense.bench.cluster import bench_cluster
 from callsense.bench.hints import bench_hints
+from callsense.bench.load import LIVE_CALL, bench_load
 from callsense.bench.privacy import bench_privacy
 from callsense.bench.soak import bench_soak
 from callsense.bench.wer import normalize
-from callsense.config import Settings, TokenGrant
+from callsense.config import Settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-LIVE_CALL = SAMPLES / "ru_call_stereo.flac"
 
 
 class PeakMemory:
@@ -305,79 +305,6 @@ def bench_speech_emotion(data: Path, models: Any) -> dict[str, Any]:
 # --- load and audit ---------------------------------------------------------------------------------
 
 
-def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: Path = LIVE_CALL) -> dict[str, Any]:
-    """K calls streamed at once in real time through the server; does every call keep up?
-
-    Call i is the sample rotated by i/K of its length: all calls run for the whole time, but each is at
-    a different point of its conversation, as real concurrent calls are (K copies in lockstep would end
-    every utterance at the same instant, a burst no call centre produces)."""
-    import soundfile as sf
-
-    from callsense.audio.files import probe, read_audio
-    from callsense.service.client import stream_file
-    from callsense.service.server import CallServer
-
-    settings = settings.model_copy(deep=True)
-    settings.server.store = tmp / "load" / "calls.sqlite"
-    audio = read_audio(path)
-    (tmp / "load").mkdir(parents=True, exist_ok=True)
-    out = {}
-    for k in ks:
-        models.decode_gate.skipped = 0
-        calls = []
-        for i in range(k):
-            calls.append(tmp / "load" / f"call{i}of{k}.flac")
-            sf.write(calls[-1], np.roll(audio, -i * audio.shape[1] // k, axis=1).T, 16000)
-        settings.server.tokens = {"bench": TokenGrant(role="supervisor")}
-
-        async def run(k: int = k, calls: list[Path] = calls) -> dict[str, Any]:
-            import websockets
-
-            server = CallServer(settings, models)
-            port = await server.start("127.0.0.1", 0)
-            url = f"ws://127.0.0.1:{port}"
-            latencies: list[float] = []
-            ended: list[float] = []
-            lags: dict[str, float] = defaultdict(float)
-            skipped = [0]
-
-            async def watch() -> None:
-                async with websockets.connect(f"{url}/console?token=bench", max_size=2**22) as ws:
-                    async for msg in ws:
-                        d = json.loads(msg)
-                        if d.get("type") == "metrics":
-                            lags[d["call_id"]] = max(lags[d["call_id"]], d["lag_s"])
-                            skipped[0] = max(skipped[0], d.get("optional_decodes_skipped", 0))
-                        if d.get("type") in ("transcript_final", "emotion", "hint"):
-                            latencies.append(time.time() - d["wall"])
-                        if d.get("type") == "call_ended":
-                            ended.append(time.monotonic())
-
-            watcher = asyncio.create_task(watch())
-            proc = psutil.Process()
-            proc.cpu_percent()
-            t0 = time.monotonic()
-            await asyncio.gather(*(stream_file(call, url, "bench", call_id=f"load{k}-{i}") for i, call in enumerate(calls)))
-            while len(ended) < k:
-                await asyncio.sleep(0.05)
-            wall = max(ended) - t0  # the last call's end event reached the console
-            cpu = proc.cpu_percent() / 100
-            watcher.cancel()
-            rss = proc.memory_info().rss / 2**20
-            await server.shutdown()
-            max_lag = max(lags.values(), default=0.0)
-            audio_s = probe(path).duration
-            # keeping up = the lag stays bounded (under 5 s) and every call ends within 5 s of its audio
-            return {"calls": k, "max_lag_s": round(max_lag, 2), "finish_delay_s": round(wall - audio_s, 1),
-                    "kept_up": max_lag < 5.0 and wall - audio_s < 5.0,
-                    "event_delivery_p95_s": pct(latencies, 95), "cpu_cores_used": round(cpu, 2),
-                    "optional_decodes_skipped": skipped[0],
-                    "rss_mb": round(rss), "wall_s": round(wall, 1)}
-
-        out[str(k)] = asyncio.run(run())
-    return out
-
-
 def bench_audit(settings: Settings, workers: list[int], tmp: Path) -> dict[str, Any]:
     import shutil
 
@@ -424,6 +351,7 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
         ("privacy", lambda: bench_privacy(data)),
         ("hints", lambda: bench_hints(settings, models, data)),
         ("soak", lambda: bench_soak(settings, models, LIVE_CALL, tmp, 20 if quick else 100)),
+        ("cluster", lambda: bench_cluster(settings, models, [2, 4] if quick else [2, 4, 6], tmp)),
     ]
     for name, fn in steps:
         if only and name not in only:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -18,6 +19,9 @@ from callsense.config import Settings
 from callsense.events import parse_event
 from callsense.reports.store import Store
 from callsense.service.console import ConsoleView
+
+if TYPE_CHECKING:
+    from callsense.service.cluster import LocalCluster
 
 
 async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
@@ -66,3 +70,63 @@ def run_demo(settings: Settings, path: Path, speed: float = 1.0, port: int = 0) 
         # keep demo results out of the user's store
         settings.server.store = Path(tempfile.gettempdir()) / "callsense-demo" / "calls.sqlite"
     return asyncio.run(_demo(settings, path, speed, port))
+
+
+async def _cluster_calls(urls: list[str], token: str, files: list[Path], speed: float, cluster: LocalCluster,
+                         console: Console) -> list[dict[str, Any]]:
+    """Streams the files as concurrent calls through the gateway; prints each final with its worker."""
+    import websockets
+
+    from callsense.service.client import stream_file
+
+    ids = [f"demo-{i + 1}-{f.stem}" for i, f in enumerate(files)]
+    remaining = set(ids)
+
+    async def watch() -> None:
+        async with websockets.connect(f"{urls[0]}/console?token={token}", max_size=2**22) as ws:
+            await ws.send(json.dumps({"type": "resume", "after": {}}))
+            async for raw in ws:
+                ev = json.loads(raw)
+                if ev.get("call_id") not in remaining:
+                    continue
+                if ev["type"] == "transcript_final":
+                    worker = await asyncio.to_thread(cluster.worker_of, ev["call_id"])
+                    console.print(f"[dim]{ev['call_id']} on {worker}[/dim]  {ev['role']}: {ev['text']}")
+                elif ev["type"] == "call_ended":
+                    remaining.discard(ev["call_id"])
+                    if not remaining:
+                        return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.3)
+    results = await asyncio.gather(*(stream_file(f, urls[0], token, speed=speed, call_id=i)
+                                     for f, i in zip(files, ids, strict=True)))
+    await asyncio.wait_for(watcher, 60)
+    return list(results)
+
+
+def run_cluster_demo(settings: Settings, files: list[Path], speed: float, workdir: Path) -> int:
+    """`make cluster-demo`: Redis, one gateway and two workers on this machine; two calls at once."""
+    from callsense.service.cluster import LocalCluster, RedisMissing
+
+    console = Console()
+    config = settings.model_dump(mode="json", exclude={"server": {"store"}, "cluster": {"broker"}})
+    token = next((t for t, g in settings.server.tokens.items() if g.role == "supervisor"), "dev-supervisor")
+    cluster = LocalCluster(workdir, config, gateways=1, workers=2)
+    try:
+        with console.status("starting redis-server, a gateway and two workers (each loads the models)\u2026"):
+            cluster.start()
+    except RedisMissing as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    try:
+        console.print(f"broker {cluster.redis.url}  \u2022  gateway {cluster.urls[0]}  \u2022  dashboard: "
+                      f"{cluster.urls[0].replace('ws://', 'http://')}/?token={token}  \u2022  logs in {workdir}")
+        results = asyncio.run(_cluster_calls(cluster.urls, token, files, speed, cluster, console))
+    finally:
+        cluster.stop()
+    for r in results:
+        state = "saved" if r["clean"] else "NOT confirmed saved"
+        console.print(f"call {r['call_id']}: {state}" + "".join(f"\n  [yellow]{e}[/yellow]" for e in r["errors"]))
+    console.print(f"reports are in each worker's store under {workdir}/worker*/")
+    return 0 if all(r["clean"] for r in results) else 1

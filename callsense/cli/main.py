@@ -163,6 +163,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings_from(args), Path(args.file), speed=args.speed, port=args.port)
 
 
+@command("cluster-demo")
+def cmd_cluster_demo(args: argparse.Namespace) -> int:
+    from callsense.cli.demo import run_cluster_demo
+
+    return run_cluster_demo(settings_from(args), [Path(f) for f in args.files], args.speed, args.workdir.resolve())
+
+
 def _report_errors(events: list[Any]) -> None:
     for ev in events:
         if ev.type == "error":
@@ -209,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--file", default=str(DEMO_CALL))
     demo.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
     demo.add_argument("--port", type=int, default=0, help="server port (0 = any free port)")
+    cdemo = sub.add_parser("cluster-demo", help="Redis, one gateway and two workers on this machine; two calls at once")
+    cdemo.add_argument("--files", nargs="+", default=[str(DEMO_CALL), str(DEMO_CALL.parent / "ru_call_stereo.flac")])
+    cdemo.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
+    cdemo.add_argument("--workdir", type=Path, default=Path("out/cluster-demo"), help="logs and the workers' stores")
     live.add_parsers(sub)
     return p
 

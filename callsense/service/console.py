@@ -21,7 +21,18 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from callsense.events import CallEnded, Emotion, Error, Event, Hint, Metrics, Risk, TranscriptFinal, TranscriptPartial
+from callsense.events import (
+    CallEnded,
+    Emotion,
+    Error,
+    Event,
+    Hint,
+    Metrics,
+    Risk,
+    TranscriptFinal,
+    TranscriptPartial,
+    WorkerChanged,
+)
 
 ROLE_STYLE = {"operator": "cyan", "customer": "magenta", "supervisor": "yellow", "unknown": "white"}
 EMOTION_STYLE = {"anger": "bold red", "fear": "red", "sadness": "blue", "joy": "green", "surprise": "yellow",
@@ -79,6 +90,9 @@ class ConsoleView:
             self.ended = True
         elif isinstance(ev, Error):
             self.notice = f"error: {ev.message}"
+        elif isinstance(ev, WorkerChanged):
+            self.notice = (f"the call moved to worker {ev.worker} at {ev.resumed_from:.0f} s "
+                           "(the previous one stopped); nothing was lost")
 
     def _final(self, ev: TranscriptFinal) -> None:
         self.partials.pop(ev.speaker, None)

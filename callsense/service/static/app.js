@@ -22,6 +22,9 @@ function apply(ev) {
     case "hint_feedback": if (c.hints[ev.hint_id]) c.hints[ev.hint_id].action = ev.action; break;
     case "metrics": c.lag = ev.lag_s; break;
     case "call_ended": c.ended = true; break;
+    // a cluster worker stopped and another took the call over: nothing was lost, say so
+    case "worker_changed": document.getElementById("status").textContent =
+      `call ${ev.call_id} moved to worker ${ev.worker} at ${ev.resumed_from.toFixed(0)} s; nothing was lost`; break;
   }
   if (!state.selected) state.selected = ev.call_id;
 }
