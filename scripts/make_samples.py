@@ -8,67 +8,12 @@ when, pauses, overlaps) is arranged here, and the reference RTTM and transcripts
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
-from callsense.audio.files import read_audio
+from callsense.bench.calls import CallBuilder, texts
 
 ROOT = Path(__file__).resolve().parent.parent
-SR = 16000
-
-
-def texts(tsv: Path) -> dict[str, dict]:
-    with tsv.open(encoding="utf-8") as fh:
-        return {row["id"]: row for row in csv.DictReader(fh, delimiter="\t")}
-
-
-def trim(audio: np.ndarray, floor_db: float = -40) -> np.ndarray:
-    """Cut leading and trailing silence so the turn timing below is the speech timing."""
-    frames = audio[: audio.size // 160 * 160].reshape(-1, 160)
-    db = 10 * np.log10((frames**2).mean(1) + 1e-10)
-    voiced = np.flatnonzero(db > db.max() + floor_db)
-    return audio[voiced[0] * 160 : (voiced[-1] + 1) * 160] if voiced.size else audio
-
-
-class CallBuilder:
-    """Places real utterances on a timeline, one channel per party; `gap` < 0 makes an overlap."""
-
-    def __init__(self, roles: list[str]) -> None:
-        self.roles = roles
-        self.turns: list[dict] = []
-        self.cursor = 0.5
-
-    def say(self, role: str, path: Path, text: str, gap: float = 0.6) -> None:
-        audio = trim(read_audio(path)[0])
-        start = max(0.0, self.cursor + gap)
-        self.turns.append({"role": role, "start": round(start, 3), "end": round(start + audio.size / SR, 3),
-                           "text": text, "audio": audio, "source": str(path.relative_to(path.parents[3]))})
-        self.cursor = start + audio.size / SR
-
-    def render(self, mono: bool = False) -> np.ndarray:
-        n = int((self.cursor + 0.8) * SR)
-        out = np.zeros((1 if mono else len(self.roles), n), np.float32)
-        for t in self.turns:
-            ch = 0 if mono else self.roles.index(t["role"])
-            a = int(t["start"] * SR)
-            out[ch, a : a + t["audio"].size] += t["audio"]
-        return out
-
-    def write(self, name: str, mono: bool = False) -> None:
-        audio = self.render(mono)
-        sf.write(ROOT / "samples" / f"{name}.flac", audio.T, SR)
-        with (ROOT / "samples" / f"{name}.rttm").open("w") as fh:
-            for t in self.turns:
-                fh.write(f"SPEAKER {name} 1 {t['start']:.3f} {t['end'] - t['start']:.3f} <NA> <NA> "
-                         f"{t['role']} <NA> <NA>\n")
-        ref = {"file": f"{name}.flac", "channels": "mono" if mono else self.roles,
-               "turns": [{k: v for k, v in t.items() if k != "audio"} for t in self.turns]}
-        (ROOT / "samples" / f"{name}.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1))
 
 
 def ru_call(data: Path) -> CallBuilder:
@@ -121,8 +66,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = ap.parse_args()
     (ROOT / "samples").mkdir(exist_ok=True)
-    ru_call(args.data).write("ru_call_stereo")
-    en_call(args.data).write("en_call_mono", mono=True)
+    ru_call(args.data).write(ROOT / "samples", "ru_call_stereo")
+    en_call(args.data).write(ROOT / "samples", "en_call_mono", mono=True)
     src = args.data / "diarization" / "pyannote_sample"
     for name in ("sample.wav", "sample.rttm"):
         shutil.copy(src / name, ROOT / "samples" / f"pyannote_{name}")

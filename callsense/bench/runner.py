@@ -28,6 +28,7 @@ from callsense.bench.load import LIVE_CALL, bench_load
 from callsense.bench.privacy import bench_privacy
 from callsense.bench.soak import bench_soak
 from callsense.bench.wer import normalize
+from callsense.bench.wholecall import bench_wholecall
 from callsense.config import Settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -351,6 +352,7 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
         ("privacy", lambda: bench_privacy(data)),
         ("hints", lambda: bench_hints(settings, models, data)),
         ("soak", lambda: bench_soak(settings, models, LIVE_CALL, tmp, 20 if quick else 100)),
+        ("wholecall", lambda: bench_wholecall(data, settings, models, 2 if quick else 4)),
         ("cluster", lambda: bench_cluster(settings, models, [2, 4] if quick else [2, 4, 6], tmp)),
     ]
     for name, fn in steps:

@@ -60,7 +60,7 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data",
                    help="labelled data in the layout of ../shared/data")
     b.add_argument("--only", help="comma-separated: asr,live,diarization,text_emotion,speech_emotion,load,audit,"
-                                  "privacy,hints,soak,cluster")
+                                  "privacy,hints,soak,wholecall,cluster")
 
 
 def _with_broker(args: argparse.Namespace) -> Settings:
