@@ -36,8 +36,11 @@ class ModelSettings(_Strict):
 class AsrSettings(_Strict):
     language: str | None = Field(None, description="ru, en, da, ... or null to detect per speaker")
     languages: list[str] = ["ru", "en", "da"]
-    beam_size: int = 1  # live finals (latency first, until finals of all calls are decoded as one batch)
+    beam_size: int = 5  # live finals: whole-call WER 0.199 -> 0.169 against offline 0.159 (docs/benchmarks.md)
     offline_beam_size: int = 5  # transcribe, analyze, audit: about 2-3 WER points better on Russian
+    # finals decoded with this much of the speaker's previous finals as Whisper's prompt; off: with the
+    # bundled Whisper base it doubled whole-call WER (hallucinated captions), see docs/benchmarks.md
+    prompt_chars: int = 0
     partial_interval_s: float = 1.5  # how often a partial is decoded while someone speaks
     partial_window_s: float = 10.0  # partials run Whisper's encoder on this window, not 30 s (about 6x cheaper)
     speculate_after_s: float = 0.4  # start the final's decode after this much silence (0 = off)

@@ -94,7 +94,8 @@ def test_a_console_resumes_on_another_gateway_without_loss_or_repeat(reference):
 def test_a_worker_killed_mid_call_is_replaced_and_no_final_is_lost_or_repeated(cluster, reference):
     async def scenario():
         url = cluster.urls[0]
-        watch = asyncio.create_task(_console(url, "sup", call_id="failover"))
+        # the call's own operator sees every event (supervisors get no partials): numbering is gapless
+        watch = asyncio.create_task(_console(url, "op1", call_id="failover"))
         await asyncio.sleep(0.3)
         source = asyncio.create_task(stream_file(CALL, url, "op1", speed=1.5, call_id="failover",
                                                  operator_id="op-1"))
@@ -117,5 +118,5 @@ def test_a_worker_killed_mid_call_is_replaced_and_no_final_is_lost_or_repeated(c
     # bit-exact between runs: a word may be spelt differently, none may go missing)
     expected, got = _finals(reference[3]), _finals(events)
     assert got.keys() == expected.keys()
-    for key, text in expected.items():
-        assert SequenceMatcher(None, text, got[key]).ratio() > 0.6, (key, text, got[key])
+    whole = [" ".join(finals[k] for k in sorted(expected)) for finals in (expected, got)]
+    assert SequenceMatcher(None, *whole).ratio() > 0.8, whole

@@ -61,11 +61,13 @@ class CountingDecoder(WhisperDecoder):
     def __init__(self, *args):
         super().__init__(*args)
         self.modes: list[str] = []
+        self.prompts: list[str] = []
 
-    def decode(self, audio, language, mode, offset):
-        hyp = super().decode(audio, language, mode, offset)
+    def decode(self, audio, language, mode, offset, prompt=""):
+        hyp = super().decode(audio, language, mode, offset, prompt)
         if hyp is not None:
             self.modes.append(mode)
+            self.prompts.append(prompt)
         return hyp
 
 
@@ -104,6 +106,32 @@ def test_repetition_guard_drops_loops_and_keeps_long_scripted_speech():
     assert not _looping(disclosure), "a scripted disclosure repeats words but is not a loop"
     assert _looping("Thank you. Thank you. Thank you. Thank you. Thank you. Thank you.")
     assert _looping("и так далее и так далее и так далее и так далее")
+
+
+def test_a_final_is_decoded_with_what_the_speaker_said_before(models, settings, data):
+    audio = np.concatenate([read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0]
+                            for i in (3, 4)] + [np.zeros(16000, np.float32)])
+    asr = settings.asr.model_copy(update={"prompt_chars": 200})  # off by default for Whisper base
+    dec = CountingDecoder(models.whisper, asr)
+    tr = StreamingTranscriber(dec, asr, "ch0", language="ru")
+    tr.skip_partials = True
+    finals = [e for i in range(0, audio.size, 1600) for e in tr.push(audio[i : i + 1600])] + tr.flush()
+    finals = [f for f in finals if f.type == "transcript_final"]
+    assert len(finals) == 2
+    assert dec.prompts[0] == "" and finals[0].text in dec.prompts[-1], "the second turn's prompt is the first turn"
+
+
+def test_a_hypothesis_that_echoes_its_prompt_is_decoded_again_without_it(models, settings, data):
+    from callsense.stages.transcription import _echoes
+
+    assert _echoes("я хочу закрыть счёт прямо сейчас", "Я хочу закрыть счёт, прямо сейчас!")
+    assert not _echoes("я хочу закрыть счёт прямо сейчас", "Сейчас проверю ваш счёт")
+    audio = read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0]
+    dec = WhisperDecoder(models.whisper, settings.asr)
+    plain = dec.decode(audio, "en", "final", 0.0)
+    # a prompt that the hypothesis repeats: the words come from the audio either way
+    echoed = dec.decode(audio, "en", "final", 0.0, prompt=plain.text)
+    assert normalize(echoed.text) == normalize(plain.text)
 
 
 def test_offline_transcripts_are_the_same_every_run(settings, data):

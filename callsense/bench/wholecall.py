@@ -4,8 +4,8 @@ Single utterances hide what a call does to streaming recognition (short turns cu
 context, telephone audio), so this block scores whole two-party calls, per channel: the live
 pipeline's finals against faster-whisper with beam 5 over the whole channel (its own VAD and
 conditioning on previous text), same run, same model. Calls: `samples/ru_call_stereo.flac` and
-`calls` constructed here from the data folder (real Russian speech: Asterisk prompts for the
-operator, MSU read sentences for the customer, utterances the sample does not use; each channel
+calls constructed here from the data folder (real Russian speech: short Asterisk prompts and read
+sentences for the operator, read sentences for the customer, none the sample uses; each channel
 through 8 kHz mu-law and back, as a telephone line delivers it).
 """
 
@@ -27,6 +27,7 @@ from callsense.config import Settings
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "ru_call_stereo.flac"
 ROLES = ["operator", "customer"]
 TURNS = 6  # per party and call
+NOT_SPEECH = {"non_speech_silence", "parenthetical_note_check_audio"}  # flags in ru_phone_prompts
 
 
 def telephone(audio: np.ndarray) -> np.ndarray:
@@ -40,22 +41,27 @@ def telephone(audio: np.ndarray) -> np.ndarray:
 
 
 def constructed_calls(data: Path, n: int, seed: int = 7) -> list[CallBuilder]:
+    """Two-party Russian calls from real speech: the operator alternates short Asterisk prompts
+    (one word: "Спасибо", digits) with read sentences, the customer reads sentences; no sentence is
+    used twice or taken from the sample call."""
     op_dir, cu_dir = data / "asr" / "ru_phone_prompts", data / "asr" / "ru_read_msu"
     sample_ids = {Path(t["source"]).stem for t in json.loads(SAMPLE.with_suffix(".json").read_text())["turns"]}
     prompts = sorted((r for r in texts(op_dir / "transcripts.tsv").values()
-                      if r.get("flag") != "single_word" and len(r["text"].split()) >= 3), key=lambda r: r["id"])
+                      if r.get("flag") not in NOT_SPEECH and r["text"].strip()), key=lambda r: r["id"])
     readings = sorted((r for r in texts(cu_dir / "transcripts.tsv").values() if r["id"] not in sample_ids),
                       key=lambda r: r["id"])
     rng = random.Random(seed)
     rng.shuffle(prompts)
     rng.shuffle(readings)
+    per_call = TURNS + TURNS // 2
     calls = []
-    for i in range(min(n, len(readings) // TURNS)):
+    for i in range(min(n, len(readings) // per_call)):
+        mine = iter(readings[i * per_call : (i + 1) * per_call])
         b = CallBuilder(ROLES)
         for j in range(TURNS):
-            op = prompts[(i * TURNS + j) % len(prompts)]
-            cu = readings[i * TURNS + j]
-            b.say("operator", op_dir / op["audio"], op["text"], 0.0 if j == 0 else 0.6)
+            op = prompts[(i * TURNS + j) % len(prompts)] if j % 2 == 0 else next(mine)
+            b.say("operator", (op_dir if j % 2 == 0 else cu_dir) / op["audio"], op["text"], 0.0 if j == 0 else 0.6)
+            cu = next(mine)
             b.say("customer", cu_dir / cu["audio"], cu["text"], 0.6)
         calls.append(b)
     return calls

@@ -99,13 +99,14 @@ def decode_message(fields: dict[bytes, bytes]) -> Message:
 # --- events <-> stream entries -----------------------------------------------------------------------
 
 
-def encode_event(ev: Event, redacted: Event) -> str:
-    """An event, its redacted copy, and when its audio arrived (wall clock: hosts differ)."""
+def encode_event(ev: Event, redacted: Event | None) -> str:
+    """An event, its redacted copy (None: for raw views only), and when its audio arrived (wall
+    clock: hosts differ)."""
     arrived = ev._arrived
     wall = time.time() - (time.monotonic() - arrived) if arrived is not None else 0.0
     out: dict[str, Any] = {"c": ev.call_id, "raw": ev.model_dump(mode="json"), "at": wall, "pub": time.time()}
     if redacted is not ev:
-        out["red"] = redacted.model_dump(mode="json")
+        out["red"] = redacted.model_dump(mode="json") if redacted is not None else None
     return json.dumps(out, ensure_ascii=False)
 
 
@@ -114,7 +115,7 @@ class Published:
     """An event as a gateway receives it."""
 
     event: Event
-    redacted: Event
+    redacted: Event | None
     delivery_s: float  # from the worker's XADD to this read: what the broker adds
 
 
@@ -129,11 +130,12 @@ def raw_event(fields: dict[bytes, bytes]) -> Event:
 
 def decode_event(data: dict[str, Any]) -> Published:
     ev = parse_event(data["raw"])
-    red = parse_event(data["red"]) if "red" in data else ev
+    red = ev if "red" not in data else parse_event(data["red"]) if data["red"] is not None else None
     if data["at"]:
         arrived = time.monotonic() - (time.time() - data["at"])
-        ev.arrived_at(arrived)
-        red.arrived_at(arrived)
+        for copy in (ev, red):
+            if copy is not None:
+                copy.arrived_at(arrived)
     return Published(ev, red, max(time.time() - data["pub"], 0.0))
 
 

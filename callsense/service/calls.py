@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -32,6 +32,7 @@ from callsense.reports.store import Store
 from callsense.service.mailbox import Mailbox
 
 log = logging.getLogger("callsense.calls")
+R = TypeVar("R")
 MAX_STEP_S = 1.0  # audio merged into one pipeline step when a call is behind
 
 
@@ -65,7 +66,8 @@ class End(_Message):
 
 
 Message = Audio | Feedback | SourceError | End
-Publish = Callable[[str, list[Event], list[Event]], Awaitable[None]]  # call id, events, their redacted copies
+# call id, events, their redacted copies (None: not for redacted views - partials, see _redact_and_store)
+Publish = Callable[[str, list[Event], list[Event | None]], Awaitable[None]]
 
 
 class Inbox(Protocol):
@@ -165,7 +167,7 @@ class Call:
             self._recording.write(merged.audio.T)
         return await self._run(pipe.push, merged, msg.arrived)
 
-    async def _run(self, fn: Callable[..., list[Event]], *args: object) -> list[Event]:
+    async def _run(self, fn: Callable[..., R], *args: object) -> R:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _emit(self, events: list[Event]) -> None:
@@ -177,11 +179,18 @@ class Call:
         redacted = await self._run(self._redact_and_store, events)
         await self.publish(self.call_id, events, redacted)
 
-    def _redact_and_store(self, events: list[Event]) -> list[Event]:
-        """One redaction step (in the call's thread: names need NER) for the disk and supervisors."""
-        redacted = redact_events(events, self.language) if self.settings.report.redact_pii else events
+    def _redact_and_store(self, events: list[Event]) -> list[Event | None]:
+        """One redaction step (in the call's thread: names need NER) for the disk and supervisors.
+        Partials are not redacted: the name recogniser costs about 30 ms a text, a partial is
+        superseded within a second and never stored, so redacted views (supervisors) get finals only."""
+        if not self.settings.report.redact_pii:
+            if self.store is not None:
+                self.store.append_events(self.call_id, events)
+            return list(events)
+        lasting = iter(redact_events([e for e in events if e.type != "transcript_partial"], self.language))
+        redacted = [None if e.type == "transcript_partial" else next(lasting) for e in events]
         if self.store is not None:
-            self.store.append_events(self.call_id, redacted)
+            self.store.append_events(self.call_id, [e for e in redacted if e is not None])
         return redacted
 
     @property

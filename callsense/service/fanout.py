@@ -61,7 +61,7 @@ def error_json(code: str, message: str) -> str:
 class Room:
     call_id: str
     operator_id: str | None
-    replay: deque[tuple[Event, Event]]  # each event and its redacted copy
+    replay: deque[tuple[Event, Event | None]]  # each event and its redacted copy (None: raw views only)
     ended_at: float | None = None  # monotonic
     risk: float = 0.0
 
@@ -102,9 +102,9 @@ class FanOut:
         for cid in [c for c, r in self.rooms.items() if r.ended_at is not None and r.ended_at < cutoff]:
             del self.rooms[cid]
 
-    async def publish(self, call_id: str, events: list[Event], redacted: list[Event] | None = None) -> None:
+    async def publish(self, call_id: str, events: list[Event], redacted: list[Event | None] | None = None) -> None:
         room = self.rooms[call_id]
-        for ev, red in zip(events, redacted or events, strict=True):
+        for ev, red in zip(events, redacted if redacted is not None else events, strict=True):
             room.replay.append((ev, red))
             if ev.type == "risk":  # computed once, by the call's escalation stage
                 room.risk = ev.level
@@ -112,7 +112,9 @@ class FanOut:
                 room.ended_at = time.monotonic()
             for console in list(self.consoles):
                 if self.may_see(console, room) and console.follow in (None, call_id):
-                    self.offer(console, ev if self.sees_raw(console, room) else red)
+                    view = ev if self.sees_raw(console, room) else red
+                    if view is not None:
+                        self.offer(console, view)
         self.evict()
 
     # -- consoles --
@@ -197,7 +199,7 @@ class FanOut:
             raw = self.sees_raw(console, room)
             for pair in list(room.replay):
                 ev = pair[0] if raw else pair[1]
-                if ev.seq > sent.get(ev.call_id, 0):
+                if ev is not None and ev.seq > sent.get(ev.call_id, 0):
                     await ws.send(_with_delay(ev))
                     sent[ev.call_id] = ev.seq
 

@@ -183,11 +183,11 @@ class ClusterCall(Call):
         elif pipe is not None:  # the step's progress, even without events
             await self._progress(pipe, [])
 
-    async def _publish(self, call_id: str, events: list[Event], redacted: list[Event]) -> None:
+    async def _publish(self, call_id: str, events: list[Event], redacted: list[Event | None]) -> None:
         if self.pipeline is not None:
             await self._progress(self.pipeline, list(zip(events, redacted, strict=True)))
 
-    async def _progress(self, pipe: CallPipeline, pairs: list[tuple[Event, Event]]) -> None:
+    async def _progress(self, pipe: CallPipeline, pairs: list[tuple[Event, Event | None]]) -> None:
         ckpt = pipe.checkpoint()
         entry = self.consumed.entry if self.consumed is not None else ""
         saved = json.dumps({**asdict(ckpt), "entry": entry, "seq": self._seq}) if ckpt and entry else ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,25 +139,37 @@ class WhisperDecoder:
         total = sum(p for _, p in ranked) or 1.0
         return lang, p / total
 
-    def decode(self, audio: np.ndarray, language: str | None, mode: Mode, offset: float) -> Hypothesis | None:
-        """Finals (and speculative finals) get word timestamps and a temperature fallback; partials
-        decode once, greedily, with a short encoder window. None: an optional decode was skipped."""
+    def decode(self, audio: np.ndarray, language: str | None, mode: Mode, offset: float,
+               prompt: str = "") -> Hypothesis | None:
+        """Finals (and speculative finals) get word timestamps, beam search and `prompt` (what the
+        speaker said before); partials decode once, greedily, with a short encoder window and no
+        prompt. None: an optional decode was skipped."""
         if mode == "final":
             with self.gate.final():
-                return self._transcribe(audio, language, True, offset)
+                return self._with_context(audio, language, offset, prompt)
         with self.gate.optional() as admitted:
             if not admitted:
                 return None
             if mode == "speculative":  # exactly a final's decode, only earlier
-                return self._transcribe(audio, language, True, offset)
+                return self._with_context(audio, language, offset, prompt)
             window = max(self.settings.partial_window_s, audio.size / SAMPLE_RATE + 0.5)
             with encoder_frames(int(np.ceil(window) * 100)):
                 return self._transcribe(audio, language, False, offset)
 
-    def _transcribe(self, audio: np.ndarray, language: str | None, words: bool, offset: float) -> Hypothesis:
+    def _with_context(self, audio: np.ndarray, language: str | None, offset: float, prompt: str) -> Hypothesis:
+        """A prompt helps Whisper with short turns (names, terms, the language), but it can also make
+        Whisper repeat it: a hypothesis that echoes its prompt is decoded again without one."""
+        hyp = self._transcribe(audio, language, True, offset, prompt)
+        if prompt and _echoes(prompt, hyp.text):
+            hyp = self._transcribe(audio, language, True, offset)
+        return hyp
+
+    def _transcribe(self, audio: np.ndarray, language: str | None, words: bool, offset: float,
+                    prompt: str = "") -> Hypothesis:
         s = self.settings
         segments, info = self.model.transcribe(
             audio, language=language, beam_size=self.beam_size if words else 1, word_timestamps=words,
+            initial_prompt=prompt or None,
             vad_filter=False, condition_on_previous_text=False, without_timestamps=not words,
             no_speech_threshold=s.no_speech_threshold, log_prob_threshold=s.log_prob_threshold,
             compression_ratio_threshold=s.compression_ratio_threshold,
@@ -199,6 +212,14 @@ def _looping(text: str) -> bool:
     return top * 3 >= len(words) or runs >= 4
 
 
+def _echoes(prompt: str, text: str, n: int = 4) -> bool:
+    """The hypothesis repeats `n` words in a row of its prompt (or loops): prompt-induced, not heard."""
+    said = [_norm(w) for w in text.split() if _norm(w)]
+    context = [_norm(w) for w in prompt.split() if _norm(w)]
+    grams = {tuple(context[i : i + n]) for i in range(len(context) - n + 1)}
+    return any(tuple(said[i : i + n]) in grams for i in range(len(said) - n + 1)) or _looping(text)
+
+
 def agreed_prefix(previous: list[str], current: list[str]) -> int:
     """Number of leading words two hypotheses agree on (case and punctuation ignored)."""
     n = 0
@@ -228,6 +249,7 @@ class StreamingTranscriber:
         self._samples = 0  # samples received
         self._utt: Utterance | None = None
         self._count = 0
+        self._said: deque[str] = deque(maxlen=8)  # this speaker's last finals: the next final's prompt
         self.skip_partials = False
 
     def push(self, audio: np.ndarray) -> list[TranscriptPartial | TranscriptFinal]:
@@ -364,6 +386,7 @@ class StreamingTranscriber:
         assert hyp is not None  # finals are never skipped
         if not hyp.text:
             return []
+        self._said.append(hyp.text)
         self._count += 1
         end = start + audio.size / SAMPLE_RATE
         if hyp.words:  # the VAD's edges include padding and decay; word timings are tighter
@@ -400,4 +423,10 @@ class StreamingTranscriber:
         votes, language = self._with_vote(vote)
         if language is None and votes:
             language = votes[-1][0]
-        return self.decoder.decode(audio, language, mode, offset)
+        return self.decoder.decode(audio, language, mode, offset, self._prompt() if mode != "partial" else "")
+
+    def _prompt(self) -> str:
+        """The end of what this speaker said before, cut at a word boundary."""
+        limit = self.settings.prompt_chars
+        text = " ".join(self._said)[-limit:] if limit > 0 else ""
+        return text if len(text) < limit else text.partition(" ")[2]
