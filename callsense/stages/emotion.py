@@ -17,6 +17,9 @@ from callsense.stages.prosody import SpeakerBaseline, SpeechEmotionModel
 from callsense.stages.text_emotion import TextEmotion
 
 AUDIO_KEEP_S = 120  # per channel, enough for the longest turn's prosody
+VOICE_S = 8.0  # the voice of a longer turn is scored on its middle 8 s: its cost (pitch tracking) grows
+# with length, and 8 s already hold a speaker's pitch, loudness and pauses (the models were trained on
+# clips of a few seconds)
 
 
 class ChannelAudio:
@@ -69,7 +72,11 @@ class EmotionStage:
     def push(self, fin: TranscriptFinal) -> list[Emotion]:
         channel = int(fin.speaker[2:]) if fin.speaker.startswith("ch") else 0  # stereo speakers are ch<N>
         baseline = self.baselines.setdefault(fin.speaker, self.voice.new_baseline(self.settings.baseline_turns))
-        scored = self.voice.score_turn(self.audio[channel].slice(fin.start, fin.end), baseline)
+        start, end = fin.start, fin.end
+        if end - start > VOICE_S:
+            start = (start + end - VOICE_S) / 2
+            end = start + VOICE_S
+        scored = self.voice.score_turn(self.audio[channel].slice(start, end), baseline)
         voice = scored[0] if scored is not None else None
         words = self.words.score([fin.text])[0] if fin.text.strip() else None
         emo = self.fuser.fuse(fin.speaker, fin.role, fin.start, fin.end, fin.utterance_id, fin.text, words, voice)
