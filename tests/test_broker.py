@@ -79,9 +79,12 @@ def test_a_worker_cannot_write_into_a_call_it_no_longer_owns(local_redis):
 
     conn = redis.Redis.from_url(local_redis.url)
     publish = conn.register_script(PUBLISH)
-    keys = [b.call_key("c"), b.events_key("c"), b.EVENTS]
+    keys = [b.call_key("c"), b.events_key("c"), b.EVENTS, b.input_key("c")]
+    heard = [conn.xadd(b.input_key("c"), {"k": "end", "reason": str(i)}).decode() for i in range(3)]
     conn.hset(b.call_key("c"), "worker", "w1")
-    assert publish(keys=keys, args=["w1", 100, 16000, 0.0, "", "1-0", "{}"]) == 1
+    # a checkpoint after the second input entry: the input before it is trimmed (a takeover starts there)
+    assert publish(keys=keys, args=["w1", 100, 16000, 0.0, '{"seq": 1}', heard[1], "1-0", "{}"]) == 1
+    assert [e[0].decode() for e in conn.xrange(b.input_key("c"))] == heard[1:]
     conn.hset(b.call_key("c"), "worker", "w2")  # w2 took it over
-    assert publish(keys=keys, args=["w1", 100, 32000, 0.0, "", "2-0", "{}"]) == -1
+    assert publish(keys=keys, args=["w1", 100, 32000, 0.0, "", "0-0", "2-0", "{}"]) == -1
     assert conn.xlen(b.events_key("c")) == 1 and conn.hget(b.call_key("c"), "done") == b"16000"

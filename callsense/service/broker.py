@@ -7,7 +7,8 @@ Keys (all under `callsense:`):
                          (XCLAIM ... JUSTID) every `heartbeat_s`; a job idle for `takeover_after_s`
                          belongs to a dead worker and is taken over (XAUTOCLAIM).
     call:{id}            hash: who started the call, its roles, its worker, its checkpoint, progress
-    in:{id}              the call's input, in order: audio (PCM 16 bit), feedback, source errors, the end
+    in:{id}              the call's input, in order: audio (PCM 16 bit), feedback, source errors, the end;
+                         trimmed up to each checkpoint of the worker (a takeover starts there)
     ev:{id}              the call's events; entry id `{seq}-0`, so a console resumes on any gateway
     events               every event of every call (gateways tail it); trimmed to `events_maxlen`
     live                 set of live call ids

@@ -44,16 +44,21 @@ from callsense.service.calls import Call, End, SourceError, persist_report, reco
 log = logging.getLogger("callsense.worker")
 BROKER_RETRIES = 10  # reads 0.5 s apart: a broker away longer than this ends the worker's calls
 
-# Events and progress of one step, written only while this worker still owns the call.
+# Events and progress of one step, written only while this worker still owns the call. A new
+# checkpoint also trims the call's input before it: a takeover never reads further back, so a long
+# call keeps only the audio since its last pause in Redis.
 PUBLISH = """
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'done', ARGV[3], 'lag', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ckpt', ARGV[5]) end
-for i = 6, #ARGV, 2 do
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'ckpt', ARGV[5])
+  redis.call('XTRIM', KEYS[4], 'MINID', ARGV[6])
+end
+for i = 7, #ARGV, 2 do
   redis.call('XADD', KEYS[2], ARGV[i], 'e', ARGV[i + 1])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1])
 end
-return (#ARGV - 5) / 2
+return (#ARGV - 6) / 2
 """
 # A job's claim renewed (its idle time reset) only while the call is still this worker's.
 RENEW = """
@@ -191,10 +196,11 @@ class ClusterCall(Call):
         ckpt = pipe.checkpoint()
         entry = self.consumed.entry if self.consumed is not None else ""
         saved = json.dumps({**asdict(ckpt), "entry": entry, "seq": self._seq}) if ckpt and entry else ""
-        args: list[Any] = [self.worker.name, self.settings.cluster.events_maxlen, pipe.samples, self.last_lag, saved]
+        args: list[Any] = [self.worker.name, self.settings.cluster.events_maxlen, pipe.samples, self.last_lag, saved,
+                           entry or "0-0"]
         for ev, red in pairs:
             args += [f"{ev.seq}-0", b.encode_event(ev, red)]
-        keys = [b.call_key(self.call_id), b.events_key(self.call_id), b.EVENTS]
+        keys = [b.call_key(self.call_id), b.events_key(self.call_id), b.EVENTS, b.input_key(self.call_id)]
         if self.broker_down:
             return
         try:
