@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -70,6 +70,8 @@ class Checkpoint:
     samples: int
     utterances: list[int]
     hints: int
+    vad: list[dict[str, str]] = field(default_factory=list)  # each channel's VAD state (same utterances)
+    gate: str = ""  # the echo gate's incomplete frame (same frames)
 
 
 def roles_for(channels: int, settings: Settings) -> list[str]:
@@ -153,7 +155,9 @@ class CallPipeline:
             return []
         self._ended = True
         self.speakers.flush()
-        transcripts = [ev for asr in self.asr for ev in asr.flush()]
+        tail = self.echo_gate.flush()
+        transcripts = [ev for ch, asr in enumerate(self.asr) for ev in [*(asr.push(tail[ch]) if tail is not None else []),
+                                                                       *asr.flush()]]
         return self._emit([*self._turns(transcripts), CallEnded(duration_s=round(self.stream_time, 3), reason=reason)])
 
     def feedback(self, hint_id: str, action: str, by: str) -> list[Event]:
@@ -193,7 +197,8 @@ class CallPipeline:
         """A point to resume this call from, if nobody is speaking now."""
         if self._ended or any(asr.speaking for asr in self.asr):
             return None
-        return Checkpoint(self.samples, [asr.utterances for asr in self.asr], self.hints.count)
+        return Checkpoint(self.samples, [asr.utterances for asr in self.asr], self.hints.count,
+                          [asr.vad.state() for asr in self.asr], self.echo_gate.state())
 
     def resume(self, at: Checkpoint, after_seq: int, history: Sequence[Event] = ()) -> None:
         """Continue a call another worker started, from `at`; events are numbered after `after_seq`.
@@ -205,8 +210,10 @@ class CallPipeline:
                 self.escalation.push(ev)
         self.samples = at.samples
         self.seq.restart(after_seq)
-        for asr, done in zip(self.asr, at.utterances, strict=True):
-            asr.seek(at.samples, done)
+        if at.gate:
+            self.echo_gate.restore(at.gate)
+        for ch, (asr, done) in enumerate(zip(self.asr, at.utterances, strict=True)):
+            asr.seek(at.samples - self.echo_gate.pending, done, at.vad[ch] if at.vad else None)
         self.speakers.seek(at.samples)
         self.emotion.seek(at.samples)
         self.hints.count = at.hints

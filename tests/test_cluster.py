@@ -120,3 +120,32 @@ def test_a_worker_killed_mid_call_is_replaced_and_no_final_is_lost_or_repeated(c
     assert got.keys() == expected.keys()
     whole = [" ".join(finals[k] for k in sorted(expected)) for finals in (expected, got)]
     assert SequenceMatcher(None, *whole).ratio() > 0.8, whole
+
+
+def test_a_redis_restart_ends_calls_in_flight_with_what_they_had_and_the_cluster_goes_on(cluster):
+    """Redis runs without persistence: a restart loses the streams. The call in flight ends as
+    interrupted, saved by its worker from its own events; the source is told; new calls work."""
+    from callsense.reports.store import Store
+
+    async def scenario():
+        url = cluster.urls[0]
+        source = asyncio.create_task(stream_file(CALL, url, "op1", speed=1.5, call_id="outage", operator_id="op-1"))
+        while not (owner := await asyncio.to_thread(cluster.worker_of, "outage")):
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(10)
+        await asyncio.to_thread(cluster.redis.stop)
+        await asyncio.sleep(1)
+        await asyncio.to_thread(cluster.redis.start)
+        first = await asyncio.wait_for(source, 120)
+        second = await stream_file(SAMPLES / "en_call_mono.flac", url, "op1", speed=0, call_id="after",
+                                   operator_id="op-1")
+        return owner, first, second
+
+    owner, first, second = asyncio.run(scenario())
+    assert not first["clean"] and any("broker" in e for e in first["errors"]), first
+    assert second["clean"], second
+    store = Store(cluster.workdir / owner / "calls.sqlite")
+    row = store.db.execute("SELECT status FROM calls WHERE call_id = 'outage'").fetchone()
+    assert row == ("interrupted",)
+    finals = [e for e in store.events("outage") if e.type == "transcript_final"]
+    assert finals and max(f.end for f in finals) > 5, "what was heard before the restart is kept"

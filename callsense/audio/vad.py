@@ -6,6 +6,7 @@ size as it arrives; `Endpointer` turns frame probabilities into utterance bounda
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,24 @@ class SileroVAD:
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
+
+    def state(self) -> dict[str, str]:
+        """The model's recurrent state and unread samples (a few KB): another worker taking the call
+        over goes on with exactly the same frames and probabilities."""
+        parts = {"h": self._h, "c": self._c, "context": self._context, "pending": self._pending}
+        return {k: base64.b64encode(np.ascontiguousarray(v, np.float32).tobytes()).decode() for k, v in parts.items()}
+
+    def restore(self, state: dict[str, str]) -> None:
+        def arr(key: str) -> np.ndarray:
+            return np.frombuffer(base64.b64decode(state[key]), np.float32).copy()
+
+        self._h, self._c = arr("h").reshape(1, 1, 128), arr("c").reshape(1, 1, 128)
+        self._context, self._pending = arr("context"), arr("pending")
+
+    @property
+    def pending(self) -> int:
+        """Samples received but not yet in a complete frame."""
+        return self._pending.size
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """Speech probability for each complete 32 ms frame in `audio` (plus leftovers from before)."""
@@ -71,9 +90,9 @@ class Endpointer:
         self.in_speech = False
         self._silent_frames = 0
 
-    def seek(self, sample: int) -> None:
-        """Continue at absolute `sample` (a call resumed by another worker), outside speech."""
-        self.frame_index, self.in_speech, self._silent_frames = sample // FRAME, False, 0
+    def seek(self, frame: int) -> None:
+        """Continue at frame `frame` (a call resumed by another worker), outside speech."""
+        self.frame_index, self.in_speech, self._silent_frames = frame, False, 0
 
     def update(self, probs: np.ndarray) -> list[Boundary]:
         out: list[Boundary] = []

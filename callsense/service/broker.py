@@ -35,6 +35,28 @@ PREFIX = "callsense:"
 JOBS, GROUP, EVENTS, LIVE = f"{PREFIX}jobs", "workers", f"{PREFIX}events", f"{PREFIX}live"
 
 
+def connect(url: str) -> Any:
+    """An asyncio client that retries a command on a dropped connection (a restarted Redis closes
+    every connection in the pool: the next command must reconnect, not fail the call)."""
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as Disconnected
+
+    return aredis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
+                                 retry_on_error=[Disconnected])
+
+
+def connect_sync(url: str) -> Any:
+    """The same for threads (the workers' heartbeat)."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
+                                retry_on_error=[redis.ConnectionError])
+
+
 def call_key(call_id: str) -> str:
     return f"{PREFIX}call:{call_id}"
 

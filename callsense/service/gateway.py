@@ -56,8 +56,11 @@ class RemoteInbox:
         try:
             if isinstance(msg, Audio):
                 self.sent += msg.chunk.audio.shape[1]
-                while self.sent - self.done > self.backlog:
-                    self.done = int(await self.conn.hget(b.call_key(self.call_id), "done") or 0)
+                while self.sent - self.done > self.backlog and not self.call.saved.done():
+                    done = await self.conn.hget(b.call_key(self.call_id), "done")
+                    if done is None:  # Redis restarted without the call: its worker ends it
+                        return
+                    self.done = int(done)
                     if self.sent - self.done > self.backlog:
                         await asyncio.sleep(0.05)
             await self.conn.xadd(b.input_key(self.call_id), b.encode_message(msg))
@@ -99,7 +102,7 @@ class Gateway(CallServer):
             raise SystemExit("a gateway needs a broker: --broker redis://HOST:PORT/DB (or cluster.broker in the config)")
         super().__init__(settings, models)
         self.name = name
-        self.redis = aredis.Redis.from_url(settings.cluster.broker)
+        self.redis: aredis.Redis = b.connect(settings.cluster.broker)
         self._give_up = self.redis.register_script(GIVE_UP)
         self.delivery: deque[float] = deque(maxlen=2000)  # seconds the broker added, recent events
         self._view: dict[str, Any] = {}
@@ -131,10 +134,27 @@ class Gateway(CallServer):
         if self._closing:
             raise Refused(1001, "gateway shutting down; try another gateway")
         operator_id = self._operator_for(grant, start.operator_id)
+        try:
+            return await self._assign(start, protocol, operator_id)
+        except redis.RedisError as exc:
+            raise Refused(1013, f"the broker is unavailable ({exc}); try again shortly") from None
+
+    async def _assign(self, start: StreamStart, protocol: str, operator_id: str | None) -> LiveCall:
+        """The call in the cluster, taken by a worker (or refused when none has room in time)."""
         call_id = await self._reserve(start.call_id)
-        key = b.call_key(call_id)
         call = RemoteCall(self.redis, call_id, operator_id, self.settings)
         self.calls[call_id] = call
+        try:
+            await self._submit(call_id, start, protocol, operator_id)
+        except (redis.RedisError, Refused):
+            self.calls.pop(call_id, None)
+            raise
+        call.task = asyncio.create_task(self._until_saved(call))
+        return call
+
+    async def _submit(self, call_id: str, start: StreamStart, protocol: str, operator_id: str | None) -> None:
+        """The call's hash and job; then wait until a worker takes it."""
+        key = b.call_key(call_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(key, mapping={"operator": operator_id or "", "protocol": protocol, "roles": json.dumps(start.roles),
                                  "language": start.language or "", "gateway": self.name, "created": time.time()})
@@ -145,12 +165,9 @@ class Gateway(CallServer):
         while await self.redis.hget(key, "state") == b"waiting":
             if time.monotonic() > deadline and await self._give_up(keys=[key, b.LIVE],
                                                                    args=[call_id, int(self.settings.cluster.ended_ttl_s)]):
-                self.calls.pop(call_id, None)
                 raise Refused(1013, f"no worker had room for this call within {self.settings.cluster.assign_timeout_s:.0f}"
                                     " s; try again later")
             await asyncio.sleep(0.05)
-        call.task = asyncio.create_task(self._until_saved(call))
-        return call
 
     async def _reserve(self, wanted: str) -> str:
         """A call id no live or recent call in the cluster has (Twilio reuses callSids)."""

@@ -42,13 +42,16 @@ from callsense.service import broker as b
 from callsense.service.calls import Call, End, SourceError, persist_report, recover_interrupted
 
 log = logging.getLogger("callsense.worker")
+CHECKPOINT_S = 1.0
 BROKER_RETRIES = 10  # reads 0.5 s apart: a broker away longer than this ends the worker's calls
 
 # Events and progress of one step, written only while this worker still owns the call. A new
 # checkpoint also trims the call's input before it: a takeover never reads further back, so a long
 # call keeps only the audio since its last pause in Redis.
 PUBLISH = """
-if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return -1 end
+local owner = redis.call('HGET', KEYS[1], 'worker')
+if owner == false then return -2 end
+if owner ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'done', ARGV[3], 'lag', ARGV[4])
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'ckpt', ARGV[5])
@@ -138,6 +141,7 @@ class ClusterCall(Call):
         self._announce = resume is not None
         self.lost = False  # another worker took the call over
         self.broker_down = False
+        self._checkpointed = 0.0
 
     async def work(self) -> None:
         reader = asyncio.create_task(self._read_input())
@@ -162,6 +166,11 @@ class ClusterCall(Call):
                     return
                 await asyncio.sleep(0.5)
                 continue
+            if not reply and not await self.redis.exists(b.call_key(self.call_id)):
+                self.inbox.put_nowait(SourceError("broker", "the broker lost this call (Redis restarted); the call "
+                                                  "ends with what it had"))
+                self.inbox.put_nowait(End("broker restarted"))
+                return
             for _, entries in reply:
                 for entry_id, fields in entries:
                     self.read_from = entry_id
@@ -193,7 +202,11 @@ class ClusterCall(Call):
             await self._progress(self.pipeline, list(zip(events, redacted, strict=True)))
 
     async def _progress(self, pipe: CallPipeline, pairs: list[tuple[Event, Event | None]]) -> None:
-        ckpt = pipe.checkpoint()
+        # a checkpoint (a few KB with the VAD state) at most every CHECKPOINT_S, and with events
+        due = bool(pairs) or time.monotonic() - self._checkpointed > CHECKPOINT_S
+        ckpt = pipe.checkpoint() if due else None
+        if ckpt is not None:
+            self._checkpointed = time.monotonic()
         entry = self.consumed.entry if self.consumed is not None else ""
         saved = json.dumps({**asdict(ckpt), "entry": entry, "seq": self._seq}) if ckpt and entry else ""
         args: list[Any] = [self.worker.name, self.settings.cluster.events_maxlen, pipe.samples, self.last_lag, saved,
@@ -208,6 +221,9 @@ class ClusterCall(Call):
         except redis.RedisError as exc:
             self.broker_down = True  # consoles get nothing more; the store and the report keep it all
             raise BrokerDown(f"the broker is unreachable: {exc}") from exc
+        if written == -2:  # the call's hash is gone: Redis restarted empty
+            self.broker_down = True
+            raise BrokerDown("the broker lost this call (Redis restarted without it)")
         if written == -1:
             self.lost = True
             raise LostCall(f"call {self.call_id} was taken over by another worker")
@@ -271,7 +287,7 @@ class Worker:
         self.jobs: dict[str, str] = {}  # call id -> its job's entry id
         self.load = LoadMeter()
         self.redis: aredis.Redis | None = None
-        self.sync = redis.Redis.from_url(settings.cluster.broker)
+        self.sync: redis.Redis = b.connect_sync(settings.cluster.broker)
         self.store = Store(settings.server.store)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -282,11 +298,10 @@ class Worker:
     # -- lifecycle --
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] = lambda: None) -> None:
-        self.redis = aredis.Redis.from_url(self.settings.cluster.broker or "")
+        self.redis = b.connect(self.settings.cluster.broker or "")
         self.publish = self.redis.register_script(PUBLISH)
         self._take = self.redis.register_script(TAKE)
-        with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: it exists
-            await self.redis.xgroup_create(b.JOBS, b.GROUP, id="0", mkstream=True)
+        await self._join()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, recover_interrupted, self.settings, self.store)
         await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
@@ -295,12 +310,24 @@ class Worker:
         on_ready()
         try:
             while not stop.is_set():
-                if not self.has_room() or not (await self._take_over() or await self._take_new()):
-                    await asyncio.sleep(0.2)
+                try:
+                    if not self.has_room() or not (await self._take_over() or await self._take_new()):
+                        await asyncio.sleep(0.2)
+                except redis.RedisError as exc:  # Redis away or restarted (empty): wait, then join again
+                    log.warning("worker %s: broker unavailable (%s); retrying", self.name, exc)
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(redis.RedisError):
+                        await self._join()
         finally:
             await self._drain()
             self._stop.set()
             await self.redis.aclose()
+
+    async def _join(self) -> None:
+        """The consumer group, created by the first worker (a restarted Redis has none)."""
+        assert self.redis is not None
+        with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: it exists
+            await self.redis.xgroup_create(b.JOBS, b.GROUP, id="0", mkstream=True)
 
     async def _drain(self) -> None:
         """Stopping: calls in flight get `shutdown_timeout_s` to end; the rest are left to the other
@@ -372,7 +399,7 @@ class Worker:
         assert self.redis is not None
         roles = json.loads(meta["roles"])
         saved = json.loads(meta["ckpt"]) if meta.get("ckpt") else None
-        at = Checkpoint(saved["samples"], saved["utterances"], saved["hints"]) if saved \
+        at = Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")}) if saved \
             else Checkpoint(0, [0] * len(roles), 0)
         after = saved["seq"] if saved else 0
         published = [b.raw_event(f) for _, f in await b.entries(self.redis, b.events_key(call_id))]
@@ -408,6 +435,14 @@ class Worker:
 
     async def _saved(self, call: ClusterCall) -> None:
         """The call ended and is saved: gateways learn it; its streams go after `ended_ttl_s`."""
+        try:
+            await self._announce_saved(call)
+        except redis.RedisError as exc:  # saved on this worker all the same
+            log.warning("call %s saved, but the broker could not be told: %s", call.call_id, exc)
+        self.jobs.pop(call.call_id, None)
+        self.calls.pop(call.call_id, None)
+
+    async def _announce_saved(self, call: ClusterCall) -> None:
         assert self.redis is not None
         call_id, ttl = call.call_id, int(self.settings.cluster.ended_ttl_s)
         async with self.redis.pipeline(transaction=True) as p:
@@ -419,7 +454,6 @@ class Worker:
                    maxlen=self.settings.cluster.events_maxlen, approximate=True)
             await p.execute()
         await self._done_with_job(call_id, self.jobs.get(call_id, ""))
-        self.calls.pop(call_id, None)
 
     async def _done_with_job(self, call_id: str, entry_id: str) -> None:
         assert self.redis is not None

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import re
@@ -36,24 +37,57 @@ CELL = 160  # 10 ms: the grid on which the streaming diarizer aggregates its win
 
 class ChannelGate:
     """Mutes 32 ms frames of a channel when another channel is louder by `dominance_db`:
-    a quiet copy of the other party (echo, cross-talk) is not this party speaking."""
+    a quiet copy of the other party (echo, cross-talk) is not this party speaking.
+
+    Frames lie on a fixed grid from the start of the call, whatever the chunk sizes (they vary with
+    load): the last incomplete frame waits for the next chunk (at most 32 ms), so the same call is
+    gated the same way on every run and after a takeover by another worker."""
 
     FRAME = 512
 
     def __init__(self, dominance_db: float = 10.0) -> None:
         self.dominance_db = dominance_db
+        self._pending: np.ndarray | None = None
+
+    @property
+    def pending(self) -> int:
+        return 0 if self._pending is None else self._pending.shape[1]
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        channels, n = audio.shape
-        if channels < 2 or n < self.FRAME:
+        channels = audio.shape[0]
+        if channels < 2:
             return audio
-        usable = n - n % self.FRAME
-        frames = audio[:, :usable].reshape(channels, -1, self.FRAME)
+        if self._pending is not None:
+            audio = np.concatenate([self._pending, audio], axis=1)
+        usable = audio.shape[1] - audio.shape[1] % self.FRAME
+        self._pending = audio[:, usable:].copy()
+        return self._gate(audio[:, :usable])
+
+    def flush(self) -> np.ndarray | None:
+        """The call ended: the last incomplete frame, gated on what there is of it."""
+        rest, self._pending = self._pending, None
+        return None if rest is None or not rest.shape[1] else self._gate(rest, rest.shape[1])
+
+    def state(self) -> str:
+        rest = self._pending if self._pending is not None else np.zeros((0, 0), np.float32)
+        return base64.b64encode(np.ascontiguousarray(rest, np.float32).tobytes()).decode() + f":{rest.shape[0]}"
+
+    def restore(self, state: str) -> None:
+        data, channels = state.rsplit(":", 1)
+        flat = np.frombuffer(base64.b64decode(data), np.float32)
+        self._pending = flat.reshape(int(channels), -1).copy() if int(channels) else None
+
+    def _gate(self, audio: np.ndarray, frame: int | None = None) -> np.ndarray:
+        frame = frame or self.FRAME
+        channels = audio.shape[0]
+        if not audio.shape[1]:
+            return audio
+        frames = audio.reshape(channels, -1, frame)
         level = 10 * np.log10(np.mean(frames**2, axis=2) + 1e-10)
         loudest_other = np.stack([np.delete(level, c, axis=0).max(axis=0) for c in range(channels)])
         mute = loudest_other - level > self.dominance_db
         gated = audio.copy()
-        gated[:, :usable].reshape(channels, -1, self.FRAME)[mute] = 0.0
+        gated.reshape(channels, -1, frame)[mute] = 0.0
         return gated
 
 

@@ -284,11 +284,14 @@ class StreamingTranscriber:
     def utterances(self) -> int:
         return self._count
 
-    def seek(self, sample: int, utterances: int) -> None:
+    def seek(self, sample: int, utterances: int, vad: dict[str, str] | None = None) -> None:
         """Continue a stream another worker heard up to `sample` (nobody speaking there), where it had
-        finished `utterances` utterances: ids and times go on from there."""
+        finished `utterances` utterances: ids and times go on from there. With its `vad` state the
+        speech is cut into the same utterances as it would have been without the change."""
         self._samples, self._count, self._utt = sample, utterances, None
-        self.endpointer.seek(sample)
+        if vad is not None:
+            self.vad.restore(vad)
+        self.endpointer.seek((sample - self.vad.pending) // FRAME)
 
     @property
     def speaking(self) -> bool:
@@ -373,6 +376,7 @@ class StreamingTranscriber:
         audio = utt.array()
         if end_sample is not None:
             audio = audio[: max(end_sample - utt.start_sample, 0)]
+        self._count += 1  # every utterance the VAD cut counts, heard or not: ids follow the audio alone
         if audio.size < 0.2 * SAMPLE_RATE:
             return []
         start = utt.start_sample / SAMPLE_RATE
@@ -387,7 +391,6 @@ class StreamingTranscriber:
         if not hyp.text:
             return []
         self._said.append(hyp.text)
-        self._count += 1
         end = start + audio.size / SAMPLE_RATE
         if hyp.words:  # the VAD's edges include padding and decay; word timings are tighter
             start, end = max(start, hyp.words[0].start), min(end, hyp.words[-1].end)
