@@ -46,6 +46,13 @@ class AsrSettings(_Strict):
     speculate_after_s: float = 0.4  # start the final's decode after this much silence (0 = off)
     min_silence_s: float = 0.8  # shorter pauses split sentences and cost Whisper context (WER), see docs/benchmarks.md
     max_utterance_s: float = 15.0
+    # recordings (transcribe, analyze, audit): a speaker's turns packed into Whisper windows of up to
+    # this many seconds, each window decoded once (live calls decode each turn as it ends)
+    pack_s: float = 28.0
+    # live finals of every call in a process are decoded as one batch: the oldest waits at most this
+    # long for company (docs/benchmarks.md); 0: a final never waits, it only joins finals already queued
+    batch_wait_ms: int = 50
+    max_batch: int = 8
     vad_threshold: float = 0.4  # telephone-band speech scores lower in Silero than wideband
     speech_pad_s: float = 0.2
     no_speech_threshold: float = 0.6

@@ -103,7 +103,7 @@ class CallPipeline:
         decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate,
                                  beam_size=settings.asr.offline_beam_size if offline else settings.asr.beam_size)
         self.asr = [StreamingTranscriber(decoder, settings.asr, speaker="S" if self.mono else f"ch{i}",
-                                         role=role, language=self.language)  # type: ignore[arg-type]
+                                         role=role, language=self.language, pack=offline)  # type: ignore[arg-type]
                     for i, role in enumerate(roles)]
         self.overlaps = OverlapDetector()
         self.emotion = EmotionStage(settings.emotion, models.speech_emotion, models.text_emotion, len(roles))
@@ -147,7 +147,8 @@ class CallPipeline:
         with self.hooks.step("asr"):
             transcripts = [ev for ch, asr in enumerate(self.asr) for ev in asr.push(gated[ch])]
         turns = self._turns(transcripts)
-        holds = self.hints.tick(self.stream_time, any(asr.speaking for asr in self.asr))
+        holds = self.hints.tick(self.stream_time, any(asr.speaking for asr in self.asr),
+                                max(asr.heard_until for asr in self.asr))
         return self._emit([*turns, *holds, *self._metrics(arrived)], arrived)
 
     def finish(self, reason: str = "hangup") -> list[Event]:

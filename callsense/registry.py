@@ -67,7 +67,9 @@ class Models:
         """One per process: every call's Whisper decodes queue here."""
         from callsense.stages.transcription import DecodeGate
 
-        return self._get("decode_gate", lambda: DecodeGate(self.settings.models.whisper_workers))
+        asr = self.settings.asr
+        return self._get("decode_gate", lambda: DecodeGate(self.settings.models.whisper_workers,
+                                                           asr.batch_wait_ms / 1000, asr.max_batch))
 
     @property
     def speech_emotion(self) -> SpeechEmotionModel:

@@ -98,7 +98,7 @@ def test_partials_use_a_short_encoder_window(models, settings, data):
 
 
 def test_repetition_guard_drops_loops_and_keeps_long_scripted_speech():
-    from callsense.stages.transcription import _looping
+    from callsense.stages.whisper import _looping
 
     disclosure = ("Уважаемый клиент, обращаем ваше внимание, что разговор записывается, условия вклада "
                   "указаны на сайте банка, ставка по вкладу фиксирована на весь срок вклада, условия вклада "
@@ -122,7 +122,7 @@ def test_a_final_is_decoded_with_what_the_speaker_said_before(models, settings, 
 
 
 def test_a_hypothesis_that_echoes_its_prompt_is_decoded_again_without_it(models, settings, data):
-    from callsense.stages.transcription import _echoes
+    from callsense.stages.whisper import _echoes
 
     assert _echoes("я хочу закрыть счёт прямо сейчас", "Я хочу закрыть счёт, прямо сейчас!")
     assert not _echoes("я хочу закрыть счёт прямо сейчас", "Сейчас проверю ваш счёт")

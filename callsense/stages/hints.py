@@ -98,15 +98,17 @@ class HintEngine:
     def flush(self) -> list[Hint]:
         return []
 
-    def tick(self, now: float, speaking: bool) -> list[Hint]:
-        """Driven by stream time: a hold or silence is announced while it lasts (once per silence)."""
-        silent = now - self.last_speech_end
-        if speaking or not self.last_speech_end or silent < self.settings.silence_hold_s \
-                or self._hold_announced == self.last_speech_end:
+    def tick(self, now: float, speaking: bool, heard_until: float = 0.0) -> list[Hint]:
+        """Driven by stream time: a hold or silence is announced while it lasts (once per silence).
+        `heard_until`: where the voice activity detector last heard a turn end, which may be ahead of
+        the finals (a recording's turns are decoded in packs)."""
+        last = max(self.last_speech_end, heard_until)
+        silent = now - last
+        if speaking or not last or silent < self.settings.silence_hold_s or self._hold_announced == last:
             return []
-        self._hold_announced = self.last_speech_end
+        self._hold_announced = last
         return self._fire("long_silence", "info", _At(now), f"silence for {silent:.0f} s so far (on hold?)",
-                          {"silence_s": round(silent, 1), "since": round(self.last_speech_end, 2), "ongoing": True})
+                          {"silence_s": round(silent, 1), "since": round(last, 2), "ongoing": True})
 
     def on_final(self, ev: TranscriptFinal) -> list[Hint]:
         self.parties.setdefault(ev.speaker, _Party()).finals.append(ev)

@@ -17,40 +17,19 @@ speculative decodes only run on spare capacity and are skipped otherwise (never 
 
 from __future__ import annotations
 
-import itertools
-import re
-import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 
 from callsense.audio.vad import FRAME, Endpointer, SileroVAD
 from callsense.config import SAMPLE_RATE, AsrSettings
 from callsense.events import Role, TranscriptFinal, TranscriptPartial, Word
-from callsense.models import encoder_frames
+from callsense.stages.whisper import DecodeGate, Hypothesis, Mode, WhisperDecoder, _norm
 
-Mode = Literal["final", "partial", "speculative"]
+__all__ = ["DecodeGate", "Hypothesis", "StreamingTranscriber", "WhisperDecoder", "agreed_prefix"]
+
 Vote = tuple[str, float]  # a language and its probability
-# Phrases Whisper is known to invent on silence, music and noise (subtitle credits and sign-offs).
-HALLUCINATIONS = re.compile(
-    r"(продолжение следует|субтитры (сделал|создавал|подготовил)|редактор субтитров|спасибо за просмотр|"
-    r"подписывайтесь на канал|thank(s| you) for watching|please subscribe|subtitles by|amara\.org|"
-    r"www\.|\.com\b)",
-    re.IGNORECASE,
-)
-
-
-@dataclass
-class Hypothesis:
-    text: str
-    words: list[Word]
-    language: str | None
-    avg_logprob: float | None = None
-    no_speech_prob: float | None = None
 
 
 @dataclass
@@ -73,151 +52,53 @@ class Utterance:
         return self.audio[0] if self.audio else np.zeros(0, np.float32)
 
 
-class DecodeGate:
-    """Admission to the Whisper workers, shared by every stream of a process.
+@dataclass
+class Pack:
+    """Utterances of one speaker waiting to be decoded together (recordings only).
 
-    Finals wait for a free slot and are served before anything optional. Optional decodes (partials,
-    speculative finals) never wait: they run only when a slot is free, no final is waiting, and (with
-    several slots) one slot stays free for finals. Under load partials thin out instead of pushing
-    every call behind live.
+    Whisper pays for a 30 s window however short the audio; a call's turns are mostly a few seconds,
+    so a recording's turns are packed, in order and separated by a short silence, into windows of up
+    to `seconds` and each window is decoded once (as offline Whisper decodes a whole channel). The
+    words go back to the utterance they were heard in. A pack is also decoded once its first
+    utterance is `MAX_WAIT_S` old in stream time, so the call's later stages get their finals soon.
     """
 
-    def __init__(self, slots: int) -> None:
-        self.slots = max(1, slots)
-        self.busy = self.waiting = 0
-        self.skipped = 0
-        self._cond = threading.Condition()
+    seconds: float
+    items: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (count, start sample, audio)
 
-    @contextmanager
-    def final(self) -> Iterator[None]:
-        with self._cond:
-            self.waiting += 1
-            self._cond.wait_for(lambda: self.busy < self.slots)
-            self.waiting -= 1
-            self.busy += 1
-        try:
-            yield
-        finally:
-            self._release()
+    GAP = int(0.3 * SAMPLE_RATE)
+    MAX_WAIT_S = 60.0
 
-    @contextmanager
-    def optional(self) -> Iterator[bool]:
-        """Yields whether the decode may run now; a refused one is counted in `skipped`."""
-        with self._cond:
-            limit = self.slots - 1 if self.slots > 1 else 1
-            admitted = not self.waiting and self.busy < limit
-            if admitted:
-                self.busy += 1
-            else:
-                self.skipped += 1
-        try:
-            yield admitted
-        finally:
-            if admitted:
-                self._release()
+    def fits(self, audio: np.ndarray) -> bool:
+        used = sum(a.size + self.GAP for _, _, a in self.items)
+        return not self.items or used + audio.size <= self.seconds * SAMPLE_RATE
 
-    def _release(self) -> None:
-        with self._cond:
-            self.busy -= 1
-            self._cond.notify_all()
+    def add(self, count: int, start_sample: int, audio: np.ndarray) -> None:
+        self.items.append((count, start_sample, audio))
 
+    def stale(self, now_sample: int) -> bool:
+        return bool(self.items) and now_sample - self.items[0][1] > self.MAX_WAIT_S * SAMPLE_RATE
 
-class WhisperDecoder:
-    """Thin wrapper over a faster-whisper model with the hallucination guards always on."""
+    def take(self) -> tuple[np.ndarray, list[tuple[int, int, int, float]]]:
+        """The window's audio and each utterance's (count, start sample, size, start within the window)."""
+        gap = np.zeros(self.GAP, np.float32)
+        parts, spans, at = [], [], 0
+        for count, start, audio in self.items:
+            parts += [audio, gap]
+            spans.append((count, start, audio.size, at / SAMPLE_RATE))
+            at += audio.size + gap.size
+        self.items = []
+        return np.concatenate(parts[:-1]), spans
 
-    def __init__(self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None,
-                 beam_size: int | None = None) -> None:
-        self.model, self.settings = model, settings
-        self.gate = gate or DecodeGate(1)
-        self.beam_size = beam_size or settings.beam_size
-
-    def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
-        with self.gate.final():  # an encoder pass like any decode
-            _, _, probs = self.model.detect_language(audio)
-        ranked = [(lang, p) for lang, p in probs if not allowed or lang in allowed]
-        lang, p = max(ranked, key=lambda lp: lp[1])
-        total = sum(p for _, p in ranked) or 1.0
-        return lang, p / total
-
-    def decode(self, audio: np.ndarray, language: str | None, mode: Mode, offset: float,
-               prompt: str = "") -> Hypothesis | None:
-        """Finals (and speculative finals) get word timestamps, beam search and `prompt` (what the
-        speaker said before); partials decode once, greedily, with a short encoder window and no
-        prompt. None: an optional decode was skipped."""
-        if mode == "final":
-            with self.gate.final():
-                return self._with_context(audio, language, offset, prompt)
-        with self.gate.optional() as admitted:
-            if not admitted:
-                return None
-            if mode == "speculative":  # exactly a final's decode, only earlier
-                return self._with_context(audio, language, offset, prompt)
-            window = max(self.settings.partial_window_s, audio.size / SAMPLE_RATE + 0.5)
-            with encoder_frames(int(np.ceil(window) * 100)):
-                return self._transcribe(audio, language, False, offset)
-
-    def _with_context(self, audio: np.ndarray, language: str | None, offset: float, prompt: str) -> Hypothesis:
-        """A prompt helps Whisper with short turns (names, terms, the language), but it can also make
-        Whisper repeat it: a hypothesis that echoes its prompt is decoded again without one."""
-        hyp = self._transcribe(audio, language, True, offset, prompt)
-        if prompt and _echoes(prompt, hyp.text):
-            hyp = self._transcribe(audio, language, True, offset)
-        return hyp
-
-    def _transcribe(self, audio: np.ndarray, language: str | None, words: bool, offset: float,
-                    prompt: str = "") -> Hypothesis:
-        s = self.settings
-        segments, info = self.model.transcribe(
-            audio, language=language, beam_size=self.beam_size if words else 1, word_timestamps=words,
-            initial_prompt=prompt or None,
-            vad_filter=False, condition_on_previous_text=False, without_timestamps=not words,
-            no_speech_threshold=s.no_speech_threshold, log_prob_threshold=s.log_prob_threshold,
-            compression_ratio_threshold=s.compression_ratio_threshold,
-            # no sampling fallback: the same audio gives the same words on every run (audits need it)
-            temperature=[0.0],
-            # a cap well above real speech rates: a decode that loops on noise stops early
-            max_new_tokens=min(440, int(24 + 16 * audio.size / SAMPLE_RATE)),
-        )
-        kept, out_words, logprobs, nsp = [], [], [], []
-        for seg in segments:
-            if self._hallucinated(seg):
-                continue
-            kept.append(seg.text.strip())
-            logprobs.append(seg.avg_logprob)
-            nsp.append(seg.no_speech_prob)
-            for w in seg.words or []:
-                out_words.append(Word(start=round(w.start + offset, 3), end=round(w.end + offset, 3),
-                                      word=w.word.strip(), probability=round(w.probability, 3)))
-        return Hypothesis(" ".join(t for t in kept if t), out_words, info.language,
-                          float(np.mean(logprobs)) if logprobs else None, float(np.max(nsp)) if nsp else None)
-
-    def _hallucinated(self, seg: Any) -> bool:
-        s = self.settings
-        if seg.no_speech_prob > s.no_speech_threshold and seg.avg_logprob < s.log_prob_threshold:
-            return True
-        if seg.compression_ratio > s.compression_ratio_threshold and _looping(seg.text):
-            return True  # a long scripted disclosure compresses well too: only a real loop is dropped
-        return bool(HALLUCINATIONS.search(seg.text))
-
-
-def _looping(text: str) -> bool:
-    """Whisper's failure mode on noise: the same few words over and over. True when one word 3-gram
-    covers at least a third of the text, or one word repeats four or more times in a row."""
-    words = [_norm(w) for w in text.split() if _norm(w)]
-    if len(words) < 6:
-        return False
-    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-    top = max(grams.count(g) for g in set(grams))
-    runs = max(sum(1 for _ in group) for _, group in itertools.groupby(words))
-    return top * 3 >= len(words) or runs >= 4
-
-
-def _echoes(prompt: str, text: str, n: int = 4) -> bool:
-    """The hypothesis repeats `n` words in a row of its prompt (or loops): prompt-induced, not heard."""
-    said = [_norm(w) for w in text.split() if _norm(w)]
-    context = [_norm(w) for w in prompt.split() if _norm(w)]
-    grams = {tuple(context[i : i + n]) for i in range(len(context) - n + 1)}
-    return any(tuple(said[i : i + n]) in grams for i in range(len(said) - n + 1)) or _looping(text)
+    @staticmethod
+    def assign(words: list[Word], spans: list[tuple[int, int, int, float]]) -> list[list[Word]]:
+        """Each word to the utterance whose span (widened by half a gap) holds its midpoint, else the nearest."""
+        out: list[list[Word]] = [[] for _ in spans]
+        for w in words:
+            mid = (w.start + w.end) / 2
+            dist = [max(at - mid, mid - at - size / SAMPLE_RATE, 0.0) for _, _, size, at in spans]
+            out[int(np.argmin(dist))].append(w)
+        return out
 
 
 def agreed_prefix(previous: list[str], current: list[str]) -> int:
@@ -230,15 +111,12 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
     return n
 
 
-def _norm(word: str) -> str:
-    return re.sub(r"[^\w]", "", word.lower())
-
-
 class StreamingTranscriber:
     """Feeds one speaker stream; `push` returns partial and final transcript events as they are ready."""
 
     def __init__(self, decoder: WhisperDecoder, settings: AsrSettings, speaker: str, role: Role = "unknown",
-                 language: str | None = None, vad: SileroVAD | None = None) -> None:
+                 language: str | None = None, vad: SileroVAD | None = None, pack: bool = False) -> None:
+        """`pack`: a recording, not a live call: finals are decoded in packs (see `Pack`)."""
         self.decoder, self.settings = decoder, settings
         self.speaker, self.role = speaker, role
         self.language = language or settings.language
@@ -251,6 +129,8 @@ class StreamingTranscriber:
         self._count = 0
         self._said: deque[str] = deque(maxlen=8)  # this speaker's last finals: the next final's prompt
         self.skip_partials = False
+        self.pack = Pack(settings.pack_s) if pack else None
+        self.heard_until = 0.0  # stream time where the last utterance (of at least 0.2 s) ended
 
     def push(self, audio: np.ndarray) -> list[TranscriptPartial | TranscriptFinal]:
         audio = np.asarray(audio, np.float32)
@@ -276,8 +156,10 @@ class StreamingTranscriber:
         if self._utt is not None:
             self._utt.add(audio[cursor:])
             events.extend(self._maybe_partial_or_cut())
-        if self._utt is not None and self.settings.speculate_after_s > 0:
+        if self._utt is not None and self.settings.speculate_after_s > 0 and self.pack is None:
             events.extend(self._speculate())
+        if self.pack is not None and self.pack.stale(self._samples):
+            events.extend(self._decode_pack())
         return events
 
     @property
@@ -300,7 +182,8 @@ class StreamingTranscriber:
 
     def flush(self) -> list[TranscriptFinal]:
         """End of stream: whatever is being said is final now."""
-        return self._finalize() if self._utt is not None and self._utt.samples > 0 else []
+        events = self._finalize() if self._utt is not None and self._utt.samples > 0 else []
+        return events + self._decode_pack()
 
     # -- internals --
 
@@ -352,22 +235,26 @@ class StreamingTranscriber:
         return out
 
     def _cut_long_utterance(self) -> list[TranscriptFinal]:
-        """A very long turn: finalize up to the last word boundary, carry the rest over."""
+        """A very long turn: final up to its last complete word, the rest carried over."""
         utt = self._utt
         assert utt is not None
         heard = utt.array()
         # decode exactly the first max_utterance_s: where the turn is cut does not depend on how the
         # audio happened to arrive (chunk sizes vary with load), so a replay cuts it the same way
         audio = heard[: int(self.settings.max_utterance_s * SAMPLE_RATE)]
-        hyp = self._decode(audio, "final", offset=0.0)
+        start = utt.start_sample / SAMPLE_RATE
+        self._maybe_detect_language(audio)
+        hyp = self._decode(audio, "final", offset=start)
         assert hyp is not None
-        cut = int(hyp.words[-2].end * SAMPLE_RATE) if len(hyp.words) >= 2 else audio.size
-        cut = int(np.clip(cut, SAMPLE_RATE, audio.size))
-        rest = heard[cut:]
-        self._utt = Utterance(start_sample=utt.start_sample, audio=[audio[:cut]], samples=cut)
-        events = self._finalize()
-        self._utt = Utterance(start_sample=utt.start_sample + cut, audio=[rest], samples=rest.size)
-        return events
+        cut, kept = audio.size, hyp
+        if len(hyp.words) >= 2:  # the last word may run on past the cut: it goes with the rest
+            cut = int(np.clip(round((hyp.words[-2].end - start) * SAMPLE_RATE), SAMPLE_RATE, audio.size))
+            kept = Hypothesis(" ".join(w.word for w in hyp.words[:-1]), hyp.words[:-1], hyp.language,
+                              hyp.avg_logprob, hyp.no_speech_prob)
+        self._count += 1
+        self.heard_until = (utt.start_sample + cut) / SAMPLE_RATE
+        self._utt = Utterance(start_sample=utt.start_sample + cut, audio=[heard[cut:]], samples=heard.size - cut)
+        return [*self._decode_pack(), *self._final(utt.start_sample, cut, kept)]
 
     def _finalize(self, end_sample: int | None = None) -> list[TranscriptFinal]:
         """`end_sample`: the VAD's padded end of speech; the silence after it (already fed) is dropped."""
@@ -379,25 +266,54 @@ class StreamingTranscriber:
         self._count += 1  # every utterance the VAD cut counts, heard or not: ids follow the audio alone
         if audio.size < 0.2 * SAMPLE_RATE:
             return []
-        start = utt.start_sample / SAMPLE_RATE
+        self.heard_until = (utt.start_sample + audio.size) / SAMPLE_RATE
+        if self.pack is not None:  # a recording: decoded later, with its neighbours in one window
+            out = self._decode_pack() if not self.pack.fits(audio) else []
+            self.pack.add(self._count, utt.start_sample, audio)
+            return out
         hyp: Hypothesis | None
         if utt.speculative is not None and utt.speculative[0] == audio.size:
             _, hyp, vote = utt.speculative  # decoded during the pause, on this very audio
             self._commit_vote(vote)
         else:
             self._maybe_detect_language(audio)
-            hyp = self._decode(audio, "final", offset=start)
+            hyp = self._decode(audio, "final", offset=utt.start_sample / SAMPLE_RATE)
         assert hyp is not None  # finals are never skipped
+        return self._final(utt.start_sample, audio.size, hyp)
+
+    def _decode_pack(self) -> list[TranscriptFinal]:
+        """The packed utterances decoded in one window, each getting the words heard within it."""
+        if self.pack is None or not self.pack.items:
+            return []
+        audio, spans = self.pack.take()
+        hyp = self._decode(audio, "final", offset=0.0)
+        assert hyp is not None
+        if self.language is None and hyp.language:
+            # detected on the window's own encoder pass: a whole window of this speaker is one vote
+            # worth locking on
+            self._commit_vote((hyp.language, 1.0))
+        out = []
+        for (count, start_sample, size, at), words in zip(spans, Pack.assign(hyp.words, spans), strict=True):
+            shift = start_sample / SAMPLE_RATE - at
+            mine = [w.model_copy(update={"start": round(w.start + shift, 3), "end": round(w.end + shift, 3)})
+                    for w in words]
+            part = Hypothesis(" ".join(w.word for w in mine), mine, hyp.language, hyp.avg_logprob, hyp.no_speech_prob)
+            out += self._final(start_sample, size, part, count)
+        return out
+
+    def _final(self, start_sample: int, size: int, hyp: Hypothesis, count: int | None = None) -> list[TranscriptFinal]:
+        """The final event of the utterance at `start_sample` (`size` samples long), if anything was said."""
         if not hyp.text:
             return []
         self._said.append(hyp.text)
-        end = start + audio.size / SAMPLE_RATE
+        start = start_sample / SAMPLE_RATE
+        end = start + size / SAMPLE_RATE
         if hyp.words:  # the VAD's edges include padding and decay; word timings are tighter
             start, end = max(start, hyp.words[0].start), min(end, hyp.words[-1].end)
         return [TranscriptFinal(
             speaker=self.speaker, role=self.role, start=round(start, 3),
             end=round(end, 3), text=hyp.text, words=hyp.words,
-            language=hyp.language, utterance_id=f"{self.speaker}-{self._count}",
+            language=hyp.language, utterance_id=f"{self.speaker}-{count or self._count}",
             avg_logprob=hyp.avg_logprob, no_speech_prob=hyp.no_speech_prob,
         )]
 

@@ -1,0 +1,430 @@
+"""Whisper decoding for the transcription stage: batched, guarded, deterministic.
+
+`WhisperDecoder.decode_batch` decodes several pieces of audio as one CTranslate2 batch: one encoder
+pass over the stacked 30 s windows, one beam search over every item's prompt, one alignment for word
+timings (faster-whisper's own building blocks, as its `BatchedInferencePipeline` uses them). A piece
+may hold several utterances of one speaker packed into one window (recordings, see
+`StreamingTranscriber`): the window is paid once instead of once per utterance.
+
+`DecodeGate` is the process-wide admission to Whisper and the batcher of finals: finals of every
+call queue there and the oldest waits at most `batch_wait_s` for company before its batch is
+decoded; partials and speculative finals only run on spare capacity and are never queued.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from callsense.config import SAMPLE_RATE, AsrSettings
+from callsense.events import Word
+from callsense.models import encoder_frames
+
+Mode = Literal["final", "partial", "speculative"]
+# Phrases Whisper is known to invent on silence, music and noise (subtitle credits and sign-offs).
+HALLUCINATIONS = re.compile(
+    r"(продолжение следует|субтитры (сделал|создавал|подготовил)|редактор субтитров|спасибо за просмотр|"
+    r"подписывайтесь на канал|thank(s| you) for watching|please subscribe|subtitles by|amara\.org|"
+    r"www\.|\.com\b)",
+    re.IGNORECASE,
+)
+PREPEND = "\"'“¿([{-"  # punctuation merged into the next word (faster-whisper's defaults)
+APPEND = "\"'.。,，!！?？:：”)]}、"
+MAX_INITIAL_TIMESTAMP = 50  # the first timestamp within 1 s (faster-whisper's default for one window)
+MIN_REST_S = 0.3  # audio left after Whisper stopped early that is decoded again
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    words: list[Word]
+    language: str | None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+    def extend(self, more: Hypothesis) -> Hypothesis:
+        """This hypothesis followed by `more` (the same audio decoded on from where this one stopped)."""
+        scores = [x for x in (self.avg_logprob, more.avg_logprob) if x is not None]
+        silence = [x for x in (self.no_speech_prob, more.no_speech_prob) if x is not None]
+        return Hypothesis(" ".join(t for t in (self.text, more.text) if t), self.words + more.words, self.language,
+                          min(scores) if scores else None, max(silence) if silence else None)
+
+
+@dataclass
+class DecodeRequest:
+    """One piece of audio (at most 30 s) to decode; word times are shifted by `offset`."""
+
+    audio: np.ndarray
+    language: str | None
+    offset: float = 0.0
+    prompt: str = ""
+
+
+@dataclass
+class _Segment:
+    """What the guards look at, from faster-whisper's sequential or batched path alike."""
+
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    words: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    key: str | None
+    request: Any
+    arrived: float
+    taken: bool = False
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    items: int = 0
+    waited_s: list[float] = field(default_factory=list)  # per batch: its oldest final's wait for company
+
+    def add(self, size: int, waited: float) -> None:
+        self.batches += 1
+        self.items += size
+        self.waited_s = [*self.waited_s[-999:], waited]
+
+
+class DecodeGate:
+    """Admission to the Whisper workers, shared by every stream of a process.
+
+    Finals are batched: the oldest waiting final leads a batch, waits until `max_batch` finals of its
+    language are waiting or `batch_wait_s` has passed since it arrived (its latency budget), then
+    decodes them together in a free slot. Optional decodes (partials, speculative finals) never wait:
+    they run only when a slot is free, no final is waiting, and (with several slots) one slot stays
+    free for finals. Under load partials thin out instead of pushing every call behind live.
+    """
+
+    def __init__(self, slots: int, batch_wait_s: float = 0.0, max_batch: int = 8) -> None:
+        self.slots = max(1, slots)
+        self.batch_wait_s, self.max_batch = batch_wait_s, max(1, max_batch)
+        self.busy = self.waiting = 0
+        self.skipped = 0
+        self.stats = BatchStats()
+        self._pending: list[_Pending] = []
+        self._leading = False
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def final(self) -> Iterator[None]:
+        """One slot for work that is not batched (language detection), queued like a final."""
+        with self._cond:
+            self.waiting += 1
+            self._cond.wait_for(lambda: self.busy < self.slots and not self._leading)
+            self.waiting -= 1
+            self.busy += 1
+        try:
+            yield
+        finally:
+            self._release()
+
+    def batched(self, key: str | None, request: Any, run: Callable[[list[Any]], list[Any]]) -> Any:
+        """Decode `request` with other waiting requests of the same `key` through `run` (a list in,
+        a result per item out, in order); returns this request's result."""
+        me = _Pending(key, request, time.monotonic())
+        with self._cond:
+            self._pending.append(me)
+            self.waiting += 1
+            self._cond.notify_all()
+            while not me.taken:
+                if not self._leading and self.busy < self.slots and self._pending[0] is me:
+                    batch = self._lead(me)
+                    break
+                self._cond.wait()
+            else:
+                self._cond.wait_for(lambda: me.done)
+                if me.error is not None:
+                    raise me.error
+                return me.result
+        self._run(batch, run)
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+    def _lead(self, me: _Pending) -> list[_Pending]:
+        """Called with the lock held: wait for company within the budget, then take the batch."""
+        self._leading = True
+
+        def company() -> list[_Pending]:
+            return [p for p in self._pending if p.key == me.key][: self.max_batch]
+
+        deadline = me.arrived + self.batch_wait_s
+        while len(company()) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+            self._cond.wait(left)
+        batch = company()
+        for p in batch:
+            p.taken = True
+            self._pending.remove(p)
+        self.waiting -= len(batch)
+        self.busy += 1
+        self._leading = False
+        self.stats.add(len(batch), time.monotonic() - me.arrived)
+        self._cond.notify_all()
+        return batch
+
+    def _run(self, batch: list[_Pending], run: Callable[[list[Any]], list[Any]]) -> None:
+        try:
+            results = run([p.request for p in batch])
+            for p, r in zip(batch, results, strict=True):
+                p.result = r
+        except BaseException as exc:  # every waiter of the batch gets the error, not a hang
+            for p in batch:
+                p.error = exc
+        finally:
+            with self._cond:
+                for p in batch:
+                    p.done = True
+                self.busy -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def optional(self) -> Iterator[bool]:
+        """Yields whether the decode may run now; a refused one is counted in `skipped`."""
+        with self._cond:
+            limit = self.slots - 1 if self.slots > 1 else 1
+            admitted = not self.waiting and self.busy < limit
+            if admitted:
+                self.busy += 1
+            else:
+                self.skipped += 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                self._release()
+
+    def _release(self) -> None:
+        with self._cond:
+            self.busy -= 1
+            self._cond.notify_all()
+
+
+class WhisperDecoder:
+    """A faster-whisper model with the hallucination guards always on."""
+
+    def __init__(self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None,
+                 beam_size: int | None = None) -> None:
+        self.model, self.settings = model, settings
+        self.gate = gate or DecodeGate(1)
+        self.beam_size = beam_size or settings.beam_size
+
+    def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
+        with self.gate.final():  # an encoder pass like any decode
+            _, _, probs = self.model.detect_language(audio)
+        return _best_language(probs, allowed)
+
+    def decode(self, audio: np.ndarray, language: str | None, mode: Mode, offset: float,
+               prompt: str = "") -> Hypothesis | None:
+        """Finals (and speculative finals) get word timestamps, beam search and `prompt` (what the
+        speaker said before); finals are batched with other calls' finals. Partials decode once,
+        greedily, with a short encoder window and no prompt. None: an optional decode was skipped."""
+        request = DecodeRequest(audio, language, offset, prompt)
+        if mode == "final":
+            return self.gate.batched(language, request, self.decode_batch)
+        with self.gate.optional() as admitted:
+            if not admitted:
+                return None
+            if mode == "speculative":  # exactly a final's decode, only earlier
+                return self.decode_batch([request])[0]
+            window = max(self.settings.partial_window_s, audio.size / SAMPLE_RATE + 0.5)
+            with encoder_frames(int(np.ceil(window) * 100)):
+                return self._greedy(audio, language, offset)
+
+    def decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
+        """Final-quality decodes of several pieces at once (call within a gate slot)."""
+        hyps = self._batch(requests)
+        # a prompt helps Whisper with short turns, but it can make Whisper repeat it: a hypothesis
+        # that echoes its prompt is decoded again without one
+        again = [i for i, (r, h) in enumerate(zip(requests, hyps, strict=True)) if r.prompt and _echoes(r.prompt, h.text)]
+        if again:
+            redone = self._batch([DecodeRequest(requests[i].audio, hyps[i].language, requests[i].offset) for i in again])
+            for i, h in zip(again, redone, strict=True):
+                hyps[i] = h
+        return hyps
+
+    # -- internals --
+
+    def _batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
+        from faster_whisper.audio import pad_or_trim
+
+        m = self.model
+        feats = [m.feature_extractor(r.audio)[..., :-1] for r in requests]
+        encoded = m.encode(np.stack([pad_or_trim(f) for f in feats]))
+        languages = self._languages(requests, encoded)
+        if len(set(languages)) > 1:  # one alignment needs one language: decode each group alone
+            return self._by_language(requests, languages)
+        tok = self._tokenizer(languages[0])
+        prompts = [m.get_prompt(tok, tok.encode(" " + r.prompt.strip()) if r.prompt else []) for r in requests]
+        new_tokens = max(_token_cap(r.audio.size / SAMPLE_RATE, timestamps=True) for r in requests)
+        results = m.model.generate(
+            encoded, prompts, beam_size=self.beam_size, patience=1, length_penalty=1,
+            max_length=min(m.max_length, max(len(p) for p in prompts) + new_tokens),
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self._suppressed(tok), max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP,
+        )
+        frames = [f.shape[-1] for f in feats]
+        split = [self._split(tok, res, n) for res, n in zip(results, frames, strict=True)]
+        segments = [segs for segs, _ in split]
+        if any(segments):
+            m.add_word_timestamps(segments, tok, encoded, frames, PREPEND, APPEND, 0.0)
+        hyps = [self._hypothesis((_Segment(s["text"], s["avg_logprob"], s["no_speech_prob"], s["compression_ratio"],
+                                           [_Timed(**w) for w in s.get("words", [])]) for s in segs), languages[0], r.offset)
+                for segs, r in zip(segments, requests, strict=True)]
+        return self._rest(requests, hyps, [seek for _, seek in split], languages[0])
+
+    def _rest(self, requests: list[DecodeRequest], hyps: list[Hypothesis], seeks: list[float],
+              language: str) -> list[Hypothesis]:
+        """Whisper may stop before the end of its window (a timestamp pair, then the end): as
+        faster-whisper's sequential path does, the rest of the audio is decoded again from there."""
+        todo = [i for i, (r, seek) in enumerate(zip(requests, seeks, strict=True))
+                if r.audio.size / SAMPLE_RATE - seek >= MIN_REST_S]
+        if not todo:
+            return hyps
+        rest = self._batch([DecodeRequest(requests[i].audio[int(seeks[i] * SAMPLE_RATE):], language,
+                                          requests[i].offset + seeks[i]) for i in todo])
+        for i, more in zip(todo, rest, strict=True):
+            hyps[i] = hyps[i].extend(more)
+        return hyps
+
+    def _by_language(self, requests: list[DecodeRequest], languages: list[str]) -> list[Hypothesis]:
+        out: list[Hypothesis | None] = [None] * len(requests)
+        for lang in set(languages):
+            idx = [i for i, lg in enumerate(languages) if lg == lang]
+            for i, h in zip(idx, self._batch([DecodeRequest(requests[i].audio, lang, requests[i].offset,
+                                                            requests[i].prompt) for i in idx]), strict=True):
+                out[i] = h
+        return [h for h in out if h is not None]
+
+    def _languages(self, requests: list[DecodeRequest], encoded: Any) -> list[str]:
+        if all(r.language for r in requests):
+            return [str(r.language) for r in requests]
+        detected = self.model.model.detect_language(encoded)  # from the encoder pass already paid for
+        return [r.language or _best_language([(t[2:-2], p) for t, p in d], self.settings.languages)[0]
+                for r, d in zip(requests, detected, strict=True)]
+
+    def _tokenizer(self, language: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        return Tokenizer(self.model.hf_tokenizer, True, task="transcribe", language=language)
+
+    @staticmethod
+    def _suppressed(tok: Any) -> list[int]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        return list(get_suppressed_tokens(tok, [-1]))
+
+    def _split(self, tok: Any, result: Any, frames: int) -> tuple[list[dict[str, Any]], float]:
+        """One window's tokens as faster-whisper segments, and where decoding has to go on from
+        (the end of the window, or the last timestamp when Whisper stopped early)."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        tokens = list(result.sequences_ids[0])
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        subs, seek, _ = self.model._split_segments_by_timestamps(
+            tokenizer=tok, tokens=tokens, time_offset=0.0, segment_size=frames, segment_duration=frames / 100, seek=0)
+        out = []
+        for s in subs:
+            text = tok.decode(s["tokens"])
+            if text.strip():
+                out.append({**s, "text": text, "avg_logprob": avg_logprob, "no_speech_prob": result.no_speech_prob,
+                            "compression_ratio": get_compression_ratio(text)})
+        return out, min(seek, frames) / 100
+
+    def _greedy(self, audio: np.ndarray, language: str | None, offset: float) -> Hypothesis:
+        """A partial: faster-whisper's own sequential path, greedy, no timestamps."""
+        s = self.settings
+        segments, info = self.model.transcribe(
+            audio, language=language, beam_size=1, word_timestamps=False, vad_filter=False,
+            condition_on_previous_text=False, without_timestamps=True,
+            no_speech_threshold=s.no_speech_threshold, log_prob_threshold=s.log_prob_threshold,
+            compression_ratio_threshold=s.compression_ratio_threshold, temperature=[0.0],
+            max_new_tokens=_token_cap(audio.size / SAMPLE_RATE, timestamps=False),
+        )
+        return self._hypothesis((_Segment(seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio)
+                                 for seg in segments), info.language, offset)
+
+    def _hypothesis(self, segments: Iterable[_Segment], language: str | None, offset: float) -> Hypothesis:
+        kept, out_words, logprobs, nsp = [], [], [], []
+        for seg in segments:
+            if self._hallucinated(seg):
+                continue
+            kept.append(seg.text.strip())
+            logprobs.append(seg.avg_logprob)
+            nsp.append(seg.no_speech_prob)
+            for w in seg.words:
+                out_words.append(Word(start=round(w.start + offset, 3), end=round(w.end + offset, 3),
+                                      word=w.word.strip(), probability=round(w.probability, 3)))
+        return Hypothesis(" ".join(t for t in kept if t), out_words, language,
+                          float(np.mean(logprobs)) if logprobs else None, float(np.max(nsp)) if nsp else None)
+
+    def _hallucinated(self, seg: _Segment) -> bool:
+        s = self.settings
+        if seg.no_speech_prob > s.no_speech_threshold and seg.avg_logprob < s.log_prob_threshold:
+            return True
+        if seg.compression_ratio > s.compression_ratio_threshold and _looping(seg.text):
+            return True  # a long scripted disclosure compresses well too: only a real loop is dropped
+        return bool(HALLUCINATIONS.search(seg.text))
+
+
+@dataclass
+class _Timed:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+def _token_cap(seconds: float, timestamps: bool) -> int:
+    """A cap well above real speech rates, so a decode that loops on noise stops early. Russian takes
+    about 5 tokens a word in Whisper's vocabulary; timestamps add a pair per segment."""
+    return min(440, int(24 + (32 if timestamps else 16) * seconds))
+
+
+def _best_language(probs: Iterable[tuple[str, float]], allowed: Sequence[str]) -> tuple[str, float]:
+    """The likeliest of the `allowed` languages, its probability renormalised over them."""
+    probs = list(probs)
+    ranked = [(lang, p) for lang, p in probs if not allowed or lang in allowed] or probs
+    lang, p = max(ranked, key=lambda lp: lp[1])
+    total = sum(q for _, q in ranked) or 1.0
+    return lang, p / total
+
+
+def _looping(text: str) -> bool:
+    """Whisper's failure mode on noise: the same few words over and over. True when one word 3-gram
+    covers at least a third of the text, or one word repeats four or more times in a row."""
+    words = [_norm(w) for w in text.split() if _norm(w)]
+    if len(words) < 6:
+        return False
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    top = max(grams.count(g) for g in set(grams))
+    runs = max(sum(1 for _ in group) for _, group in itertools.groupby(words))
+    return top * 3 >= len(words) or runs >= 4
+
+
+def _echoes(prompt: str, text: str, n: int = 4) -> bool:
+    """The hypothesis repeats `n` words in a row of its prompt (or loops): prompt-induced, not heard."""
+    said = [_norm(w) for w in text.split() if _norm(w)]
+    context = [_norm(w) for w in prompt.split() if _norm(w)]
+    grams = {tuple(context[i : i + n]) for i in range(len(context) - n + 1)}
+    return any(tuple(said[i : i + n]) in grams for i in range(len(said) - n + 1)) or _looping(text)
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w]", "", word.lower())
