@@ -3,7 +3,9 @@
 import threading
 import time
 
-from callsense.stages.transcription import DecodeGate
+import pytest
+
+from callsense.stages.transcription import DecodeGate, WhisperDecoder
 
 
 def _hold_final(gate: DecodeGate, entered: threading.Event, release: threading.Event) -> threading.Thread:
@@ -51,3 +53,44 @@ def test_a_waiting_final_goes_before_any_optional_decode():
     second_release.set()
     second.join(5)
     assert gate.busy == 0
+
+
+# -- finals are batched within a latency budget (real decodes of real speech) --
+
+def _clip(data, name="ru_0003.flac"):
+    from callsense.audio.files import read_audio
+
+    return read_audio(data / "asr" / "ru_read_msu" / "audio" / name)[0]
+
+
+@pytest.mark.slow
+def test_a_lone_final_waits_no_longer_than_its_budget(models, settings, data):
+    gate = DecodeGate(1, batch_wait_s=0.3, max_batch=4)
+    dec = WhisperDecoder(models.whisper, settings.asr, gate=gate)
+    hyp = dec.decode(_clip(data), "ru", "final", 0.0)
+    assert hyp is not None and hyp.text
+    assert gate.stats.batches == 1 and 0.3 <= gate.stats.waited_s[0] < 0.5
+    gate.batch_wait_s = 0.0
+    dec.decode(_clip(data), "ru", "final", 0.0)
+    assert gate.stats.waited_s[1] < 0.1, "without a budget a final starts at once"
+
+
+@pytest.mark.slow
+def test_finals_of_two_calls_are_decoded_as_one_batch_with_the_same_words(models, settings, data):
+    gate = DecodeGate(1, batch_wait_s=5.0, max_batch=2)
+    dec = WhisperDecoder(models.whisper, settings.asr, gate=gate)
+    clips = [_clip(data, "ru_0003.flac"), _clip(data, "ru_0002.flac")]
+    out: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        out[i] = dec.decode(clips[i], "ru", "final", 0.0)
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    time.sleep(0.2)  # the second call's final comes a little later
+    call(1)
+    first.join(30)
+    assert gate.stats.batches == 1 and gate.stats.items == 2
+    assert gate.stats.waited_s[0] < 2.0, "a full batch starts without using up the budget"
+    alone = [WhisperDecoder(models.whisper, settings.asr).decode(c, "ru", "final", 0.0) for c in clips]
+    assert [out[0].text, out[1].text] == [a.text for a in alone], "company does not change the words"

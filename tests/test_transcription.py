@@ -142,3 +142,52 @@ def test_offline_transcripts_are_the_same_every_run(settings, data):
     runs = [[(e.start, e.end, e.text) for e in run_file(path, settings, progress=False).events
              if e.type == "transcript_final"] for _ in range(3)]
     assert runs[0] and runs[0] == runs[1] == runs[2]
+
+
+READ = {  # the references of the ru_read_msu clips in tests/data (the dataset's transcripts.tsv)
+    2: "Она завела прядь волнистых волос за ухо, подняла с тротуара корзинку с зеленью и пошла через улицу.",
+    3: "Со спокойным мужеством Скайлс ожидал всего в этом безумном городе.",
+    4: "Окна многоэтажных домов, иные разбитые, иные заколоченные досками, казались нежилыми, - ни одна голова "
+       "не выглядывала на улицу.",
+}
+
+
+def _turns(data, ids, gap_s=1.5):
+    """Real read Russian turns of one speaker, separated by pauses the VAD ends them at."""
+    clips = [read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0] for i in ids]
+    pause = np.zeros(int(gap_s * 16000), np.float32)
+    return np.concatenate([part for c in clips for part in (c, pause)])
+
+
+def _finals(tr, audio):
+    events = [e for i in range(0, audio.size, 8000) for e in tr.push(audio[i : i + 8000])] + tr.flush()
+    return [e for e in events if e.type == "transcript_final"]
+
+
+def test_a_recordings_turns_are_decoded_together_and_keep_their_own_words(models, settings, data):
+    audio = _turns(data, READ)
+    asr = settings.asr.model_copy(update={"speculate_after_s": 0.0})  # one decode per live final
+    runs = {}
+    for pack in (False, True):
+        dec = CountingDecoder(models.whisper, asr)
+        tr = StreamingTranscriber(dec, asr, "ch0", language="ru", pack=pack)
+        tr.skip_partials = True
+        runs[pack] = (_finals(tr, audio), dec.modes)
+    (alone, alone_modes), (packed, packed_modes) = runs[False], runs[True]
+    assert len(alone_modes) == 3 and len(packed_modes) == 1, "three turns, one window"
+    assert [f.utterance_id for f in packed] == [f.utterance_id for f in alone] == ["ch0-1", "ch0-2", "ch0-3"]
+    for a, p, ref in zip(alone, packed, READ.values(), strict=True):
+        assert jiwer.wer(normalize(ref), normalize(p.text)) <= jiwer.wer(normalize(ref), normalize(a.text)) + 0.15, \
+            "each turn gets the words heard in it"
+        assert a.start - 0.5 <= p.start and p.end <= a.end + 0.5
+        assert all(a.start - 0.5 <= w.start <= w.end <= a.end + 0.5 for w in p.words)
+
+
+def test_real_repeated_speech_is_kept_whole(models, settings, data):
+    """The same sentence read twice compresses like a loop, but it was said: the guard keeps it."""
+    once = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0]
+    twice = np.concatenate([once, np.zeros(8000, np.float32), once])
+    dec = WhisperDecoder(models.whisper, settings.asr)
+    single, double = dec.decode(once, "ru", "final", 0.0), dec.decode(twice, "ru", "final", 0.0)
+    assert single.text and len(normalize(double.text).split()) >= 1.8 * len(normalize(single.text).split())
+    assert normalize(double.text).count("городе") == 2
