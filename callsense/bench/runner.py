@@ -22,6 +22,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from callsense.bench.audit import bench_audit
 from callsense.bench.cluster import bench_cluster
 from callsense.bench.hints import bench_hints
 from callsense.bench.load import LIVE_CALL, bench_load
@@ -303,30 +304,6 @@ def bench_speech_emotion(data: Path, models: Any) -> dict[str, Any]:
             "arousal_unweighted_accuracy": round(float(recall_score(a_gold, a_pred, average="macro")), 3)}
 
 
-# --- load and audit ---------------------------------------------------------------------------------
-
-
-def bench_audit(settings: Settings, workers: list[int], tmp: Path) -> dict[str, Any]:
-    import shutil
-
-    from callsense.reports.audit import run_audit
-
-    folder = tmp / "audit_in"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(4):
-        shutil.copy(LIVE_CALL, folder / f"call{i}.flac")
-    out = {}
-    for w in workers:
-        dest = tmp / f"audit_out_{w}"
-        shutil.rmtree(dest, ignore_errors=True)
-        t0 = time.monotonic()
-        summary = run_audit(folder, dest, settings, workers=w)
-        wall = time.monotonic() - t0
-        out[str(w)] = {"workers": w, "calls": summary["calls"], "audio_h": summary["audio_hours"],
-                       "audio_hours_per_wall_hour": round(summary["audio_hours"] / (wall / 3600), 2)}
-    return out
-
-
 # --- driver ------------------------------------------------------------------------------------------
 
 
@@ -348,7 +325,7 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
         ("text_emotion", lambda: bench_text(data, settings, models, 600 if quick else None)),
         ("speech_emotion", lambda: bench_speech_emotion(data, models)),
         ("load", lambda: bench_load(settings, models, [1, 2] if quick else [1, 2, 4, 6], tmp)),
-        ("audit", lambda: bench_audit(settings, [1] if quick else [1, 2], tmp)),
+        ("audit", lambda: bench_audit(settings, data, [1] if quick else [1, 2], tmp, 2 if quick else 4)),
         ("privacy", lambda: bench_privacy(data)),
         ("hints", lambda: bench_hints(settings, models, data)),
         ("soak", lambda: bench_soak(settings, models, LIVE_CALL, tmp, 20 if quick else 100)),

