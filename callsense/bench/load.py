@@ -14,8 +14,10 @@ import numpy as np
 import psutil
 
 from callsense.config import Settings, TokenGrant
+from callsense.stages.whisper import BatchStats
 
 LIVE_CALL = Path(__file__).resolve().parent.parent / "samples" / "ru_call_stereo.flac"
+MONO_CALL = LIVE_CALL.with_name("en_call_mono.flac")
 KEEP_UP_S = 5.0  # a call keeps up when its lag stays under this and it ends within this of its audio
 
 
@@ -90,8 +92,10 @@ def kept_up(rounds: dict[str, dict[str, Any]]) -> int:
     return max((r["calls"] for r in rounds.values() if r.get("kept_up")), default=0)
 
 
-def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: Path = LIVE_CALL) -> dict[str, Any]:
-    """K calls streamed at once in real time through one `callsense serve` process."""
+def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: Path = LIVE_CALL,
+               mono: int | None = None) -> dict[str, Any]:
+    """K calls streamed at once in real time through one `callsense serve` process; with `mono`, one
+    more round: the mono sample call (diarized) beside `mono` stereo calls."""
     from callsense.audio.files import probe
     from callsense.service.server import CallServer
 
@@ -99,18 +103,27 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
     settings.server.store = tmp / "load" / "calls.sqlite"
     settings.server.tokens = {"bench": TokenGrant(role="supervisor")}
     audio_s = probe(path).duration
+    rounds = {str(k): rotated_calls(path, k, tmp / "load") for k in ks}
+    if mono is not None:  # a mono call (diarized) beside stereo ones
+        rounds[f"1 mono + {mono}"] = [MONO_CALL, *rotated_calls(path, mono, tmp / "load")]
     out = {}
-    for k in ks:
-        models.decode_gate.skipped = 0
-        calls = rotated_calls(path, k, tmp / "load")
+    for i, (name, calls) in enumerate(rounds.items()):
+        gate = models.decode_gate
+        gate.skipped, gate.stats = 0, BatchStats()
 
-        async def run(k: int = k, calls: list[Path] = calls) -> dict[str, Any]:
+        async def run(calls: list[Path] = calls, tag: str = f"load{i}") -> dict[str, Any]:
             server = CallServer(settings, models)
             port = await server.start("127.0.0.1", 0)
-            result = await load_round(f"ws://127.0.0.1:{port}", "bench", calls, audio_s, f"load{k}")
+            result = await load_round(f"ws://127.0.0.1:{port}", "bench", calls, audio_s, tag)
             result["rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)
             await server.shutdown()
             return result
 
-        out[str(k)] = asyncio.run(run())
+        out[name] = {**asyncio.run(run()), **_batching(gate.stats)}
     return out
+
+
+def _batching(stats: BatchStats) -> dict[str, Any]:
+    """How finals met in the decode gate: batch sizes and the oldest final's wait for company."""
+    return {"final_batches": stats.batches, "finals_per_batch": round(stats.items / max(stats.batches, 1), 2),
+            "batch_wait_p95_ms": round(float(np.percentile(stats.waited_s, 95)) * 1000) if stats.waited_s else None}
