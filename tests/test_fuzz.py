@@ -17,6 +17,7 @@ import math
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -196,3 +197,34 @@ def test_a_real_server_never_closes_with_1011(settings, models):
 
 settings_for_server = settings(max_examples=40, deadline=None,
                                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+# -- a call's input stream in the cluster (entries a worker reads from Redis) --
+
+ENTRY = {b"k": b"audio", b"ch": b"2", b"start": b"1.5", b"at": b"1795939125.5", b"pcm": bytes(64)}
+
+
+def _entry_field(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(fields=st.dictionaries(st.sampled_from([b"k", b"ch", b"start", b"at", b"pcm", b"hint", b"action", b"by",
+                                                 b"code", b"message", b"reason", b"\xff"]),
+                              st.one_of(st.binary(max_size=40), junk.map(_entry_field),
+                                        st.sampled_from([b"audio", b"feedback", b"error", b"end", b"nan", b"0", b"-3"])),
+                              max_size=7),
+       base=st.booleans())
+def test_broker_entries_decode_or_raise_malformed(fields, base):
+    """A worker reads whatever is in a call's stream: it decodes it or names it malformed (the call
+    then ends with an error event), never another exception that would kill the reader silently."""
+    from callsense.service.broker import MalformedEntry, decode_message
+    from callsense.service.calls import Audio
+
+    entry = {**ENTRY, **fields} if base else fields
+    try:
+        msg = decode_message(entry)
+    except MalformedEntry:
+        return
+    if isinstance(msg, Audio):
+        assert 1 <= msg.chunk.audio.shape[0] <= 8 and np.isfinite(msg.chunk.audio).all()

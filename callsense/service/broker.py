@@ -31,6 +31,8 @@ from callsense.audio.codecs import AudioChunk
 from callsense.events import Event, parse_event
 from callsense.service.calls import Audio, End, Feedback, Message, SourceError
 
+MAX_CHANNELS = 8  # more than any call has: an entry claiming more is not one of ours
+
 PREFIX = "callsense:"
 JOBS, GROUP, EVENTS, LIVE = f"{PREFIX}jobs", "workers", f"{PREFIX}events", f"{PREFIX}live"
 
@@ -104,19 +106,36 @@ def encode_message(msg: Message) -> dict[Any, Any]:
     return {"k": "end", "reason": msg.reason}
 
 
+class MalformedEntry(ValueError):
+    """A call's input stream holds an entry no gateway of this version writes."""
+
+
 def decode_message(fields: dict[bytes, bytes]) -> Message:
+    """The inbox message of a stream entry; `MalformedEntry` for anything `encode_message` did not write."""
+    try:
+        return _decode(fields)
+    except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise MalformedEntry(f"malformed input entry ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode(fields: dict[bytes, bytes]) -> Message:
     f = {k.decode(): v for k, v in fields.items()}
     kind = f["k"].decode()
     if kind == "audio":
         channels = int(f["ch"])
+        start, at = float(f["start"]), float(f["at"])
+        if not 1 <= channels <= MAX_CHANNELS or not np.isfinite([start, at]).all() or len(f["pcm"]) % (2 * channels):
+            raise ValueError(f"audio entry with {channels} channels, start {start}, {len(f['pcm'])} bytes")
         pcm = np.frombuffer(f["pcm"], "<i2").reshape(-1, channels).T.astype(np.float32) / 32768
-        arrived = time.monotonic() - (time.time() - float(f["at"]))  # this host's clock for the lag
-        return Audio(AudioChunk(np.ascontiguousarray(pcm), float(f["start"])), arrived)
+        arrived = time.monotonic() - (time.time() - at)  # this host's clock for the lag
+        return Audio(AudioChunk(np.ascontiguousarray(pcm), start), arrived)
     if kind == "feedback":
         return Feedback(f["hint"].decode(), f["action"].decode(), f["by"].decode())
     if kind == "error":
         return SourceError(f["code"].decode(), f["message"].decode())
-    return End(f["reason"].decode())
+    if kind == "end":
+        return End(f["reason"].decode())
+    raise ValueError(f"unknown kind {kind!r}")
 
 
 # --- events <-> stream entries -----------------------------------------------------------------------

@@ -160,25 +160,26 @@ class ClusterCall(Call):
             except redis.RedisError as exc:
                 failures += 1
                 if failures > BROKER_RETRIES:
-                    self.inbox.put_nowait(SourceError("broker", f"the broker is unreachable ({exc}); the call ends "
-                                                      "with what it had"))
-                    self.inbox.put_nowait(End("broker unreachable"))
-                    return
+                    return self._end("broker unreachable", f"the broker is unreachable ({exc})")
                 await asyncio.sleep(0.5)
                 continue
             if not reply and not await self.redis.exists(b.call_key(self.call_id)):
-                self.inbox.put_nowait(SourceError("broker", "the broker lost this call (Redis restarted); the call "
-                                                  "ends with what it had"))
-                self.inbox.put_nowait(End("broker restarted"))
-                return
+                return self._end("broker restarted", "the broker lost this call (Redis restarted)")
             for _, entries in reply:
                 for entry_id, fields in entries:
                     self.read_from = entry_id
-                    msg = b.decode_message(fields)
+                    try:
+                        msg = b.decode_message(fields)
+                    except b.MalformedEntry as exc:  # not from a gateway of ours: the call ends, said so
+                        return self._end("malformed input", f"{exc} at {entry_id!r}")
                     msg.entry = self.read_from
                     await self.inbox.put(msg)
                     if isinstance(msg, End):
                         return
+
+    def _end(self, reason: str, why: str) -> None:
+        self.inbox.put_nowait(SourceError("broker", f"{why}; the call ends with what it had"))
+        self.inbox.put_nowait(End(reason))
 
     async def _emit(self, events: list[Event]) -> None:
         """Drops what consoles already have (after a takeover), numbers the rest on, writes them."""
