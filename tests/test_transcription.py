@@ -197,3 +197,23 @@ def test_real_repeated_speech_is_kept_whole(models, settings, data):
     assert normalize(hyp.text).count("городе") >= 2
     ratio = get_compression_ratio(hyp.text)
     assert not dec._hallucinated(_Segment(hyp.text, -0.3, 0.0, ratio)), f"kept at compression ratio {ratio:.2f}"
+
+
+def test_a_long_turn_is_cut_once_and_no_word_is_lost_or_doubled_at_the_cut(models, settings, data):
+    """28 s of speech without a pause: cut at the last whole word before max_utterance_s, live and in
+    a recording alike; the word running over the cut goes with the rest, once."""
+    clips = [read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0] for i in (1, 4)]
+    audio = np.concatenate([*clips, np.zeros(16000, np.float32)])
+    runs = {}
+    for pack in (False, True):
+        tr = StreamingTranscriber(WhisperDecoder(models.whisper, settings.asr), settings.asr, "ch0", language="ru",
+                                  pack=pack)
+        tr.skip_partials = True
+        runs[pack] = _finals(tr, audio)
+    for finals in runs.values():
+        assert len(finals) >= 2 and finals[0].end <= settings.asr.max_utterance_s + 0.1
+        words = [w for f in finals for w in f.words]
+        assert all(a.end <= b.start + 0.05 for a, b in zip(words, words[1:], strict=False)), "no word twice"
+        said = normalize(" ".join(f.text for f in finals))
+        assert "губами" in said and "улицу" in said, "both readings, to their last words"
+    assert [f.utterance_id for f in runs[False]] == [f.utterance_id for f in runs[True]]

@@ -11,8 +11,13 @@ WER at the offline level.
 Latency: the end of an utterance is only certain after `min_silence_s` of silence, so the final
 decode starts speculatively after `speculate_after_s` on exactly the audio the final will have; if
 the silence lasts, the final is ready when it is declared, if speech resumes the result is shown as
-a partial. All decodes of a process pass one `DecodeGate`: finals queue and go first, partials and
-speculative decodes only run on spare capacity and are skipped otherwise (never queued).
+a partial. All decodes of a process pass one `DecodeGate` (`stages.whisper`): finals queue, go first
+and are decoded in batches with other calls' finals; partials and speculative decodes only run on
+spare capacity and are skipped otherwise (never queued).
+
+Recordings (`pack=True`: transcribe, analyze, audit) do not pay a 30 s encoder pass per turn: a
+speaker's turns are packed into shared windows (`Pack`) and each word goes back to its turn, so
+the events are those of the live path.
 """
 
 from __future__ import annotations
