@@ -118,6 +118,7 @@ class LocalCluster:
         self.gateways: list[Process] = []
         self.workers: dict[str, Process] = {}
         self.urls: list[str] = []
+        self._client: Any = None  # redis.Redis, made on first use
 
     def _config(self, name: str) -> Path:
         data = yaml.safe_load(yaml.safe_dump(self.config)) or {}
@@ -149,13 +150,17 @@ class LocalCluster:
         return self.workers[name]
 
     def worker_of(self, call_id: str) -> str | None:
-        import redis
-
         from callsense.service.broker import call_key, text
 
-        return text(redis.Redis.from_url(self.redis.url).hget(call_key(call_id), "worker"))
+        if self._client is None:  # one client for all the polls of a test or bench
+            import redis
+
+            self._client = redis.Redis.from_url(self.redis.url)
+        return text(self._client.hget(call_key(call_id), "worker"))
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
         for proc in [*self.gateways, *self.workers.values()]:
             proc.stop()
         self.redis.stop()

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -290,8 +291,6 @@ class Worker:
         self.redis: aredis.Redis | None = None
         self.sync: redis.Redis = b.connect_sync(settings.cluster.broker)
         self.store = Store(settings.server.store)
-        from concurrent.futures import ThreadPoolExecutor
-
         self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
         self._stop = threading.Event()
         self._last_taken = 0.0
@@ -384,7 +383,7 @@ class Worker:
                 continue
             call_id = b.text(fields[b"call"]) or ""
             key = b.call_key(call_id)
-            meta = {b.text(k) or "": b.text(v) or "" for k, v in (await self.redis.hgetall(key)).items()}
+            meta = await self._meta(call_id)
             if meta.get("state") != "live":
                 await self._done_with_job(call_id, b.text(entry_id) or "")
                 continue
@@ -392,9 +391,13 @@ class Worker:
             resume = await self._resume_point(call_id, meta)
             log.warning("worker %s takes over call %s from %s at %.1f s", self.name, call_id, resume.previous,
                         resume.at.samples / 16000)
-            await self._start(call_id, b.text(entry_id) or "", resume)
+            await self._start(call_id, b.text(entry_id) or "", resume, {**meta, "worker": self.name})
             return True
         return False
+
+    async def _meta(self, call_id: str) -> dict[str, str]:
+        assert self.redis is not None
+        return {b.text(k) or "": b.text(v) or "" for k, v in (await self.redis.hgetall(b.call_key(call_id))).items()}
 
     async def _resume_point(self, call_id: str, meta: dict[str, str]) -> Resume:
         assert self.redis is not None
@@ -410,9 +413,9 @@ class Worker:
         return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.get("worker") or None, keys, published,
                       last_t)
 
-    async def _start(self, call_id: str, entry_id: str, resume: Resume | None) -> None:
-        assert self.redis is not None
-        meta = {b.text(k) or "": b.text(v) or "" for k, v in (await self.redis.hgetall(b.call_key(call_id))).items()}
+    async def _start(self, call_id: str, entry_id: str, resume: Resume | None,
+                     meta: dict[str, str] | None = None) -> None:
+        meta = meta or await self._meta(call_id)
         pipe = CallPipeline(self.settings, self.models, json.loads(meta["roles"]), call_id=call_id,
                             operator_id=meta.get("operator") or None, language=meta.get("language") or None,
                             source=meta["protocol"])
