@@ -249,6 +249,20 @@ class WhisperDecoder:
 
     def decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         """Final-quality decodes of several pieces at once (call within a gate slot)."""
+        with encoder_frames(self._final_frames(requests)):
+            return self._decode_batch(requests)
+
+    def _final_frames(self, requests: list[DecodeRequest]) -> int | None:
+        """The encoder window for finals: `final_window_s`, or the longest piece plus 1 s, at most 30 s.
+        The encoder is most of a final's cost and grows with its window; Whisper pads every input to
+        30 s, but a 15 s window decodes turns of a call as well (docs/benchmarks.md)."""
+        window = self.settings.final_window_s
+        if window <= 0:
+            return None
+        longest = max(r.audio.size for r in requests) / SAMPLE_RATE
+        return min(3000, int(np.ceil(max(window, longest + 1.0))) * 100)
+
+    def _decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         hyps = self._batch(requests)
         # a prompt helps Whisper with short turns, but it can make Whisper repeat it: a hypothesis
         # that echoes its prompt is decoded again without one
