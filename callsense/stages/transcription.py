@@ -259,8 +259,7 @@ class StreamingTranscriber:
         cut, kept = audio.size, hyp
         if len(hyp.words) >= 2:  # the last word may run on past the cut: it goes with the rest
             cut = int(np.clip(round((hyp.words[-2].end - start) * SAMPLE_RATE), SAMPLE_RATE, audio.size))
-            kept = Hypothesis(" ".join(w.word for w in hyp.words[:-1]), hyp.words[:-1], hyp.language,
-                              hyp.avg_logprob, hyp.no_speech_prob)
+            kept = hyp.only(hyp.words[:-1])
         self._count += 1
         self.heard_until = (utt.start_sample + cut) / SAMPLE_RATE
         self._utt = Utterance(start_sample=utt.start_sample + cut, audio=[heard[cut:]], samples=heard.size - cut)
@@ -307,7 +306,7 @@ class StreamingTranscriber:
             shift = start_sample / SAMPLE_RATE - at
             mine = [w.model_copy(update={"start": round(w.start + shift, 3), "end": round(w.end + shift, 3)})
                     for w in words]
-            part = Hypothesis(" ".join(w.word for w in mine), mine, hyp.language, hyp.avg_logprob, hyp.no_speech_prob)
+            part = hyp.only(mine)
             out += self._final(start_sample, size, part, count)
         return out
 

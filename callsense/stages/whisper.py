@@ -17,6 +17,7 @@ import itertools
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class Hypothesis:
     language: str | None
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+
+    def only(self, words: list[Word]) -> Hypothesis:
+        """The same decode, holding only `words` (part of a turn, or one turn of a packed window)."""
+        return Hypothesis(" ".join(w.word for w in words), words, self.language, self.avg_logprob, self.no_speech_prob)
 
     def extend(self, more: Hypothesis) -> Hypothesis:
         """This hypothesis followed by `more` (the same audio decoded on from where this one stopped)."""
@@ -94,12 +99,13 @@ class _Pending:
 class BatchStats:
     batches: int = 0
     items: int = 0
-    waited_s: list[float] = field(default_factory=list)  # per batch: its oldest final's wait for company
+    # per batch: its oldest final's wait for company (the last 1000 batches)
+    waited_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
     def add(self, size: int, waited: float) -> None:
         self.batches += 1
         self.items += size
-        self.waited_s = [*self.waited_s[-999:], waited]
+        self.waited_s.append(waited)
 
 
 class DecodeGate:
