@@ -36,19 +36,12 @@ from callsense.events import (
 )
 from callsense.hooks import Hooks, TimingHook
 from callsense.registry import Models
-from callsense.stages.diarization import (
-    ChannelGate,
-    ChannelSpeakers,
-    MonoSpeakers,
-    RoleAssigner,
-    StreamingDiarizer,
-    load_voiceprint,
-)
 from callsense.stages.emotion import EmotionStage
 from callsense.stages.escalation import EscalationState
 from callsense.stages.hints import HintEngine
 from callsense.stages.overlaps import OverlapDetector
-from callsense.stages.text_emotion import embed_early, embed_texts
+from callsense.stages.speakers import ChannelGate, ChannelSpeakers, MonoSpeakers, RoleAssigner, load_voiceprint
+from callsense.stages.text_emotion import TextEmbedder, embed_early
 from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder
 
 Transcript = TranscriptPartial | TranscriptFinal
@@ -110,7 +103,7 @@ class CallPipeline:
         self.overlaps = OverlapDetector()
         self.emotion = EmotionStage(settings.emotion, models.speech_emotion, models.text_emotion, len(roles))
         self.hints = HintEngine(settings.hints, language=(self.language or "en"),
-                                embed=lambda texts: embed_texts(texts, settings.models))
+                                embed=TextEmbedder(settings.models))
         self.escalation = EscalationState(settings.hints.recover_turns)
         # what the call has said so far (no partials: they are superseded by finals)
         self.events: list[Event] = []
@@ -124,6 +117,8 @@ class CallPipeline:
     def _speakers(self) -> ChannelSpeakers | MonoSpeakers:
         if not self.mono:
             return ChannelSpeakers()
+        from callsense.stages.diarization import StreamingDiarizer  # pyannote and torch: mono calls only
+
         diarizer = StreamingDiarizer(self.settings.models, self.settings.diarization,
                                      segmentation=self.models.segmentation, embedding=self.models.embedding)
         voiceprint = load_voiceprint(self.operator_id) if self.operator_id else None
@@ -318,7 +313,7 @@ def _warm_text(settings: Settings) -> None:
 
     for role in ("customer", "operator"):
         if settings.hints.intents_dir.exists():
-            classifier_for(settings.hints.intents_dir, role, lambda texts: embed_texts(texts, settings.models))
+            classifier_for(settings.hints.intents_dir, role, TextEmbedder(settings.models))
     if settings.report.redact_pii:
         english_ner(), russian_ner()
     morph()

@@ -3,7 +3,8 @@ import pytest
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 from callsense.audio.files import read_audio
-from callsense.stages.diarization import ChannelGate, OfflineDiarizer, RoleAssigner, StreamingDiarizer, read_rttm
+from callsense.stages.diarization import OfflineDiarizer, StreamingDiarizer, read_rttm
+from callsense.stages.speakers import ChannelGate, RoleAssigner
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,8 @@ def test_roles_from_conversation():
 
 
 def test_roles_from_enrolled_voiceprint(data, models, monkeypatch, tmp_path):
-    from callsense.stages.diarization import enroll, load_voiceprint
+    from callsense.stages.diarization import enroll
+    from callsense.stages.speakers import load_voiceprint
 
     monkeypatch.setenv("CALLSENSE_HOME", str(tmp_path))
     emb = models.embedding

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from callsense.config import HintSettings
@@ -117,3 +118,28 @@ def test_hold_is_announced_while_it_lasts():
     assert [h.reason for h in during] == ["long_silence"] and during[0].evidence["silence_s"] == 10.5
     assert engine.tick(20.0, speaking=False) == []  # once per hold
     assert engine.tick(30.0, speaking=True) == []
+
+
+def test_intent_examples_are_embedded_once_per_embedder(tmp_path, monkeypatch):
+    """A new process reads the examples' vectors from the cache folder and fits the same classifier."""
+    from callsense.config import ModelSettings
+    from callsense.stages import intents
+    from callsense.stages.text_emotion import TextEmbedder
+
+    monkeypatch.setenv("CALLSENSE_HOME", str(tmp_path))
+    directory, embedder = HintSettings().intents_dir, TextEmbedder(ModelSettings())
+    calls: list[int] = []
+
+    def counting(texts: list[str]):
+        calls.append(len(texts))
+        return embedder(texts)
+
+    counting.identity = embedder.identity  # type: ignore[attr-defined]
+    probes = ["I want to close my account right now.", "Could you tell me my balance?"]
+    fitted = []
+    for _ in range(2):  # the second time stands for a new process: the in-process cache emptied
+        monkeypatch.setattr(intents, "_classifiers", {})
+        fitted.append(intents.classifier_for(directory, "customer", counting).probabilities(probes))
+    assert len(list((tmp_path / "intents").glob("*.npy"))) == 1
+    assert calls[0] > 50 and calls[1:] == [len(probes)] * 2  # the examples once, then the probes only
+    np.testing.assert_allclose(fitted[0], fitted[1], atol=1e-6)

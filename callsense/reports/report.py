@@ -67,14 +67,14 @@ def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
     from callsense.events import CallEnded, CallStarted, Sequencer
     from callsense.stages.fusion import Fuser
     from callsense.stages.hints import HintEngine
-    from callsense.stages.text_emotion import TextEmotion, embed_texts
+    from callsense.stages.text_emotion import TextEmbedder, TextEmotion
 
     dialogue = load_dialogue(path)
     seq = Sequencer(str(dialogue.get("id", path.stem)))
     lang = dialogue.get("language") or "en"
     text_model = TextEmotion.load(settings.models)
     fuser = Fuser(settings.emotion)
-    hints = HintEngine(settings.hints, language=lang, embed=lambda t: embed_texts(t, settings.models))
+    hints = HintEngine(settings.hints, language=lang, embed=TextEmbedder(settings.models))
     events: list[Event] = [CallStarted(sample_rate=0, channels=["operator", "customer"], source="text",
                                        language=lang)]
     clock = 0.0

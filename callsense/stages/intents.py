@@ -4,14 +4,16 @@ Examples per intent live in `configs/intents/{ru,en}.yaml`, which a bank extends
 paraphrases, inflections ("I'm closing", "закрываю"), and - as important - calm examples of the
 same topics under `none`, which keep calm calls quiet. At first use a softmax regression is fitted
 on the examples of both languages (e5 is multilingual, so each language's examples help the other);
-it takes a second on a CPU and is cached per process. A turn fires an intent when the classifier
-gives it at least `min_probability`; the regular expressions in hints.py stay as high-precision
-evidence beside it.
+it takes a second on a CPU and is cached per process. The examples' vectors are also kept on disk
+per embedder, so a new process (each audit worker) does not embed them again (about 4 s).
+A turn fires an intent when the classifier gives it at least `min_probability`; the regular
+expressions in hints.py stay as high-precision evidence beside it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +55,12 @@ def load_intents(directory: Path, role: str) -> IntentSet:
 class IntentClassifier:
     """Softmax regression on mean-centred, normalised e5 embeddings."""
 
-    def __init__(self, intents: IntentSet, embed: Embed, l2: float = 1e-3, steps: int = 400) -> None:
+    def __init__(self, intents: IntentSet, embed: Embed, l2: float = 1e-3, steps: int = 400,
+                 vectors: np.ndarray | None = None) -> None:
         self.labels, self.embed, self.min_probability = intents.labels, embed, intents.min_probability
-        x = self._features(np.asarray(embed(list(intents.texts)), np.float64), fit=True)
+        if vectors is None:
+            vectors = np.asarray(embed(list(intents.texts)))
+        x = self._features(np.asarray(vectors, np.float64), fit=True)
         y = np.zeros((len(intents.targets), len(self.labels)))
         y[np.arange(len(intents.targets)), intents.targets] = 1.0
         # classes are balanced by weight: a long list of calm examples must not drown an intent
@@ -113,5 +118,33 @@ def classifier_for(directory: Path, role: str, embed: Embed) -> IntentClassifier
     key = (str(directory), role, digest)
     with _lock:
         if key not in _classifiers:
-            _classifiers[key] = IntentClassifier(load_intents(directory, role), embed)
+            intents = load_intents(directory, role)
+            _classifiers[key] = IntentClassifier(intents, embed, vectors=_example_vectors(intents, embed, digest, role))
         return _classifiers[key]
+
+
+def _example_vectors(intents: IntentSet, embed: Embed, digest: str, role: str) -> np.ndarray:
+    """The examples' embeddings, read from the cache folder when this embedder made them before.
+    Only the configured examples are stored there, never a call's words."""
+    from callsense.models import cache_dir
+
+    identity = getattr(embed, "identity", None)
+    if identity is None:  # a bare function: no way to tell which model it runs
+        return np.asarray(embed(list(intents.texts)))
+    name = hashlib.sha256(f"{identity}|{digest}|{role}".encode()).hexdigest()[:32]
+    path = cache_dir() / "intents" / f"{name}.npy"
+    try:
+        vectors = np.load(path)
+        if vectors.shape[0] == len(intents.texts):
+            return np.asarray(vectors)
+    except (OSError, ValueError):
+        pass  # absent or damaged: embed again
+    vectors = np.asarray(embed(list(intents.texts)), np.float32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, vectors)
+        os.replace(tmp, path)  # atomic: audit workers may write it at the same time
+    except OSError:
+        pass  # a read-only home: embed per process, as before
+    return vectors

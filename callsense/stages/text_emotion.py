@@ -40,6 +40,23 @@ def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: 
     return np.vstack(out) if out else np.zeros((0, 384), np.float32)
 
 
+class TextEmbedder:
+    """`embed_texts` bound to one configured embedder, with an `identity` (its file, size and date)
+    under which derived data may be kept: the intent examples' vectors (`intents.classifier_for`)."""
+
+    def __init__(self, settings: ModelSettings | None = None) -> None:
+        self.settings = settings or ModelSettings()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return embed_texts(texts, self.settings)
+
+    @property
+    def identity(self) -> str:
+        path = text_embedder_path(self.settings)
+        stat = path.stat()
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def embed_early(text: str, settings: ModelSettings | None = None) -> None:
     """Start embedding a final's likely text in the background (a speculative final, decoded in the
     pause before the final is declared), so the emotion and hint stages find it ready."""
