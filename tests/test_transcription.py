@@ -1,3 +1,5 @@
+import re
+
 import jiwer
 import numpy as np
 import pytest
@@ -197,7 +199,19 @@ def test_real_repeated_speech_is_kept_whole(models, settings, data):
     hyp = dec.decode(np.concatenate([once, pause, once, pause, once]), "ru", "final", 0.0)
     assert normalize(hyp.text).count("городе") >= 2
     ratio = get_compression_ratio(hyp.text)
-    assert not dec._hallucinated(_Segment(hyp.text, -0.3, 0.0, ratio)), f"kept at compression ratio {ratio:.2f}"
+    seg = _Segment(hyp.text, -0.3, 0.0, ratio)
+    assert not dec._degenerate(seg) and not dec._hallucinated(seg), f"kept at compression ratio {ratio:.2f}"
+
+
+def test_a_final_that_loops_in_a_short_window_is_decoded_again_with_the_full_one(models, settings, data):
+    """Seen in an audit: 22 s of packed Russian turns decoded in a 23 s window gave only "— — — ...".
+    The loop is dropped and the piece decoded again in Whisper's 30 s window, which reads it."""
+    audio = read_audio(data / "asr" / "ru_read_msu" / "audio" / "packed_turns_loop.flac")[0]
+    dec = WhisperDecoder(models.whisper, settings.asr.model_copy(update={"final_window_s": 15.0}))
+    hyp = dec.decode(audio, None, "final", 0.0)
+    assert hyp is not None and hyp.language == "ru" and not hyp.degenerate
+    assert len(hyp.words) >= 20 and all(re.search(r"\w", w.word) for w in hyp.words)
+    assert "зубами" in normalize(hyp.text)
 
 
 def test_a_long_turn_is_cut_once_and_no_word_is_lost_or_doubled_at_the_cut(models, settings, data):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from callsense.events import Event
@@ -281,6 +282,11 @@ def _english_names(text: str) -> list[tuple[int, int]]:
 
 def find_pii(text: str, language: str = "en") -> list[tuple[int, int, str]]:
     """Spans (start, end, category) of personal data in `text`, in the original text's offsets."""
+    return list(_find_pii(text, language))
+
+
+@lru_cache(maxsize=1024)  # a final's text is redacted for the event, the store and the report: find once
+def _find_pii(text: str, language: str) -> tuple[tuple[int, int, str], ...]:
     shadow = _shadow(text)
     spans: list[tuple[int, int, str]] = []
 
@@ -304,7 +310,7 @@ def find_pii(text: str, language: str = "en") -> list[tuple[int, int, str]]:
     for a, b in names:
         if free(a, b):
             spans.append((a, b, "NAME"))
-    return sorted(spans)
+    return tuple(sorted(spans))
 
 
 def _trim(text: str, a: int, b: int) -> tuple[int, int]:

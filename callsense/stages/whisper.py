@@ -41,6 +41,7 @@ PREPEND = "\"'“¿([{-"  # punctuation merged into the next word (faster-whispe
 APPEND = "\"'.。,，!！?？:：”)]}、"
 MAX_INITIAL_TIMESTAMP = 50  # the first timestamp within 1 s (faster-whisper's default for one window)
 MIN_REST_S = 0.3  # audio left after Whisper stopped early that is decoded again
+FULL_WINDOW = 3000  # mel frames in Whisper's 30 s window
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Hypothesis:
     language: str | None
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    degenerate: int = 0  # segments dropped as a decoding loop ("— — —", one phrase over and over)
 
     def only(self, words: list[Word]) -> Hypothesis:
         """The same decode, holding only `words` (part of a turn, or one turn of a packed window)."""
@@ -60,7 +62,8 @@ class Hypothesis:
         scores = [x for x in (self.avg_logprob, more.avg_logprob) if x is not None]
         silence = [x for x in (self.no_speech_prob, more.no_speech_prob) if x is not None]
         return Hypothesis(" ".join(t for t in (self.text, more.text) if t), self.words + more.words, self.language,
-                          min(scores) if scores else None, max(silence) if silence else None)
+                          min(scores) if scores else None, max(silence) if silence else None,
+                          self.degenerate + more.degenerate)
 
 
 @dataclass
@@ -255,8 +258,18 @@ class WhisperDecoder:
 
     def decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         """Final-quality decodes of several pieces at once (call within a gate slot)."""
-        with encoder_frames(self._final_frames(requests)):
-            return self._decode_batch(requests)
+        frames = self._final_frames(requests)
+        with encoder_frames(frames):
+            hyps = self._decode_batch(requests)
+        if frames is None or frames >= FULL_WINDOW:
+            return hyps
+        # a shortened window can send Whisper into a loop on audio that the full 30 s window decodes
+        # well (seen on a 22 s Russian turn: "— — — ..."): decode those pieces again with it
+        again = [i for i, h in enumerate(hyps) if h.degenerate]
+        if again:
+            for i, h in zip(again, self._decode_batch([requests[i] for i in again]), strict=True):
+                hyps[i] = h
+        return hyps
 
     def _final_frames(self, requests: list[DecodeRequest]) -> int | None:
         """The encoder window for finals: `final_window_s`, or the longest piece plus 1 s, at most 30 s.
@@ -266,7 +279,7 @@ class WhisperDecoder:
         if window <= 0:
             return None
         longest = max(r.audio.size for r in requests) / SAMPLE_RATE
-        return min(3000, int(np.ceil(max(window, longest + 1.0))) * 100)
+        return min(FULL_WINDOW, int(np.ceil(max(window, longest + 1.0))) * 100)
 
     def _decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         hyps = self._batch(requests)
@@ -382,7 +395,11 @@ class WhisperDecoder:
 
     def _hypothesis(self, segments: Iterable[_Segment], language: str | None, offset: float) -> Hypothesis:
         kept, out_words, logprobs, nsp = [], [], [], []
+        degenerate = 0
         for seg in segments:
+            if self._degenerate(seg):
+                degenerate += 1
+                continue
             if self._hallucinated(seg):
                 continue
             kept.append(seg.text.strip())
@@ -392,14 +409,20 @@ class WhisperDecoder:
                 out_words.append(Word(start=round(w.start + offset, 3), end=round(w.end + offset, 3),
                                       word=w.word.strip(), probability=round(w.probability, 3)))
         return Hypothesis(" ".join(t for t in kept if t), out_words, language,
-                          float(np.mean(logprobs)) if logprobs else None, float(np.max(nsp)) if nsp else None)
+                          float(np.mean(logprobs)) if logprobs else None, float(np.max(nsp)) if nsp else None,
+                          degenerate)
+
+    def _degenerate(self, seg: _Segment) -> bool:
+        """A decoding loop: text without a single letter or digit, or one phrase over and over
+        (a long scripted disclosure compresses well too: only a real loop counts)."""
+        if seg.text.strip() and not re.search(r"\w", seg.text):
+            return True
+        return seg.compression_ratio > self.settings.compression_ratio_threshold and _looping(seg.text)
 
     def _hallucinated(self, seg: _Segment) -> bool:
         s = self.settings
         if seg.no_speech_prob > s.no_speech_threshold and seg.avg_logprob < s.log_prob_threshold:
             return True
-        if seg.compression_ratio > s.compression_ratio_threshold and _looping(seg.text):
-            return True  # a long scripted disclosure compresses well too: only a real loop is dropped
         return bool(HALLUCINATIONS.search(seg.text))
 
 
