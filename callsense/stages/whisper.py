@@ -235,7 +235,8 @@ class WhisperDecoder:
         self.beam_size = beam_size or settings.beam_size
 
     def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
-        with self.gate.final():  # an encoder pass like any decode
+        # an encoder pass like any decode, over a final's window: the language is as clear in 15 s
+        with self.gate.final(), encoder_frames(self._window(audio.size)):
             _, _, probs = self.model.detect_language(audio)
         return _best_language(probs, allowed)
 
@@ -275,11 +276,13 @@ class WhisperDecoder:
         """The encoder window for finals: `final_window_s`, or the longest piece plus 1 s, at most 30 s.
         The encoder is most of a final's cost and grows with its window; Whisper pads every input to
         30 s, but a 15 s window decodes turns of a call as well (docs/benchmarks.md)."""
+        return self._window(max(r.audio.size for r in requests))
+
+    def _window(self, samples: int) -> int | None:
         window = self.settings.final_window_s
         if window <= 0:
             return None
-        longest = max(r.audio.size for r in requests) / SAMPLE_RATE
-        return min(FULL_WINDOW, int(np.ceil(max(window, longest + 1.0))) * 100)
+        return min(FULL_WINDOW, int(np.ceil(max(window, samples / SAMPLE_RATE + 1.0))) * 100)
 
     def _decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         hyps = self._batch(requests)
