@@ -72,6 +72,7 @@ class DiarizationSettings(_Strict):
     window_s: float = 5.0
     step_s: float = 0.5
     echo_dominance_db: float = 10.0
+    own_process: bool = True  # live mono calls: diarize in a child process, off the calls' threads
 
 
 class EmotionSettings(_Strict):

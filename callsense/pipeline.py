@@ -40,7 +40,14 @@ from callsense.stages.emotion import EmotionStage
 from callsense.stages.escalation import EscalationState
 from callsense.stages.hints import HintEngine
 from callsense.stages.overlaps import OverlapDetector
-from callsense.stages.speakers import ChannelGate, ChannelSpeakers, MonoSpeakers, RoleAssigner, load_voiceprint
+from callsense.stages.speakers import (
+    ChannelGate,
+    ChannelSpeakers,
+    Diarizer,
+    MonoSpeakers,
+    RoleAssigner,
+    load_voiceprint,
+)
 from callsense.stages.text_emotion import TextEmbedder, embed_early
 from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder
 
@@ -83,7 +90,7 @@ class CallPipeline:
         self.settings, self.models = settings, models
         self.call_id = call_id or uuid.uuid4().hex[:12]
         self.roles, self.operator_id, self.source = roles, operator_id, source
-        self.partials = partials and not offline
+        self.partials, self.offline = partials and not offline, offline
         self.mono = len(roles) == 1 and roles[0] == "unknown"
         self.language = language or settings.asr.language
         self.seq = Sequencer(self.call_id)
@@ -117,12 +124,18 @@ class CallPipeline:
     def _speakers(self) -> ChannelSpeakers | MonoSpeakers:
         if not self.mono:
             return ChannelSpeakers()
+        voiceprint = load_voiceprint(self.operator_id) if self.operator_id else None
+        return MonoSpeakers(self._diarizer(), RoleAssigner(voiceprint=voiceprint))
+
+    def _diarizer(self) -> Diarizer:
+        """Live: in the process's diarizer child, so torch does not share the call's cores with
+        Whisper; a recording (one call per process): on this thread."""
+        if self.settings.diarization.own_process and not self.offline:
+            return self.models.diarizer_host.open()
         from callsense.stages.diarization import StreamingDiarizer  # pyannote and torch: mono calls only
 
-        diarizer = StreamingDiarizer(self.settings.models, self.settings.diarization,
-                                     segmentation=self.models.segmentation, embedding=self.models.embedding)
-        voiceprint = load_voiceprint(self.operator_id) if self.operator_id else None
-        return MonoSpeakers(diarizer, RoleAssigner(voiceprint=voiceprint))
+        return StreamingDiarizer(self.settings.models, self.settings.diarization,
+                                 segmentation=self.models.segmentation, embedding=self.models.embedding)
 
     # -- the call, chunk by chunk --
 
@@ -297,7 +310,11 @@ def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:
         list(pool.map(lambda _: list(whisper.transcribe(tone, language="en", beam_size=1)[0]), range(workers)))
     models.text_emotion.score(["hello"])
     features(tone)  # librosa's YIN is JIT-compiled on first use (about a second)
-    if mono:
+    if mono and settings.diarization.own_process:  # the diarizer's child starts and loads its models now
+        probe = models.diarizer_host.open()
+        probe.push(tone)
+        probe.wait()
+    elif mono:
         _ = models.segmentation, models.embedding
     _warm_text(settings)
     # a throwaway call: the stage modules' sessions and first-use paths

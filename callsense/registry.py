@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pyannote.audio import Model as PyannoteModel
 
     from callsense.stages.diarization import CamPlusPlus
+    from callsense.stages.diarizer_process import DiarizerHost
     from callsense.stages.prosody import SpeechEmotionModel
     from callsense.stages.text_emotion import TextEmotion
     from callsense.stages.transcription import DecodeGate
@@ -94,6 +95,13 @@ class Models:
         from callsense.stages.diarization import CamPlusPlus
 
         return self._get("embedding", CamPlusPlus.from_bundle)
+
+    @property
+    def diarizer_host(self) -> DiarizerHost:
+        """One per process: live mono calls' diarization runs in its child process."""
+        from callsense.stages.diarizer_process import DiarizerHost
+
+        return self._get("diarizer_host", lambda: DiarizerHost(self.settings.models, self.settings.diarization))
 
     def loaded(self, name: str) -> bool:
         return name in self._cache

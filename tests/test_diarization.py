@@ -33,6 +33,45 @@ def test_streaming_diarization_keeps_labels_and_cap(settings, models, data):
     assert der < 0.3  # far better than one-speaker-for-all (the figure is reported by bench)
 
 
+def test_diarization_in_its_own_process_labels_as_on_the_call_thread(settings, models):
+    """A live mono call's diarizer runs in a child process (off the call's thread): fed the same
+    chunks, it gives every stretch of the call the speaker the in-thread diarizer gives it."""
+    from callsense.stages.diarizer_process import DiarizerHost
+
+    audio = read_audio(SAMPLES / "pyannote_sample.wav")[0]
+    local = StreamingDiarizer(settings.models, settings.diarization, models.segmentation, models.embedding)
+    host = DiarizerHost(settings.models, settings.diarization)
+    try:
+        remote = host.open()
+        for i in range(0, audio.size, 1600):
+            local.push(audio[i : i + 1600])
+            remote.push(audio[i : i + 1600])
+        local.flush()
+        remote.flush()
+        grid = [(t, t + 1.0) for t in np.arange(0.0, audio.size / 16000 - 1.0, 0.5)]
+        assert [remote.speaker_at(a, b) for a, b in grid] == [local.speaker_at(a, b) for a, b in grid]
+        assert [c.label for c in remote.centroids] == [c.label for c in local.centroids] and len(local.centroids) == 2
+
+        # the child dies mid-call: the call goes on diarizing on its own thread from there, and the
+        # next call gets a new child
+        during = host.open()
+        for i in range(0, 16000 * 3, 1600):
+            during.push(audio[i : i + 1600])
+        assert during.wait(timeout=60.0) and during.connected
+        host._proc.kill()
+        host._proc.join()
+        for i in range(16000 * 3, 16000 * 12, 1600):
+            during.push(audio[i : i + 1600])
+        during.flush()
+        assert not during.connected and during.local is not None
+        assert during.speaker_at(6.0, 10.0) is not None
+        again = host.open()
+        again.push(audio[: 16000 * 3])
+        assert again.wait(timeout=60.0) and again.connected
+    finally:
+        host.close()
+
+
 def test_echo_gate_mutes_leakage_but_keeps_overtalk(data):
     speech = read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0][: 16000 * 3]
     other = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0][: 16000 * 3]

@@ -80,7 +80,8 @@ async def load_round(url: str, token: str, calls: list[Path], audio_s: float, ta
     kept = not refused and max_lag < KEEP_UP_S and wall - audio_s < KEEP_UP_S
     return {"calls": k, "refused": refused, "max_lag_s": round(max_lag, 2), "finish_delay_s": round(wall - audio_s, 1),
             "kept_up": kept, "event_delivery_p95_s": _p95(latencies), "cpu_cores_used": round(cpu, 2),
-            "optional_decodes_skipped": skipped[0], "wall_s": round(wall, 1)}
+            "optional_decodes_skipped": skipped[0], "wall_s": round(wall, 1),
+            "max_lag_by_call_s": {cid.removeprefix(f"{tag}-"): round(v, 2) for cid, v in sorted(lags.items())}}
 
 
 def _p95(values: list[float]) -> float | None:

@@ -13,15 +13,28 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from callsense.events import TranscriptFinal, TranscriptPartial, Word
 from callsense.models import cache_dir
 
-if TYPE_CHECKING:
-    from callsense.stages.diarization import StreamingDiarizer
+
+class Diarizer(Protocol):
+    """What `MonoSpeakers` needs of a streaming diarizer: `diarization.StreamingDiarizer` on the call's
+    thread, or `diarizer_process.RemoteDiarizer` in a process of its own."""
+
+    @property
+    def centroids(self) -> list[Any]: ...
+
+    def push(self, audio: np.ndarray) -> list[Any]: ...
+
+    def seek(self, sample: int) -> None: ...
+
+    def flush(self) -> list[Any]: ...
+
+    def speaker_at(self, start: float, end: float) -> str | None: ...
 
 # --- stereo: echo gate -----------------------------------------------------------------------
 
@@ -177,7 +190,7 @@ class MonoSpeakers:
     the speaker talking at their time (a final is split where the speaker changes), and roles come
     from the operator's enrolled voiceprint when there is one, else from the conversation."""
 
-    def __init__(self, diarizer: StreamingDiarizer, roles: RoleAssigner) -> None:
+    def __init__(self, diarizer: Diarizer, roles: RoleAssigner) -> None:
         self.diarizer, self.roles = diarizer, roles
         self._voices_seen: dict[str, int] = {}
 
