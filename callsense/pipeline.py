@@ -310,10 +310,11 @@ def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:
         list(pool.map(lambda _: list(whisper.transcribe(tone, language="en", beam_size=1)[0]), range(workers)))
     models.text_emotion.score(["hello"])
     features(tone)  # librosa's YIN is JIT-compiled on first use (about a second)
-    if mono and settings.diarization.own_process:  # the diarizer's child starts and loads its models now
+    if settings.diarization.own_process:  # live mono calls' diarizer: its child loads meanwhile
         probe = models.diarizer_host.open()
-        probe.push(tone)
-        probe.wait()
+        if mono:
+            probe.push(tone)
+            probe.wait()
     elif mono:
         _ = models.segmentation, models.embedding
     _warm_text(settings)

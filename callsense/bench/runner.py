@@ -324,7 +324,7 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
         ("diarization", lambda: bench_diarization(data, settings, models)),
         ("text_emotion", lambda: bench_text(data, settings, models, 600 if quick else None)),
         ("speech_emotion", lambda: bench_speech_emotion(data, models)),
-        ("load", lambda: bench_load(settings, models, [1, 2] if quick else [1, 2, 4, 6], tmp, mono=None if quick else 3)),
+        ("load", lambda: bench_load(settings, models, [1, 2] if quick else [1, 2, 4, 6, 8], tmp, mono=None if quick else 3)),
         ("audit", lambda: bench_audit(settings, data, [1] if quick else [1, 2], tmp, 2 if quick else 4)),
         ("privacy", lambda: bench_privacy(data)),
         ("hints", lambda: bench_hints(settings, models, data)),
