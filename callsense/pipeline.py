@@ -304,22 +304,23 @@ def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:
     if models.warmed:
         return
     tone = (0.1 * np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32)
+    diarizer = None
+    if settings.diarization.own_process:  # live mono calls' diarizer: its child loads meanwhile
+        diarizer = models.diarizer_host.open()
+        diarizer.push(tone)
+    elif mono:
+        _ = models.segmentation, models.embedding
     whisper = models.whisper
     workers = settings.models.whisper_workers
     with ThreadPoolExecutor(workers) as pool:  # warm every worker replica
         list(pool.map(lambda _: list(whisper.transcribe(tone, language="en", beam_size=1)[0]), range(workers)))
     models.text_emotion.score(["hello"])
     features(tone)  # librosa's YIN is JIT-compiled on first use (about a second)
-    if settings.diarization.own_process:  # live mono calls' diarizer: its child loads meanwhile
-        probe = models.diarizer_host.open()
-        if mono:
-            probe.push(tone)
-            probe.wait()
-    elif mono:
-        _ = models.segmentation, models.embedding
     _warm_text(settings)
     # a throwaway call: the stage modules' sessions and first-use paths
     CallPipeline(settings, models, ["operator", "customer"], source="warm-up").run([AudioChunk(np.stack([tone, tone]), 0.0)])
+    if diarizer is not None:  # ready before calls come: loading it beside a call would slow the call
+        diarizer.wait(timeout=120.0)
     models.warmed = True
 
 
