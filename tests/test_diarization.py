@@ -72,6 +72,30 @@ def test_diarization_in_its_own_process_labels_as_on_the_call_thread(settings, m
         host.close()
 
 
+def _diarize_in_a_daemon(answers) -> None:
+    from callsense.config import load_settings
+    from callsense.stages.diarizer_process import DiarizerHost
+
+    settings = load_settings()
+    host = DiarizerHost(settings.models, settings.diarization)
+    remote = host.open()  # a daemon process may not start children
+    remote.push(read_audio(SAMPLES / "pyannote_sample.wav")[0][: 16000 * 8])
+    remote.flush()
+    answers.put((host.failed, remote.local is not None, remote.speaker_at(0.0, 8.0)))
+
+
+def test_a_server_that_cannot_start_the_diarizer_child_diarizes_on_the_call_thread():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    answers = ctx.Queue()
+    proc = ctx.Process(target=_diarize_in_a_daemon, args=(answers,), daemon=True)
+    proc.start()
+    failed, local, speaker = answers.get(timeout=300)
+    proc.join()
+    assert failed and "daemon" in failed and local and speaker is not None
+
+
 def test_echo_gate_mutes_leakage_but_keeps_overtalk(data):
     speech = read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0][: 16000 * 3]
     other = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0][: 16000 * 3]

@@ -130,6 +130,7 @@ class DiarizerHost:
         self._conn: Connection | None = None
         self._proc: Any = None
         self.generation = 0  # which child: calls opened in an earlier one are not sent to a new one
+        self.failed: str | None = None  # why the last child could not start
 
     @property
     def alive(self) -> bool:
@@ -139,7 +140,10 @@ class DiarizerHost:
         """A diarizer for a new call (starting the child if there is none, or it died)."""
         with self._send_lock:
             if not self.alive:
-                self._start()
+                try:
+                    self._start()
+                except Exception as exc:  # no child here (e.g. inside a daemon process): calls diarize on their thread
+                    self.failed = f"{type(exc).__name__}: {exc}"
             generation = self.generation
         key = next(self._keys)
         remote = RemoteDiarizer(self, key, generation)
