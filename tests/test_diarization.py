@@ -1,3 +1,5 @@
+import gc
+
 import numpy as np
 import pytest
 from pyannote.metrics.diarization import DiarizationErrorRate
@@ -51,6 +53,17 @@ def test_diarization_in_its_own_process_labels_as_on_the_call_thread(settings, m
         grid = [(t, t + 1.0) for t in np.arange(0.0, audio.size / 16000 - 1.0, 0.5)]
         assert [remote.speaker_at(a, b) for a, b in grid] == [local.speaker_at(a, b) for a, b in grid]
         assert [c.label for c in remote.centroids] == [c.label for c in local.centroids] and len(local.centroids) == 2
+
+        # calls that ended (nobody holds them) leave the child: its memory does not grow call by call
+        del remote
+        for _ in range(3):
+            short = host.open()
+            short.push(audio[:16000])
+            del short
+        gc.collect()
+        last = host.open()
+        last.push(audio[:16000])
+        assert last.wait(timeout=60.0) and host.open_calls == 1
 
         # the child dies mid-call: the call goes on diarizing on its own thread from there, and the
         # next call gets a new child

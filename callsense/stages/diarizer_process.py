@@ -15,6 +15,7 @@ goes on diarizing on its own thread from where the child stopped; the next call 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import multiprocessing
 import threading
@@ -43,9 +44,11 @@ class RemoteDiarizer:
         self.local: Any = None  # a StreamingDiarizer on the call's thread, once the child is gone
         self._turns: list[tuple[float, float, str]] = []
         self._sent = self._done = 0  # messages sent, and answered by the child
-        self._samples = 0  # audio sent so far
+        self._samples = 0  # audio sent to the child (where this thread took over, once it did)
         self._cond = threading.Condition()
-        weakref.finalize(self, host.send, ("close", key, None), generation)  # the child forgets a call nobody holds
+        # the child forgets a call nobody holds; a finalizer may run inside `send` (garbage collection
+        # at any allocation), so it only queues the key, and the next send passes it on
+        weakref.finalize(self, host.closed.append, (key, generation))
 
     def push(self, audio: np.ndarray) -> list[Any]:
         if self._on_own_thread():
@@ -127,10 +130,12 @@ class DiarizerHost:
         self._keys = itertools.count()
         self._calls: weakref.WeakValueDictionary[int, RemoteDiarizer] = weakref.WeakValueDictionary()
         self._send_lock = threading.Lock()
+        self.closed: collections.deque[tuple[int, int]] = collections.deque()  # calls gone, not yet told
         self._conn: Connection | None = None
         self._proc: Any = None
         self.generation = 0  # which child: calls opened in an earlier one are not sent to a new one
         self.failed: str | None = None  # why the last child could not start
+        self.open_calls = 0  # calls the child holds, as of its last answer
 
     @property
     def alive(self) -> bool:
@@ -156,6 +161,10 @@ class DiarizerHost:
             if self._conn is None or generation != self.generation:
                 return False
             try:
+                while self.closed:
+                    key, born = self.closed.popleft()
+                    if born == self.generation:
+                        self._conn.send(("close", key, None))
                 self._conn.send(message)
                 return True
             except (OSError, ValueError):  # the child is gone
@@ -187,7 +196,7 @@ class DiarizerHost:
     def _read(self, conn: Connection) -> None:
         try:
             while True:
-                key, turns, centroids = conn.recv()
+                key, turns, centroids, self.open_calls = conn.recv()
                 remote = self._calls.get(key)
                 if remote is not None:
                     remote._answer(turns, centroids)
@@ -228,4 +237,4 @@ def _serve(conn: Connection, models: dict[str, Any], settings: dict[str, Any]) -
             diarizer.seek(int(payload))
             turns = []
         conn.send((key, [(seg.start, seg.end, label) for seg, label in turns],
-                   [(c.label, c.vector, c.count) for c in diarizer.centroids]))
+                   [(c.label, c.vector, c.count) for c in diarizer.centroids], len(calls)))
