@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from pyannote.core import Annotation, Segment
 
 from callsense.config import SAMPLE_RATE, DiarizationSettings, ModelSettings
 from callsense.models import ModelMissing, campplus_paths, segmentation_path
-from callsense.stages.speakers import voiceprint_dir
+from callsense.stages.speakers import SpeakerCentroid, speaker_in, voiceprint_dir, voiceprint_path
 
 CELL = 160  # 10 ms: the grid on which the streaming diarizer aggregates its windows
 
@@ -128,13 +126,6 @@ class OfflineDiarizer:
 
 
 # --- streaming ---------------------------------------------------------------------------------
-
-
-@dataclass
-class SpeakerCentroid:
-    label: str
-    vector: np.ndarray
-    count: int = 1
 
 
 class StreamingDiarizer:
@@ -306,10 +297,7 @@ class StreamingDiarizer:
 
     def speaker_at(self, start: float, end: float) -> str | None:
         """The speaker who talks most within [start, end]."""
-        crop = self.annotation.crop(Segment(start, end))
-        if not crop:
-            return None
-        return max(crop.labels(), key=lambda lbl: crop.label_duration(lbl))
+        return speaker_in(self.annotation, start, end)
 
 
 def read_rttm(path: Path) -> Annotation:
@@ -338,6 +326,6 @@ def enroll(operator_id: str, clips: list[np.ndarray], embedding: CamPlusPlus | N
     mean = np.mean(vectors, axis=0)
     mean /= np.linalg.norm(mean) + 1e-9
     voiceprint_dir().mkdir(parents=True, exist_ok=True)
-    path = voiceprint_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', operator_id)}.json"
+    path = voiceprint_path(operator_id)
     path.write_text(json.dumps({"operator_id": operator_id, "clips": len(vectors), "vector": mean.tolist()}))
     return path

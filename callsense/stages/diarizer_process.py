@@ -24,15 +24,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
+from pyannote.core import Annotation, Segment  # the data structures only: no torch in this process
 
 from callsense.config import SAMPLE_RATE, DiarizationSettings, ModelSettings
+from callsense.stages.speakers import SpeakerCentroid, speaker_in
 
 WAIT_S = 10.0  # the longest a final waits for the diarizer to catch up before it takes what there is
-
-
-class _Centroid:
-    def __init__(self, label: str, vector: np.ndarray, count: int) -> None:
-        self.label, self.vector, self.count = label, vector, count
 
 
 class RemoteDiarizer:
@@ -40,9 +37,9 @@ class RemoteDiarizer:
 
     def __init__(self, host: DiarizerHost, key: int, generation: int) -> None:
         self.host, self.key, self.generation = host, key, generation
-        self.centroids: list[Any] = []
+        self.centroids: list[SpeakerCentroid] = []
         self.local: Any = None  # a StreamingDiarizer on the call's thread, once the child is gone
-        self._turns: list[tuple[float, float, str]] = []
+        self.annotation = Annotation()  # the child's labelled turns, as its diarizer holds them
         self._sent = self._done = 0  # messages sent, and answered by the child
         self._samples = 0  # audio sent to the child (where this thread took over, once it did)
         self._cond = threading.Condition()
@@ -76,13 +73,8 @@ class RemoteDiarizer:
         self.wait()
         if self.local is not None and end > self._samples / SAMPLE_RATE - 0.01:
             return self.local.speaker_at(start, end)  # after the child stopped
-        talk: dict[str, float] = {}
         with self._cond:
-            for a, b, label in self._turns:
-                overlap = min(b, end) - max(a, start)
-                if overlap > 0:
-                    talk[label] = talk.get(label, 0.0) + overlap
-        return max(sorted(talk), key=talk.__getitem__) if talk else None  # ties as pyannote breaks them
+            return speaker_in(self.annotation, start, end)
 
     def wait(self, timeout: float = WAIT_S) -> bool:
         with self._cond:
@@ -113,8 +105,9 @@ class RemoteDiarizer:
     def _answer(self, turns: list[tuple[float, float, str]], centroids: list[tuple[str, np.ndarray, int]]) -> None:
         with self._cond:
             self._done += 1
-            self._turns += turns
-            self.centroids = [_Centroid(*c) for c in centroids]
+            for a, b, label in turns:
+                self.annotation[Segment(a, b), label] = label
+            self.centroids = [SpeakerCentroid(*c) for c in centroids]
             self._cond.notify_all()
 
     def _host_died(self) -> None:

@@ -55,11 +55,10 @@ def load_intents(directory: Path, role: str) -> IntentSet:
 class IntentClassifier:
     """Softmax regression on mean-centred, normalised e5 embeddings."""
 
-    def __init__(self, intents: IntentSet, embed: Embed, l2: float = 1e-3, steps: int = 400,
-                 vectors: np.ndarray | None = None) -> None:
+    def __init__(self, intents: IntentSet, embed: Embed, vectors: np.ndarray, l2: float = 1e-3,
+                 steps: int = 400) -> None:
+        """`vectors`: the examples' embeddings by `embed` (`classifier_for` reads them from disk)."""
         self.labels, self.embed, self.min_probability = intents.labels, embed, intents.min_probability
-        if vectors is None:
-            vectors = np.asarray(embed(list(intents.texts)))
         x = self._features(np.asarray(vectors, np.float64), fit=True)
         y = np.zeros((len(intents.targets), len(self.labels)))
         y[np.arange(len(intents.targets)), intents.targets] = 1.0
@@ -119,7 +118,7 @@ def classifier_for(directory: Path, role: str, embed: Embed) -> IntentClassifier
     with _lock:
         if key not in _classifiers:
             intents = load_intents(directory, role)
-            _classifiers[key] = IntentClassifier(intents, embed, vectors=_example_vectors(intents, embed, digest, role))
+            _classifiers[key] = IntentClassifier(intents, embed, _example_vectors(intents, embed, digest, role))
         return _classifiers[key]
 
 

@@ -1,6 +1,7 @@
 """Who is speaking, without models: the echo gate for stereo calls, operator/customer roles, enrolled
-voiceprints, and the attribution of transcripts to speakers (`ChannelSpeakers` for stereo,
-`MonoSpeakers` around the streaming diarizer for mono).
+voiceprints, the attribution of transcripts to speakers (`ChannelSpeakers` for stereo,
+`MonoSpeakers` around the streaming diarizer for mono), and what both streaming diarizers (on the
+call's thread, or in the diarizer process) share: their speakers and who talks in a stretch.
 
 Kept apart from `diarization` (pyannote.audio and torch) so that stereo calls, which need no
 diarization model, do not pay for importing them: about 5 s per process, per audit worker.
@@ -13,12 +14,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from callsense.events import TranscriptFinal, TranscriptPartial, Word
 from callsense.models import cache_dir
+
+if TYPE_CHECKING:
+    from pyannote.core import Annotation
 
 
 class Diarizer(Protocol):
@@ -26,7 +30,7 @@ class Diarizer(Protocol):
     thread, or `diarizer_process.RemoteDiarizer` in a process of its own."""
 
     @property
-    def centroids(self) -> list[Any]: ...
+    def centroids(self) -> list[SpeakerCentroid]: ...
 
     def push(self, audio: np.ndarray) -> list[Any]: ...
 
@@ -157,11 +161,38 @@ def voiceprint_dir() -> Path:
     return cache_dir() / "voiceprints"
 
 
+def voiceprint_path(operator_id: str) -> Path:
+    """Where an operator's voiceprint lives (the id made safe as a file name)."""
+    return voiceprint_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', operator_id)}.json"
+
+
 def load_voiceprint(operator_id: str) -> np.ndarray | None:
-    path = voiceprint_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', operator_id)}.json"
+    path = voiceprint_path(operator_id)
     if not path.exists():
         return None
     return np.asarray(json.loads(path.read_text())["vector"], np.float32)
+
+
+# --- streaming diarizers' shared parts ----------------------------------------------------------
+
+
+@dataclass
+class SpeakerCentroid:
+    """A call-wide speaker of a streaming diarizer: its label and running mean voiceprint."""
+
+    label: str
+    vector: np.ndarray
+    count: int = 1
+
+
+def speaker_in(annotation: Annotation, start: float, end: float) -> str | None:
+    """The speaker who talks most within [start, end] of a diarizer's labelled turns."""
+    from pyannote.core import Segment
+
+    crop = annotation.crop(Segment(start, end))
+    if not crop:
+        return None
+    return str(max(crop.labels(), key=lambda lbl: crop.label_duration(lbl)))
 
 
 # --- attribution: which speaker and role each transcript belongs to ---------------------------

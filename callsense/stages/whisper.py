@@ -259,7 +259,7 @@ class WhisperDecoder:
 
     def decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         """Final-quality decodes of several pieces at once (call within a gate slot)."""
-        frames = self._final_frames(requests)
+        frames = self._window(max(r.audio.size for r in requests))
         with encoder_frames(frames):
             hyps = self._decode_batch(requests)
         if frames is None or frames >= FULL_WINDOW:
@@ -272,13 +272,10 @@ class WhisperDecoder:
                 hyps[i] = h
         return hyps
 
-    def _final_frames(self, requests: list[DecodeRequest]) -> int | None:
-        """The encoder window for finals: `final_window_s`, or the longest piece plus 1 s, at most 30 s.
-        The encoder is most of a final's cost and grows with its window; Whisper pads every input to
-        30 s, but a 15 s window decodes turns of a call as well (docs/benchmarks.md)."""
-        return self._window(max(r.audio.size for r in requests))
-
     def _window(self, samples: int) -> int | None:
+        """The encoder window for finals of up to `samples`: `final_window_s`, or the piece plus 1 s,
+        at most 30 s. The encoder is most of a final's cost and grows with its window; Whisper pads
+        every input to 30 s, but a 15 s window decodes turns of a call as well (docs/benchmarks.md)."""
         window = self.settings.final_window_s
         if window <= 0:
             return None
