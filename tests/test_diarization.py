@@ -63,6 +63,10 @@ def test_diarization_in_its_own_process_labels_as_on_the_call_thread(settings, m
         gc.collect()
         last = host.open()
         last.push(audio[:16000])
+        assert last.wait(timeout=60.0)
+        # an ended call's key is passed on with the next message; a call whose answer the reading
+        # thread was handing over as it ended is queued then, so one more round trip passes it on
+        last.push(audio[16000:32000])
         assert last.wait(timeout=60.0) and host.open_calls == 1
 
         # the child dies mid-call: the call goes on diarizing on its own thread from there, and the

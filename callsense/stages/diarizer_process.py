@@ -190,12 +190,19 @@ class DiarizerHost:
         try:
             while True:
                 key, turns, centroids, self.open_calls = conn.recv()
-                remote = self._calls.get(key)
-                if remote is not None:
-                    remote._answer(turns, centroids)
+                self._deliver(key, turns, centroids)
         except (EOFError, OSError):
             for remote in list(self._calls.values()):  # nobody waits for a dead child
                 remote._host_died()
+
+
+    def _deliver(self, key: int, turns: list[tuple[float, float, str]],
+                 centroids: list[tuple[str, np.ndarray, int]]) -> None:
+        # its own frame: a reference held in the reading loop would keep an ended call alive (and in
+        # the child) until the next answer came
+        remote = self._calls.get(key)
+        if remote is not None:
+            remote._answer(turns, centroids)
 
 
 def _serve(conn: Connection, models: dict[str, Any], settings: dict[str, Any]) -> None:
