@@ -65,6 +65,28 @@ def test_audit_is_resumable_and_survives_corrupt_files(tmp_path):
     assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 1, again.stderr
 
 
+def _blas_threads() -> int:
+    import numpy  # noqa: F401  (loads its BLAS)
+    from threadpoolctl import threadpool_info
+
+    return max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
+def test_audit_workers_run_math_libraries_on_their_share_of_the_cores():
+    """An audit worker's BLAS pool is as wide as the worker's share of the cores, not as the machine
+    (it would compete with the other workers); the audit leaves its own environment as it was."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from callsense.reports.audit import MATH_THREADS, _worker_threads
+
+    before = {k: os.environ.get(k) for k in MATH_THREADS}
+    with _worker_threads(1), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_blas_threads).result() == 1
+    assert {k: os.environ.get(k) for k in MATH_THREADS} == before
+
+
 @pytest.mark.slow
 def test_audit_runs_on_a_local_dask_cluster(settings, tmp_path):
     pytest.importorskip("distributed")

@@ -14,6 +14,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from callsense.reports.store import Store
 AUDIO = {".wav", ".flac", ".mp3", ".ogg"}
 CHATS = {".json"}  # chat and ticket transcripts (docs/protocol.md)
 _MODELS: Any = None  # one copy of the models per worker process
+MATH_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def find_calls(folder: Path) -> list[dict[str, Any]]:
@@ -117,6 +119,24 @@ def _dask(calls: list[dict[str, Any]], settings_json: str, workers: int, address
             cluster.close()
 
 
+@contextmanager
+def _worker_threads(n: int) -> Iterator[None]:
+    """Worker processes started meanwhile inherit math libraries limited to `n` threads, their share
+    of the cores (as loky does for its workers): otherwise each library's own pool (OpenBLAS spins
+    after every call) competes with the other workers. Bench's 8 calls on 2 cores, 2 workers: about
+    45 s instead of 47-55 s (docs/benchmarks.md)."""
+    saved = {k: os.environ.get(k) for k in MATH_THREADS}
+    os.environ.update(dict.fromkeys(MATH_THREADS, str(n)))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_audit(folder: Path, out: Path, settings: Settings, workers: int = 1, engine: str = "local",
               address: str | None = None) -> dict[str, Any]:
     from callsense.events import parse_event
@@ -130,8 +150,9 @@ def run_audit(folder: Path, out: Path, settings: Settings, workers: int = 1, eng
     settings.models.whisper_threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
     settings_json = settings.model_dump_json()
     results = _dask(todo, settings_json, workers, address) if engine == "dask" else _local(todo, settings_json, workers)
-    with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[last]}")) as bar:
+    with _worker_threads(settings.models.whisper_threads), \
+            Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     TextColumn("{task.fields[last]}")) as bar:
         task = bar.add_task("audit", total=len(calls), completed=len(calls) - len(todo), last="")
         for res in results:
             if res["status"] == "done":

@@ -325,12 +325,13 @@ class WhisperDecoder:
     def _rest(self, requests: list[DecodeRequest], hyps: list[Hypothesis], seeks: list[float],
               language: str) -> list[Hypothesis]:
         """Whisper may stop before the end of its window (a timestamp pair, then the end): as
-        faster-whisper's sequential path does, the rest of the audio is decoded again from there."""
+        faster-whisper's sequential path does, the rest of the audio is decoded again from there,
+        in a window for the rest (a few seconds of a packed window need no 30 s encoder pass)."""
         todo = [i for i, (r, seek) in enumerate(zip(requests, seeks, strict=True))
                 if r.audio.size / SAMPLE_RATE - seek >= MIN_REST_S]
         if not todo:
             return hyps
-        rest = self._batch([DecodeRequest(requests[i].audio[int(seeks[i] * SAMPLE_RATE):], language,
+        rest = self.decode_batch([DecodeRequest(requests[i].audio[int(seeks[i] * SAMPLE_RATE):], language,
                                           requests[i].offset + seeks[i]) for i in todo])
         for i, more in zip(todo, rest, strict=True):
             hyps[i] = hyps[i].extend(more)
