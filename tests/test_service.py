@@ -263,3 +263,13 @@ def test_kill_9_mid_call_keeps_what_was_heard(tmp_path):
     finals = [e for e in kept.events("killed") if e.type == "transcript_final"]
     assert finals and max(f.end for f in finals) > 8, "the first part of the call survived the kill"
     assert json.loads(row[1])["metrics"]["duration_s"] > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_call_threads_run_with_capped_malloc_arenas():
+    """Live calls run on many threads; glibc would give them up to 8 malloc arenas per core and keep
+    their memory, so the server grew with every round of concurrent calls (soak, docs/benchmarks.md).
+    The C library takes the cap of one arena per core."""
+    from callsense.service.calls import cap_malloc_arenas
+
+    assert cap_malloc_arenas(os.cpu_count() or 2)

@@ -1,9 +1,11 @@
 """`callsense bench --only soak`: does a server that runs for many calls stay bounded and lose nothing?
 
-100 calls one after another, then 4 at once, each streamed as fast as the server takes it (speed 0:
-backpressure), with one supervisor console connected throughout. Figures: server RSS after the
-first 10 calls and at the end (the goal is within 10%), calls kept in memory, and whether every
-final the store holds reached the console (the goal is all of them).
+100 calls one after another, then two rounds of 4 at once, each streamed as fast as the server takes
+it (speed 0: backpressure), with one supervisor console connected throughout. Figures: server RSS
+after the first 10 calls and at the end (the goal is within 10%), and the growth from call 10 to 100
+and between the two concurrent rounds (several pipelines at once raise the working set once; a leak
+keeps raising it); calls kept in memory, and whether every final the store holds reached the console
+(the goal is all of them).
 """
 
 from __future__ import annotations
@@ -86,13 +88,16 @@ async def _soak(settings: Settings, models: Models, clips: list[Path], sequentia
         if i + 1 == 10:
             rss["after_10_calls_mb"] = proc.memory_info().rss / 2**20
     rss[f"after_{sequential}_calls_mb"] = proc.memory_info().rss / 2**20
-    results = await asyncio.gather(*(stream_file(clips[i % len(clips)], url, "bench", speed=0,
-                                                 call_id=f"soak-c{i}") for i in range(concurrent)))
-    ids += [r["call_id"] for r in results]
-    unclean += [r["call_id"] for r in results if not r["clean"]]
+    # two rounds of concurrent calls: the first raises the working set (several pipelines at once),
+    # the second shows whether it keeps rising
+    for round_ in ("after_concurrent_mb", "end_mb"):
+        results = await asyncio.gather(*(stream_file(clips[i % len(clips)], url, "bench", speed=0,
+                                                     call_id=f"soak-{round_[:3]}{i}") for i in range(concurrent)))
+        ids += [r["call_id"] for r in results]
+        unclean += [r["call_id"] for r in results if not r["clean"]]
+        await asyncio.sleep(1.0)
+        rss[round_] = proc.memory_info().rss / 2**20
     wall = time.monotonic() - t0
-    await asyncio.sleep(1.0)
-    rss["end_mb"] = proc.memory_info().rss / 2**20
     in_memory = {"rooms": len(server.fanout.rooms), "calls": len(server.calls)}
     watcher.cancel()
     await server.shutdown()
@@ -100,9 +105,12 @@ async def _soak(settings: Settings, models: Models, clips: list[Path], sequentia
     stored = {cid: {e.seq for e in store.events(cid) if e.type == "transcript_final"} for cid in ids}
     missing = sum(len(seqs - finals[cid]) for cid, seqs in stored.items())
     growth = (rss["end_mb"] - rss["after_10_calls_mb"]) / rss["after_10_calls_mb"]
+    sequential_growth = (rss[f"after_{sequential}_calls_mb"] - rss["after_10_calls_mb"]) / rss["after_10_calls_mb"]
+    concurrent_growth = (rss["end_mb"] - rss["after_concurrent_mb"]) / rss["after_concurrent_mb"]
     return {
         "calls": len(ids), "audio_h": round(len(ids) * CLIP_S / 3600, 3), "wall_s": round(wall, 1),
         **{k: round(v) for k, v in rss.items()}, "rss_growth_after_10": round(growth, 3),
+        "rss_growth_sequential": round(sequential_growth, 3), "rss_growth_concurrent_round_2": round(concurrent_growth, 3),
         "rss_within_10pct": abs(growth) <= 0.10, "finals_stored": sum(len(s) for s in stored.values()),
         "finals_missing_at_console": missing, "unclean_calls": len(unclean), "left_in_memory": in_memory,
     }

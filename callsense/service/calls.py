@@ -11,10 +11,13 @@ socket (backpressure) instead of dropping audio.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -34,6 +37,28 @@ from callsense.service.mailbox import Mailbox
 log = logging.getLogger("callsense.calls")
 R = TypeVar("R")
 MAX_STEP_S = 1.0  # audio merged into one pipeline step when a call is behind
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def call_executor() -> ThreadPoolExecutor:
+    """The threads that run live calls, one per busy call (Whisper's concurrency is bounded by the
+    DecodeGate, not by this pool). glibc gives threads that contend for malloc arenas of their own,
+    up to 8 per core, and seldom gives their memory back: a server grew about 50 MB with each round
+    of 4 concurrent calls (soak, docs/benchmarks.md), flat with one arena per core. So the arenas are
+    capped first, unless the user set MALLOC_ARENA_MAX."""
+    if not os.environ.get("MALLOC_ARENA_MAX"):
+        cap_malloc_arenas(os.cpu_count() or 2)
+    return ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
+
+
+def cap_malloc_arenas(arenas: int) -> bool:
+    """True when the C library took the cap (glibc on Linux); elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # a C library without mallopt
+        return False
 
 
 @dataclass

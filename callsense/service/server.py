@@ -19,7 +19,6 @@ import logging
 import shutil
 import ssl
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,7 +30,7 @@ from callsense.config import Settings, TokenGrant
 from callsense.pipeline import CallPipeline, warm_up
 from callsense.registry import Models
 from callsense.reports.store import Store
-from callsense.service.calls import Call, Feedback, LiveCall, recover_interrupted
+from callsense.service.calls import Call, Feedback, LiveCall, call_executor, recover_interrupted
 from callsense.service.fanout import FanOut
 from callsense.service.http import Http, token_of
 from callsense.service.ingest import Refused, TcpTransport, WebsocketTransport, ingest
@@ -46,8 +45,7 @@ class CallServer:
         self.settings = settings
         self.models = models or Models(settings)
         self.calls: dict[str, LiveCall] = {}
-        # one thread per busy call; Whisper's concurrency is bounded by the DecodeGate, not by this pool
-        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
+        self.executor = call_executor()
         self.store: Store | None = None
         # with redact_pii off, supervisors see what the disk holds: raw
         self.fanout = FanOut(settings.server, None, self._feedback, settings.report.redact_operator_view)

@@ -25,7 +25,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,7 +39,7 @@ from callsense.registry import Models
 from callsense.reports.privacy import redact_events
 from callsense.reports.store import Store
 from callsense.service import broker as b
-from callsense.service.calls import Call, End, SourceError, persist_report, recover_interrupted
+from callsense.service.calls import Call, End, SourceError, call_executor, persist_report, recover_interrupted
 
 log = logging.getLogger("callsense.worker")
 CHECKPOINT_S = 1.0
@@ -291,7 +290,7 @@ class Worker:
         self.redis: aredis.Redis | None = None
         self.sync: redis.Redis = b.connect_sync(settings.cluster.broker)
         self.store = Store(settings.server.store)
-        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="call")
+        self.executor = call_executor()
         self._stop = threading.Event()
         self._last_taken = 0.0
 
