@@ -44,18 +44,31 @@ class Diarizer(Protocol):
 
 
 class ChannelGate:
-    """Mutes 32 ms frames of a channel when another channel is louder by `dominance_db`:
-    a quiet copy of the other party (echo, cross-talk) is not this party speaking.
+    """Mutes 32 ms frames of a channel that hold only the other party: echo or cross-talk.
+
+    Leak is a copy of the other channel attenuated by the line's echo path loss, which is the same
+    all call long; the party's own speech over the other (over-talk) is far louder than that copy.
+    Each channel learns its loss as the median level difference to the loudest other channel over
+    the frames where that one speaks (most of that time this channel carries nothing but the leak,
+    or digital silence), and a frame is muted when it is within `margin_db` of the leak, never
+    when it is within `dominance_db` of the other. Until `LEARN_FRAMES` frames have been seen (about
+    3 s of the other party) the rule is the fixed one: muted when the other is `dominance_db` louder.
 
     Frames lie on a fixed grid from the start of the call, whatever the chunk sizes (they vary with
-    load): the last incomplete frame waits for the next chunk (at most 32 ms), so the same call is
-    gated the same way on every run and after a takeover by another worker."""
+    load), and each frame's decision uses the frames before it: the last incomplete frame waits for
+    the next chunk (at most 32 ms), so the same call is gated the same way on every run and after a
+    takeover by another worker."""
 
     FRAME = 512
+    SPEAKING_DB = -45.0  # a frame level (dBFS) at which the other channel counts as speaking
+    LEARN_FRAMES = 100
+    BINS = 121  # level differences of 0-120 dB, 1 dB apart
+    KEEP = 6000  # counts are halved past this: a loss that changes mid-call is learnt again
 
-    def __init__(self, dominance_db: float = 10.0) -> None:
-        self.dominance_db = dominance_db
+    def __init__(self, dominance_db: float = 10.0, margin_db: float = 6.0) -> None:
+        self.dominance_db, self.margin_db = dominance_db, margin_db
         self._pending: np.ndarray | None = None
+        self._seen: np.ndarray | None = None  # per channel: a histogram of level differences
 
     @property
     def pending(self) -> int:
@@ -78,25 +91,55 @@ class ChannelGate:
 
     def state(self) -> str:
         rest = self._pending if self._pending is not None else np.zeros((0, 0), np.float32)
-        return base64.b64encode(np.ascontiguousarray(rest, np.float32).tobytes()).decode() + f":{rest.shape[0]}"
+        return json.dumps({"pending": base64.b64encode(np.ascontiguousarray(rest, np.float32).tobytes()).decode(),
+                           "channels": rest.shape[0],
+                           "seen": None if self._seen is None else self._seen.tolist()})
 
     def restore(self, state: str) -> None:
-        data, channels = state.rsplit(":", 1)
-        flat = np.frombuffer(base64.b64decode(data), np.float32)
-        self._pending = flat.reshape(int(channels), -1).copy() if int(channels) else None
+        if not state.startswith("{"):  # a checkpoint from before the gate learnt ("<pending>:<channels>")
+            data, channels = state.rsplit(":", 1)
+            state = json.dumps({"pending": data, "channels": int(channels), "seen": None})
+        d = json.loads(state)
+        flat = np.frombuffer(base64.b64decode(d["pending"]), np.float32)
+        self._pending = flat.reshape(d["channels"], -1).copy() if d["channels"] else None
+        self._seen = None if d["seen"] is None else np.array(d["seen"], np.int64)
 
     def _gate(self, audio: np.ndarray, frame: int | None = None) -> np.ndarray:
         frame = frame or self.FRAME
         channels = audio.shape[0]
         if not audio.shape[1]:
             return audio
+        if self._seen is None or self._seen.shape[0] != channels:
+            self._seen = np.zeros((channels, self.BINS), np.int64)
         frames = audio.reshape(channels, -1, frame)
         level = 10 * np.log10(np.mean(frames**2, axis=2) + 1e-10)
         loudest_other = np.stack([np.delete(level, c, axis=0).max(axis=0) for c in range(channels)])
-        mute = loudest_other - level > self.dominance_db
+        gap = loudest_other - level
+        mute = np.zeros_like(gap, dtype=bool)
+        for i in range(gap.shape[1]):  # in order: each frame is judged on the frames before it
+            for c in range(channels):
+                mute[c, i] = gap[c, i] > self._threshold(c)
+                if loudest_other[c, i] > self.SPEAKING_DB:
+                    self._learn(c, gap[c, i])
         gated = audio.copy()
         gated.reshape(channels, -1, frame)[mute] = 0.0
         return gated
+
+    def _threshold(self, channel: int) -> float:
+        """How much louder the other channel must be for this channel's frame to be leak."""
+        assert self._seen is not None
+        seen = self._seen[channel]
+        total = int(seen.sum())
+        if total < self.LEARN_FRAMES:
+            return self.dominance_db
+        loss = float(np.searchsorted(np.cumsum(seen), (total + 1) // 2))  # the median difference, dB
+        return max(self.dominance_db, loss - self.margin_db)
+
+    def _learn(self, channel: int, gap: float) -> None:
+        assert self._seen is not None
+        self._seen[channel, int(np.clip(round(gap), 0, self.BINS - 1))] += 1
+        if self._seen[channel].sum() > self.KEEP:
+            self._seen[channel] //= 2
 
 
 # --- roles -------------------------------------------------------------------------------------
