@@ -195,7 +195,6 @@ class DiarizerHost:
             for remote in list(self._calls.values()):  # nobody waits for a dead child
                 remote._host_died()
 
-
     def _deliver(self, key: int, turns: list[tuple[float, float, str]],
                  centroids: list[tuple[str, np.ndarray, int]]) -> None:
         # its own frame: a reference held in the reading loop would keep an ended call alive (and in

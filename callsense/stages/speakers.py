@@ -96,10 +96,11 @@ class ChannelGate:
                            "seen": None if self._seen is None else self._seen.tolist()})
 
     def restore(self, state: str) -> None:
-        if not state.startswith("{"):  # a checkpoint from before the gate learnt ("<pending>:<channels>")
+        if state.startswith("{"):
+            d = json.loads(state)
+        else:  # a checkpoint from before the gate learnt: "<pending>:<channels>"
             data, channels = state.rsplit(":", 1)
-            state = json.dumps({"pending": data, "channels": int(channels), "seen": None})
-        d = json.loads(state)
+            d = {"pending": data, "channels": int(channels), "seen": None}
         flat = np.frombuffer(base64.b64decode(d["pending"]), np.float32)
         self._pending = flat.reshape(d["channels"], -1).copy() if d["channels"] else None
         self._seen = None if d["seen"] is None else np.array(d["seen"], np.int64)

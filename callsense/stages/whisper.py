@@ -332,7 +332,7 @@ class WhisperDecoder:
         if not todo:
             return hyps
         rest = self.decode_batch([DecodeRequest(requests[i].audio[int(seeks[i] * SAMPLE_RATE):], language,
-                                          requests[i].offset + seeks[i]) for i in todo])
+                                                requests[i].offset + seeks[i]) for i in todo])
         for i, more in zip(todo, rest, strict=True):
             hyps[i] = hyps[i].extend(more)
         return hyps
