@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,7 @@ class Checkpoint:
     hints: int
     vad: list[dict[str, str]] = field(default_factory=list)  # each channel's VAD state (same utterances)
     gate: str = ""  # the echo gate's incomplete frame (same frames)
+    asr: list[dict[str, Any]] = field(default_factory=list)  # each channel's language and prompt (same words)
 
 
 def roles_for(channels: int, settings: Settings) -> list[str]:
@@ -209,7 +211,8 @@ class CallPipeline:
         if self._ended or any(asr.speaking for asr in self.asr):
             return None
         return Checkpoint(self.samples, [asr.utterances for asr in self.asr], self.hints.count,
-                          [asr.vad.state() for asr in self.asr], self.echo_gate.state())
+                          [asr.vad.state() for asr in self.asr], self.echo_gate.state(),
+                          [asr.state() for asr in self.asr])
 
     def resume(self, at: Checkpoint, after_seq: int, history: Sequence[Event] = ()) -> None:
         """Continue a call another worker started, from `at`; events are numbered after `after_seq`.
@@ -224,7 +227,8 @@ class CallPipeline:
         if at.gate:
             self.echo_gate.restore(at.gate)
         for ch, (asr, done) in enumerate(zip(self.asr, at.utterances, strict=True)):
-            asr.seek(at.samples - self.echo_gate.pending, done, at.vad[ch] if at.vad else None)
+            asr.seek(at.samples - self.echo_gate.pending, done, at.vad[ch] if at.vad else None,
+                     at.asr[ch] if at.asr else None)
         self.speakers.seek(at.samples)
         self.emotion.seek(at.samples)
         self.hints.count = at.hints

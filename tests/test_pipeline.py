@@ -126,3 +126,32 @@ def test_escalation_sample_shows_the_hints_end_to_end(models):
     assert any(e.type == "risk" and e.latched for e in events)
     hold = next(e for e in events if e.type == "hint" and e.reason == "long_silence")
     assert hold.evidence["ongoing"] and hold.t < 32.0, "announced during the 14 s hold, before the operator is back"
+
+
+def test_a_call_taken_over_at_a_checkpoint_goes_on_with_the_same_words(models):
+    """Another worker resuming from a checkpoint decodes the rest of the call as the first worker
+    does: same utterances, same language, same words (each final prompted with what its speaker said
+    before, which the new worker only knows from the checkpoint)."""
+    from callsense.config import load_settings
+    from tests.conftest import SAMPLES
+
+    settings = load_settings(overrides={"asr": {"prompt_chars": 200}})
+    chunks = list(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100))
+    first = CallPipeline(settings, models, ["operator", "customer"], call_id="t1")
+    events, at, cut = first.start(), None, 0
+    for i, chunk in enumerate(chunks):
+        events += first.push(chunk, 0.0)
+        finals = [e for e in events if e.type == "transcript_final"]
+        if at is None and len(finals) >= 4 and (at := first.checkpoint()) is not None:
+            before, cut = list(events), i + 1
+    events += first.finish()
+    assert at is not None and {f.role for f in finals[:4]} == {"operator", "customer"}
+    second = CallPipeline(settings, models, ["operator", "customer"], call_id="t1")
+    second.resume(at, before[-1].seq, before)
+    after = [e for c in chunks[cut:] for e in second.push(c, 0.0)] + second.finish()
+
+    def finals_of(evs):
+        return {e.utterance_id: (e.language, e.text) for e in evs if e.type == "transcript_final"}
+
+    assert len(finals_of(after)) >= 4, "the takeover came mid-call"
+    assert finals_of(before + after) == finals_of(events)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -127,6 +128,7 @@ class StreamingTranscriber:
         self.speaker, self.role = speaker, role
         self.language = language or settings.language
         self._language_votes: list[tuple[str, float]] = []
+        self._guess: str | None = None  # partials' language until a final has voted
         self.vad = vad or SileroVAD()
         self.endpointer = Endpointer(settings.vad_threshold, settings.min_silence_s, pad_s=settings.speech_pad_s)
         self._history = np.zeros(0, np.float32)  # recent audio, for the padded utterance start
@@ -174,14 +176,26 @@ class StreamingTranscriber:
     def utterances(self) -> int:
         return self._count
 
-    def seek(self, sample: int, utterances: int, vad: dict[str, str] | None = None) -> None:
+    def state(self) -> dict[str, Any]:
+        """What a worker taking this stream over needs to decode the rest as this one would: the
+        speaker's language (votes so far, or locked) and what they said (the next prompt)."""
+        return {"language": self.language, "votes": self._language_votes, "said": list(self._said)}
+
+    def seek(self, sample: int, utterances: int, vad: dict[str, str] | None = None,
+             state: dict[str, Any] | None = None) -> None:
         """Continue a stream another worker heard up to `sample` (nobody speaking there), where it had
         finished `utterances` utterances: ids and times go on from there. With its `vad` state the
-        speech is cut into the same utterances as it would have been without the change."""
+        speech is cut into the same utterances as it would have been without the change, and with
+        its `state` each utterance is decoded in the same language, with the same prompt."""
         self._samples, self._count, self._utt = sample, utterances, None
         if vad is not None:
             self.vad.restore(vad)
         self.endpointer.seek((sample - self.vad.pending) // FRAME)
+        if state:
+            language = state.get("language")
+            self.language = language if isinstance(language, str) else self.language
+            self._language_votes = [(str(lg), float(p)) for lg, p in state.get("votes", [])]
+            self._said.extend(str(t) for t in state.get("said", []))
 
     @property
     def speaking(self) -> bool:
@@ -205,8 +219,11 @@ class StreamingTranscriber:
             return []
         if self.endpointer.silent_frames > 0:
             return []  # the speaker is pausing: the final may be moments away, keep the decoder free for it
-        if self.language is None and not self._language_votes:
-            self._maybe_detect_language(utt.array())  # once per speaker, then partials reuse it
+        if self.language is None and not self._language_votes and self._guess is None:
+            # once per speaker, for partials only: partials are skipped under load, so a vote from one
+            # would make the finals' language depend on timing
+            vote = self._detect(utt.array())
+            self._guess = vote[0] if vote else None
         utt.last_partial_at = utt.samples
         hyp = self._decode(utt.array(), "partial", offset=utt.start_sample / SAMPLE_RATE)
         return [] if hyp is None else [self._partial(utt, hyp, utt.samples)]
@@ -351,6 +368,8 @@ class StreamingTranscriber:
         votes, language = self._with_vote(vote)
         if language is None and votes:
             language = votes[-1][0]
+        elif language is None and mode == "partial":
+            language = self._guess
         return self.decoder.decode(audio, language, mode, offset, self._prompt() if mode != "partial" else "")
 
     def _prompt(self) -> str:

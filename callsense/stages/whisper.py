@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,7 +89,7 @@ class _Segment:
 
 @dataclass
 class _Pending:
-    key: str | None
+    key: Hashable
     request: Any
     arrived: float
     taken: bool = False
@@ -144,7 +144,7 @@ class DecodeGate:
         finally:
             self._release()
 
-    def batched(self, key: str | None, request: Any, run: Callable[[list[Any]], list[Any]]) -> Any:
+    def batched(self, key: Hashable, request: Any, run: Callable[[list[Any]], list[Any]]) -> Any:
         """Decode `request` with other waiting requests of the same `key` through `run` (a list in,
         a result per item out, in order); returns this request's result."""
         me = _Pending(key, request, time.monotonic())
@@ -247,7 +247,9 @@ class WhisperDecoder:
         greedily, with a short encoder window and no prompt. None: an optional decode was skipped."""
         request = DecodeRequest(audio, language, offset, prompt)
         if mode == "final":
-            return self.gate.batched(language, request, self.decode_batch)
+            # finals batch only with finals of the same language and encoder window: a final's words
+            # do not depend on which other calls' finals happened to be waiting with it
+            return self.gate.batched((language, self._window(audio.size)), request, self.decode_batch)
         with self.gate.optional() as admitted:
             if not admitted:
                 return None
@@ -258,8 +260,16 @@ class WhisperDecoder:
                 return self._greedy(audio, language, offset)
 
     def decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
-        """Final-quality decodes of several pieces at once (call within a gate slot)."""
-        frames = self._window(max(r.audio.size for r in requests))
+        """Final-quality decodes of several pieces at once (call within a gate slot). Each piece is
+        decoded in its own encoder window, so its words do not depend on the company it came in."""
+        windows = [self._window(r.audio.size) for r in requests]
+        out: dict[int, Hypothesis] = {}
+        for window in dict.fromkeys(windows):
+            idx = [i for i, w in enumerate(windows) if w == window]
+            out.update(zip(idx, self._windowed([requests[i] for i in idx], window), strict=True))
+        return [out[i] for i in range(len(requests))]
+
+    def _windowed(self, requests: list[DecodeRequest], frames: int | None) -> list[Hypothesis]:
         with encoder_frames(frames):
             hyps = self._decode_batch(requests)
         if frames is None or frames >= FULL_WINDOW:
