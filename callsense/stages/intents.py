@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from callsense.stages.text_emotion import sentences
+
 Embed = Callable[[list[str]], np.ndarray]
 NONE = "none"
 
@@ -83,20 +85,14 @@ class IntentClassifier:
 
     def classify(self, text: str) -> tuple[str, float] | None:
         """The intent of the strongest sentence in a turn, with its probability, or None."""
-        sentences = [s for s in _sentences(text) if len(s.split()) >= 3]
-        if not sentences:  # "yes", "<unk>", a lone number: nothing to classify
+        said = [s for s in sentences(text) if len(s.split()) >= 3]
+        if not said:  # "yes", "<unk>", a lone number: nothing to classify
             return None
-        probs = self.probabilities(sentences)
+        probs = self.probabilities(said)
         probs[:, 0] = 0.0  # "none" never fires
         row, col = np.unravel_index(int(np.argmax(probs)), probs.shape)
         p = float(probs[row, col])
         return (self.labels[col], p) if p >= self.min_probability else None
-
-
-def _sentences(text: str) -> list[str]:
-    import re
-
-    return [s.strip() for s in re.split(r"(?<=[.!?…])\s+|;\s*", text) if s.strip()]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

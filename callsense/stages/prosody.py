@@ -30,44 +30,123 @@ EXPLAIN = {
 }
 
 
+RMS_N, YIN_N, FFT_N = 400, 1024, 512  # analysis frames of loudness, pitch and spectrum (samples)
+HALF = YIN_N // 2  # audio every measure needs either side of a frame's centre
+MEASURES = 5  # per frame: loudness dB, f0, low-band power, high-band power, spectral centroid
+
+
+def measure(seg: np.ndarray, n: int) -> np.ndarray:
+    """(n, MEASURES) for the frames centred on samples HALF + j * HOP of `seg`, which holds
+    (n - 1) * HOP + 2 * HALF samples. Each frame depends only on its own samples, so frames measured
+    chunk by chunk as a call arrives equal those of the whole recording."""
+    span = (n - 1) * HOP
+
+    def around(width: int) -> np.ndarray:
+        return seg[HALF - width // 2 : HALF - width // 2 + span + width]
+
+    rms = librosa.feature.rms(y=around(RMS_N), frame_length=RMS_N, hop_length=HOP, center=False)[0]
+    f0 = librosa.yin(around(YIN_N), fmin=60, fmax=450, sr=SAMPLE_RATE, frame_length=YIN_N, hop_length=HOP,
+                     center=False)
+    spec = np.abs(librosa.stft(around(FFT_N), n_fft=FFT_N, hop_length=HOP, center=False)) ** 2
+    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=FFT_N)
+    low = spec[(freqs >= 50) & (freqs < 1000)].sum(axis=0)
+    high = spec[(freqs >= 1000) & (freqs < 4000)].sum(axis=0)
+    centroid = librosa.feature.spectral_centroid(S=np.sqrt(spec), freq=freqs)[0]
+    return np.stack([20 * np.log10(rms + 1e-6), f0, low, high, centroid], axis=1)[:n]
+
+
 def features(audio: np.ndarray) -> dict[str, float] | None:
     """Prosodic features of one turn of mono 16 kHz speech; None when there is too little voice."""
     audio = np.asarray(audio, np.float32)
     if audio.size < 0.3 * SAMPLE_RATE:
         return None
-    rms = librosa.feature.rms(y=audio, frame_length=400, hop_length=HOP)[0]
-    db = 20 * np.log10(rms + 1e-6)
-    active = db > (db.max() - 35)
-    if active.sum() < 10:
+    return summarise(measure(np.pad(audio, HALF), 1 + audio.size // HOP))
+
+
+def summarise(frames: np.ndarray) -> dict[str, float] | None:
+    """A turn's features from its frames' measurements (`measure`); None when too little is voiced."""
+    if len(frames) < 0.3 * SAMPLE_RATE / HOP:
         return None
-    f0 = librosa.yin(audio, fmin=60, fmax=450, sr=SAMPLE_RATE, frame_length=1024, hop_length=HOP)
-    n = min(len(f0), len(active))
-    f0, db_n, active_n = f0[:n], db[:n], active[:n]
-    voiced = active_n & (f0 > 62) & (f0 < 440)
-    if voiced.sum() < 10:
+    db, f0, low_all, high_all, centroid_all = frames.T
+    active = db > (db.max() - 35)
+    voiced = active & (f0 > 62) & (f0 < 440)
+    if active.sum() < 10 or voiced.sum() < 10:
         return None
     st = 12 * np.log2(f0[voiced] / 100.0)
     t = np.flatnonzero(voiced) * HOP / SAMPLE_RATE
     periods = 1.0 / f0[voiced]
-    amp = 10 ** (db_n[voiced] / 20)
-    spec = np.abs(librosa.stft(audio, n_fft=512, hop_length=HOP))[:, :n][:, voiced] ** 2
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=512)
-    low = spec[(freqs >= 50) & (freqs < 1000)].sum(axis=0)
-    high = spec[(freqs >= 1000) & (freqs < 4000)].sum(axis=0)
-    centroid = librosa.feature.spectral_centroid(S=np.sqrt(spec), freq=freqs)[0]
+    amp = 10 ** (db[voiced] / 20)
+    low, high = low_all[voiced], high_all[voiced]
     return {
         "f0_median_st": float(np.median(st)),
         "f0_range_st": float(np.percentile(st, 90) - np.percentile(st, 10)),
         "f0_slope_st_s": float(np.polyfit(t, st, 1)[0]) if np.ptp(t) > 0.2 else 0.0,
-        "loudness_db": float(np.mean(db_n[active_n])),
-        "loudness_std_db": float(np.std(db_n[active_n])),
-        "pause_share": float(1 - active_n.mean()),
+        "loudness_db": float(np.mean(db[active])),
+        "loudness_std_db": float(np.std(db[active])),
+        "pause_share": float(1 - active.mean()),
         "jitter": float(np.mean(np.abs(np.diff(periods))) / np.mean(periods)),
         "shimmer": float(np.mean(np.abs(np.diff(amp))) / (np.mean(amp) + 1e-9)),
         "spectral_tilt_db": float(np.median(10 * np.log10((high + 1e-10) / (low + 1e-10)))),
-        "spectral_centroid_hz": float(np.median(centroid)),
+        "spectral_centroid_hz": float(np.median(centroid_all[voiced])),
         "voiced_share": float(voiced.mean()),
     }
+
+
+class VoiceTrack:
+    """One channel's frame measurements, taken as its audio arrives (every `STEP_S`), the last
+    `keep_s` seconds kept: a turn's voice is summarised from frames already measured when its final
+    comes, instead of tracking the pitch of the whole turn then (about 35 ms for 8 s)."""
+
+    STEP_S = 0.5
+
+    def __init__(self, keep_s: float) -> None:
+        self.keep = int(keep_s * SAMPLE_RATE / HOP)
+        self.seek(0)
+
+    def seek(self, sample: int) -> None:
+        """Start (again) at `sample` of the stream; nothing before it is heard."""
+        self._audio = np.zeros(0, np.float32)
+        self._audio_at = sample  # stream sample of _audio[0]
+        self._frames = np.zeros((0, MEASURES))
+        self._first = self._next = -(-sample // HOP)  # frame index of _frames[0], and the next to measure
+
+    @property
+    def _heard(self) -> int:
+        return self._audio_at + self._audio.size
+
+    def add(self, audio: np.ndarray) -> None:
+        self._audio = np.concatenate([self._audio, np.asarray(audio, np.float32)])
+        if (self._heard - HALF) // HOP - self._next >= self.STEP_S * SAMPLE_RATE / HOP:
+            self._measure_up_to((self._heard - HALF) // HOP)
+
+    def window(self, start: float, end: float) -> np.ndarray:
+        """Measurements of the frames centred in [start, end) seconds (the last ones measured now,
+        zero-padded where the stream has not gone on that far yet)."""
+        a, b = int(np.ceil(start * SAMPLE_RATE / HOP)), int(np.ceil(end * SAMPLE_RATE / HOP))
+        self._measure_up_to((self._heard - HALF) // HOP)
+        have = self._frames[max(a - self._first, 0) : max(b - self._first, 0)]
+        rest = max(b, self._next) - max(a, self._next)
+        return np.vstack([have, self._take(max(a, self._next), rest)]) if rest > 0 else have
+
+    def _measure_up_to(self, frame: int) -> None:
+        if frame <= self._next:
+            return
+        self._frames = np.vstack([self._frames, self._take(self._next, frame - self._next)])[-self.keep :]
+        self._next = frame
+        self._first = frame - len(self._frames)
+        cut = self._next * HOP - HALF - self._audio_at  # audio no frame still to measure needs
+        if cut > 0:
+            self._audio, self._audio_at = self._audio[cut:], self._audio_at + cut
+
+    def _take(self, first: int, n: int) -> np.ndarray:
+        """Measure n frames from frame `first` on (silence where the stream has no audio)."""
+        a = first * HOP - HALF
+        b = a + (n - 1) * HOP + 2 * HALF
+        seg = np.zeros(b - a, np.float32)
+        lo, hi = max(a, self._audio_at), min(b, self._heard)
+        if hi > lo:
+            seg[lo - a : hi - a] = self._audio[lo - self._audio_at : hi - self._audio_at]
+        return measure(seg, n)
 
 
 def vector(feats: dict[str, float]) -> np.ndarray:
@@ -153,7 +232,14 @@ class SpeechEmotionModel:
         )
 
     def score_turn(self, audio: np.ndarray, baseline: SpeakerBaseline) -> tuple[SpeechScores, dict] | None:
-        feats = features(audio)
+        return self.score_features(features(audio), baseline)
+
+    def score_frames(self, frames: np.ndarray, baseline: SpeakerBaseline) -> tuple[SpeechScores, dict] | None:
+        """A turn from its frames' measurements (`VoiceTrack.window`)."""
+        return self.score_features(summarise(frames), baseline)
+
+    def score_features(self, feats: dict[str, float] | None,
+                       baseline: SpeakerBaseline) -> tuple[SpeechScores, dict] | None:
         if feats is None:
             return None
         x = vector(feats)

