@@ -110,7 +110,8 @@ class CallPipeline:
         for asr in self.asr:  # the words' embedding starts in the pause, with the speculative final
             asr.on_speculation = lambda text: embed_early(text, settings.models)
         self.overlaps = OverlapDetector()
-        self.emotion = EmotionStage(settings.emotion, models.speech_emotion, models.text_emotion, len(roles))
+        self.emotion = EmotionStage(settings.emotion, models.speech_emotion, models.text_emotion, len(roles),
+                                    offline=offline)
         self.hints = HintEngine(settings.hints, language=(self.language or "en"),
                                 embed=TextEmbedder(settings.models))
         self.escalation = EscalationState(settings.hints.recover_turns)

@@ -24,9 +24,10 @@ class EmotionStage:
     """final transcript -> [Emotion] (none for an empty turn without usable voice)."""
 
     def __init__(self, settings: EmotionSettings, voice: SpeechEmotionModel, words: TextEmotion,
-                 channels: int) -> None:
+                 channels: int, offline: bool = False) -> None:
+        """`offline`: a recording - a turn's voice is measured when it is scored (`VoiceTrack`)."""
         self.settings, self.voice, self.words = settings, voice, words
-        self.tracks = [VoiceTrack(KEEP_S) for _ in range(channels)]
+        self.tracks = [VoiceTrack(KEEP_S, eager=not offline) for _ in range(channels)]
         self.baselines: dict[str, SpeakerBaseline] = {}
         self.fuser = Fuser(settings)
 
