@@ -37,6 +37,7 @@ from callsense.stages.whisper import DecodeGate, Hypothesis, Mode, WhisperDecode
 __all__ = ["DecodeGate", "Hypothesis", "StreamingTranscriber", "WhisperDecoder", "agreed_prefix"]
 
 Vote = tuple[str, float]  # a language and its probability
+EARLY_VOTE_S = 1.5  # an utterance's language vote is taken on its first 1.5 s
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Utterance:
     audio: list[np.ndarray] = field(default_factory=list)
     samples: int = 0
     last_partial_at: int = 0
+    voted: bool = False  # this utterance's early language vote was taken
     previous_words: list[str] = field(default_factory=list)
     # a speculative final: samples decoded, result, and the language vote it was decoded with
     speculative: tuple[int, Hypothesis, Vote | None] | None = None
@@ -128,7 +130,6 @@ class StreamingTranscriber:
         self.speaker, self.role = speaker, role
         self.language = language or settings.language
         self._language_votes: list[tuple[str, float]] = []
-        self._guess: str | None = None  # partials' language until a final has voted
         self.vad = vad or SileroVAD()
         self.endpointer = Endpointer(settings.vad_threshold, settings.min_silence_s, pad_s=settings.speech_pad_s)
         self._history = np.zeros(0, np.float32)  # recent audio, for the padded utterance start
@@ -214,16 +215,18 @@ class StreamingTranscriber:
         assert utt is not None
         if utt.samples >= self.settings.max_utterance_s * SAMPLE_RATE:
             return [*self._cut_long_utterance()]
+        if self.pack is None and not utt.voted and utt.samples >= EARLY_VOTE_S * SAMPLE_RATE:
+            # while the language is open, each utterance votes once on its first EARLY_VOTE_S, whether
+            # or not partials run (they are skipped under load): the finals' language then depends on
+            # the audio alone, and the first final seldom waits for a detection (a recording's
+            # language comes from its packed windows' own decodes instead)
+            utt.voted = True
+            self._maybe_detect_language(utt.array()[: int(EARLY_VOTE_S * SAMPLE_RATE)])
         due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SAMPLE_RATE
         if not due or self.skip_partials or utt.samples < 0.8 * SAMPLE_RATE:
             return []
         if self.endpointer.silent_frames > 0:
             return []  # the speaker is pausing: the final may be moments away, keep the decoder free for it
-        if self.language is None and not self._language_votes and self._guess is None:
-            # once per speaker, for partials only: partials are skipped under load, so a vote from one
-            # would make the finals' language depend on timing
-            vote = self._detect(utt.array())
-            self._guess = vote[0] if vote else None
         utt.last_partial_at = utt.samples
         hyp = self._decode(utt.array(), "partial", offset=utt.start_sample / SAMPLE_RATE)
         return [] if hyp is None else [self._partial(utt, hyp, utt.samples)]
@@ -368,8 +371,6 @@ class StreamingTranscriber:
         votes, language = self._with_vote(vote)
         if language is None and votes:
             language = votes[-1][0]
-        elif language is None and mode == "partial":
-            language = self._guess
         return self.decoder.decode(audio, language, mode, offset, self._prompt() if mode != "partial" else "")
 
     def _prompt(self) -> str:
