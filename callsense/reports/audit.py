@@ -145,8 +145,6 @@ def run_audit(folder: Path, out: Path, settings: Settings, workers: int = 1, eng
     store = Store(out / "audit.sqlite")
     calls = find_calls(folder)
     todo = [c for c in calls if store.status(c["source"]) != "done"]
-    # longest first: the last calls to finish are short ones, so no worker idles long at the end
-    todo.sort(key=lambda c: Path(c["path"]).stat().st_size, reverse=True)
     # split the machine's cores between workers so they do not fight over them
     settings = settings.model_copy(deep=True)
     settings.models.whisper_threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
