@@ -180,7 +180,8 @@ class StreamingTranscriber:
     def state(self) -> dict[str, Any]:
         """What a worker taking this stream over needs to decode the rest as this one would: the
         speaker's language (votes so far, or locked) and what they said (the next prompt)."""
-        return {"language": self.language, "votes": self._language_votes, "said": list(self._said)}
+        said = list(self._said) if self.settings.prompt_chars > 0 else []  # words travel only when used
+        return {"language": self.language, "votes": self._language_votes, "said": said}
 
     def seek(self, sample: int, utterances: int, vad: dict[str, str] | None = None,
              state: dict[str, Any] | None = None) -> None:
