@@ -112,7 +112,8 @@ class VoiceTrack:
         self._audio = np.zeros(0, np.float32)
         self._audio_at = sample  # stream sample of _audio[0]
         self._frames = np.zeros((0, MEASURES))
-        self._first = self._next = -(-sample // HOP)  # frame index of _frames[0], and the next to measure
+        # frame index of _frames[0], and the next to measure (not eager: the first whose audio is kept)
+        self._first = self._next = -(-sample // HOP)
 
     @property
     def _heard(self) -> int:

