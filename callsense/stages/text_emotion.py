@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,21 +35,31 @@ def sentences(text: str) -> list[str]:
     return parts or ([text.strip()] if text.strip() else [])
 
 
-def pieces(text: str, longest: int = 100) -> list[str]:
-    """What is embedded on its own: the sentences, a long one halved at the comma nearest its middle
-    until each piece is at most `longest` characters (or has no comma left to cut at)."""
+def pieces(text: str, longest: int = 60) -> list[str]:
+    """What is embedded on its own: the sentences, a long one halved - at the comma nearest its
+    middle, else at the space nearest it - until each piece is at most `longest` characters. One
+    e5 pass grows with its piece (about 30 ms for 60 characters, 65 ms for 100, on one core), and the
+    pieces of a turn run two at a time (docs/benchmarks.md, Live latency > Session 9)."""
     out = []
     for sentence in sentences(text):
         todo = [sentence]
         while todo:
             part = todo.pop()
-            cuts = [m.end() for m in re.finditer(r",\s+", part) if 20 <= m.end() <= len(part) - 20]
-            if len(part) <= longest or not cuts:
+            cut = _cut(part) if len(part) > longest else None
+            if cut is None:
                 out.append(part)
-                continue
-            cut = min(cuts, key=lambda c: abs(2 * c - len(part)))
-            todo += [part[cut:].strip(), part[:cut].strip()]
+            else:
+                todo += [part[cut:].strip(), part[:cut].strip()]
     return out
+
+
+def _cut(part: str, edge: int = 20) -> int | None:
+    """Where to halve a long piece: a comma near the middle, else a space; None if neither."""
+    for pattern in (r",\s+", r"\s+"):
+        cuts = [m.end() for m in re.finditer(pattern, part) if edge <= m.end() <= len(part) - edge]
+        if cuts:
+            return min(cuts, key=lambda c: abs(2 * c - len(part)))
+    return None
 
 
 def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: int = 64) -> np.ndarray:
@@ -62,12 +73,13 @@ def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: 
     unique = list(dict.fromkeys(x for parts in split for x in parts))
     if len(unique) <= batch:  # a call's turn: cached, shared with what is in flight
         found = dict(zip(unique, [f.result() for f in _vectors.submit(path, unique)], strict=True))
-    else:  # a dataset (training, bench, intent examples): batched, not kept
+    else:  # a dataset (training, bench, intent examples): batched on the e5 threads, not kept
         model = _embedder(path)
+        chunks = [unique[i : i + batch] for i in range(0, len(unique), batch)]
         found = {}
-        for i in range(0, len(unique), batch):
-            part = unique[i : i + batch]
-            found.update(zip(part, _weighted(model, part, np.atleast_2d(model.query(part))), strict=True))
+        for part, vectors in zip(chunks, _vectors.map(lambda p: _weighted(model, p, np.atleast_2d(model.query(p))),
+                                                      chunks), strict=True):
+            found.update(zip(part, vectors, strict=True))
     out = np.zeros((len(texts), DIM), np.float32)
     for row, parts in enumerate(split):
         if parts:
@@ -130,6 +142,10 @@ class _SentenceVectors:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return out
+
+    def map(self, fn: Callable[[list[str]], list[Vector]], chunks: list[list[str]]) -> Iterator[list[Vector]]:
+        """`fn` over a dataset's chunks on the same threads (not cached)."""
+        return self._pool.map(fn, chunks)
 
     @staticmethod
     def _embed(path: str, text: str) -> Vector:
