@@ -35,7 +35,10 @@ def sentences(text: str) -> list[str]:
     return parts or ([text.strip()] if text.strip() else [])
 
 
-def pieces(text: str, longest: int = 60) -> list[str]:
+PIECE_CHARS = 60  # the longest piece embedded on its own; part of the embedder identity (cached vectors)
+
+
+def pieces(text: str, longest: int = PIECE_CHARS) -> list[str]:
     """What is embedded on its own: the sentences, a long one halved - at the comma nearest its
     middle, else at the space nearest it - until each piece is at most `longest` characters. One
     e5 pass grows with its piece (about 30 ms for 60 characters, 65 ms for 100, on one core), and the
@@ -102,7 +105,7 @@ class TextEmbedder:
     def identity(self) -> str:
         path = text_embedder_path(self.settings)
         stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:sentences"
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:pieces{PIECE_CHARS}"
 
 
 def embed_early(text: str, settings: ModelSettings | None = None) -> None:
