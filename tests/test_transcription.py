@@ -7,6 +7,7 @@ import pytest
 from callsense.audio.files import FileSource, read_audio
 from callsense.bench.wer import normalize
 from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder, agreed_prefix
+from callsense.stages.whisper import DecodeRequest
 
 pytestmark = pytest.mark.slow
 
@@ -204,14 +205,18 @@ def test_real_repeated_speech_is_kept_whole(models, settings, data):
 
 
 def test_a_final_that_loops_in_a_short_window_is_decoded_again_with_the_full_one(models, settings, data):
-    """Seen in an audit: 22 s of packed Russian turns decoded in a 23 s window gave only "— — — ...".
-    The loop is dropped and the piece decoded again in Whisper's 30 s window, which reads it."""
+    """Seen in an audit: 22 s of packed Russian turns decoded in a 24 s window gave only "— — — ...".
+    A piece longer than the 15 s window now goes straight to Whisper's 30 s window, which reads it;
+    and a loop in a shortened window is dropped and the piece decoded again with the full one."""
     audio = read_audio(data / "asr" / "ru_read_msu" / "audio" / "packed_turns_loop.flac")[0]
     dec = WhisperDecoder(models.whisper, settings.asr.model_copy(update={"final_window_s": 15.0}))
-    hyp = dec.decode(audio, None, "final", 0.0)
-    assert hyp is not None and hyp.language == "ru" and not hyp.degenerate
-    assert len(hyp.words) >= 20 and all(re.search(r"\w", w.word) for w in hyp.words)
-    assert "зубами" in normalize(hyp.text)
+    assert dec._window(audio.size) is None and dec._window(13 * 16000) == 1500
+    direct = dec.decode(audio, None, "final", 0.0)
+    guarded = dec._windowed([DecodeRequest(audio, "ru")], 2400)[0]  # the window that looped
+    for hyp in (direct, guarded):
+        assert hyp is not None and hyp.language == "ru" and not hyp.degenerate
+        assert len(hyp.words) >= 20 and all(re.search(r"\w", w.word) for w in hyp.words)
+        assert "зубами" in normalize(hyp.text)
 
 
 def test_a_long_turn_is_cut_once_and_no_word_is_lost_or_doubled_at_the_cut(models, settings, data):

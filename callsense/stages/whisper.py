@@ -283,13 +283,14 @@ class WhisperDecoder:
         return hyps
 
     def _window(self, samples: int) -> int | None:
-        """The encoder window for finals of up to `samples`: `final_window_s`, or the piece plus 1 s,
-        at most 30 s. The encoder is most of a final's cost and grows with its window; Whisper pads
-        every input to 30 s, but a 15 s window decodes turns of a call as well (docs/benchmarks.md)."""
+        """The encoder window for finals of up to `samples`: `final_window_s` when the piece and 1 s
+        fit in it, else Whisper's own 30 s (None). The encoder is most of a final's cost and a 15 s
+        window decodes turns of a call as well; sizes in between (a 22 s piece in a 24-28 s window)
+        sent Whisper into loops and lost words of packed recordings (docs/benchmarks.md, Session 9)."""
         window = self.settings.final_window_s
-        if window <= 0:
+        if window <= 0 or samples / SAMPLE_RATE + 1.0 > window:
             return None
-        return min(FULL_WINDOW, int(np.ceil(max(window, samples / SAMPLE_RATE + 1.0))) * 100)
+        return int(np.ceil(window)) * 100
 
     def _decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         hyps = self._batch(requests)
