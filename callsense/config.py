@@ -43,7 +43,7 @@ class AsrSettings(_Strict):
     prompt_chars: int = 0
     partial_interval_s: float = 1.5  # how often a partial is decoded while someone speaks
     partial_window_s: float = 10.0  # partials run Whisper's encoder on this window, not 30 s (about 6x cheaper)
-    # finals: the encoder sees this window (or the turn plus 1 s) instead of 30 s; 0 = always 30 s
+    # finals that fit this window with 1 s to spare are encoded in it, longer ones in 30 s; 0 = always 30 s
     final_window_s: float = 15.0
     speculate_after_s: float = 0.4  # start the final's decode after this much silence (0 = off)
     min_silence_s: float = 0.8  # shorter pauses split sentences and cost Whisper context (WER), see docs/benchmarks.md

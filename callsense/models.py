@@ -123,8 +123,8 @@ def encoder_frames(frames: int | None) -> Iterator[None]:
 
     faster-whisper pads every input to a 30 s window: about 0.5 s of encoder on 2 CPU threads however
     short the audio. A 10 s window costs about 0.08 s but Whisper was trained on 30 s windows and loses
-    some accuracy (Russian read speech: WER 0.174 -> 0.190): partials use 10 s, finals 15 s or the
-    turn plus 1 s (`asr.final_window_s`), and a final that loops is decoded again with the full window.
+    some accuracy (Russian read speech: WER 0.174 -> 0.190): partials use 10 s, finals 15 s when they
+    fit it, else 30 s (`asr.final_window_s`), and a final that loops is decoded again with the full window.
     """
     before = getattr(_encoder, "frames", None)
     _encoder.frames = frames
