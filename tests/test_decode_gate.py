@@ -94,3 +94,25 @@ def test_finals_of_two_calls_are_decoded_as_one_batch_with_the_same_words(models
     assert gate.stats.waited_s[0] < 2.0, "a full batch starts without using up the budget"
     alone = [WhisperDecoder(models.whisper, settings.asr).decode(c, "ru", "final", 0.0) for c in clips]
     assert [out[0].text, out[1].text] == [a.text for a in alone], "company does not change the words"
+
+
+@pytest.mark.slow
+def test_a_batch_of_two_languages_is_encoded_once_and_each_piece_gets_its_own_words(models, settings, data):
+    """Speakers whose language is still open batch together; a Russian and an English piece are
+    detected apart, decoded in their own language from the one encoder pass, word for word as alone."""
+    from callsense.audio.files import read_audio
+    from callsense.stages.whisper import DecodeRequest
+
+    clips = [_clip(data, "ru_0002.flac"), read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0]]
+    dec = WhisperDecoder(models.whisper, settings.asr)
+    alone = [dec.decode_batch([DecodeRequest(c, None)])[0] for c in clips]
+    passes = []
+    encode = models.whisper.encode
+    models.whisper.encode = lambda features: passes.append(features.shape[0]) or encode(features)
+    try:
+        both = dec.decode_batch([DecodeRequest(c, None) for c in clips])
+    finally:
+        del models.whisper.encode  # back to the class's method
+    assert [h.language for h in both] == ["ru", "en"]
+    assert [h.text for h in both] == [h.text for h in alone]
+    assert passes == [2], "one encoder pass for the batch, none again per language"

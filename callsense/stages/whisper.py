@@ -310,11 +310,28 @@ class WhisperDecoder:
 
         m = self.model
         feats = [m.feature_extractor(r.audio)[..., :-1] for r in requests]
+        frames = [f.shape[-1] for f in feats]
         encoded = m.encode(np.stack([pad_or_trim(f) for f in feats]))
         languages = self._languages(requests, encoded)
-        if len(set(languages)) > 1:  # one alignment needs one language: decode each group alone
-            return self._by_language(requests, languages)
-        tok = self._tokenizer(languages[0])
+        groups = {lang: [i for i, lg in enumerate(languages) if lg == lang] for lang in dict.fromkeys(languages)}
+        if len(groups) == 1:
+            return self._generate(requests, frames, encoded, languages[0])
+        # one alignment needs one language: each group is decoded alone, on its rows of this encoder pass
+        from ctranslate2 import StorageView
+
+        rows = np.asarray(encoded)
+        out: dict[int, Hypothesis] = {}
+        for lang, idx in groups.items():
+            part = StorageView.from_array(np.ascontiguousarray(rows[idx]))
+            out.update(zip(idx, self._generate([requests[i] for i in idx], [frames[i] for i in idx], part, lang),
+                           strict=True))
+        return [out[i] for i in range(len(requests))]
+
+    def _generate(self, requests: list[DecodeRequest], frames: list[int], encoded: Any,
+                  language: str) -> list[Hypothesis]:
+        """Beam search and word timings for pieces of one language, from their encoder output."""
+        m = self.model
+        tok = self._tokenizer(language)
         prompts = [m.get_prompt(tok, tok.encode(" " + r.prompt.strip()) if r.prompt else []) for r in requests]
         new_tokens = max(_token_cap(r.audio.size / SAMPLE_RATE, timestamps=True) for r in requests)
         results = m.model.generate(
@@ -323,15 +340,14 @@ class WhisperDecoder:
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppressed(tok), max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP,
         )
-        frames = [f.shape[-1] for f in feats]
         split = [self._split(tok, res, n) for res, n in zip(results, frames, strict=True)]
         segments = [segs for segs, _ in split]
         if any(segments):
             m.add_word_timestamps(segments, tok, encoded, frames, PREPEND, APPEND, 0.0)
         hyps = [self._hypothesis((_Segment(s["text"], s["avg_logprob"], s["no_speech_prob"], s["compression_ratio"],
-                                           [_Timed(**w) for w in s.get("words", [])]) for s in segs), languages[0], r.offset)
+                                           [_Timed(**w) for w in s.get("words", [])]) for s in segs), language, r.offset)
                 for segs, r in zip(segments, requests, strict=True)]
-        return self._rest(requests, hyps, [seek for _, seek in split], languages[0])
+        return self._rest(requests, hyps, [seek for _, seek in split], language)
 
     def _rest(self, requests: list[DecodeRequest], hyps: list[Hypothesis], seeks: list[float],
               language: str) -> list[Hypothesis]:
@@ -347,15 +363,6 @@ class WhisperDecoder:
         for i, more in zip(todo, rest, strict=True):
             hyps[i] = hyps[i].extend(more)
         return hyps
-
-    def _by_language(self, requests: list[DecodeRequest], languages: list[str]) -> list[Hypothesis]:
-        out: list[Hypothesis | None] = [None] * len(requests)
-        for lang in set(languages):
-            idx = [i for i, lg in enumerate(languages) if lg == lang]
-            for i, h in zip(idx, self._batch([DecodeRequest(requests[i].audio, lang, requests[i].offset,
-                                                            requests[i].prompt) for i in idx]), strict=True):
-                out[i] = h
-        return [h for h in out if h is not None]
 
     def _languages(self, requests: list[DecodeRequest], encoded: Any) -> list[str]:
         if all(r.language for r in requests):
