@@ -237,3 +237,24 @@ def test_a_long_turn_is_cut_once_and_no_word_is_lost_or_doubled_at_the_cut(model
         said = normalize(" ".join(f.text for f in finals))
         assert "губами" in said and "улицу" in said, "both readings, to their last words"
     assert [f.utterance_id for f in runs[False]] == [f.utterance_id for f in runs[True]]
+
+
+def test_a_long_turn_is_cut_where_the_speaker_pauses(models, settings, data):
+    """A 16 s read sentence, over max_utterance_s: the turn is cut at a clause end, in the pause
+    (a cut before the last decoded word split «шевеля» into «Шиви» + «для»), and the two finals read no
+    worse than the whole sentence decoded at once."""
+    ref = ("корреспондент американской газеты арчибальд скайлс проходя мимо увидел стоявшую перед объявлением "
+           "босую молодую женщину в ситцевом опрятном платье она читала шевеля губами")
+    audio = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0001.flac")[0]
+    dec = WhisperDecoder(models.whisper, settings.asr)
+    tr = StreamingTranscriber(dec, settings.asr, "ch0", language="ru")
+    tr.skip_partials = True
+    finals = _finals(tr, audio)
+    assert len(finals) == 2 and finals[0].text.rstrip()[-1] in ".,;:!?"
+    level = np.sqrt(np.convolve(audio**2, np.ones(480) / 480, "same"))  # 30 ms RMS
+    speech = np.median(level[level > 0.01])
+    at_cut = level[int((finals[1].start - 0.03) * 16000):int((finals[1].start + 0.03) * 16000)].max()
+    assert at_cut < 0.05 * speech, "the cut falls in a pause, not inside a word"
+    whole = dec.decode_batch([DecodeRequest(audio, "ru")])[0].text
+    cut_wer = jiwer.wer(ref, normalize(" ".join(f.text for f in finals)))
+    assert cut_wer <= jiwer.wer(ref, normalize(whole)) + 1e-9

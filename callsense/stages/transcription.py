@@ -3,8 +3,8 @@
 Policy: Silero VAD cuts the stream into utterances. While a person speaks, the utterance so far is
 re-decoded every `partial_interval_s` (with a short encoder window: cheap, a little less accurate)
 and the words two consecutive hypotheses agree on are the stable prefix (LocalAgreement-2). When the
-VAD hears the end of the utterance (or it grows past `max_utterance_s`, cut at the last agreed
-word), the whole utterance is decoded once more with word timestamps and emitted as final. Finals
+VAD hears the end of the utterance (or it grows past `max_utterance_s`, cut at its last sentence or
+clause end), the whole utterance is decoded once more with word timestamps and emitted as final. Finals
 are therefore decoded exactly as offline Whisper would decode that utterance, which keeps streaming
 WER at the offline level.
 
@@ -37,6 +37,8 @@ from callsense.stages.whisper import DecodeGate, Hypothesis, Mode, WhisperDecode
 __all__ = ["DecodeGate", "Hypothesis", "StreamingTranscriber", "WhisperDecoder", "agreed_prefix"]
 
 Vote = tuple[str, float]  # a language and its probability
+MIN_CUT_SHARE = 1 / 3  # a long turn's first final keeps at least this share of max_utterance_s
+SENTENCE_END, CLAUSE_END = tuple(".?!…"), tuple(",;:—")
 EARLY_VOTE_S = 1.5  # an utterance's language vote is taken on its first 1.5 s
 
 
@@ -279,8 +281,10 @@ class StreamingTranscriber:
         assert hyp is not None
         cut, kept = audio.size, hyp
         if len(hyp.words) >= 2:  # the last word may run on past the cut: it goes with the rest
-            cut = int(np.clip(round((hyp.words[-2].end - start) * SAMPLE_RATE), SAMPLE_RATE, audio.size))
-            kept = hyp.only(hyp.words[:-1])
+            n = cut_after(hyp.words, start + self.settings.max_utterance_s * MIN_CUT_SHARE)
+            pause = (hyp.words[n].end + hyp.words[n + 1].start) / 2
+            cut = int(np.clip(round((pause - start) * SAMPLE_RATE), SAMPLE_RATE, audio.size))
+            kept = hyp.only(hyp.words[: n + 1])
         self._count += 1
         self.heard_until = (utt.start_sample + cut) / SAMPLE_RATE
         self._utt = Utterance(start_sample=utt.start_sample + cut, audio=[heard[cut:]], samples=heard.size - cut)
@@ -379,3 +383,15 @@ class StreamingTranscriber:
         limit = self.settings.prompt_chars
         text = " ".join(self._said)[-limit:] if limit > 0 else ""
         return text if len(text) < limit else text.partition(" ")[2]
+
+
+def cut_after(words: list[Word], earliest: float) -> int:
+    """Where a long turn is cut: after the latest sentence end, else the latest clause end, that
+    ends after `earliest`; else before the last word. The speaker pauses there, so no word is split
+    between two finals (a fixed cut split «шевеля» into «Шиви» + «для»), and the rest starts a clause."""
+    inner = range(len(words) - 1)  # the last word may run on past the cut
+    for ends in (SENTENCE_END, CLAUSE_END):
+        marked = [i for i in inner if words[i].end >= earliest and words[i].word.strip().endswith(ends)]
+        if marked:
+            return marked[-1]
+    return len(words) - 2
