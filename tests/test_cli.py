@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,43 @@ def test_audit_workers_run_math_libraries_on_their_share_of_the_cores():
     with _worker_threads(1), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert pool.submit(_blas_threads).result() == 1
     assert {k: os.environ.get(k) for k in MATH_THREADS} == before
+
+
+def _names_then_torch() -> tuple[list[str], bool, bool]:
+    import sys
+
+    from callsense.reports.privacy import find_pii
+
+    text = "My name is John Smith and I live in Boston."
+    names = [text[a:b] for a, b, kind in find_pii(text, "en") if kind == "NAME"]
+    before = "torch" in sys.modules
+    import torch  # a mono call's diarization imports it later in the same worker
+
+    return names, before, torch.tensor([1.0]).sum().item() == 1.0
+
+
+def test_an_audit_worker_finds_names_without_loading_torch_and_can_still_load_it():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from callsense.reports.audit import start_worker
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker) as pool:
+        names, torch_before, torch_works = pool.submit(_names_then_torch).result()
+    assert names == ["John Smith"] and not torch_before and torch_works
+
+
+def test_an_audit_takes_the_longest_recordings_first(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from callsense.reports.audit import _longest_first
+
+    for name, seconds in (("short.flac", 1), ("long.flac", 3), ("mid.flac", 2)):
+        sf.write(tmp_path / name, np.zeros(16000 * seconds, np.float32), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    calls = [{"path": str(p)} for p in sorted(tmp_path.iterdir())]
+    assert [Path(c["path"]).name for c in _longest_first(calls)] == ["long.flac", "mid.flac", "short.flac", "bad.wav"]
 
 
 @pytest.mark.slow

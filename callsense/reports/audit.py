@@ -91,11 +91,43 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
         return {**call, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
+def start_worker() -> None:
+    """A local worker's first step, while it has one thread: spaCy's name finder is imported without
+    thinc's optional torch bridge, which it does not use. Torch takes 1-2 s of a worker's start and a
+    stereo call never needs it (a mono call's diarization imports it when it comes)."""
+    import sys
+
+    if "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+    try:
+        import spacy  # noqa: F401
+    except ImportError:
+        pass  # no spaCy: redaction says so when it needs it
+    finally:
+        del sys.modules["torch"]
+
+
+def _longest_first(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Longest recordings first, so the last ones to finish are short and no worker idles at the end
+    while another still has a long call (a file that cannot be read goes last, and fails there)."""
+    import soundfile as sf
+
+    def seconds(call: dict[str, Any]) -> float:
+        try:
+            return float(sf.info(call["path"]).duration)
+        except Exception:  # a chat transcript or a corrupt file
+            return 0.0
+
+    return sorted(calls, key=seconds, reverse=True)
+
+
 def _local(calls: list[dict[str, Any]], settings_json: str, workers: int) -> Iterator[dict[str, Any]]:
     import multiprocessing
 
     # spawn, not fork: the parent may hold model runtimes (OpenMP, ONNX) that do not survive a fork
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=start_worker) as pool:
         futures: list[Future] = [pool.submit(process_call, c, settings_json) for c in calls]
         for fut in as_completed(futures):
             yield fut.result()
@@ -144,7 +176,7 @@ def run_audit(folder: Path, out: Path, settings: Settings, workers: int = 1, eng
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "audit.sqlite")
     calls = find_calls(folder)
-    todo = [c for c in calls if store.status(c["source"]) != "done"]
+    todo = _longest_first([c for c in calls if store.status(c["source"]) != "done"])
     # split the machine's cores between workers so they do not fight over them
     settings = settings.model_copy(deep=True)
     settings.models.whisper_threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
