@@ -3,7 +3,9 @@
 The calls are all different (copies of one call would flatter caches and hide the spread): the four
 Harper Valley calls with audio (real voices, English, 8 kHz, agent and caller on their own channels)
 and Russian calls constructed from the data folder (`bench.wholecall`, telephone band). The wall time
-includes starting the worker processes and loading their models, as a user's audit pays it.
+includes starting the worker processes and loading their models, as a user's audit pays it; the
+workers' CPU time beside it shows whether a slow run was the code or a machine that gave it less
+than its cores.
 """
 
 from __future__ import annotations
@@ -55,10 +57,20 @@ def bench_audit(settings: Settings, data: Path, workers: list[int], tmp: Path, r
     for w in workers:
         dest = tmp / f"audit_out_{w}"
         shutil.rmtree(dest, ignore_errors=True)
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), _workers_cpu()
         summary = run_audit(folder, dest, settings, workers=w)
-        wall = time.monotonic() - t0
+        wall, cpu = time.monotonic() - t0, _workers_cpu() - cpu0
         out[str(w)] = {"workers": w, "calls": summary["calls"], "failed": summary["failed"], "files": calls,
                        "audio_min": round(summary["audio_hours"] * 60, 2), "wall_s": round(wall, 1),
+                       "workers_cpu_s": round(cpu, 1), "cores_busy": round(cpu / wall, 2),
                        "audio_hours_per_wall_hour": round(summary["audio_hours"] / (wall / 3600), 2)}
     return out
+
+
+def _workers_cpu() -> float:
+    """CPU seconds of this process's finished child processes (the audit's workers, once joined).
+    Next to the wall time it shows a run that the machine starved: cores_busy well under the workers."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
