@@ -118,11 +118,12 @@ def test_an_audit_takes_the_longest_recordings_first(tmp_path):
 
     from callsense.reports.audit import _longest_first
 
-    for name, seconds in (("short.flac", 1), ("long.flac", 3), ("mid.flac", 2)):
-        sf.write(tmp_path / name, np.zeros(16000 * seconds, np.float32), 16000)
+    for name, seconds in (("short.wav", 1), ("long.flac", 5), ("mid.wav", 2)):
+        sf.write(tmp_path / name, np.random.default_rng(0).normal(0, 0.1, 16000 * seconds), 16000)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
-    calls = [{"path": str(p)} for p in sorted(tmp_path.iterdir())]
-    assert [Path(c["path"]).name for c in _longest_first(calls)] == ["long.flac", "mid.flac", "short.flac", "bad.wav"]
+    calls = [{"path": str(p)} for p in sorted(tmp_path.iterdir())] + [{"path": str(tmp_path / "gone.wav")}]
+    order = [Path(c["path"]).name for c in _longest_first(calls)]
+    assert order[:3] == ["long.flac", "mid.wav", "short.wav"] and set(order[3:]) == {"bad.wav", "gone.wav"}
 
 
 @pytest.mark.slow

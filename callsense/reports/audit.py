@@ -109,17 +109,17 @@ def start_worker() -> None:
 
 
 def _longest_first(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Longest recordings first, so the last ones to finish are short and no worker idles at the end
-    while another still has a long call (a file that cannot be read goes last, and fails there)."""
-    import soundfile as sf
+    """Largest files (longest recordings) first, so the last calls to finish are short and no worker
+    idles at the end while another still has a long call. Sized by the file system, not by reading
+    the audio: the parent never parses a file; a broken or hostile one fails in a worker."""
 
-    def seconds(call: dict[str, Any]) -> float:
+    def size(call: dict[str, Any]) -> int:
         try:
-            return float(sf.info(call["path"]).duration)
-        except Exception:  # a chat transcript or a corrupt file
-            return 0.0
+            return Path(call["path"]).stat().st_size
+        except OSError:
+            return 0
 
-    return sorted(calls, key=seconds, reverse=True)
+    return sorted(calls, key=size, reverse=True)
 
 
 def _local(calls: list[dict[str, Any]], settings_json: str, workers: int) -> Iterator[dict[str, Any]]:
