@@ -56,7 +56,9 @@ class AsrSettings(_Strict):
     batch_wait_ms: int = 50
     max_batch: int = 8
     vad_threshold: float = 0.4  # telephone-band speech scores lower in Silero than wideband
-    speech_pad_s: float = 0.2
+    # speech kept before and after what the VAD hears, as faster-whisper pads (400 ms): Silero hears a
+    # telephone turn late and lets go early; 0.2 s lost first and last words on real calls (docs/benchmarks.md)
+    speech_pad_s: float = 0.4
     no_speech_threshold: float = 0.6
     compression_ratio_threshold: float = 2.4  # above it a segment is checked for a repetition loop, not dropped
     log_prob_threshold: float = -1.0

@@ -258,3 +258,20 @@ def test_a_long_turn_is_cut_where_the_speaker_pauses(models, settings, data):
     whole = dec.decode_batch([DecodeRequest(audio, "ru")])[0].text
     cut_wer = jiwer.wer(ref, normalize(" ".join(f.text for f in finals)))
     assert cut_wer <= jiwer.wer(ref, normalize(whole)) + 1e-9
+
+
+def test_a_one_word_turn_does_not_vote_on_the_speakers_language(models, settings, data):
+    """Half a second of speech (with the VAD's padding over a second of audio) casts no language vote,
+    so it cannot lock the speaker's language on its own (a 0.5 s Russian prompt once locked a speaker to
+    English); a sentence then does."""
+    speech = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0]
+    word = speech[int(0.4 * 16000):int(0.9 * 16000)]
+    gap = np.zeros(2 * 16000, np.float32)
+    tr = StreamingTranscriber(WhisperDecoder(models.whisper, settings.asr), settings.asr, "ch0")
+    tr.skip_partials = True
+    first = np.concatenate([gap, word, gap])
+    for i in range(0, first.size, 1600):  # the word's turn ends in the gap after it
+        tr.push(first[i : i + 1600])
+    assert tr.utterances == 1 and tr.state()["votes"] == [] and tr.language is None
+    _finals(tr, np.concatenate([speech, gap]))
+    assert tr.language == "ru"

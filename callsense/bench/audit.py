@@ -10,13 +10,11 @@ than its cores.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 
 from callsense.config import SAMPLE_RATE, Settings
@@ -24,21 +22,12 @@ from callsense.config import SAMPLE_RATE, Settings
 
 def audit_folder(data: Path, folder: Path, ru_calls: int = 4) -> int:
     """Writes the calls into `folder` (stereo FLAC, operator on channel 0); returns how many."""
-    from callsense.audio.files import read_audio
+    from callsense.bench.datasets import harper_valley_calls
     from callsense.bench.wholecall import constructed_calls, telephone
 
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
-    root = data / "calls" / "en_harper_valley_dev"
-    lines = (root / "dialogues.jsonl").read_text(encoding="utf-8").splitlines() if root.exists() else []
-    for line in lines:
-        call = json.loads(line)
-        if not call.get("has_audio"):
-            continue
-        parts = [read_audio(root / call["audio"][side]["path"])[0] for side in ("agent", "caller")]
-        audio = np.zeros((2, max(p.size for p in parts)), np.float32)
-        for ch, p in enumerate(parts):
-            audio[ch, : p.size] = p
+    for _, audio in harper_valley_calls(data):
         sf.write(folder / f"en_{n:02d}.flac", audio.T, SAMPLE_RATE)
         n += 1
     for i, b in enumerate(constructed_calls(data, ru_calls, seed=11)):

@@ -11,6 +11,10 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EMOTIONS = ["anger", "sadness", "joy", "fear", "surprise", "neutral"]
 SENTIMENTS = ["negative", "neutral", "positive"]
@@ -170,3 +174,35 @@ def asr_items(root: Path) -> list[AsrItem]:
                 items.append(AsrItem(tsv.parent.name, row["id"], tsv.parent / row["audio"], row["text"],
                                      row.get("channel", "mono")))
     return items
+
+
+HARPER_VALLEY = Path("calls") / "en_harper_valley_dev"
+
+
+def harper_valley_calls(root: Path) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """The Harper Valley dev calls that have audio (real voices, English, 8 kHz, each party on its own
+    line): the call's record and its stereo audio at 16 kHz, agent (operator) on channel 0, caller on 1."""
+    import json
+
+    import numpy as np
+
+    from callsense.audio.files import read_audio
+
+    folder = root / HARPER_VALLEY
+    lines = (folder / "dialogues.jsonl").read_text(encoding="utf-8").splitlines() if folder.exists() else []
+    for line in lines:
+        call = json.loads(line)
+        if not call.get("has_audio"):
+            continue
+        parts = [read_audio(folder / call["audio"][side]["path"])[0] for side in ("agent", "caller")]
+        audio = np.zeros((2, max(p.size for p in parts)), np.float32)
+        for ch, part in enumerate(parts):
+            audio[ch, : part.size] = part
+        yield call, audio
+
+
+def harper_valley_reference(call: dict[str, Any], speaker: str) -> str:
+    """What one party said, from the human transcript (noise marks and unknown words left out)."""
+    words = (w for t in call["turns"] if t["speaker"] == speaker and not t.get("nonspeech")
+             for w in t["text"].split())
+    return " ".join(w for w in words if w not in ("[noise]", "<unk>"))

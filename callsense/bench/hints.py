@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from callsense.config import SAMPLE_RATE, Settings
@@ -107,22 +106,14 @@ def _harper_valley_text(settings: Settings, data: Path) -> dict[str, Any]:
 def _harper_valley_audio(settings: Settings, models: Models, data: Path) -> dict[str, Any]:
     """The 4 two-channel calls through the whole pipeline (agent = operator channel)."""
     from callsense.audio.codecs import AudioChunk
-    from callsense.audio.files import read_audio
+    from callsense.bench.datasets import harper_valley_calls
     from callsense.pipeline import CallPipeline
 
-    root = data / "calls" / "en_harper_valley_dev"
     counts: Counter[str] = Counter()
     calls = 0
-    for line in (root / "dialogues.jsonl").read_text(encoding="utf-8").splitlines():
-        call = json.loads(line)
-        if not call.get("has_audio"):
-            continue
+    for _, audio in harper_valley_calls(data):
         calls += 1
-        agent = read_audio(root / call["audio"]["agent"]["path"])[0]
-        caller = read_audio(root / call["audio"]["caller"]["path"])[0]
-        n = max(agent.size, caller.size)
-        audio = np.zeros((2, n), np.float32)
-        audio[0, : agent.size], audio[1, : caller.size] = agent, caller
+        n = audio.shape[1]
         pipe = CallPipeline(settings, models, ["operator", "customer"], language="en", partials=False)
         step = SAMPLE_RATE // 2
         events: list[Event] = pipe.run(AudioChunk(audio[:, i : i + step], i / SAMPLE_RATE) for i in range(0, n, step))

@@ -6,7 +6,8 @@ pipeline's finals against faster-whisper with beam 5 over the whole channel (its
 conditioning on previous text), same run, same model. Calls: `samples/ru_call_stereo.flac` and
 calls constructed here from the data folder (real Russian speech: short Asterisk prompts and read
 sentences for the operator, read sentences for the customer, none the sample uses; each channel
-through 8 kHz mu-law and back, as a telephone line delivers it).
+through 8 kHz mu-law and back, as a telephone line delivers it), and the Harper Valley dev calls
+with audio (real voices on real 8 kHz lines, English, scored against their human transcripts).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def _score(refs: list[str], stream: list[str], offline: list[str]) -> dict[str, 
 
 def bench_wholecall(data: Path, settings: Settings, models: Any, n_calls: int = 4) -> dict[str, Any]:
     from callsense.audio.files import read_audio
+    from callsense.bench.datasets import harper_valley_calls, harper_valley_reference
 
     sample_refs = json.loads(SAMPLE.with_suffix(".json").read_text())["turns"]
     sets: dict[str, list[tuple[np.ndarray, list[str]]]] = {
@@ -102,9 +104,14 @@ def bench_wholecall(data: Path, settings: Settings, models: Any, n_calls: int = 
                                                           for role in ROLES])],
         "constructed ru calls, telephone": [(telephone(b.render()), [b.reference(role) for role in ROLES])
                                             for b in constructed_calls(data, n_calls)],
+        "Harper Valley en calls, real voices": [
+            (audio, [harper_valley_reference(call, side) for side in ("agent", "caller")])
+            for call, audio in harper_valley_calls(data)],
     }
     out: dict[str, Any] = {}
     for name, calls in sets.items():
+        if not calls:
+            continue  # a data folder without that set
         refs, stream, offline = [], [], []
         t0, audio_s = time.perf_counter(), 0.0
         for audio, ref in calls:

@@ -40,6 +40,7 @@ Vote = tuple[str, float]  # a language and its probability
 MIN_CUT_SHARE = 1 / 3  # a long turn's first final keeps at least this share of max_utterance_s
 SENTENCE_END, CLAUSE_END = tuple(".?!…"), tuple(",;:—")
 EARLY_VOTE_S = 1.5  # an utterance's language vote is taken on its first 1.5 s
+MIN_VOTE_SPEECH_S = 0.6  # shorter turns (one-word prompts) do not vote on the speaker's language
 
 
 @dataclass
@@ -218,11 +219,12 @@ class StreamingTranscriber:
         assert utt is not None
         if utt.samples >= self.settings.max_utterance_s * SAMPLE_RATE:
             return [*self._cut_long_utterance()]
-        if self.pack is None and not utt.voted and utt.samples >= EARLY_VOTE_S * SAMPLE_RATE:
+        if self.pack is None and not utt.voted and utt.samples >= (EARLY_VOTE_S + self.settings.min_silence_s) * SAMPLE_RATE:
             # while the language is open, each utterance votes once on its first EARLY_VOTE_S, whether
             # or not partials run (they are skipped under load): the finals' language then depends on
             # the audio alone, and the first final seldom waits for a detection (a recording's
-            # language comes from its packed windows' own decodes instead)
+            # language comes from its packed windows' own decodes instead). It waits until the turn is
+            # still open min_silence_s later: a short word and the silence that ends it do not vote
             utt.voted = True
             self._maybe_detect_language(utt.array()[: int(EARLY_VOTE_S * SAMPLE_RATE)])
         due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SAMPLE_RATE
@@ -355,8 +357,10 @@ class StreamingTranscriber:
         self._commit_vote(self._detect(audio))
 
     def _detect(self, audio: np.ndarray) -> Vote | None:
-        """Per-speaker language: a vote from each of the first utterances of at least 1 s, then locked."""
-        if self.language or audio.size < SAMPLE_RATE:
+        """Per-speaker language: a vote from each of the first utterances with at least
+        MIN_VOTE_SPEECH_S of speech besides the VAD's padding, then locked. Counting the padding let a
+        0.5 s prompt («Сейчас») vote, detected as English, and lock a Russian speaker to English."""
+        if self.language or audio.size - 2 * self.endpointer.pad < MIN_VOTE_SPEECH_S * SAMPLE_RATE:
             return None
         return self.decoder.detect_language(audio, self.settings.languages)
 
