@@ -179,22 +179,26 @@ def asr_items(root: Path) -> list[AsrItem]:
 HARPER_VALLEY = Path("calls") / "en_harper_valley_dev"
 
 
+def harper_valley_dialogues(root: Path) -> Iterator[dict[str, Any]]:
+    """Every Harper Valley dev call's record (transcript, names, audio paths), none without the folder."""
+    import json
+
+    path = root / HARPER_VALLEY / "dialogues.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    yield from (json.loads(line) for line in lines)
+
+
 def harper_valley_calls(root: Path) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """The Harper Valley dev calls that have audio (real voices, English, 8 kHz, each party on its own
     line): the call's record and its stereo audio at 16 kHz, agent (operator) on channel 0, caller on 1."""
-    import json
-
     import numpy as np
 
     from callsense.audio.files import read_audio
 
-    folder = root / HARPER_VALLEY
-    lines = (folder / "dialogues.jsonl").read_text(encoding="utf-8").splitlines() if folder.exists() else []
-    for line in lines:
-        call = json.loads(line)
+    for call in harper_valley_dialogues(root):
         if not call.get("has_audio"):
             continue
-        parts = [read_audio(folder / call["audio"][side]["path"])[0] for side in ("agent", "caller")]
+        parts = [read_audio(root / HARPER_VALLEY / call["audio"][side]["path"])[0] for side in ("agent", "caller")]
         audio = np.zeros((2, max(p.size for p in parts)), np.float32)
         for ch, part in enumerate(parts):
             audio[ch, : part.size] = part

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from callsense.bench.datasets import HARPER_VALLEY
 from callsense.config import SAMPLE_RATE, Settings
 from callsense.events import Event
 from callsense.registry import Models
@@ -84,14 +85,13 @@ def _dev(settings: Settings) -> dict[str, Any]:
 
 
 def _harper_valley_text(settings: Settings, data: Path) -> dict[str, Any]:
+    from callsense.bench.datasets import harper_valley_dialogues
     from callsense.reports.report import analyze_dialogue
 
-    path = data / "calls" / "en_harper_valley_dev" / "dialogues.jsonl"
     counts: Counter[str] = Counter()
     calls = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            call = json.loads(line)
+        for call in harper_valley_dialogues(data):
             calls += 1
             turns = [{"role": "operator" if t["speaker"] == "agent" else "customer", "text": t["text"],
                       "start": t["start"], "end": t["end"]} for t in call["turns"] if t.get("text")]
@@ -132,7 +132,7 @@ def _per_call(counts: Counter[str], calls: int) -> dict[str, Any]:
 
 def bench_hints(settings: Settings, models: Models, data: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"dev_set": _dev(settings)}
-    if (data / "calls" / "en_harper_valley_dev").exists():
+    if (data / HARPER_VALLEY).exists():
         out["harper_valley_transcripts"] = _harper_valley_text(settings, data)
         out["harper_valley_audio"] = _harper_valley_audio(settings, models, data)
     return out

@@ -13,7 +13,6 @@ transcripts, with the caller's and agent's names in their metadata) give a secon
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -241,12 +240,13 @@ def _covered(spans: list[tuple[int, int, str]], a: int, b: int, text: str) -> bo
 
 def _harper_valley(data: Path) -> dict[str, Any]:
     """Real transcripts: callers' and agents' names should go, and little else."""
-    path = data / "calls" / "en_harper_valley_dev" / "dialogues.jsonl"
+    from callsense.bench.datasets import HARPER_VALLEY, harper_valley_dialogues
+
+    path = data / HARPER_VALLEY / "dialogues.jsonl"
     if not path.exists():
         return {"skipped": f"{path} not found"}
     named = found = turns = other = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        call = json.loads(line)
+    for call in harper_valley_dialogues(data):
         names = {n.lower() for key in ("caller_name", "agent_name") for n in str(call.get(key) or "").split()}
         for turn in call.get("turns", []):
             text = turn.get("text", "")
