@@ -90,6 +90,9 @@ class HintSettings(_Strict):
     negative_valence: float = -0.35
     arousal_rise: float = 0.35
     interruptions_warn: int = 3
+    # A turn's level is judged on at least this much voice: one stressed word ("Bye!") reads louder
+    # than sentences, whose unstressed syllables pull their mean level down.
+    raised_voice_min_s: float = 1.0
     repeat_similarity: float = 0.9
     repeat_overlap: float = 0.5  # share of content words the two turns have in common
     repeat_after_s: float = 45.0  # a request counts as repeated when asked again this much later

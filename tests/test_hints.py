@@ -143,3 +143,38 @@ def test_intent_examples_are_embedded_once_per_embedder(tmp_path, monkeypatch):
     assert len(list((tmp_path / "intents").glob("*.npy"))) == 1
     assert calls[0] > 50 and calls[1:] == [len(probes)] * 2  # the examples once, then the probes only
     np.testing.assert_allclose(fitted[0], fitted[1], atol=1e-6)
+
+
+def test_raised_voice_needs_more_than_one_loud_word(models):
+    """EmoDB's angry sentences against each speaker's neutral ones: the loudest 0.4 s of a sentence (one
+    stressed word, as a caller's closing "Bye!") reads several sd louder than sentences do, and must not
+    raise a warning; the whole sentence 10 dB louder than the speaker's usual level must."""
+    import copy
+    from pathlib import Path
+
+    from callsense.audio.files import read_audio
+    from callsense.config import EmotionSettings
+    from callsense.stages.fusion import Fuser
+
+    wavs = Path(__file__).parent / "data" / "emotion_speech" / "de_emodb" / "wav"
+    voice = models.speech_emotion
+    fired: dict[str, list[bool]] = {"word": [], "sentence": []}
+    old_rule_word = 0
+    for speaker in sorted({p.name[:2] for p in wavs.glob("*.flac")}):
+        baseline = voice.new_baseline()
+        for p in sorted(wavs.glob(f"{speaker}*N*.flac")):
+            voice.score_turn(read_audio(p)[0], baseline)
+        for p in sorted(wavs.glob(f"{speaker}*W*.flac")):
+            audio = read_audio(p)[0]
+            n = int(0.4 * 16000)
+            loudest = int(np.argmax(np.convolve(audio**2, np.ones(n), "valid")))
+            for kind, turn in (("word", audio[loudest : loudest + n]), ("sentence", 3.0 * audio)):
+                scored = voice.score_turn(turn, copy.deepcopy(baseline))
+                assert scored is not None
+                emo = Fuser(EmotionSettings()).fuse("ch1", "customer", 0.0, 2.0, "u1", "", None, scored[0])
+                old_rule_word += kind == "word" and scored[0].z["loudness_db"] >= 2 and emo.arousal > 0.3
+                hints = HintEngine(HintSettings(), language="de").on_emotion(emo)
+                fired[kind].append(any(h.reason == "raised_voice" for h in hints))
+    assert old_rule_word >= 1  # level and arousal alone would have fired on a single word
+    assert not any(fired["word"])
+    assert sum(fired["sentence"]) >= len(fired["sentence"]) / 2

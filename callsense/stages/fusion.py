@@ -86,7 +86,7 @@ class Fuser:
                                 "sentiment": {k: round(v, 2) for k, v in words.sentiment.items()}}
         if voice:
             evidence["voice"] = {"arousal": round(voice.arousal, 2), "deviations": voice.evidence(),
-                                 "z": voice.z}
+                                 "z": voice.z, "voiced_s": voice.voiced_s}
         else:
             evidence["voice"] = "no usable voice in this turn"
         sentiment = max(words.sentiment, key=words.sentiment.get) if words else "neutral"  # type: ignore[arg-type]

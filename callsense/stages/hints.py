@@ -159,8 +159,11 @@ class HintEngine:
                                 f"(arousal {first:+.2f} \u2192 {ev.arousal:+.2f})",
                                 {"utterance_id": ev.utterance_id, "valence": ev.valence, "arousal": ev.arousal,
                                  "arousal_rise": round(rise, 2), "voice": ev.evidence.get("voice")})
-        z = (ev.evidence.get("voice") or {}).get("z", {}) if isinstance(ev.evidence.get("voice"), dict) else {}
-        if z.get("loudness_db", 0) >= 2.0 and ev.arousal > 0.3:
+        voice = ev.evidence.get("voice")
+        voice = voice if isinstance(voice, dict) else {}
+        z = voice.get("z", {})
+        enough = voice.get("voiced_s", 0.0) >= self.settings.raised_voice_min_s
+        if enough and z.get("loudness_db", 0) >= 2.0 and ev.arousal > 0.3:
             hints += self._fire("raised_voice", "warning", ev,
                                 f"customer's voice is {z['loudness_db']:.1f} sd louder than their usual",
                                 {"utterance_id": ev.utterance_id, "loudness_z": z["loudness_db"]})

@@ -89,6 +89,7 @@ def summarise(frames: np.ndarray) -> dict[str, float] | None:
         "spectral_tilt_db": float(np.median(10 * np.log10((high + 1e-10) / (low + 1e-10)))),
         "spectral_centroid_hz": float(np.median(centroid_all[voiced])),
         "voiced_share": float(voiced.mean()),
+        "voiced_s": float(voiced.sum() * HOP / SAMPLE_RATE),  # how much voice the rest was measured on
     }
 
 
@@ -209,6 +210,7 @@ class SpeechScores:
     arousal: float  # -1 calm .. +1 agitated
     emotion: dict[str, float]
     z: dict[str, float]
+    voiced_s: float = 0.0
 
     def evidence(self, top: int = 3, min_abs: float = 1.0) -> list[str]:
         """The strongest deviations from the speaker's baseline, in words."""
@@ -258,5 +260,6 @@ class SpeechEmotionModel:
             return None
         x = vector(feats)
         scores = self.predict_z(baseline.z(x))
+        scores.voiced_s = round(feats["voiced_s"], 2)
         baseline.update(x)
         return scores, feats
