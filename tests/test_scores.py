@@ -54,3 +54,16 @@ def test_guessed_roles_are_flagged_and_the_summary_speaks_the_calls_language(set
     english = build_report(_call([("operator", "Hello, how can I help?"), ("customer", "Balance please.")],
                                  language="en"), settings)
     assert english["customer_summary"].startswith("Your call")
+
+
+def test_word_error_rate_scores_numbers_spelled_out():
+    """Whisper wrote "134" where the Harper Valley transcript spells the number; scored as written, one
+    number was five errors. Spelled out, only the words that differ count."""
+    import jiwer
+
+    from callsense.bench.wer import normalize
+
+    ref = normalize("alright your balance is a hundred and thirty four dollars")
+    assert jiwer.wer(ref, normalize("Alright, your balance is 134 dollars.")) == 1 / 10  # "one" for "a"
+    assert normalize("Перевод на 135 рублей") == "перевод на сто тридцать пять рублей"
+    assert normalize("Monday at 11 a.m., the 21st") == "monday at eleven a m the twenty first"

@@ -200,8 +200,26 @@ def test_real_repeated_speech_is_kept_whole(models, settings, data):
     hyp = dec.decode(np.concatenate([once, pause, once, pause, once]), "ru", "final", 0.0)
     assert normalize(hyp.text).count("городе") >= 2
     ratio = get_compression_ratio(hyp.text)
-    seg = _Segment(hyp.text, -0.3, 0.0, ratio)
+    seg = _Segment(hyp.text, -0.3, 0.0, ratio, hyp.words)
     assert not dec._degenerate(seg) and not dec._hallucinated(seg), f"kept at compression ratio {ratio:.2f}"
+
+
+def test_a_run_of_one_word_faster_than_speech_is_a_loop(models, settings):
+    """Whisper base on a Harper Valley caller's line noise (call 0091a706bc604188, 1.2 s in, as decoded
+    in `callsense bench --only wholecall`): "fair" eight times in 0.68 s, three of them 0-20 ms long.
+    Its compression ratio (2.0) passes the 2.4 guard; the words' own timings give it away."""
+    from callsense.stages.whisper import _Segment, _Timed
+
+    said = [("That's", 0.26, 0.46), ("your", 0.46, 0.56), ("fair", 0.56, 0.8), ("fair", 0.8, 0.94),
+            ("fair", 0.94, 1.08), ("fair", 1.08, 1.14), ("fair", 1.14, 1.16), ("fair", 1.16, 1.22),
+            ("fair", 1.22, 1.22), ("fair", 1.22, 1.24)]
+    text = " ".join(w for w, _, _ in said)
+    dec = WhisperDecoder(models.whisper, settings.asr)
+    loop = _Segment(text, -0.77, 0.55, 2.0, [_Timed(w, a, b, 0.9) for w, a, b in said])
+    assert loop.compression_ratio < settings.asr.compression_ratio_threshold and dec._degenerate(loop)
+    # the same words at the pace of a person saying one word over and over (4 a second) are kept
+    paced = _Segment(text, -0.77, 0.55, 2.0, [_Timed(w, 0.25 * i, 0.25 * i + 0.2, 0.9) for i, (w, _, _) in enumerate(said)])
+    assert not dec._degenerate(paced)
 
 
 def test_a_final_that_loops_in_a_short_window_is_decoded_again_with_the_full_one(models, settings, data):

@@ -42,6 +42,9 @@ APPEND = "\"'.。,，!！?？:：”)]}、"
 MAX_INITIAL_TIMESTAMP = 50  # the first timestamp within 1 s (faster-whisper's default for one window)
 MIN_REST_S = 0.3  # audio left after Whisper stopped early that is decoded again
 FULL_WINDOW = 3000  # mel frames in Whisper's 30 s window
+# A word said again and again by a person ("no, no, no, no") comes at most about 4 a second; Whisper's
+# loops on noise squeeze a run of one word into a fraction of a second, some words 0 ms long.
+MAX_RUN_WORDS_PER_S = 6.0
 
 
 @dataclass
@@ -433,10 +436,13 @@ class WhisperDecoder:
 
     def _degenerate(self, seg: _Segment) -> bool:
         """A decoding loop: text without a single letter or digit, or one phrase over and over
-        (a long scripted disclosure compresses well too: only a real loop counts)."""
+        (a long scripted disclosure compresses well too: only a real loop counts) that either
+        compresses like a loop or whose repeated word comes faster than anyone says it."""
         if seg.text.strip() and not re.search(r"\w", seg.text):
             return True
-        return seg.compression_ratio > self.settings.compression_ratio_threshold and _looping(seg.text)
+        if not _looping(seg.text):
+            return False
+        return seg.compression_ratio > self.settings.compression_ratio_threshold or _run_too_fast(seg.words)
 
     def _hallucinated(self, seg: _Segment) -> bool:
         s = self.settings
@@ -478,6 +484,17 @@ def _looping(text: str) -> bool:
     top = max(grams.count(g) for g in set(grams))
     runs = max(sum(1 for _ in group) for _, group in itertools.groupby(words))
     return top * 3 >= len(words) or runs >= 4
+
+
+def _run_too_fast(words: Sequence[Any], min_run: int = 4) -> bool:
+    """The longest run of one word (by the words' own timings) is said faster than a person can."""
+    best: list[Any] = []
+    for _, group in itertools.groupby(words, key=lambda w: _norm(w.word)):
+        run = list(group)
+        best = run if len(run) > len(best) else best
+    if len(best) < min_run:
+        return False
+    return best[-1].end - best[0].start < len(best) / MAX_RUN_WORDS_PER_S
 
 
 def _echoes(prompt: str, text: str, n: int = 4) -> bool:
