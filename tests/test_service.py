@@ -152,6 +152,30 @@ def test_a_failing_stage_ends_the_call_loudly_and_keeps_what_it_had(server, monk
     assert (store.call_dir("reports", result["call_id"]) / "report.json").exists()
 
 
+def test_a_source_still_sending_to_a_failed_call_is_told_and_let_go(server, monkeypatch):
+    """A stage fails early in a 43 s call sent as fast as the server takes it: the source, blocked on
+    the full inbox of a call nobody works on any more, was left waiting forever (seen in the load
+    bench). It is now told the call ended and why, and the server serves the next call."""
+    from callsense.stages.emotion import EmotionStage
+
+    def broken(self, fin):
+        raise RuntimeError("emotion model exploded")
+
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}"
+        with monkeypatch.context() as m:
+            m.setattr(EmotionStage, "push", broken)
+            failed = await asyncio.wait_for(stream_file(CALL, url, "op1", speed=0), 60)
+        after = await asyncio.wait_for(stream_file(SHORT, url, "op1", speed=0), 60)
+        await server.shutdown()
+        return failed, after
+
+    failed, after = asyncio.run(scenario())
+    assert failed["clean"] is False and any("exploded" in e for e in failed["errors"])
+    assert after["clean"] and after["errors"] == []
+
+
 def test_fast_sender_loses_nothing_and_ended_calls_leave_memory(server):
     server.settings.server.resume_window_s = 0.0
 

@@ -96,7 +96,10 @@ Publish = Callable[[str, list[Event], list[Event | None]], Awaitable[None]]
 
 
 class Inbox(Protocol):
-    async def put(self, item: Message) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+
+    async def put(self, item: Message) -> bool: ...
 
     def put_nowait(self, item: Message) -> None: ...
 
@@ -167,6 +170,7 @@ class Call:
             log.exception("call %s failed", self.call_id)
             await self._abort(pipe, "stage_failed", f"{type(exc).__name__}: {exc}")
         finally:
+            self.inbox.close()  # a source still sending to a failed call is told instead of waiting forever
             await self._close(pipe)
 
     async def _handle(self, pipe: CallPipeline, msg: Message) -> list[Event]:

@@ -48,24 +48,31 @@ class RemoteInbox:
         self.call, self.conn, self.call_id = call, conn, call.call_id
         self.backlog = int(backlog_s * SAMPLE_RATE)
         self.sent = self.done = 0
-        self._later: set[asyncio.Task[None]] = set()
+        self._later: set[asyncio.Task[bool]] = set()
 
-    async def put(self, msg: Message) -> None:
-        if self.call.saved.done():
-            return
+    @property
+    def closed(self) -> bool:
+        """The call's worker has ended it (saved, or failed): nothing more goes to it."""
+        return self.call.saved.done()
+
+    async def put(self, msg: Message) -> bool:
+        if self.closed:
+            return False
         try:
             if isinstance(msg, Audio):
                 self.sent += msg.chunk.audio.shape[1]
                 while self.sent - self.done > self.backlog and not self.call.saved.done():
                     done = await self.conn.hget(b.call_key(self.call_id), "done")
                     if done is None:  # Redis restarted without the call: its worker ends it
-                        return
+                        return False
                     self.done = int(done)
                     if self.sent - self.done > self.backlog:
                         await asyncio.sleep(0.05)
             await self.conn.xadd(b.input_key(self.call_id), b.encode_message(msg))
         except redis.RedisError as exc:
             self.call.finish(f"broker_unreachable: {exc}; the call's worker saves what it had")
+            return False
+        return True
 
     def put_nowait(self, msg: Message) -> None:
         task = asyncio.create_task(self.put(msg))

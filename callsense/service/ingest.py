@@ -122,14 +122,18 @@ async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCal
                 await transport.reply(json.dumps({"type": "accepted", "call_id": call.call_id}))
             if chunks and call is not None:
                 arrived = time.monotonic()
-                for chunk in chunks:
-                    await call.inbox.put(Audio(chunk, arrived))  # waits when the call is behind: backpressure
+                for chunk in chunks:  # put waits when the call is behind: backpressure
+                    if not await call.inbox.put(Audio(chunk, arrived)):
+                        break
+                if call.inbox.closed:  # the call ended under the source (a stage failed): say so, stop reading
+                    reason = "call ended"
+                    break
         if proto.ended:
             reason = "hangup"
     finally:
         if call is not None:
             await call.inbox.put(End(reason))
-    if call is not None and call.task is not None and reason == "hangup":
+    if call is not None and call.task is not None and reason in ("hangup", "call ended"):
         await _report_end(transport, call)
 
 

@@ -17,16 +17,28 @@ class Mailbox(Generic[T]):
     def __init__(self, maxsize: int = 0) -> None:
         self.items: deque[T] = deque()
         self.maxsize = maxsize
+        self.closed = False
         self._ready, self._space = asyncio.Event(), asyncio.Event()
 
     def __len__(self) -> int:
         return len(self.items)
 
-    async def put(self, item: T) -> None:
-        while self.maxsize and len(self.items) >= self.maxsize:
+    async def put(self, item: T) -> bool:
+        """False when the consumer has stopped (`close`): a sender waiting for space is let go, not left
+        waiting for a consumer that will never take another item."""
+        while self.maxsize and len(self.items) >= self.maxsize and not self.closed:
             self._space.clear()
             await self._space.wait()
+        if self.closed:
+            return False
         self.put_nowait(item)
+        return True
+
+    def close(self) -> None:
+        """The consumer is done: what waits is dropped, and senders are turned away from now on."""
+        self.closed = True
+        self.items.clear()
+        self._space.set()
 
     def put_nowait(self, item: T) -> None:
         self.items.append(item)

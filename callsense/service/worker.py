@@ -173,9 +173,8 @@ class ClusterCall(Call):
                     except b.MalformedEntry as exc:  # not from a gateway of ours: the call ends, said so
                         return self._end("malformed input", f"{exc} at {entry_id!r}")
                     msg.entry = self.read_from
-                    await self.inbox.put(msg)
-                    if isinstance(msg, End):
-                        return
+                    if not await self.inbox.put(msg) or isinstance(msg, End):
+                        return  # the call has ended (or failed): nothing more to read for it
 
     def _end(self, reason: str, why: str) -> None:
         self.inbox.put_nowait(SourceError("broker", f"{why}; the call ends with what it had"))
