@@ -38,9 +38,10 @@ class AsrSettings(_Strict):
     languages: list[str] = ["ru", "en", "da"]
     beam_size: int = 5  # live finals: whole-call WER 0.199 -> 0.169 against offline 0.159 (docs/benchmarks.md)
     offline_beam_size: int = 5  # transcribe, analyze, audit: about 2-3 WER points better on Russian
-    # finals decoded with this much of the speaker's previous finals as Whisper's prompt; off: with the
-    # bundled Whisper base it doubled whole-call WER (hallucinated captions), see docs/benchmarks.md
-    prompt_chars: int = 0
+    # finals decoded with this much of the speaker's previous finals as Whisper's prompt (whisper_streaming's
+    # 200 characters): with beam 5 whole-call WER 0.159 -> 0.132 constructed, 0.170 -> 0.143 real calls;
+    # 0 = off (docs/benchmarks.md, Session 11)
+    prompt_chars: int = 200
     partial_interval_s: float = 1.5  # how often a partial is decoded while someone speaks
     partial_window_s: float = 10.0  # partials run Whisper's encoder on this window, not 30 s (about 6x cheaper)
     # finals that fit this window with 1 s to spare are encoded in it, longer ones in 30 s; 0 = always 30 s

@@ -116,3 +116,23 @@ def test_a_batch_of_two_languages_is_encoded_once_and_each_piece_gets_its_own_wo
     assert [h.language for h in both] == ["ru", "en"]
     assert [h.text for h in both] == [h.text for h in alone]
     assert passes == [2], "one encoder pass for the batch, none again per language"
+
+
+def test_finals_prompted_with_different_histories_decode_in_one_batch(models, settings, data):
+    """Live finals carry their speakers' previous words as prompts, of any length. CTranslate2 refused
+    such a batch ("<|startoftranscript|> at the same position"), which failed every call in it under
+    load. Each final now decodes as it would alone, whatever prompts it meets in its batch."""
+    from callsense.stages.whisper import PROMPT_STEP, DecodeRequest
+
+    said = ["Со спокойным мужеством он ожидал всего в этом безумном городе, и ничего не случилось.",
+            "Он целует её в щёки, в лоб, в закрытые веки. Осенний ветер над Катей, лежащей в земле "
+            "под крестом. Казалось, из чёрной бездны он сам теперь летел на них."]
+    clips = [_clip(data, "ru_0002.flac"), _clip(data, "ru_0004.flac")]
+    dec = WhisperDecoder(models.whisper, settings.asr)
+    lengths = {len(dec._previous(p)) for p in said}
+    assert len(lengths) == 2 and all(n % PROMPT_STEP == 0 and n > 0 for n in lengths)
+    requests = [DecodeRequest(c, "ru", prompt=p) for c, p in zip(clips, said, strict=True)]
+    alone = [dec.decode_batch([r])[0] for r in requests]
+    together = dec.decode_batch(requests)
+    assert all(h.text for h in together)
+    assert [h.text for h in together] == [h.text for h in alone]

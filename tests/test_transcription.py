@@ -114,7 +114,7 @@ def test_repetition_guard_drops_loops_and_keeps_long_scripted_speech():
 def test_a_final_is_decoded_with_what_the_speaker_said_before(models, settings, data):
     audio = np.concatenate([read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0]
                             for i in (3, 4)] + [np.zeros(16000, np.float32)])
-    asr = settings.asr.model_copy(update={"prompt_chars": 200})  # off by default for Whisper base
+    asr = settings.asr.model_copy(update={"prompt_chars": 200})
     dec = CountingDecoder(models.whisper, asr)
     tr = StreamingTranscriber(dec, asr, "ch0", language="ru")
     tr.skip_partials = True

@@ -45,6 +45,10 @@ FULL_WINDOW = 3000  # mel frames in Whisper's 30 s window
 # A word said again and again by a person ("no, no, no, no") comes at most about 4 a second; Whisper's
 # loops on noise squeeze a run of one word into a fraction of a second, some words 0 ms long.
 MAX_RUN_WORDS_PER_S = 6.0
+# A prompt's previous-text tokens are kept in whole steps of this many (the most recent ones): CTranslate2
+# needs <|startoftranscript|> at one position across a batch, so only prompts of one length batch
+# together; steps make the finals of speakers with some history meet (a prompt under a step: none).
+PROMPT_STEP = 16
 
 
 @dataclass
@@ -316,26 +320,39 @@ class WhisperDecoder:
         frames = [f.shape[-1] for f in feats]
         encoded = m.encode(np.stack([pad_or_trim(f) for f in feats]))
         languages = self._languages(requests, encoded)
-        groups = {lang: [i for i, lg in enumerate(languages) if lg == lang] for lang in dict.fromkeys(languages)}
+        previous = [self._previous(r.prompt) for r in requests]
+        keys = [(lang, len(p)) for lang, p in zip(languages, previous, strict=True)]
+        groups = {key: [i for i, k in enumerate(keys) if k == key] for key in dict.fromkeys(keys)}
         if len(groups) == 1:
-            return self._generate(requests, frames, encoded, languages[0])
-        # one alignment needs one language: each group is decoded alone, on its rows of this encoder pass
+            return self._generate(requests, frames, encoded, languages[0], previous)
+        # one alignment needs one language, one beam search one prompt length: each group is decoded
+        # alone, on its rows of this encoder pass
         from ctranslate2 import StorageView
 
         rows = np.asarray(encoded)
         out: dict[int, Hypothesis] = {}
-        for lang, idx in groups.items():
+        for (lang, _), idx in groups.items():
             part = StorageView.from_array(np.ascontiguousarray(rows[idx]))
-            out.update(zip(idx, self._generate([requests[i] for i in idx], [frames[i] for i in idx], part, lang),
-                           strict=True))
+            out.update(zip(idx, self._generate([requests[i] for i in idx], [frames[i] for i in idx], part, lang,
+                                               [previous[i] for i in idx]), strict=True))
         return [out[i] for i in range(len(requests))]
 
-    def _generate(self, requests: list[DecodeRequest], frames: list[int], encoded: Any,
-                  language: str) -> list[Hypothesis]:
-        """Beam search and word timings for pieces of one language, from their encoder output."""
+    def _previous(self, prompt: str) -> list[int]:
+        """The prompt's most recent tokens, in whole PROMPT_STEPs (Whisper's tokens are the same in
+        every language; only the start sequence differs)."""
+        if not prompt.strip():
+            return []
+        tokens = self._tokenizer("en").encode(" " + prompt.strip())
+        keep = len(tokens) // PROMPT_STEP * PROMPT_STEP
+        return tokens[len(tokens) - keep :] if keep else []
+
+    def _generate(self, requests: list[DecodeRequest], frames: list[int], encoded: Any, language: str,
+                  previous: list[list[int]]) -> list[Hypothesis]:
+        """Beam search and word timings for pieces of one language and prompt length, from their
+        encoder output."""
         m = self.model
         tok = self._tokenizer(language)
-        prompts = [m.get_prompt(tok, tok.encode(" " + r.prompt.strip()) if r.prompt else []) for r in requests]
+        prompts = [m.get_prompt(tok, p) for p in previous]
         new_tokens = max(_token_cap(r.audio.size / SAMPLE_RATE, timestamps=True) for r in requests)
         results = m.model.generate(
             encoded, prompts, beam_size=self.beam_size, patience=1, length_penalty=1,
