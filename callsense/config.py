@@ -25,7 +25,10 @@ class ModelSettings(_Strict):
     # otherwise a local folder or a Hugging Face name (needs network on first use).
     whisper: str = "bundled"
     whisper_compute_type: str = "int8"
-    whisper_threads: int = 2
+    # threads per Whisper decode: on the 2-core machine one thread decodes a window as fast as two (beam
+    # search steps are too small to split) and leaves the other core to a second decode; live final p95
+    # 1.87 -> 1.23 s, K = 6 calls max lag 2.78 -> 1.45 s (docs/benchmarks.md, Session 11)
+    whisper_threads: int = 1
     # parallel Whisper decodes (one per call channel at most); 1 serialises all calls of a server
     whisper_workers: int = 2
     segmentation: str = "bundled"
