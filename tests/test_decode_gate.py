@@ -122,15 +122,14 @@ def test_finals_prompted_with_different_histories_decode_in_one_batch(models, se
     """Live finals carry their speakers' previous words as prompts, of any length. CTranslate2 refused
     such a batch ("<|startoftranscript|> at the same position"), which failed every call in it under
     load. Each final now decodes as it would alone, whatever prompts it meets in its batch."""
-    from callsense.stages.whisper import PROMPT_STEP, DecodeRequest
+    from callsense.stages.whisper import DecodeRequest
 
     said = ["Со спокойным мужеством он ожидал всего в этом безумном городе, и ничего не случилось.",
             "Он целует её в щёки, в лоб, в закрытые веки. Осенний ветер над Катей, лежащей в земле "
             "под крестом. Казалось, из чёрной бездны он сам теперь летел на них."]
     clips = [_clip(data, "ru_0002.flac"), _clip(data, "ru_0004.flac")]
     dec = WhisperDecoder(models.whisper, settings.asr)
-    lengths = {len(dec._previous(p)) for p in said}
-    assert len(lengths) == 2 and all(n % PROMPT_STEP == 0 and n > 0 for n in lengths)
+    assert len({len(dec._previous(p)) for p in said}) == 2
     requests = [DecodeRequest(c, "ru", prompt=p) for c, p in zip(clips, said, strict=True)]
     alone = [dec.decode_batch([r])[0] for r in requests]
     together = dec.decode_batch(requests)
