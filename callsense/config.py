@@ -27,7 +27,7 @@ class ModelSettings(_Strict):
     whisper_compute_type: str = "int8"
     # threads per Whisper decode: on the 2-core machine one thread decodes a window as fast as two (beam
     # search steps are too small to split) and leaves the other core to a second decode; live final p95
-    # 1.87 -> 1.23 s, K = 6 calls max lag 2.78 -> 1.45 s (docs/benchmarks.md, Session 11)
+    # 1.87 -> 1.33-1.40 s, K = 6 calls max lag 2.78 -> 1.46 s (docs/benchmarks.md, Session 11)
     whisper_threads: int = 1
     # parallel Whisper decodes (one per call channel at most); 1 serialises all calls of a server
     whisper_workers: int = 2

@@ -61,7 +61,7 @@ class RemoteInbox:
         try:
             if isinstance(msg, Audio):
                 self.sent += msg.chunk.audio.shape[1]
-                while self.sent - self.done > self.backlog and not self.call.saved.done():
+                while self.sent - self.done > self.backlog and not self.closed:
                     done = await self.conn.hget(b.call_key(self.call_id), "done")
                     if done is None:  # Redis restarted without the call: its worker ends it
                         return False

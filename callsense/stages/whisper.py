@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,8 @@ FULL_WINDOW = 3000  # mel frames in Whisper's 30 s window
 # A word said again and again by a person ("no, no, no, no") comes at most about 4 a second; Whisper's
 # loops on noise squeeze a run of one word into a fraction of a second, some words 0 ms long.
 MAX_RUN_WORDS_PER_S = 6.0
+MIN_RUN = 4  # one word this many times in a row is a run worth checking
+T = TypeVar("T")
 
 
 @dataclass
@@ -338,7 +340,8 @@ class WhisperDecoder:
         needs <|startoftranscript|> at one position across a batch, so only prompts of one length share
         a beam search. Trimming prompts to common lengths (steps of 16 tokens) let more finals batch but
         cost 2 WER points on the constructed calls; live finals rarely meet in a batch anyway."""
-        return self._tokenizer("en").encode(" " + prompt.strip()) if prompt.strip() else []
+        text = prompt.strip()
+        return self.model.hf_tokenizer.encode(" " + text, add_special_tokens=False).ids if text else []
 
     def _generate(self, requests: list[DecodeRequest], frames: list[int], encoded: Any, language: str,
                   previous: list[list[int]]) -> list[Hypothesis]:
@@ -493,19 +496,22 @@ def _looping(text: str) -> bool:
         return False
     grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     top = max(grams.count(g) for g in set(grams))
-    runs = max(sum(1 for _ in group) for _, group in itertools.groupby(words))
-    return top * 3 >= len(words) or runs >= 4
+    return top * 3 >= len(words) or len(_longest_run(words, str)) >= MIN_RUN
 
 
-def _run_too_fast(words: Sequence[Any], min_run: int = 4) -> bool:
-    """The longest run of one word (by the words' own timings) is said faster than a person can."""
-    best: list[Any] = []
-    for _, group in itertools.groupby(words, key=lambda w: _norm(w.word)):
+def _longest_run(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
+    """The longest stretch of consecutive items with one key (the first, on a tie)."""
+    best: list[T] = []
+    for _, group in itertools.groupby(items, key=key):
         run = list(group)
         best = run if len(run) > len(best) else best
-    if len(best) < min_run:
-        return False
-    return best[-1].end - best[0].start < len(best) / MAX_RUN_WORDS_PER_S
+    return best
+
+
+def _run_too_fast(words: Sequence[Any]) -> bool:
+    """The longest run of one word (by the words' own timings) is said faster than a person can."""
+    run = _longest_run(words, lambda w: _norm(w.word))
+    return len(run) >= MIN_RUN and run[-1].end - run[0].start < len(run) / MAX_RUN_WORDS_PER_S
 
 
 def _echoes(prompt: str, text: str, n: int = 4) -> bool:
