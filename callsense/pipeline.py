@@ -104,8 +104,11 @@ class CallPipeline:
         self.echo_gate = ChannelGate(settings.diarization.echo_dominance_db)
         decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate,
                                  beam_size=settings.asr.offline_beam_size if offline else settings.asr.beam_size)
+        # mono finals are split between speakers by diarization: a revision would not map onto them
+        revise = settings.asr.revise and not offline and not self.mono
         self.asr = [StreamingTranscriber(decoder, settings.asr, speaker="S" if self.mono else f"ch{i}",
-                                         role=role, language=self.language, pack=offline)  # type: ignore[arg-type]
+                                         role=role, language=self.language, pack=offline,  # type: ignore[arg-type]
+                                         revise=revise)
                     for i, role in enumerate(roles)]
         for asr in self.asr:  # the words' embedding starts in the pause, with the speculative final
             asr.on_speculation = lambda text: embed_early(text, settings.models)
@@ -121,7 +124,7 @@ class CallPipeline:
         self.shedding = False
         self._started_wall = time.monotonic()
         self._last_metrics_t = 0.0
-        self._ended = False
+        self._ended = self._wound_up = False
         self._set_partials(self.partials)
 
     def _speakers(self) -> ChannelSpeakers | MonoSpeakers:
@@ -164,15 +167,25 @@ class CallPipeline:
                                 max(asr.heard_until for asr in self.asr))
         return self._emit([*turns, *holds, *self._metrics(arrived)], arrived)
 
-    def finish(self, reason: str = "hangup") -> list[Event]:
-        if self._ended:
+    def wind_up(self) -> list[Event]:
+        """The call's audio has ended: the turns still open are final now (deliver them at once);
+        `finish` then adds what needs the whole call (the last revisions) and ends it."""
+        if self._ended or self._wound_up:
             return []
-        self._ended = True
+        self._wound_up = True
         self.speakers.flush()
         tail = self.echo_gate.flush()
         transcripts = [ev for ch, asr in enumerate(self.asr) for ev in [*(asr.push(tail[ch]) if tail is not None else []),
                                                                        *asr.flush()]]
-        return self._emit([*self._turns(transcripts), CallEnded(duration_s=round(self.stream_time, 3), reason=reason)])
+        return self._emit(self._turns(transcripts))
+
+    def finish(self, reason: str = "hangup") -> list[Event]:
+        if self._ended:
+            return []
+        last = self.wind_up()
+        self._ended = True
+        revised = [ev for asr in self.asr for ev in asr.revise_rest()]
+        return last + self._emit([*self._turns(revised), CallEnded(duration_s=round(self.stream_time, 3), reason=reason)])
 
     def feedback(self, hint_id: str, action: str, by: str) -> list[Event]:
         """The operator accepted or dismissed a hint: recorded in the call like any event."""
@@ -197,6 +210,8 @@ class CallPipeline:
         for chunk in chunks:
             for ev in self.push(chunk, time.monotonic()):
                 emit(ev)
+        for ev in self.wind_up():  # the last live finals go out before the last revisions are decoded
+            emit(ev)
         for ev in self.finish():
             emit(ev)
         return self.events
@@ -245,6 +260,9 @@ class CallPipeline:
         out: list[Event] = []
         try:
             for ev in transcripts:
+                if isinstance(ev, TranscriptFinal) and ev.revision:
+                    out.append(self._revised(ev))  # the record is corrected; live signals stand
+                    continue
                 for turn in self.speakers.push(ev):
                     out.append(turn)
                     if isinstance(turn, TranscriptFinal):
@@ -252,6 +270,24 @@ class CallPipeline:
         except Exception as exc:  # a stage failed: what came before it (the transcript) is not lost
             raise StageFailed(f"{type(exc).__name__}: {exc}", self._emit(out)) from exc
         return out
+
+    def _revised(self, rev: TranscriptFinal) -> TranscriptFinal:
+        """A revised final as the live one it replaces (its role and speaker as assigned then)."""
+        i = self._final_index(rev.utterance_id)
+        if i is None:
+            return rev  # words only the revision heard: a final of its own
+        live = self.events[i]
+        assert isinstance(live, TranscriptFinal)
+        return live.model_copy(update={k: getattr(rev, k) for k in ("text", "words", "start", "end", "revision",
+                                                                     "avg_logprob", "no_speech_prob")})
+
+    def _final_index(self, utterance_id: str) -> int | None:
+        """Where the call's record holds the final of `utterance_id` (recent ones are found first)."""
+        for i in range(len(self.events) - 1, -1, -1):
+            ev = self.events[i]
+            if isinstance(ev, TranscriptFinal) and ev.utterance_id == utterance_id:
+                return i
+        return None
 
     def _on_final(self, fin: TranscriptFinal) -> list[Event]:
         overlaps = self.overlaps.push(fin)
@@ -295,9 +331,21 @@ class CallPipeline:
             self.seq.stamp(ev)
             ev.arrived_at(arrived if arrived is not None else now)
             ev.t = round(self.stream_time, 3)
-            if ev.type != "transcript_partial":
+            if isinstance(ev, TranscriptFinal) and ev.revision:
+                self._record_revision(ev)
+            elif ev.type != "transcript_partial":
                 self.events.append(ev)
         return events
+
+
+    def _record_revision(self, rev: TranscriptFinal) -> None:
+        """The call's record keeps one final per utterance: the revision takes the live one's place
+        (an empty one withdraws it)."""
+        i = self._final_index(rev.utterance_id)
+        if i is not None:
+            del self.events[i]
+        if rev.text:
+            self.events.insert(len(self.events) if i is None else i, rev)
 
 
 def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:

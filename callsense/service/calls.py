@@ -156,6 +156,7 @@ class Call:
             while True:
                 msg = self.consumed = await self.inbox.get()
                 if isinstance(msg, End):
+                    await self._emit(await self._run(pipe.wind_up))  # the last finals before the revisions
                     await self._emit(await self._run(pipe.finish, msg.reason))
                     break
                 await self._emit(await self._handle(pipe, msg))

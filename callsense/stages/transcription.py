@@ -32,6 +32,7 @@ import numpy as np
 from callsense.audio.vad import FRAME, Endpointer, SileroVAD
 from callsense.config import SAMPLE_RATE, AsrSettings
 from callsense.events import Role, TranscriptFinal, TranscriptPartial, Word
+from callsense.stages.packs import Pack, Reviser
 from callsense.stages.whisper import DecodeGate, Hypothesis, Mode, WhisperDecoder, _norm
 
 __all__ = ["DecodeGate", "Hypothesis", "StreamingTranscriber", "WhisperDecoder", "agreed_prefix"]
@@ -64,55 +65,6 @@ class Utterance:
         return self.audio[0] if self.audio else np.zeros(0, np.float32)
 
 
-@dataclass
-class Pack:
-    """Utterances of one speaker waiting to be decoded together (recordings only).
-
-    Whisper pays for a 30 s window however short the audio; a call's turns are mostly a few seconds,
-    so a recording's turns are packed, in order and separated by a short silence, into windows of up
-    to `seconds` and each window is decoded once (as offline Whisper decodes a whole channel). The
-    words go back to the utterance they were heard in. A pack is also decoded once its first
-    utterance is `MAX_WAIT_S` old in stream time, so the call's later stages get their finals soon.
-    """
-
-    seconds: float
-    items: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (count, start sample, audio)
-
-    GAP = int(0.3 * SAMPLE_RATE)
-    MAX_WAIT_S = 60.0
-
-    def fits(self, audio: np.ndarray) -> bool:
-        used = sum(a.size + self.GAP for _, _, a in self.items)
-        return not self.items or used + audio.size <= self.seconds * SAMPLE_RATE
-
-    def add(self, count: int, start_sample: int, audio: np.ndarray) -> None:
-        self.items.append((count, start_sample, audio))
-
-    def stale(self, now_sample: int) -> bool:
-        return bool(self.items) and now_sample - self.items[0][1] > self.MAX_WAIT_S * SAMPLE_RATE
-
-    def take(self) -> tuple[np.ndarray, list[tuple[int, int, int, float]]]:
-        """The window's audio and each utterance's (count, start sample, size, start within the window)."""
-        gap = np.zeros(self.GAP, np.float32)
-        parts, spans, at = [], [], 0
-        for count, start, audio in self.items:
-            parts += [audio, gap]
-            spans.append((count, start, audio.size, at / SAMPLE_RATE))
-            at += audio.size + gap.size
-        self.items = []
-        return np.concatenate(parts[:-1]), spans
-
-    @staticmethod
-    def assign(words: list[Word], spans: list[tuple[int, int, int, float]]) -> list[list[Word]]:
-        """Each word to the utterance whose span (widened by half a gap) holds its midpoint, else the nearest."""
-        out: list[list[Word]] = [[] for _ in spans]
-        for w in words:
-            mid = (w.start + w.end) / 2
-            dist = [max(at - mid, mid - at - size / SAMPLE_RATE, 0.0) for _, _, size, at in spans]
-            out[int(np.argmin(dist))].append(w)
-        return out
-
-
 def agreed_prefix(previous: list[str], current: list[str]) -> int:
     """Number of leading words two hypotheses agree on (case and punctuation ignored)."""
     n = 0
@@ -127,8 +79,10 @@ class StreamingTranscriber:
     """Feeds one speaker stream; `push` returns partial and final transcript events as they are ready."""
 
     def __init__(self, decoder: WhisperDecoder, settings: AsrSettings, speaker: str, role: Role = "unknown",
-                 language: str | None = None, vad: SileroVAD | None = None, pack: bool = False) -> None:
-        """`pack`: a recording, not a live call: finals are decoded in packs (see `Pack`)."""
+                 language: str | None = None, vad: SileroVAD | None = None, pack: bool = False,
+                 revise: bool = False) -> None:
+        """`pack`: a recording, not a live call: finals are decoded in packs (see `Pack`). `revise`:
+        a live speaker's finals are decoded again in packs on spare capacity (`Reviser`)."""
         self.decoder, self.settings = decoder, settings
         self.speaker, self.role = speaker, role
         self.language = language or settings.language
@@ -142,6 +96,7 @@ class StreamingTranscriber:
         self._said: deque[str] = deque(maxlen=8)  # this speaker's last finals: the next final's prompt
         self.skip_partials = False
         self.pack = Pack(settings.pack_s) if pack else None
+        self.reviser = Reviser(decoder, self._event, settings.pack_s) if revise and not pack else None
         self.heard_until = 0.0  # stream time where the last utterance (of at least 0.2 s) ended
         # called with a speculative final's text: later stages may start on it during the pause
         self.on_speculation: Callable[[str], None] | None = None
@@ -174,6 +129,8 @@ class StreamingTranscriber:
             events.extend(self._speculate())
         if self.pack is not None and self.pack.stale(self._samples):
             events.extend(self._decode_pack())
+        if self.reviser is not None:
+            events.extend(self.reviser.tick(self._samples))
         return events
 
     @property
@@ -211,6 +168,10 @@ class StreamingTranscriber:
         """End of stream: whatever is being said is final now."""
         events = self._finalize() if self._utt is not None and self._utt.samples > 0 else []
         return events + self._decode_pack()
+
+    def revise_rest(self) -> list[TranscriptFinal]:
+        """After `flush`: the revisions still to come (a live speaker's last pack)."""
+        return self.reviser.flush() if self.reviser is not None else []
 
     # -- internals --
 
@@ -288,6 +249,7 @@ class StreamingTranscriber:
             cut = int(np.clip(round((pause - start) * SAMPLE_RATE), SAMPLE_RATE, audio.size))
             kept = hyp.only(hyp.words[: n + 1])
         self._count += 1
+        self._revise_later(utt.start_sample, audio[:cut], kept.text)
         self.heard_until = (utt.start_sample + cut) / SAMPLE_RATE
         self._utt = Utterance(start_sample=utt.start_sample + cut, audio=[heard[cut:]], samples=heard.size - cut)
         return [*self._decode_pack(), *self._final(utt.start_sample, cut, kept)]
@@ -315,6 +277,7 @@ class StreamingTranscriber:
             self._maybe_detect_language(audio)
             hyp = self._decode(audio, "final", offset=utt.start_sample / SAMPLE_RATE)
         assert hyp is not None  # finals are never skipped
+        self._revise_later(utt.start_sample, audio, hyp.text)
         return self._final(utt.start_sample, audio.size, hyp)
 
     def _decode_pack(self) -> list[TranscriptFinal]:
@@ -328,30 +291,33 @@ class StreamingTranscriber:
             # detected on the window's own encoder pass: a whole window of this speaker is one vote
             # worth locking on
             self._commit_vote((hyp.language, 1.0))
-        out = []
-        for (count, start_sample, size, at), words in zip(spans, Pack.assign(hyp.words, spans), strict=True):
-            shift = start_sample / SAMPLE_RATE - at
-            mine = [w.model_copy(update={"start": round(w.start + shift, 3), "end": round(w.end + shift, 3)})
-                    for w in words]
-            part = hyp.only(mine)
-            out += self._final(start_sample, size, part, count)
-        return out
+        return [f for count, start_sample, size, part in Pack.parts(hyp, spans)
+                for f in self._final(start_sample, size, part, count)]
+
+    def _revise_later(self, start_sample: int, audio: np.ndarray, text: str) -> None:
+        """A live turn just decoded (with the prompt as it is now) goes to the reviser's pack."""
+        if self.reviser is not None:
+            self.reviser.add(self._count, start_sample, audio, text, self._prompt(), self.language)
 
     def _final(self, start_sample: int, size: int, hyp: Hypothesis, count: int | None = None) -> list[TranscriptFinal]:
-        """The final event of the utterance at `start_sample` (`size` samples long), if anything was said."""
+        """The final of the utterance at `start_sample` (`size` samples long), if anything was said;
+        its words are the speaker's next prompt."""
         if not hyp.text:
             return []
         self._said.append(hyp.text)
+        return [self._event(start_sample, size, hyp, count or self._count)]
+
+    def _event(self, start_sample: int, size: int, hyp: Hypothesis, count: int) -> TranscriptFinal:
         start = start_sample / SAMPLE_RATE
         end = start + size / SAMPLE_RATE
         if hyp.words:  # the VAD's edges include padding and decay; word timings are tighter
             start, end = max(start, hyp.words[0].start), min(end, hyp.words[-1].end)
-        return [TranscriptFinal(
+        return TranscriptFinal(
             speaker=self.speaker, role=self.role, start=round(start, 3),
             end=round(end, 3), text=hyp.text, words=hyp.words,
-            language=hyp.language, utterance_id=f"{self.speaker}-{count or self._count}",
+            language=hyp.language, utterance_id=f"{self.speaker}-{count}",
             avg_logprob=hyp.avg_logprob, no_speech_prob=hyp.no_speech_prob,
-        )]
+        )
 
     def _maybe_detect_language(self, audio: np.ndarray) -> None:
         self._commit_vote(self._detect(audio))

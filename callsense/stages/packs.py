@@ -1,0 +1,211 @@
+"""A speaker's turns decoded together: recordings' packed windows, and live finals revised.
+
+Recordings (`Pack`): see its docstring.
+
+
+A live final is decoded alone, moments after its turn ends. Whisper base misreads short turns heard
+alone («Нажмите» as «Нажми тебя», "is there anything else" as "it's very interesting") that it reads
+right among the same speaker's other turns, as offline decoding over a whole channel does: the
+encoder hears more of the voice. So a live speaker's turns are also collected into a `Pack` (the
+recordings' packed window) and, when the pack is full, stale or the call ends, decoded once more
+there; each turn whose words changed gets a revised final (`revision` 1, same `utterance_id`) that
+replaces the live one in the call's record, the report and the consoles. Live signals (emotion,
+hints) stay as they were given: they were acted on.
+
+Revisions are optional work: one at a time per process, on a Whisper slot only when no final is
+waiting (the gate's `optional`, allowed to wait `WAIT_S` for one), never delaying a live final. Under
+load they are skipped and the live finals stand (counted in the gate's `skipped`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from callsense.config import SAMPLE_RATE
+from callsense.events import TranscriptFinal, Word
+from callsense.stages.whisper import DecodeRequest, Hypothesis, WhisperDecoder, _norm
+
+log = logging.getLogger(__name__)
+
+# an empty revision withdraws a live final of at most this many words: Whisper's phantom phrases on
+# line noise are short ("That was awesome."); a whole sentence missing from the pack's decode is the
+# pack's loss (it stopped early), not a phantom, and the live final stands
+MAX_WITHDRAWN_WORDS = 4
+WAIT_S = 5.0  # a due revision waits this long for a free Whisper slot, then is skipped
+# builds the final of the turn at (start sample, samples, hypothesis, utterance count)
+MakeFinal = Callable[[int, int, Hypothesis, int], TranscriptFinal]
+
+@dataclass
+class Pack:
+    """Utterances of one speaker waiting to be decoded together (recordings only).
+
+    Whisper pays for a 30 s window however short the audio; a call's turns are mostly a few seconds,
+    so a recording's turns are packed, in order and separated by a short silence, into windows of up
+    to `seconds` and each window is decoded once (as offline Whisper decodes a whole channel). The
+    words go back to the utterance they were heard in. A pack is also decoded once its first
+    utterance is `MAX_WAIT_S` old in stream time, so the call's later stages get their finals soon.
+    """
+
+    seconds: float
+    items: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (count, start sample, audio)
+
+    GAP = int(0.3 * SAMPLE_RATE)
+    MAX_WAIT_S = 60.0
+
+    def fits(self, audio: np.ndarray) -> bool:
+        used = sum(a.size + self.GAP for _, _, a in self.items)
+        return not self.items or used + audio.size <= self.seconds * SAMPLE_RATE
+
+    def add(self, count: int, start_sample: int, audio: np.ndarray) -> None:
+        self.items.append((count, start_sample, audio))
+
+    def stale(self, now_sample: int) -> bool:
+        return bool(self.items) and now_sample - self.items[0][1] > self.MAX_WAIT_S * SAMPLE_RATE
+
+    def take(self) -> tuple[np.ndarray, list[tuple[int, int, int, float]]]:
+        """The window's audio and each utterance's (count, start sample, size, start within the window)."""
+        gap = np.zeros(self.GAP, np.float32)
+        parts, spans, at = [], [], 0
+        for count, start, audio in self.items:
+            parts += [audio, gap]
+            spans.append((count, start, audio.size, at / SAMPLE_RATE))
+            at += audio.size + gap.size
+        self.items = []
+        return np.concatenate(parts[:-1]), spans
+
+    @staticmethod
+    def parts(hyp: Hypothesis, spans: list[tuple[int, int, int, float]]) -> list[tuple[int, int, int, Hypothesis]]:
+        """The window's decode split into its utterances: (count, start sample, size, their words
+        on the call's clock)."""
+        out = []
+        for (count, start_sample, size, at), words in zip(spans, Pack.assign(hyp.words, spans), strict=True):
+            shift = start_sample / SAMPLE_RATE - at
+            mine = [w.model_copy(update={"start": round(w.start + shift, 3), "end": round(w.end + shift, 3)})
+                    for w in words]
+            out.append((count, start_sample, size, hyp.only(mine)))
+        return out
+
+    @staticmethod
+    def assign(words: list[Word], spans: list[tuple[int, int, int, float]]) -> list[list[Word]]:
+        """Each word to the utterance whose span (widened by half a gap) holds its midpoint, else the nearest."""
+        out: list[list[Word]] = [[] for _ in spans]
+        for w in words:
+            mid = (w.start + w.end) / 2
+            dist = [max(at - mid, mid - at - size / SAMPLE_RATE, 0.0) for _, _, size, at in spans]
+            out[int(np.argmin(dist))].append(w)
+        return out
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """One thread for the whole process: revisions never take more than one core from live calls."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsense-revise")
+        return _pool
+
+
+class Reviser:
+    """One live speaker's turns, decoded again in packs (see the module's docstring)."""
+
+    def __init__(self, decoder: WhisperDecoder, make_final: MakeFinal, pack_s: float) -> None:
+        self.decoder, self.make_final = decoder, make_final
+        self.pack = Pack(pack_s)
+        self._texts: dict[int, str] = {}  # the live text of each turn in the pack
+        self._prompt = ""  # what the speaker said before the pack's first turn
+        self._language: str | None = None
+        self._running: Future[list[TranscriptFinal]] | None = None
+        self.skipped = 0  # packs not revised: a revision still running, or no slot in time
+
+    def add(self, count: int, start_sample: int, audio: np.ndarray, text: str, prompt: str,
+            language: str | None) -> None:
+        """A live final (or a turn that gave no words) of `audio`; `prompt` is the live prompt it
+        was decoded with: the speaker's words before it."""
+        if not self.pack.fits(audio):
+            self._submit()
+        if not self.pack.items:
+            self._prompt = prompt
+        self.pack.add(count, start_sample, audio)
+        self._texts[count] = text
+        self._language = language or self._language
+
+    def tick(self, now_sample: int) -> list[TranscriptFinal]:
+        """Revised finals ready by now; a pack waiting too long is sent."""
+        if self.pack.stale(now_sample):
+            self._submit()
+        return self._collect(wait=False)
+
+    def flush(self) -> list[TranscriptFinal]:
+        """End of the call: the running revision and the last pack (on this thread)."""
+        out = self._collect(wait=True)
+        job = self._take()
+        return out + (job() if job is not None else [])
+
+    # -- internals --
+
+    def _submit(self) -> None:
+        job = self._take()
+        if job is None:
+            return
+        if self._running is not None and not self._running.done():
+            self.skipped += 1  # the speaker's previous pack is still being decoded: this one stands
+            return
+        self._running = _executor().submit(job)
+
+    def _take(self) -> Callable[[], list[TranscriptFinal]] | None:
+        """The pack's revision as a job, emptying the pack; None when a revision cannot change it."""
+        if len(self.pack.items) < 2:  # one turn alone would be decoded as its live final was
+            self.pack.items, self._texts = [], {}
+            return None
+        audio, spans = self.pack.take()
+        texts, self._texts = self._texts, {}
+        request = DecodeRequest(audio, self._language, 0.0, self._prompt)
+
+        def job() -> list[TranscriptFinal]:
+            with self.decoder.gate.optional(wait_s=WAIT_S, background=True) as admitted:
+                if not admitted:
+                    self.skipped += 1
+                    return []
+                hyp = self.decoder.decode_batch([request])[0]
+            return self._revised(hyp, spans, texts)
+
+        return job
+
+    def _revised(self, hyp: Hypothesis, spans: list[tuple[int, int, int, float]],
+                 texts: dict[int, str]) -> list[TranscriptFinal]:
+        out = []
+        for count, start_sample, size, part in Pack.parts(hyp, spans):
+            live = texts.get(count, "")
+            if _same(part.text, live) or (not part.text and len(live.split()) > MAX_WITHDRAWN_WORDS):
+                continue  # unchanged, or lost by the pack: the live final stands
+            # changed words, words the live final missed, or none where it heard a few (a phantom
+            # phrase on line noise that the speaker's other turns show up): an empty revision
+            final = self.make_final(start_sample, size, part, count)
+            final.revision = 1
+            out.append(final)
+        return out
+
+    def _collect(self, wait: bool) -> list[TranscriptFinal]:
+        fut = self._running
+        if fut is None or not (wait or fut.done()):
+            return []
+        self._running = None
+        try:
+            return fut.result()
+        except Exception:  # a failed revision leaves the live finals standing; the call goes on
+            log.exception("revising finals failed")
+            return []
+
+
+def _same(a: str, b: str) -> bool:
+    return [_norm(w) for w in a.split()] == [_norm(w) for w in b.split()]
