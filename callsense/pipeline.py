@@ -339,13 +339,13 @@ class CallPipeline:
 
 
     def _record_revision(self, rev: TranscriptFinal) -> None:
-        """The call's record keeps one final per utterance: the revision takes the live one's place
-        (an empty one withdraws it)."""
+        """The call's record keeps one final per utterance: the revision replaces the live one (an
+        empty one withdraws it), in the order it was given (the record stays in `seq` order)."""
         i = self._final_index(rev.utterance_id)
         if i is not None:
             del self.events[i]
         if rev.text:
-            self.events.insert(len(self.events) if i is None else i, rev)
+            self.events.append(rev)
 
 
 def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:

@@ -19,6 +19,30 @@ def stereo_events(models):
     return pipe.run(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100))
 
 
+def test_revised_finals_replace_the_live_ones_in_the_record(models):
+    from callsense.config import load_settings
+    from tests.conftest import SAMPLES
+
+    settings = load_settings()
+    settings.asr.revise = True
+    given: list = []
+    pipe = CallPipeline(settings, models, ["operator", "customer"], call_id="t2")
+    record = pipe.run(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100), given.append)
+    finals = [e for e in record if e.type == "transcript_final"]
+    ids = [f.utterance_id for f in finals]
+    assert len(ids) == len(set(ids)), "one final per turn in the record"
+    revisions = [e for e in given if e.type == "transcript_final" and e.revision]
+    assert revisions, "an idle machine revises a stereo call's turns"
+    kept = {f.utterance_id: f for f in finals}
+    for rev in revisions:
+        live = [e for e in given if e.type == "transcript_final" and e.utterance_id == rev.utterance_id]
+        assert live[0].revision == 0 and live[0].seq < rev.seq  # the live final came first
+        if rev.text:
+            assert kept[rev.utterance_id].text == rev.text and kept[rev.utterance_id].role == live[0].role
+        else:
+            assert rev.utterance_id not in kept, "an empty revision withdraws the live final"
+
+
 def test_events_are_ordered_and_complete(stereo_events):
     seqs = [e.seq for e in stereo_events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

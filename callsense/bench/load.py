@@ -59,7 +59,7 @@ async def load_round(url: str, token: str, calls: list[Path], audio_s: float, ta
                 if d.get("type") == "metrics":
                     lags[d["call_id"]] = max(lags[d["call_id"]], d["lag_s"])
                     skipped[0] = max(skipped[0], d.get("optional_decodes_skipped", 0))
-                if d.get("type") in ("transcript_final", "emotion", "hint"):
+                if d.get("type") in ("transcript_final", "emotion", "hint") and not d.get("revision"):
                     latencies.append(time.time() - d["wall"])
                 if d.get("type") == "call_ended":
                     ended.append(time.monotonic())

@@ -95,12 +95,26 @@ class ConsoleView:
                            "(the previous one stopped); nothing was lost")
 
     def _final(self, ev: TranscriptFinal) -> None:
+        if ev.revision:  # the turn decoded again with the speaker's others: its line is corrected
+            self._revise(ev)
+            return
         self.partials.pop(ev.speaker, None)
         # channels finish utterances at different moments: keep the transcript in speaking order
         pos = len(self.lines)
         while pos > 0 and self.lines[pos - 1][0].start > ev.start:
             pos -= 1
         self.lines.insert(pos, [ev, None])
+
+    def _revise(self, ev: TranscriptFinal) -> None:
+        for i, line in enumerate(self.lines):
+            if line[0].utterance_id == ev.utterance_id:
+                if ev.text:
+                    line[0] = ev
+                else:  # withdrawn: heard only on its own
+                    del self.lines[i]
+                return
+        if ev.text:
+            self._final(ev.model_copy(update={"revision": 0}))
 
     # -- rendering --
 

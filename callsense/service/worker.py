@@ -116,7 +116,9 @@ def identity(ev: Event) -> tuple[str, ...] | None:
     partials, metrics and risk levels are states, re-sending them is harmless)."""
     if ev.type in ("call_started", "call_ended"):
         return (ev.type,)
-    if ev.type in ("transcript_final", "emotion"):
+    if ev.type == "transcript_final":
+        return (ev.type, ev.utterance_id, str(ev.revision))
+    if ev.type == "emotion":
         return (ev.type, ev.utterance_id)
     if ev.type == "hint":
         return (ev.type, ev.hint_id, ev.reason)

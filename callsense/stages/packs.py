@@ -146,10 +146,18 @@ class Reviser:
         return self._collect(wait=False)
 
     def flush(self) -> list[TranscriptFinal]:
-        """End of the call: the running revision and the last pack (on this thread)."""
-        out = self._collect(wait=True)
-        job = self._take()
-        return out + (job() if job is not None else [])
+        """End of the call: a revision already done, and the last pack (on this thread) only when
+        Whisper is idle at once: under load the call's end is not held back for revisions."""
+        out = self._collect(wait=False)
+        if self._running is not None:  # still queued or decoding: the call's end does not wait for it
+            self._running.cancel()
+            self._running = None
+            self.skipped += 1
+        gate = self.decoder.gate
+        job = self._take(wait_s=0.0)
+        if job is None or gate.busy or gate.waiting:
+            return out
+        return out + job()
 
     # -- internals --
 
@@ -162,7 +170,7 @@ class Reviser:
             return
         self._running = _executor().submit(job)
 
-    def _take(self) -> Callable[[], list[TranscriptFinal]] | None:
+    def _take(self, wait_s: float = WAIT_S) -> Callable[[], list[TranscriptFinal]] | None:
         """The pack's revision as a job, emptying the pack; None when a revision cannot change it."""
         if len(self.pack.items) < 2:  # one turn alone would be decoded as its live final was
             self.pack.items, self._texts = [], {}
@@ -172,7 +180,7 @@ class Reviser:
         request = DecodeRequest(audio, self._language, 0.0, self._prompt)
 
         def job() -> list[TranscriptFinal]:
-            with self.decoder.gate.optional(wait_s=WAIT_S, background=True) as admitted:
+            with self.decoder.gate.optional(wait_s=wait_s, background=True) as admitted:
                 if not admitted:
                     self.skipped += 1
                     return []

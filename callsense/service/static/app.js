@@ -8,13 +8,21 @@ function call(id) {
   return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], hints: {}, order: [], risk: 0, latched: null, lag: 0, t: 0, customer: null, ended: false };
 }
 
+// a revised final (the turn decoded again with the speaker's others) corrects its line, or withdraws it
+function final(c, ev) {
+  const i = ev.revision ? c.finals.findIndex(f => f.utterance_id === ev.utterance_id) : -1;
+  if (i >= 0) { if (ev.text) c.finals[i] = ev; else c.finals.splice(i, 1); return; }
+  delete c.partials[ev.speaker];
+  if (ev.text) c.finals.push(ev);
+}
+
 function apply(ev) {
   state.last[ev.call_id] = Math.max(state.last[ev.call_id] || 0, ev.seq);
   const c = call(ev.call_id); c.t = Math.max(c.t, ev.t);
   switch (ev.type) {
     case "call_started": c.operator = ev.operator_id || ""; break;
     case "transcript_partial": c.partials[ev.speaker] = ev; break;
-    case "transcript_final": delete c.partials[ev.speaker]; c.finals.push(ev); break;
+    case "transcript_final": final(c, ev); break;
     case "emotion": c.emotions.push(ev); if (ev.role === "customer") c.customer = ev; break;
     case "hint": c.hints[ev.hint_id] = { ev, action: null }; c.order.unshift(ev.hint_id); break;
     // the risk is computed once, on the server (escalation state): the dashboard only shows it
