@@ -56,9 +56,9 @@ class AsrSettings(_Strict):
     # this many seconds, each window decoded once (live calls decode each turn as it ends)
     pack_s: float = 28.0
     # live stereo calls: finals are also decoded again in such packs, on spare Whisper capacity, and
-    # the revised finals replace them in the record and the consoles (`stages.packs.Reviser`). Off by
-    # default until it keeps 6 calls' ends within 5 s (docs/benchmarks.md, Session 12)
-    revise: bool = False
+    # the revised finals replace them in the record and the consoles (`stages.packs.Reviser`;
+    # docs/benchmarks.md, Session 12)
+    revise: bool = True
     # live finals of every call in a process are decoded as one batch: the oldest waits at most this
     # long for company (docs/benchmarks.md); 0: a final never waits, it only joins finals already queued
     batch_wait_ms: int = 50

@@ -105,7 +105,7 @@ class CallPipeline:
         decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate,
                                  beam_size=settings.asr.offline_beam_size if offline else settings.asr.beam_size)
         # mono finals are split between speakers by diarization: a revision would not map onto them
-        revise = settings.asr.revise and not offline and not self.mono
+        revise = models.background_whisper if settings.asr.revise and not offline and not self.mono else None
         self.asr = [StreamingTranscriber(decoder, settings.asr, speaker="S" if self.mono else f"ch{i}",
                                          role=role, language=self.language, pack=offline,  # type: ignore[arg-type]
                                          revise=revise)
@@ -124,7 +124,7 @@ class CallPipeline:
         self.shedding = False
         self._started_wall = time.monotonic()
         self._last_metrics_t = 0.0
-        self._ended = self._wound_up = False
+        self._ended = False
         self._set_partials(self.partials)
 
     def _speakers(self) -> ChannelSpeakers | MonoSpeakers:
@@ -167,25 +167,23 @@ class CallPipeline:
                                 max(asr.heard_until for asr in self.asr))
         return self._emit([*turns, *holds, *self._metrics(arrived)], arrived)
 
-    def wind_up(self) -> list[Event]:
-        """The call's audio has ended: the turns still open are final now (deliver them at once);
-        `finish` then adds what needs the whole call (the last revisions) and ends it."""
-        if self._ended or self._wound_up:
+    def finish(self, reason: str = "hangup") -> list[Event]:
+        if self._ended:
             return []
-        self._wound_up = True
+        self._ended = True
         self.speakers.flush()
         tail = self.echo_gate.flush()
         transcripts = [ev for ch, asr in enumerate(self.asr) for ev in [*(asr.push(tail[ch]) if tail is not None else []),
                                                                        *asr.flush()]]
-        return self._emit(self._turns(transcripts))
+        for asr in self.asr:
+            asr.end_revisions()
+        return self._emit([*self._turns(transcripts), CallEnded(duration_s=round(self.stream_time, 3), reason=reason)])
 
-    def finish(self, reason: str = "hangup") -> list[Event]:
-        if self._ended:
-            return []
-        last = self.wind_up()
-        self._ended = True
-        revised = [ev for asr in self.asr for ev in asr.revise_rest()]
-        return last + self._emit([*self._turns(revised), CallEnded(duration_s=round(self.stream_time, 3), reason=reason)])
+    def revisions(self, wait_s: float | None = None) -> list[Event]:
+        """After `finish`: the call's last revised finals, which follow its `call_ended` (the live
+        stream is complete; the record is, after these). Waits at most `wait_s` (None: until done)."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        return self._emit(self._turns([ev for asr in self.asr for ev in asr.revise_rest(deadline)]))
 
     def feedback(self, hint_id: str, action: str, by: str) -> list[Event]:
         """The operator accepted or dismissed a hint: recorded in the call like any event."""
@@ -210,9 +208,9 @@ class CallPipeline:
         for chunk in chunks:
             for ev in self.push(chunk, time.monotonic()):
                 emit(ev)
-        for ev in self.wind_up():  # the last live finals go out before the last revisions are decoded
+        for ev in self.finish():  # the live stream ends before the last revisions are waited for
             emit(ev)
-        for ev in self.finish():
+        for ev in self.revisions():
             emit(ev)
         return self.events
 

@@ -63,6 +63,13 @@ class Models:
     def whisper(self) -> WhisperModel:
         return self._get("whisper", lambda: load_whisper(self.settings.models))
 
+    def background_whisper(self) -> WhisperModel:
+        """A second copy of the Whisper model for background work (revisions), one thread, no slot of
+        the decode gate. Load it from the thread that will use it: CTranslate2's worker thread is
+        created at load and inherits that thread's CPU priority."""
+        models = self.settings.models.model_copy(update={"whisper_threads": 1, "whisper_workers": 1})
+        return self._get("whisper_background", lambda: load_whisper(models))
+
     @property
     def decode_gate(self) -> DecodeGate:
         """One per process: every call's Whisper decodes queue here."""

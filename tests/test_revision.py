@@ -1,35 +1,21 @@
-"""Revisions (live turns decoded again in packs) are background work: they never take the slot kept
-for finals' latency, and consoles correct the line they revise."""
+"""Revisions (live turns decoded again in packs) are background work that live calls' decodes come
+before, and consoles correct the line they revise."""
 
+import os
 import threading
 
 from callsense.events import TranscriptFinal
 from callsense.service.console import ConsoleView
-from callsense.stages.whisper import DecodeGate
 
 
-def test_background_work_takes_a_free_slot_but_never_one_a_final_waits_for():
-    gate = DecodeGate(2)
-    held, release = threading.Event(), threading.Event()
+def test_revisions_run_at_the_lowest_cpu_priority_outside_the_decode_gate():
+    from callsense.stages import packs
 
-    def revise() -> None:
-        with gate.optional(background=True) as admitted:
-            assert admitted
-            held.set()
-            release.wait(5)
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-    th = threading.Thread(target=revise)
-    th.start()
-    assert held.wait(5)
-    with gate.optional() as admitted:
-        assert admitted, "a partial or speculative final still runs beside a revision"
-    with gate.final():  # a final still gets the other slot
-        assert gate.busy == 2
-        with gate.optional(background=True) as second:
-            assert not second, "no slot is free"
-    release.set()
-    th.join(5)
-    assert gate.busy == 0 and gate.background == 0
+    assert packs._submit(priority).result(timeout=10) == packs.NICE, "live calls get the cores first"
+    assert packs._idle()
 
 
 def _final(uid: str, text: str, start: float, revision: int = 0) -> TranscriptFinal:

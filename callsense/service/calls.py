@@ -37,6 +37,7 @@ from callsense.service.mailbox import Mailbox
 log = logging.getLogger("callsense.calls")
 R = TypeVar("R")
 MAX_STEP_S = 1.0  # audio merged into one pipeline step when a call is behind
+REVISION_WAIT_S = 30.0  # after a call's end, its last revisions are waited for this long, then dropped
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
@@ -156,8 +157,9 @@ class Call:
             while True:
                 msg = self.consumed = await self.inbox.get()
                 if isinstance(msg, End):
-                    await self._emit(await self._run(pipe.wind_up))  # the last finals before the revisions
                     await self._emit(await self._run(pipe.finish, msg.reason))
+                    # post-call, before the record is written: the last revised finals
+                    await self._emit(await self._run(pipe.revisions, REVISION_WAIT_S))
                     break
                 await self._emit(await self._handle(pipe, msg))
         except asyncio.CancelledError:  # shutdown ran out of time: end as interrupted with what we have

@@ -103,7 +103,9 @@ class FanOut:
             del self.rooms[cid]
 
     async def publish(self, call_id: str, events: list[Event], redacted: list[Event | None] | None = None) -> None:
-        room = self.rooms[call_id]
+        room = self.rooms.get(call_id)
+        if room is None:  # left memory after its end (revisions come later): the store still gets them
+            return
         for ev, red in zip(events, redacted if redacted is not None else events, strict=True):
             room.replay.append((ev, red))
             if ev.type == "risk":  # computed once, by the call's escalation stage

@@ -12,24 +12,29 @@ there; each turn whose words changed gets a revised final (`revision` 1, same `u
 replaces the live one in the call's record, the report and the consoles. Live signals (emotion,
 hints) stay as they were given: they were acted on.
 
-Revisions are optional work: one at a time per process, on a Whisper slot only when no final is
-waiting (the gate's `optional`, allowed to wait `WAIT_S` for one), never delaying a live final. Under
-load they are skipped and the live finals stand (counted in the gate's `skipped`).
+Revisions are background work: one at a time per process, on a thread at the lowest CPU priority
+with its own copy of the model (`Models.background_whisper`), outside the decode gate. Live finals,
+partials and every other stage get the cores first; under load revisions wait, and a speaker's pack
+is skipped while their previous one is still pending. A call's last packs are revised after its
+`call_ended` (the live stream is complete then), before its record and report are written.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from callsense.config import SAMPLE_RATE
 from callsense.events import TranscriptFinal, Word
-from callsense.stages.whisper import DecodeRequest, Hypothesis, WhisperDecoder, _norm
+from callsense.stages.whisper import DecodeGate, DecodeRequest, Hypothesis, WhisperDecoder, _norm
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +42,10 @@ log = logging.getLogger(__name__)
 # line noise are short ("That was awesome."); a whole sentence missing from the pack's decode is the
 # pack's loss (it stopped early), not a phantom, and the live final stands
 MAX_WITHDRAWN_WORDS = 4
-WAIT_S = 5.0  # a due revision waits this long for a free Whisper slot, then is skipped
+NICE = 19  # the revision thread's CPU priority (the lowest)
 # builds the final of the turn at (start sample, samples, hypothesis, utterance count)
 MakeFinal = Callable[[int, int, Hypothesis, int], TranscriptFinal]
+Model = Callable[[], Any]  # the background model, loaded on first use by the thread that calls it
 
 @dataclass
 class Pack:
@@ -106,26 +112,61 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+_pending = 0  # revisions submitted and not finished
+
+
 def _executor() -> ThreadPoolExecutor:
-    """One thread for the whole process: revisions never take more than one core from live calls."""
+    """One thread for the whole process, at the lowest CPU priority: revisions take at most one
+    core, and only what live calls leave."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsense-revise")
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsense-revise", initializer=_lowest)
         return _pool
+
+
+def _lowest() -> None:
+    try:  # Linux: a thread's own priority; threads it starts (CTranslate2's worker) inherit it
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except (OSError, AttributeError):
+        log.info("revisions run at normal CPU priority here")
+
+
+def _submit(job: Callable[[], list[TranscriptFinal]]) -> Future[list[TranscriptFinal]]:
+    global _pending
+
+    def counted() -> list[TranscriptFinal]:
+        global _pending
+        try:
+            return job()
+        finally:
+            with _pool_lock:
+                _pending -= 1
+
+    with _pool_lock:
+        _pending += 1
+    return _executor().submit(counted)
+
+
+def _idle() -> bool:
+    """No revision pending in this process."""
+    with _pool_lock:
+        return _pending == 0
 
 
 class Reviser:
     """One live speaker's turns, decoded again in packs (see the module's docstring)."""
 
-    def __init__(self, decoder: WhisperDecoder, make_final: MakeFinal, pack_s: float) -> None:
-        self.decoder, self.make_final = decoder, make_final
+    def __init__(self, decoder: WhisperDecoder, make_final: MakeFinal, pack_s: float, model: Model) -> None:
+        """`decoder`: the live one (its settings, beam and gate); `model`: the background copy."""
+        self.decoder, self.make_final, self.model = decoder, make_final, model
         self.pack = Pack(pack_s)
         self._texts: dict[int, str] = {}  # the live text of each turn in the pack
         self._prompt = ""  # what the speaker said before the pack's first turn
         self._language: str | None = None
         self._running: Future[list[TranscriptFinal]] | None = None
-        self.skipped = 0  # packs not revised: a revision still running, or no slot in time
+        self._ending: Future[list[TranscriptFinal]] | None = None  # the last pack, queued at the end
+        self.skipped = 0  # packs not revised: the previous still pending, or the call ended busy
 
     def add(self, count: int, start_sample: int, audio: np.ndarray, text: str, prompt: str,
             language: str | None) -> None:
@@ -145,19 +186,28 @@ class Reviser:
             self._submit()
         return self._collect(wait=False)
 
-    def flush(self) -> list[TranscriptFinal]:
-        """End of the call: a revision already done, and the last pack (on this thread) only when
-        Whisper is idle at once: under load the call's end is not held back for revisions."""
-        out = self._collect(wait=False)
-        if self._running is not None:  # still queued or decoding: the call's end does not wait for it
-            self._running.cancel()
-            self._running = None
-            self.skipped += 1
-        gate = self.decoder.gate
-        job = self._take(wait_s=0.0)
-        if job is None or gate.busy or gate.waiting:
-            return out
-        return out + job()
+    def end(self) -> None:
+        """The call ended: its last pack is queued too (its revisions come after the call's end)."""
+        job = self._take()
+        if job is not None:
+            self._ending = _submit(job)
+
+    def rest(self, deadline: float | None) -> list[TranscriptFinal]:
+        """After `end`: the revisions still to come, waited for until `deadline` (monotonic; None:
+        as long as they take). What is not done by then is dropped: the live finals stand."""
+        out = []
+        for fut in (self._running, self._ending):
+            if fut is None:
+                continue
+            try:
+                out += fut.result(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                fut.cancel()
+                self.skipped += 1
+            except Exception:  # a failed revision leaves the live finals standing
+                log.exception("revising finals failed")
+        self._running = self._ending = None
+        return out
 
     # -- internals --
 
@@ -166,11 +216,11 @@ class Reviser:
         if job is None:
             return
         if self._running is not None and not self._running.done():
-            self.skipped += 1  # the speaker's previous pack is still being decoded: this one stands
+            self.skipped += 1  # the speaker's previous pack is still pending: this one stands
             return
-        self._running = _executor().submit(job)
+        self._running = _submit(job)
 
-    def _take(self, wait_s: float = WAIT_S) -> Callable[[], list[TranscriptFinal]] | None:
+    def _take(self) -> Callable[[], list[TranscriptFinal]] | None:
         """The pack's revision as a job, emptying the pack; None when a revision cannot change it."""
         if len(self.pack.items) < 2:  # one turn alone would be decoded as its live final was
             self.pack.items, self._texts = [], {}
@@ -178,14 +228,11 @@ class Reviser:
         audio, spans = self.pack.take()
         texts, self._texts = self._texts, {}
         request = DecodeRequest(audio, self._language, 0.0, self._prompt)
+        live = self.decoder
 
         def job() -> list[TranscriptFinal]:
-            with self.decoder.gate.optional(wait_s=wait_s, background=True) as admitted:
-                if not admitted:
-                    self.skipped += 1
-                    return []
-                hyp = self.decoder.decode_batch([request])[0]
-            return self._revised(hyp, spans, texts)
+            decoder = WhisperDecoder(self.model(), live.settings, DecodeGate(1), beam_size=live.beam_size)
+            return self._revised(decoder.decode_batch([request])[0], spans, texts)
 
         return job
 

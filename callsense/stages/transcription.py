@@ -80,9 +80,10 @@ class StreamingTranscriber:
 
     def __init__(self, decoder: WhisperDecoder, settings: AsrSettings, speaker: str, role: Role = "unknown",
                  language: str | None = None, vad: SileroVAD | None = None, pack: bool = False,
-                 revise: bool = False) -> None:
+                 revise: Callable[[], Any] | None = None) -> None:
         """`pack`: a recording, not a live call: finals are decoded in packs (see `Pack`). `revise`:
-        a live speaker's finals are decoded again in packs on spare capacity (`Reviser`)."""
+        the background Whisper model with which a live speaker's finals are decoded again in packs
+        (`Reviser`)."""
         self.decoder, self.settings = decoder, settings
         self.speaker, self.role = speaker, role
         self.language = language or settings.language
@@ -96,7 +97,7 @@ class StreamingTranscriber:
         self._said: deque[str] = deque(maxlen=8)  # this speaker's last finals: the next final's prompt
         self.skip_partials = False
         self.pack = Pack(settings.pack_s) if pack else None
-        self.reviser = Reviser(decoder, self._event, settings.pack_s) if revise and not pack else None
+        self.reviser = Reviser(decoder, self._event, settings.pack_s, revise) if revise and not pack else None
         self.heard_until = 0.0  # stream time where the last utterance (of at least 0.2 s) ended
         # called with a speculative final's text: later stages may start on it during the pause
         self.on_speculation: Callable[[str], None] | None = None
@@ -169,9 +170,14 @@ class StreamingTranscriber:
         events = self._finalize() if self._utt is not None and self._utt.samples > 0 else []
         return events + self._decode_pack()
 
-    def revise_rest(self) -> list[TranscriptFinal]:
-        """After `flush`: the revisions still to come (a live speaker's last pack)."""
-        return self.reviser.flush() if self.reviser is not None else []
+    def end_revisions(self) -> None:
+        """After `flush`: the speaker's last pack is queued for revision."""
+        if self.reviser is not None:
+            self.reviser.end()
+
+    def revise_rest(self, deadline: float | None) -> list[TranscriptFinal]:
+        """After `end_revisions`: the revisions still to come, waited for until `deadline`."""
+        return self.reviser.rest(deadline) if self.reviser is not None else []
 
     # -- internals --
 

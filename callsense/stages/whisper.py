@@ -130,7 +130,6 @@ class DecodeGate:
         self.slots = max(1, slots)
         self.batch_wait_s, self.max_batch = batch_wait_s, max(1, max_batch)
         self.busy = self.waiting = 0
-        self.background = 0  # busy slots held by background work
         self.skipped = 0
         self.stats = BatchStats()
         self._pending: list[_Pending] = []
@@ -210,31 +209,19 @@ class DecodeGate:
                 self._cond.notify_all()
 
     @contextmanager
-    def optional(self, wait_s: float = 0.0, background: bool = False) -> Iterator[bool]:
-        """Yields whether the decode may run now (or within `wait_s`): no final waiting and, with
-        several slots, one left free for finals. `background` work (revisions, late anyway) takes any
-        free slot and is not counted against partials and speculative finals, which keep the call's
-        latency. A refused decode is counted in `skipped`."""
-        limit = self.slots - 1 if self.slots > 1 else 1
-
-        def free() -> bool:
-            if self.waiting or self.busy >= self.slots:
-                return False
-            return background or self.busy - self.background < limit
-
+    def optional(self) -> Iterator[bool]:
+        """Yields whether the decode may run now; a refused one is counted in `skipped`."""
         with self._cond:
-            admitted = self._cond.wait_for(free, timeout=wait_s)
+            limit = self.slots - 1 if self.slots > 1 else 1
+            admitted = not self.waiting and self.busy < limit
             if admitted:
                 self.busy += 1
-                self.background += background
             else:
                 self.skipped += 1
         try:
             yield admitted
         finally:
             if admitted:
-                with self._cond:
-                    self.background -= background
                 self._release()
 
     def _release(self) -> None:
