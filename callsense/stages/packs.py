@@ -2,7 +2,6 @@
 
 Recordings (`Pack`): see its docstring.
 
-
 A live final is decoded alone, moments after its turn ends. Whisper base misreads short turns heard
 alone («Нажмите» as «Нажми тебя», "is there anything else" as "it's very interesting") that it reads
 right among the same speaker's other turns, as offline decoding over a whole channel does: the
@@ -47,9 +46,11 @@ NICE = 19  # the revision thread's CPU priority (the lowest)
 MakeFinal = Callable[[int, int, Hypothesis, int], TranscriptFinal]
 Model = Callable[[], Any]  # the background model, loaded on first use by the thread that calls it
 
+
 @dataclass
 class Pack:
-    """Utterances of one speaker waiting to be decoded together (recordings only).
+    """Utterances of one speaker waiting to be decoded together (a recording's, or a live call's
+    revision).
 
     Whisper pays for a 30 s window however short the audio; a call's turns are mostly a few seconds,
     so a recording's turns are packed, in order and separated by a short silence, into windows of up
@@ -112,9 +113,6 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-_pending = 0  # revisions submitted and not finished
-
-
 def _executor() -> ThreadPoolExecutor:
     """One thread for the whole process, at the lowest CPU priority: revisions take at most one
     core, and only what live calls leave."""
@@ -132,28 +130,6 @@ def _lowest() -> None:
         log.info("revisions run at normal CPU priority here")
 
 
-def _submit(job: Callable[[], list[TranscriptFinal]]) -> Future[list[TranscriptFinal]]:
-    global _pending
-
-    def counted() -> list[TranscriptFinal]:
-        global _pending
-        try:
-            return job()
-        finally:
-            with _pool_lock:
-                _pending -= 1
-
-    with _pool_lock:
-        _pending += 1
-    return _executor().submit(counted)
-
-
-def _idle() -> bool:
-    """No revision pending in this process."""
-    with _pool_lock:
-        return _pending == 0
-
-
 class Reviser:
     """One live speaker's turns, decoded again in packs (see the module's docstring)."""
 
@@ -166,7 +142,7 @@ class Reviser:
         self._language: str | None = None
         self._running: Future[list[TranscriptFinal]] | None = None
         self._ending: Future[list[TranscriptFinal]] | None = None  # the last pack, queued at the end
-        self.skipped = 0  # packs not revised: the previous still pending, or the call ended busy
+        self.skipped = 0  # packs not revised: the previous still pending, or not done in time at the end
 
     def add(self, count: int, start_sample: int, audio: np.ndarray, text: str, prompt: str,
             language: str | None) -> None:
@@ -184,13 +160,13 @@ class Reviser:
         """Revised finals ready by now; a pack waiting too long is sent."""
         if self.pack.stale(now_sample):
             self._submit()
-        return self._collect(wait=False)
+        return self._collect()
 
     def end(self) -> None:
         """The call ended: its last pack is queued too (its revisions come after the call's end)."""
         job = self._take()
         if job is not None:
-            self._ending = _submit(job)
+            self._ending = _executor().submit(job)
 
     def rest(self, deadline: float | None) -> list[TranscriptFinal]:
         """After `end`: the revisions still to come, waited for until `deadline` (monotonic; None:
@@ -218,7 +194,7 @@ class Reviser:
         if self._running is not None and not self._running.done():
             self.skipped += 1  # the speaker's previous pack is still pending: this one stands
             return
-        self._running = _submit(job)
+        self._running = _executor().submit(job)
 
     def _take(self) -> Callable[[], list[TranscriptFinal]] | None:
         """The pack's revision as a job, emptying the pack; None when a revision cannot change it."""
@@ -250,9 +226,9 @@ class Reviser:
             out.append(final)
         return out
 
-    def _collect(self, wait: bool) -> list[TranscriptFinal]:
+    def _collect(self) -> list[TranscriptFinal]:
         fut = self._running
-        if fut is None or not (wait or fut.done()):
+        if fut is None or not fut.done():
             return []
         self._running = None
         try:
