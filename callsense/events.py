@@ -71,7 +71,7 @@ class TranscriptPartial(_Transcript):
 class TranscriptFinal(_Transcript):
     type: Literal["transcript_final"] = "transcript_final"
     utterance_id: str = ""
-    revision: int = Field(0, description="0: the live final; 1: the same turn decoded again among the speaker's "
+    revision: int = Field(0, ge=0, le=1, description="0: the live final; 1: the same turn decoded again among the speaker's "
                                           "neighbouring turns, replacing the final with this utterance_id")
     avg_logprob: float | None = None
     no_speech_prob: float | None = None

@@ -335,7 +335,6 @@ class CallPipeline:
                 self.events.append(ev)
         return events
 
-
     def _record_revision(self, rev: TranscriptFinal) -> None:
         """The call's record keeps one final per utterance: the revision replaces the live one (an
         empty one withdraws it), in the order it was given (the record stays in `seq` order)."""

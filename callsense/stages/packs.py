@@ -134,7 +134,7 @@ class Reviser:
     """One live speaker's turns, decoded again in packs (see the module's docstring)."""
 
     def __init__(self, decoder: WhisperDecoder, make_final: MakeFinal, pack_s: float, model: Model) -> None:
-        """`decoder`: the live one (its settings, beam and gate); `model`: the background copy."""
+        """`decoder`: the live one (its settings and beam); `model`: the background copy."""
         self.decoder, self.make_final, self.model = decoder, make_final, model
         self.pack = Pack(pack_s)
         self._texts: dict[int, str] = {}  # the live text of each turn in the pack
@@ -142,7 +142,6 @@ class Reviser:
         self._language: str | None = None
         self._running: Future[list[TranscriptFinal]] | None = None
         self._ending: Future[list[TranscriptFinal]] | None = None  # the last pack, queued at the end
-        self.skipped = 0  # packs not revised: the previous still pending, or not done in time at the end
 
     def add(self, count: int, start_sample: int, audio: np.ndarray, text: str, prompt: str,
             language: str | None) -> None:
@@ -171,19 +170,9 @@ class Reviser:
     def rest(self, deadline: float | None) -> list[TranscriptFinal]:
         """After `end`: the revisions still to come, waited for until `deadline` (monotonic; None:
         as long as they take). What is not done by then is dropped: the live finals stand."""
-        out = []
-        for fut in (self._running, self._ending):
-            if fut is None:
-                continue
-            try:
-                out += fut.result(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))
-            except TimeoutError:
-                fut.cancel()
-                self.skipped += 1
-            except Exception:  # a failed revision leaves the live finals standing
-                log.exception("revising finals failed")
+        futures = [f for f in (self._running, self._ending) if f is not None]
         self._running = self._ending = None
-        return out
+        return [final for fut in futures for final in _result(fut, deadline)]
 
     # -- internals --
 
@@ -192,8 +181,7 @@ class Reviser:
         if job is None:
             return
         if self._running is not None and not self._running.done():
-            self.skipped += 1  # the speaker's previous pack is still pending: this one stands
-            return
+            return  # the speaker's previous pack is still pending: this one's live finals stand
         self._running = _executor().submit(job)
 
     def _take(self) -> Callable[[], list[TranscriptFinal]] | None:
@@ -231,11 +219,19 @@ class Reviser:
         if fut is None or not fut.done():
             return []
         self._running = None
-        try:
-            return fut.result()
-        except Exception:  # a failed revision leaves the live finals standing; the call goes on
-            log.exception("revising finals failed")
-            return []
+        return _result(fut, None)
+
+
+def _result(fut: Future[list[TranscriptFinal]], deadline: float | None) -> list[TranscriptFinal]:
+    """A revision's finals, waited for until `deadline` (None: as long as it takes); one not done by
+    then, or failed, gives none: the live finals stand and the call goes on."""
+    try:
+        return fut.result(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))
+    except TimeoutError:
+        fut.cancel()
+    except Exception:
+        log.exception("revising finals failed")
+    return []
 
 
 def _same(a: str, b: str) -> bool:
