@@ -30,3 +30,12 @@ def test_the_console_corrects_a_revised_line_and_drops_a_withdrawn_one():
     view.apply(_final("ch0-1", "Нажмите", 1.0, revision=1))
     view.apply(_final("ch0-2", "", 3.0, revision=1))
     assert [line[0].text for line in view.lines] == ["Нажмите", "Спасибо"]
+
+
+def test_a_report_from_stored_events_counts_a_revised_turn_once():
+    """The store keeps the live final and its revision (recovery rebuilds reports from it)."""
+    from callsense.reports.report import transcript_text
+
+    stored = [_final("ch0-1", "Нажми тебя", 1.0), _final("ch0-2", "That was awesome.", 3.0),
+              _final("ch0-1", "Нажмите", 1.0, revision=1), _final("ch0-2", "", 3.0, revision=1)]
+    assert [line.split(": ", 1)[1] for line in transcript_text(stored).splitlines()] == ["Нажмите"]

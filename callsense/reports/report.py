@@ -18,7 +18,14 @@ from callsense.events import Emotion, Event, Hint, TranscriptFinal
 
 
 def finals(events: list[Event]) -> list[TranscriptFinal]:
-    return sorted((e for e in events if e.type == "transcript_final"), key=lambda e: e.start)
+    """The call's finals in speaking order, one per turn. A live call's record already holds one, but
+    the store keeps every event given (a recovered call's report is built from it): there a revised
+    final replaces the earlier one of its `utterance_id`, and an empty one withdraws it."""
+    latest: dict[str, TranscriptFinal] = {}
+    for i, e in enumerate(events):  # in the order given (`seq`): the latest of a turn wins
+        if isinstance(e, TranscriptFinal):
+            latest[e.utterance_id or f"#{i}"] = e
+    return sorted((f for f in latest.values() if f.text or not f.revision), key=lambda e: e.start)
 
 
 def transcript_json(events: list[Event]) -> dict[str, Any]:
