@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from callsense.events import SCHEMA_VERSION, Emotion, Hint, Sequencer, TranscriptFinal, json_schema, parse_event
@@ -32,3 +34,15 @@ def test_unknown_type_and_bad_fields_are_rejected():
     with pytest.raises(ValidationError):
         parse_event({"type": "hint", "call_id": "x", "hint_id": "h", "severity": "apocalyptic", "reason": "r",
                      "title": "t"})
+
+
+@given(revision=st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=5), st.none(), st.booleans()))
+@settings(max_examples=200, deadline=None)
+def test_a_final_s_revision_is_0_or_1_or_the_event_is_refused(revision):
+    """Events cross Redis between workers and gateways: a revision outside the model is refused, never kept."""
+    body = {"type": "transcript_final", "speaker": "ch0", "start": 0, "end": 1, "text": "hi", "revision": revision}
+    try:
+        ev = parse_event(json.dumps(body, allow_nan=True))
+    except ValidationError:
+        return
+    assert ev.revision in (0, 1)
