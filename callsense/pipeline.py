@@ -102,8 +102,9 @@ class CallPipeline:
         # the stages, in the order audio meets them
         self.speakers = self._speakers()
         self.echo_gate = ChannelGate(settings.diarization.echo_dominance_db)
-        decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate,
-                                 beam_size=settings.asr.offline_beam_size if offline else settings.asr.beam_size)
+        self.decoder = decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate,
+                                                beam_size=settings.asr.offline_beam_size if offline
+                                                else settings.asr.beam_size)
         # mono finals are split between speakers by diarization: a revision would not map onto them
         revise = models.background_whisper if settings.asr.revise and not offline and not self.mono else None
         self.asr = [StreamingTranscriber(decoder, settings.asr, speaker="S" if self.mono else f"ch{i}",
@@ -177,6 +178,7 @@ class CallPipeline:
                                                                        *asr.flush()]]
         for asr in self.asr:
             asr.end_revisions()
+        self.decoder.close()
         return self._emit([*self._turns(transcripts), CallEnded(duration_s=round(self.stream_time, 3), reason=reason)])
 
     def revisions(self, wait_s: float | None = None) -> list[Event]:
@@ -197,6 +199,7 @@ class CallPipeline:
     def abort(self, code: str, message: str) -> list[Event]:
         """End the call now without running the stages again (they may be what failed)."""
         self._ended = True
+        self.decoder.close()
         return self._emit([Error(code=code, message=message, fatal=True),
                            CallEnded(duration_s=round(self.stream_time, 3), reason=code)])
 

@@ -17,6 +17,7 @@ import itertools
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -97,6 +98,7 @@ class _Pending:
     key: Hashable
     request: Any
     arrived: float
+    caller: object = None
     taken: bool = False
     done: bool = False
     result: Any = None
@@ -121,9 +123,11 @@ class DecodeGate:
 
     Finals are batched: the oldest waiting final leads a batch, waits until `max_batch` finals of its
     language are waiting or `batch_wait_s` has passed since it arrived (its latency budget), then
-    decodes them together in a free slot. Optional decodes (partials, speculative finals) never wait:
-    they run only when a slot is free, no final is waiting, and (with several slots) one slot stays
-    free for finals. Under load partials thin out instead of pushing every call behind live.
+    decodes them together in a free slot. It waits only while another caller (another call's
+    decoder) is open: a lone call, or an audit worker's one recording, has nobody to wait for.
+    Optional decodes (partials, speculative finals) never wait: they run only when a slot is free,
+    no final is waiting, and (with several slots) one slot stays free for finals. Under load
+    partials thin out instead of pushing every call behind live.
     """
 
     def __init__(self, slots: int, batch_wait_s: float = 0.0, max_batch: int = 8) -> None:
@@ -135,6 +139,16 @@ class DecodeGate:
         self._pending: list[_Pending] = []
         self._leading = False
         self._cond = threading.Condition()
+        # open callers; a call's decoder that was never closed (a failed call) leaves when collected
+        self._callers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def join(self, caller: object) -> None:
+        with self._cond:
+            self._callers.add(caller)
+
+    def leave(self, caller: object) -> None:
+        with self._cond:
+            self._callers.discard(caller)
 
     @contextmanager
     def final(self) -> Iterator[None]:
@@ -149,10 +163,11 @@ class DecodeGate:
         finally:
             self._release()
 
-    def batched(self, key: Hashable, request: Any, run: Callable[[list[Any]], list[Any]]) -> Any:
+    def batched(self, key: Hashable, request: Any, run: Callable[[list[Any]], list[Any]],
+                caller: object = None) -> Any:
         """Decode `request` with other waiting requests of the same `key` through `run` (a list in,
         a result per item out, in order); returns this request's result."""
-        me = _Pending(key, request, time.monotonic())
+        me = _Pending(key, request, time.monotonic(), caller)
         with self._cond:
             self._pending.append(me)
             self.waiting += 1
@@ -176,13 +191,14 @@ class DecodeGate:
         """Called with the lock held: wait for company within the budget, then take the batch."""
         self._leading = True
 
-        def company() -> list[_Pending]:
+        def waiting() -> list[_Pending]:
             return [p for p in self._pending if p.key == me.key][: self.max_batch]
 
-        deadline = me.arrived + self.batch_wait_s
-        while len(company()) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+        company = any(c is not me.caller for c in self._callers)
+        deadline = me.arrived + (self.batch_wait_s if company else 0.0)
+        while len(waiting()) < self.max_batch and (left := deadline - time.monotonic()) > 0:
             self._cond.wait(left)
-        batch = company()
+        batch = waiting()
         for p in batch:
             p.taken = True
             self._pending.remove(p)
@@ -237,7 +253,12 @@ class WhisperDecoder:
                  beam_size: int | None = None) -> None:
         self.model, self.settings = model, settings
         self.gate = gate or DecodeGate(1)
+        self.gate.join(self)
         self.beam_size = beam_size or settings.beam_size
+
+    def close(self) -> None:
+        """The call is over: its finals no longer keep other calls' finals waiting for company."""
+        self.gate.leave(self)
 
     def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
         # an encoder pass like any decode, over a final's window: the language is as clear in 15 s
@@ -254,7 +275,7 @@ class WhisperDecoder:
         if mode == "final":
             # finals batch only with finals of the same language and encoder window: a final's words
             # do not depend on which other calls' finals happened to be waiting with it
-            return self.gate.batched((language, self._window(audio.size)), request, self.decode_batch)
+            return self.gate.batched((language, self._window(audio.size)), request, self.decode_batch, self)
         with self.gate.optional() as admitted:
             if not admitted:
                 return None
