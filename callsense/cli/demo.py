@@ -16,9 +16,11 @@ from rich.console import Console
 from rich.live import Live
 
 from callsense.config import Settings
-from callsense.events import parse_event
+from callsense.events import TranscriptFinal, parse_event
 from callsense.reports.store import Store
 from callsense.service.console import ConsoleView
+
+QUIET_S = 0.5  # after the call is saved: console events still on their way
 
 if TYPE_CHECKING:
     from callsense.service.cluster import LocalCluster
@@ -44,21 +46,34 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
     operator = next(((t, g.operator_id) for t, g in settings.server.tokens.items()
                      if g.role == "operator" and g.operator_id), (token, "op-001"))
     view = ConsoleView()
-    streamer = asyncio.create_task(stream_file(path, url, token, speed=speed, operator_id=operator[1]))
+    corrected = 0  # turns revised after the call ended (its last packs are decoded after `call_ended`)
+
+    async def show(ws: Any, live: Live) -> None:
+        nonlocal corrected
+        async for message in ws:
+            data = json.loads(message)
+            if data.get("type") == "notice":
+                continue
+            ev = parse_event(data)
+            corrected += int(view.ended and isinstance(ev, TranscriptFinal) and ev.revision == 1)
+            view.apply(ev)
+            live.update(view.render(min(console.size.height, 30)))
+
     async with websockets.connect(f"{url}/console?token={operator[0]}") as ws:
         await ws.send(json.dumps({"type": "resume", "after": {}}))
         with Live(view.render(min(console.size.height, 30)), console=console, refresh_per_second=8) as live:
-            async for message in ws:
-                data = json.loads(message)
-                if data.get("type") == "notice":
-                    continue
-                view.apply(parse_event(data))
-                live.update(view.render(min(console.size.height, 30)))
-                if view.ended:
-                    break
-    result = await streamer
+            shown = asyncio.create_task(show(ws, live))
+            try:
+                # the source's `ended` comes once the call is saved, its last revisions included;
+                # they were published before it, so a moment more shows them all
+                result = await stream_file(path, url, token, speed=speed, operator_id=operator[1])
+                await asyncio.sleep(QUIET_S)
+            finally:
+                shown.cancel()
     await server.shutdown()
     report = Store(settings.server.store).call_dir("reports", result["call_id"]) / "report.html"
+    if corrected:
+        console.print(f"{corrected} turn(s) corrected after the call: decoded again among the speaker's other turns")
     console.print(f"call ended. Quality report: [bold]{report}[/bold]")
     for err in result["errors"]:
         console.print(f"[yellow]warning:[/yellow] {err}")
