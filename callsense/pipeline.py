@@ -41,6 +41,7 @@ from callsense.stages.emotion import EmotionStage
 from callsense.stages.escalation import EscalationState
 from callsense.stages.hints import HintEngine
 from callsense.stages.overlaps import OverlapDetector
+from callsense.stages.packs import COUNTS as REVISIONS
 from callsense.stages.speakers import (
     ChannelGate,
     ChannelSpeakers,
@@ -322,6 +323,7 @@ class CallPipeline:
         return [Metrics(
             lag_s=round(max(lag, 0.0), 3), rtf=round(self.timing.busy_s() / max(self.stream_time, 1e-6), 3),
             shedding=self.shedding, optional_decodes_skipped=self.models.decode_gate.skipped,
+            revisions_skipped=REVISIONS.skipped + REVISIONS.dropped,
             shed_reason=f"lag {lag:.1f} s over {shed_at:.1f} s: partial transcripts paused" if self.shedding else None,
             stage_ms={k: round(v * 1000, 1) for k, v in self.timing.total.items()} | {"wall_ms": round(wall * 1000)},
         )]

@@ -39,3 +39,30 @@ def test_a_report_from_stored_events_counts_a_revised_turn_once():
     stored = [_final("ch0-1", "Нажми тебя", 1.0), _final("ch0-2", "That was awesome.", 3.0),
               _final("ch0-1", "Нажмите", 1.0, revision=1), _final("ch0-2", "", 3.0, revision=1)]
     assert [line.split(": ", 1)[1] for line in transcript_text(stored).splitlines()] == ["Нажмите"]
+
+
+def test_packs_left_unrevised_under_load_are_counted(models, settings):
+    """While the background thread is busy, a speaker's next pack is skipped and the call's last
+    packs miss the record's deadline: their live finals stand, and metrics say how many."""
+    import time
+
+    import numpy as np
+
+    from callsense.stages import packs
+    from callsense.stages.whisper import WhisperDecoder
+
+    busy = threading.Event()
+    packs._executor().submit(busy.wait, 30)  # the one background thread is taken
+    reviser = packs.Reviser(WhisperDecoder(models.whisper, settings.asr), lambda *a: None, 28.0,
+                            lambda: models.whisper)
+    before = packs.COUNTS.as_dict()
+    turn = np.zeros(10 * 16000, np.float32)
+    try:
+        for count in range(6):  # three packs of two 10 s turns: the second finds the first pending
+            reviser.add(count, count * 11 * 16000, turn, "live words", "", "ru")
+        reviser.end()
+        assert reviser.rest(time.monotonic()) == []  # the record cannot wait: live finals stand
+    finally:
+        busy.set()
+    after = packs.COUNTS.as_dict()
+    assert {k: after[k] - before[k] for k in after} == {"revised": 0, "skipped": 1, "dropped": 2}

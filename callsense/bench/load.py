@@ -14,6 +14,7 @@ import numpy as np
 import psutil
 
 from callsense.config import Settings, TokenGrant
+from callsense.stages.packs import COUNTS as REVISIONS
 from callsense.stages.whisper import BatchStats
 
 LIVE_CALL = Path(__file__).resolve().parent.parent / "samples" / "ru_call_stereo.flac"
@@ -111,6 +112,7 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
     for i, (name, calls) in enumerate(rounds.items()):
         gate = models.decode_gate
         gate.skipped, gate.stats = 0, BatchStats()
+        before = REVISIONS.as_dict()
 
         async def run(calls: list[Path] = calls, tag: str = f"load{i}") -> dict[str, Any]:
             server = CallServer(settings, models)
@@ -120,7 +122,8 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
             await server.shutdown()
             return result
 
-        out[name] = {**asyncio.run(run()), **_batching(gate.stats)}
+        out[name] = {**asyncio.run(run()), **_batching(gate.stats),
+                     "revision_packs": {k: v - before[k] for k, v in REVISIONS.as_dict().items()}}
     return out
 
 

@@ -34,6 +34,7 @@ from callsense.service.calls import Call, Feedback, LiveCall, call_executor, rec
 from callsense.service.fanout import FanOut
 from callsense.service.http import Http, token_of
 from callsense.service.ingest import Refused, TcpTransport, WebsocketTransport, ingest
+from callsense.stages.packs import COUNTS as REVISIONS
 
 log = logging.getLogger("callsense.server")
 DEV_TOKENS = {"dev-supervisor", "dev-operator"}
@@ -253,7 +254,8 @@ class CallServer:
             for c in self.calls.values() if not c.ended
         ], "consoles": len(self.fanout.consoles), "rooms_in_memory": len(self.fanout.rooms),
             "dropped_partials": sum(c.dropped for c in self.fanout.consoles),
-            "optional_decodes_skipped": self.models.decode_gate.skipped if self.models.loaded("decode_gate") else 0}
+            "optional_decodes_skipped": self.models.decode_gate.skipped if self.models.loaded("decode_gate") else 0,
+            "revision_packs": REVISIONS.as_dict()}
 
 
 def _is_loopback(host: str) -> bool:

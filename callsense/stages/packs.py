@@ -109,6 +109,27 @@ class Pack:
         return out
 
 
+@dataclass
+class RevisionCounts:
+    """What became of the packs of live turns offered for revision in this process: `revised`
+    (decoded again, whether or not words changed), `skipped` (the speaker's previous pack was still
+    pending: under load) and `dropped` (not done by the call's record deadline, or failed). Skipped
+    and dropped packs keep their live finals."""
+
+    revised: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, what: str) -> None:
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"revised": self.revised, "skipped": self.skipped, "dropped": self.dropped}
+
+
+COUNTS = RevisionCounts()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -181,7 +202,8 @@ class Reviser:
         if job is None:
             return
         if self._running is not None and not self._running.done():
-            return  # the speaker's previous pack is still pending: this one's live finals stand
+            COUNTS.count("skipped")  # the speaker's previous pack is still pending: this one's live finals stand
+            return
         self._running = _executor().submit(job)
 
     def _take(self) -> Callable[[], list[TranscriptFinal]] | None:
@@ -196,7 +218,9 @@ class Reviser:
 
         def job() -> list[TranscriptFinal]:
             decoder = WhisperDecoder(self.model(), live.settings, DecodeGate(1), beam_size=live.beam_size)
-            return self._revised(decoder.decode_batch([request])[0], spans, texts)
+            revised = self._revised(decoder.decode_batch([request])[0], spans, texts)
+            COUNTS.count("revised")
+            return revised
 
         return job
 
@@ -231,6 +255,7 @@ def _result(fut: Future[list[TranscriptFinal]], deadline: float | None) -> list[
         fut.cancel()
     except Exception:
         log.exception("revising finals failed")
+    COUNTS.count("dropped")
     return []
 
 
