@@ -41,6 +41,18 @@ def test_revised_finals_replace_the_live_ones_in_the_record(models):
             assert kept[rev.utterance_id].text == rev.text and kept[rev.utterance_id].role == live[0].role
         else:
             assert rev.utterance_id not in kept, "an empty revision withdraws the live final"
+    # a finished call's stages go at once, not at the next full garbage collection: the reviser's
+    # reference back to its transcriber was a cycle that made a server's memory climb call by call
+    import gc
+    import weakref
+
+    gone = weakref.ref(pipe.asr[0])
+    gc.disable()
+    try:
+        del pipe
+        assert gone() is None, "nothing of the call is left for the cycle collector"
+    finally:
+        gc.enable()
 
 
 def test_events_are_ordered_and_complete(stereo_events):

@@ -176,8 +176,16 @@ class StreamingTranscriber:
             self.reviser.end()
 
     def revise_rest(self, deadline: float | None) -> list[TranscriptFinal]:
-        """After `end_revisions`: the revisions still to come, waited for until `deadline`."""
-        return self.reviser.rest(deadline) if self.reviser is not None else []
+        """After `end_revisions`: the revisions still to come, waited for until `deadline`. The
+        reviser goes then: it refers back to this transcriber (`_event`), a cycle that kept each
+        call's stages and their native buffers (VAD session, audio) until a full garbage collection,
+        and the server's memory rose about 0.7 MB a call (soak)."""
+        reviser, self.reviser = self.reviser, None
+        return reviser.rest(deadline) if reviser is not None else []
+
+    def drop_revisions(self) -> None:
+        """The call was aborted: its pending revisions are not waited for (and the cycle goes)."""
+        self.reviser = None
 
     # -- internals --
 
