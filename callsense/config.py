@@ -57,8 +57,7 @@ class AsrSettings(_Strict):
     pack_s: float = 28.0
     # live stereo calls: finals are also decoded again in such packs, on spare Whisper capacity, and
     # the revised finals replace them in the record and the consoles (`stages.packs.Reviser`;
-    # docs/benchmarks.md, Session 12). With it on a server's memory rises about 0.7 MB a call, cause not
-    # found yet (docs/benchmarks.md, Soak, Session 13): a server left running for days sets it off
+    # docs/benchmarks.md, Session 12)
     revise: bool = True
     # live finals of every call in a process are decoded as one batch: the oldest waits at most this
     # long for company (docs/benchmarks.md); 0: a final never waits, it only joins finals already queued
