@@ -201,8 +201,6 @@ class CallPipeline:
         """End the call now without running the stages again (they may be what failed)."""
         self._ended = True
         self.decoder.close()
-        for asr in self.asr:
-            asr.drop_revisions()
         return self._emit([Error(code=code, message=message, fatal=True),
                            CallEnded(duration_s=round(self.stream_time, 3), reason=code)])
 

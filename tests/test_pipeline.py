@@ -41,8 +41,8 @@ def test_revised_finals_replace_the_live_ones_in_the_record(models):
             assert kept[rev.utterance_id].text == rev.text and kept[rev.utterance_id].role == live[0].role
         else:
             assert rev.utterance_id not in kept, "an empty revision withdraws the live final"
-    # a finished call's stages go at once, not at the next full garbage collection: the reviser's
-    # reference back to its transcriber was a cycle that made a server's memory climb call by call
+    # a finished call's stages go at once, not at the next full garbage collection: a reviser that
+    # referred back to its transcriber made a cycle, and a server's memory climbed call by call
     import gc
     import weakref
 

@@ -53,7 +53,7 @@ def test_packs_left_unrevised_under_load_are_counted(models, settings):
 
     busy = threading.Event()
     packs._executor().submit(busy.wait, 30)  # the one background thread is taken
-    reviser = packs.Reviser(WhisperDecoder(models.whisper, settings.asr), lambda *a: None, 28.0,
+    reviser = packs.Reviser(WhisperDecoder(models.whisper, settings.asr), 28.0,
                             lambda: models.whisper)
     before = packs.COUNTS.as_dict()
     turn = np.zeros(10 * 16000, np.float32)

@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from callsense.config import SAMPLE_RATE
-from callsense.events import TranscriptFinal, Word
+from callsense.events import Word
 from callsense.stages.whisper import DecodeGate, DecodeRequest, Hypothesis, WhisperDecoder, _norm
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 # pack's loss (it stopped early), not a phantom, and the live final stands
 MAX_WITHDRAWN_WORDS = 4
 NICE = 19  # the revision thread's CPU priority (the lowest)
-# builds the final of the turn at (start sample, samples, hypothesis, utterance count)
-MakeFinal = Callable[[int, int, Hypothesis, int], TranscriptFinal]
+# a turn's revised words: (start sample, samples, hypothesis, utterance count); the speaker's
+# transcriber makes the final of it (the reviser holds no reference back to it: no cycle that would
+# keep a finished call's stages until a full garbage collection)
+Revised = tuple[int, int, Hypothesis, int]
 Model = Callable[[], Any]  # the background model, loaded on first use by the thread that calls it
 
 
@@ -121,7 +123,7 @@ class RevisionCounts:
     dropped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count(self, what: str) -> None:
+    def count(self, what: Literal["revised", "skipped", "dropped"]) -> None:
         with self._lock:
             setattr(self, what, getattr(self, what) + 1)
 
@@ -154,15 +156,15 @@ def _lowest() -> None:
 class Reviser:
     """One live speaker's turns, decoded again in packs (see the module's docstring)."""
 
-    def __init__(self, decoder: WhisperDecoder, make_final: MakeFinal, pack_s: float, model: Model) -> None:
+    def __init__(self, decoder: WhisperDecoder, pack_s: float, model: Model) -> None:
         """`decoder`: the live one (its settings and beam); `model`: the background copy."""
-        self.decoder, self.make_final, self.model = decoder, make_final, model
+        self.decoder, self.model = decoder, model
         self.pack = Pack(pack_s)
         self._texts: dict[int, str] = {}  # the live text of each turn in the pack
         self._prompt = ""  # what the speaker said before the pack's first turn
         self._language: str | None = None
-        self._running: Future[list[TranscriptFinal]] | None = None
-        self._ending: Future[list[TranscriptFinal]] | None = None  # the last pack, queued at the end
+        self._running: Future[list[Revised]] | None = None
+        self._ending: Future[list[Revised]] | None = None  # the last pack, queued at the end
 
     def add(self, count: int, start_sample: int, audio: np.ndarray, text: str, prompt: str,
             language: str | None) -> None:
@@ -176,8 +178,8 @@ class Reviser:
         self._texts[count] = text
         self._language = language or self._language
 
-    def tick(self, now_sample: int) -> list[TranscriptFinal]:
-        """Revised finals ready by now; a pack waiting too long is sent."""
+    def tick(self, now_sample: int) -> list[Revised]:
+        """Revised turns ready by now; a pack waiting too long is sent."""
         if self.pack.stale(now_sample):
             self._submit()
         return self._collect()
@@ -188,7 +190,7 @@ class Reviser:
         if job is not None:
             self._ending = _executor().submit(job)
 
-    def rest(self, deadline: float | None) -> list[TranscriptFinal]:
+    def rest(self, deadline: float | None) -> list[Revised]:
         """After `end`: the revisions still to come, waited for until `deadline` (monotonic; None:
         as long as they take). What is not done by then is dropped: the live finals stand."""
         futures = [f for f in (self._running, self._ending) if f is not None]
@@ -206,7 +208,7 @@ class Reviser:
             return
         self._running = _executor().submit(job)
 
-    def _take(self) -> Callable[[], list[TranscriptFinal]] | None:
+    def _take(self) -> Callable[[], list[Revised]] | None:
         """The pack's revision as a job, emptying the pack; None when a revision cannot change it."""
         if len(self.pack.items) < 2:  # one turn alone would be decoded as its live final was
             self.pack.items, self._texts = [], {}
@@ -216,7 +218,7 @@ class Reviser:
         request = DecodeRequest(audio, self._language, 0.0, self._prompt)
         live = self.decoder
 
-        def job() -> list[TranscriptFinal]:
+        def job() -> list[Revised]:
             decoder = WhisperDecoder(self.model(), live.settings, DecodeGate(1), beam_size=live.beam_size)
             revised = self._revised(decoder.decode_batch([request])[0], spans, texts)
             COUNTS.count("revised")
@@ -225,7 +227,7 @@ class Reviser:
         return job
 
     def _revised(self, hyp: Hypothesis, spans: list[tuple[int, int, int, float]],
-                 texts: dict[int, str]) -> list[TranscriptFinal]:
+                 texts: dict[int, str]) -> list[Revised]:
         out = []
         for count, start_sample, size, part in Pack.parts(hyp, spans):
             live = texts.get(count, "")
@@ -233,12 +235,10 @@ class Reviser:
                 continue  # unchanged, or lost by the pack: the live final stands
             # changed words, words the live final missed, or none where it heard a few (a phantom
             # phrase on line noise that the speaker's other turns show up): an empty revision
-            final = self.make_final(start_sample, size, part, count)
-            final.revision = 1
-            out.append(final)
+            out.append((start_sample, size, part, count))
         return out
 
-    def _collect(self) -> list[TranscriptFinal]:
+    def _collect(self) -> list[Revised]:
         fut = self._running
         if fut is None or not fut.done():
             return []
@@ -246,7 +246,7 @@ class Reviser:
         return _result(fut, None)
 
 
-def _result(fut: Future[list[TranscriptFinal]], deadline: float | None) -> list[TranscriptFinal]:
+def _result(fut: Future[list[Revised]], deadline: float | None) -> list[Revised]:
     """A revision's finals, waited for until `deadline` (None: as long as it takes); one not done by
     then, or failed, gives none: the live finals stand and the call goes on."""
     try:

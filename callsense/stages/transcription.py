@@ -97,7 +97,7 @@ class StreamingTranscriber:
         self._said: deque[str] = deque(maxlen=8)  # this speaker's last finals: the next final's prompt
         self.skip_partials = False
         self.pack = Pack(settings.pack_s) if pack else None
-        self.reviser = Reviser(decoder, self._event, settings.pack_s, revise) if revise and not pack else None
+        self.reviser = Reviser(decoder, settings.pack_s, revise) if revise and not pack else None
         self.heard_until = 0.0  # stream time where the last utterance (of at least 0.2 s) ended
         # called with a speculative final's text: later stages may start on it during the pause
         self.on_speculation: Callable[[str], None] | None = None
@@ -131,7 +131,7 @@ class StreamingTranscriber:
         if self.pack is not None and self.pack.stale(self._samples):
             events.extend(self._decode_pack())
         if self.reviser is not None:
-            events.extend(self.reviser.tick(self._samples))
+            events.extend(self._revision(*r) for r in self.reviser.tick(self._samples))
         return events
 
     @property
@@ -176,16 +176,9 @@ class StreamingTranscriber:
             self.reviser.end()
 
     def revise_rest(self, deadline: float | None) -> list[TranscriptFinal]:
-        """After `end_revisions`: the revisions still to come, waited for until `deadline`. The
-        reviser goes then: it refers back to this transcriber (`_event`), a cycle that kept each
-        call's stages and their native buffers (VAD session, audio) until a full garbage collection,
-        and the server's memory rose about 0.7 MB a call (soak)."""
-        reviser, self.reviser = self.reviser, None
-        return reviser.rest(deadline) if reviser is not None else []
-
-    def drop_revisions(self) -> None:
-        """The call was aborted: its pending revisions are not waited for (and the cycle goes)."""
-        self.reviser = None
+        """After `end_revisions`: the revisions still to come, waited for until `deadline`."""
+        revised = self.reviser.rest(deadline) if self.reviser is not None else []
+        return [self._revision(*r) for r in revised]
 
     # -- internals --
 
@@ -332,6 +325,12 @@ class StreamingTranscriber:
             language=hyp.language, utterance_id=f"{self.speaker}-{count}",
             avg_logprob=hyp.avg_logprob, no_speech_prob=hyp.no_speech_prob,
         )
+
+    def _revision(self, start_sample: int, size: int, hyp: Hypothesis, count: int) -> TranscriptFinal:
+        """The turn's final decoded again in a pack: it replaces the live one of its utterance."""
+        final = self._event(start_sample, size, hyp, count)
+        final.revision = 1
+        return final
 
     def _maybe_detect_language(self, audio: np.ndarray) -> None:
         self._commit_vote(self._detect(audio))
