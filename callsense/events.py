@@ -126,9 +126,9 @@ class Metrics(_Base):
     rtf: float | None = None
     shedding: bool = False
     shed_reason: str | None = None
-    optional_decodes_skipped: int = Field(0, description="partials and speculative finals skipped so far in this "
+    optional_decodes_skipped: int = Field(0, ge=0, description="partials and speculative finals skipped so far in this "
                                           "process because the Whisper workers were busy with finals")
-    revisions_skipped: int = Field(0, description="packs of live turns not decoded again so far in this process "
+    revisions_skipped: int = Field(0, ge=0, description="packs of live turns not decoded again so far in this process "
                                    "(busy, or not done before the call's record was written): their live finals "
                                    "stand")
     stage_ms: dict[str, float] = {}

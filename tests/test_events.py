@@ -46,3 +46,16 @@ def test_a_final_s_revision_is_0_or_1_or_the_event_is_refused(revision):
     except ValidationError:
         return
     assert ev.revision in (0, 1)
+
+
+@given(field=st.sampled_from(["optional_decodes_skipped", "revisions_skipped"]),
+       value=st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=5), st.none(), st.booleans()))
+@settings(max_examples=200, deadline=None)
+def test_a_metrics_counter_is_a_count_or_the_event_is_refused(field, value):
+    """The same for the counters a worker's metrics carry to consoles through the gateway."""
+    body = {"type": "metrics", "lag_s": 0.1, field: value}
+    try:
+        ev = parse_event(json.dumps(body, allow_nan=True))
+    except ValidationError:
+        return
+    assert isinstance(getattr(ev, field), int) and getattr(ev, field) >= 0
