@@ -5,7 +5,7 @@ export PYANNOTE_METRICS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup lint bench cluster-demo
+.PHONY: demo test check setup bench cluster-demo
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -13,12 +13,22 @@ setup:
 demo: setup
 	$(VENV)/bin/callsense demo
 
+# the fast loop (under two minutes once set up): lint, format, types, layers, and the tests that load no model
+check: setup
+	$(VENV)/bin/ruff check callsense tests scripts
+	$(VENV)/bin/ruff format --check callsense tests scripts
+	$(VENV)/bin/mypy callsense
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m pytest -q -ra -m "not slow"
+
+# what CI runs: the same checks, the models' presence, then every test (the slowest are listed at the end)
 test: setup
 	$(VENV)/bin/ruff check callsense tests scripts
+	$(VENV)/bin/ruff format --check callsense tests scripts
 	$(VENV)/bin/mypy callsense
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/callsense models check
-	$(VENV)/bin/python -m pytest -q -ra
+	$(VENV)/bin/python -m pytest -q -ra --durations=25
 
 # Redis (Debian's redis-server), one gateway and two workers on this machine, two calls at once
 cluster-demo: setup

@@ -14,6 +14,7 @@ SAMPLE_RATE = 16000
 # Default settings, playbooks and checklists ship inside the package, so `pip install` anywhere has them.
 CONFIG_DIR = Path(str(files("callsense") / "configs"))
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+SAMPLES_DIR = Path(str(files("callsense") / "samples"))  # the sample calls, shipped in the package too
 
 
 class _Strict(BaseModel):
@@ -92,11 +93,27 @@ class EmotionSettings(_Strict):
     baseline_turns: int = 3
 
 
+class CustomerStateSettings(_Strict):
+    """The customer-state model (stages/customer_state.py). The text weights, decay and bias are a logistic
+    regression on real support chats with human frustration labels (scripts/calibrate_customer_state.py);
+    the voice weight is set by hand (no labelled angry speech to fit it on)."""
+
+    # scripts/calibrate_customer_state.py on MAIA-DQE dev (65 chats, 696 customer turns), docs/benchmarks.md
+    decay: float = Field(0.7, ge=0.0, lt=1.0, description="share of the earlier evidence a new turn keeps")
+    bias: float = -3.78
+    w_negative: float = 2.28
+    w_positive: float = -0.88
+    w_complaint: float = 0.07
+    w_voice: float = 1.0  # by hand: voice arousal above the customer's baseline counts like half a negative turn
+    cue_probability: float = Field(0.35, gt=0.0, lt=1.0, description="the cue to the operator from this probability")
+    rearm_probability: float = Field(0.15, gt=0.0, lt=1.0, description="a new cue only after the state fell below this")
+
+
 class HintSettings(_Strict):
     cooldown_s: float = 20.0
     silence_hold_s: float = 10.0
-    negative_valence: float = -0.35
-    arousal_rise: float = 0.35
+    # a critical escalation from the intent classifier alone (no pattern matched) needs this probability
+    critical_probability: float = Field(0.7, gt=0.0, le=1.0)
     interruptions_warn: int = 3
     # A turn's level is judged on at least this much voice: one stressed word ("Bye!") reads louder
     # than sentences, whose unstressed syllables pull their mean level down.
@@ -105,6 +122,7 @@ class HintSettings(_Strict):
     repeat_overlap: float = 0.5  # share of content words the two turns have in common
     repeat_after_s: float = 45.0  # a request counts as repeated when asked again this much later
     recover_turns: int = 3  # calm customer turns in a row that release a latched critical escalation
+    customer_state: CustomerStateSettings = CustomerStateSettings()
     intents_dir: Path = CONFIG_DIR / "intents"
     playbooks_dir: Path = CONFIG_DIR / "playbooks"
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 Role = Literal["operator", "customer", "supervisor", "unknown"]
 Severity = Literal["info", "warning", "critical"]
@@ -27,8 +27,11 @@ class _Base(BaseModel):
     seq: int = 0
     t: float = Field(0.0, description="stream time in seconds since the call started")
     wall: float = Field(default_factory=time.time, description="unix time the event was made")
-    delay_s: float | None = Field(None, description="set by the server on sending: seconds from the arrival of the "
-                                  "audio this event comes from until it was sent to this console")
+    delay_s: float | None = Field(
+        None,
+        description="set by the server on sending: seconds from the arrival of the "
+        "audio this event comes from until it was sent to this console",
+    )
     _arrived: float | None = PrivateAttr(default=None)  # monotonic arrival time of that audio (this process)
 
     def arrived_at(self, t: float) -> None:
@@ -71,8 +74,13 @@ class TranscriptPartial(_Transcript):
 class TranscriptFinal(_Transcript):
     type: Literal["transcript_final"] = "transcript_final"
     utterance_id: str = ""
-    revision: int = Field(0, ge=0, le=1, description="0: the live final; 1: the same turn decoded again among the speaker's "
-                                          "neighbouring turns, replacing the final with this utterance_id")
+    revision: int = Field(
+        0,
+        ge=0,
+        le=1,
+        description="0: the live final; 1: the same turn decoded again among the speaker's "
+        "neighbouring turns, replacing the final with this utterance_id",
+    )
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
 
@@ -126,20 +134,40 @@ class Metrics(_Base):
     rtf: float | None = None
     shedding: bool = False
     shed_reason: str | None = None
-    optional_decodes_skipped: int = Field(0, ge=0, description="partials and speculative finals skipped so far in this "
-                                          "process because the Whisper workers were busy with finals")
-    revisions_skipped: int = Field(0, ge=0, description="packs of live turns not decoded again so far in this process "
-                                   "(busy, or not done before the call's record was written): their live finals "
-                                   "stand")
+    optional_decodes_skipped: int = Field(
+        0,
+        ge=0,
+        description="partials and speculative finals skipped so far in this "
+        "process because the Whisper workers were busy with finals",
+    )
+    revisions_skipped: int = Field(
+        0,
+        ge=0,
+        description="packs of live turns not decoded again so far in this process "
+        "(busy, or not done before the call's record was written): their live finals "
+        "stand",
+    )
     stage_ms: dict[str, float] = {}
 
 
 class Risk(_Base):
     type: Literal["risk"] = "risk"
-    level: float = Field(description="the call's escalation risk: the customer's state plus 1.5 while a critical "
-                                     "escalation is latched; the one value every console shows")
-    latched: bool = Field(False, description="a critical escalation waits for an operator or supervisor to "
-                                             "acknowledge it (or for the customer to recover)")
+    level: float = Field(
+        description="the call's escalation risk: the customer's frustration probability plus 1.5 "
+        "while a critical escalation is latched; the one value every console shows"
+    )
+    frustration: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="the probability that the customer is frustrated now "
+        "(the customer state over the conversation, calibrated on labelled dialogues)",
+    )
+    latched: bool = Field(
+        False,
+        description="a critical escalation waits for an operator or supervisor to "
+        "acknowledge it (or for the customer to recover)",
+    )
     reason: str | None = Field(None, description="the latched hint's reason")
     hint_id: str | None = None
 
@@ -161,18 +189,31 @@ class WorkerChanged(_Base):
     type: Literal["worker_changed"] = "worker_changed"
     worker: str = Field(description="the cluster worker processing the call from now on")
     previous: str | None = Field(None, description="the worker that stopped (died or was cut off)")
-    resumed_from: float = Field(description="stream time the new worker went on from: a moment nobody was "
-                                "speaking; what was said before is kept, speaker baselines start again")
+    resumed_from: float = Field(
+        description="stream time the new worker went on from: a moment nobody was "
+        "speaking; what was said before is kept, speaker baselines start again"
+    )
 
 
 Event = Annotated[
-    CallStarted | TranscriptPartial | TranscriptFinal | Emotion | Hint | HintFeedback | Overlap
-    | Metrics | Risk | CallEnded | Error | WorkerChanged,
+    CallStarted
+    | TranscriptPartial
+    | TranscriptFinal
+    | Emotion
+    | Hint
+    | HintFeedback
+    | Overlap
+    | Metrics
+    | Risk
+    | CallEnded
+    | Error
+    | WorkerChanged,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-FINAL_TYPES = frozenset({"transcript_final", "emotion", "hint", "risk", "call_started", "call_ended", "error",
-                         "worker_changed"})
+FINAL_TYPES = frozenset(
+    {"transcript_final", "emotion", "hint", "risk", "call_started", "call_ended", "error", "worker_changed"}
+)
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> Event:

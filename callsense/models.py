@@ -103,8 +103,9 @@ def configured(value: str, key: str) -> str:
     looks_local = value.startswith(("/", ".", "~")) or value.count("/") > 1  # hub names: "org/name" or "small"
     path = Path(value).expanduser()
     if looks_local and not path.exists():
-        raise ModelMissing(f"models.{key} points to {value}, which does not exist; fix the path in your config "
-                           f"or set models.{key}: bundled")
+        raise ModelMissing(
+            f"models.{key} points to {value}, which does not exist; fix the path in your config or set models.{key}: bundled"
+        )
     return str(path) if path.exists() else value
 
 
@@ -151,14 +152,21 @@ def load_whisper(settings: ModelSettings) -> Any:
     source = whisper_source(settings)
     local = Path(source).exists()
     try:
-        return _whisper_class()(source, device="cpu", compute_type=settings.whisper_compute_type,
-                            cpu_threads=settings.whisper_threads, num_workers=settings.whisper_workers,
-                            local_files_only=local)
+        return _whisper_class()(
+            source,
+            device="cpu",
+            compute_type=settings.whisper_compute_type,
+            cpu_threads=settings.whisper_threads,
+            num_workers=settings.whisper_workers,
+            local_files_only=local,
+        )
     except Exception as exc:
         if local:
             raise
-        raise ModelMissing(f"could not fetch the Whisper model {source!r} ({type(exc).__name__}); it needs network "
-                           "access once, or set models.whisper to a local folder or to bundled") from exc
+        raise ModelMissing(
+            f"could not fetch the Whisper model {source!r} ({type(exc).__name__}); it needs network "
+            "access once, or set models.whisper to a local folder or to bundled"
+        ) from exc
 
 
 # --- pyannote segmentation and CAM++ embedding -------------------------------------------------

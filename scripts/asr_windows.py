@@ -1,7 +1,7 @@
 """Live-path finals on ru_read_msu with a given encoder window for finals (docs/benchmarks.md, session 5).
 
-    .venv/bin/python scripts/asr_windows.py --data ../shared/data --window 15      # WER over all 81
-    .venv/bin/python scripts/asr_windows.py --data ../shared/data --timing         # decode time per window/beam
+.venv/bin/python scripts/asr_windows.py --data ../shared/data --window 15      # WER over all 81
+.venv/bin/python scripts/asr_windows.py --data ../shared/data --timing         # decode time per window/beam
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def wer_of_finals(data: Path, window: float) -> None:
         finals = [e for i in range(0, audio.size, 1600) for e in tr.push(audio[i : i + 1600])] + tr.flush()
         refs.append(normalize(item.text))
         hyps.append(normalize(" ".join(f.text for f in finals if f.type == "transcript_final")))
-    print(f"ru_read_msu {len(items)} items, window {window} s: WER {jiwer.wer(refs, hyps):.4f}, "
-          f"RTF {(time.perf_counter() - t0) / audio_s:.3f}")
+    print(
+        f"ru_read_msu {len(items)} items, window {window} s: WER {jiwer.wer(refs, hyps):.4f}, "
+        f"RTF {(time.perf_counter() - t0) / audio_s:.3f}"
+    )
 
 
 def timing(data: Path) -> None:
@@ -53,8 +55,10 @@ def timing(data: Path) -> None:
             t0 = time.perf_counter()
             hyps.append(normalize(decoder.decode_batch([DecodeRequest(clip, "ru")])[0].text))
             took.append(time.perf_counter() - t0)
-        print(f"beam {beam}, window {window or 30} s: WER {jiwer.wer(refs, hyps):.3f}, "
-              f"decode mean {np.mean(took):.2f} s, p95 {np.percentile(took, 95):.2f} s")
+        print(
+            f"beam {beam}, window {window or 30} s: WER {jiwer.wer(refs, hyps):.3f}, "
+            f"decode mean {np.mean(took):.2f} s, p95 {np.percentile(took, 95):.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -33,15 +33,15 @@ def ru_call(data: Path) -> CallBuilder:
     c("ru_0003")
     o("auth-thankyou")
     c("ru_0054")
-    o("vm-press", -1.2)          # operator talks over the customer
+    o("vm-press", -1.2)  # operator talks over the customer
     c("ru_0058", 0.4)
     o("confbridge-there-are")
-    b.cursor += 11.0             # the customer is put on hold
+    b.cursor += 11.0  # the customer is put on hold
     o("auth-thankyou", 0.0)
     c("ru_0079")
-    o("vm-no", -1.0)             # again
+    o("vm-no", -1.0)  # again
     c("ru_0045", 0.5)
-    o("pbx-transfer", -1.5)      # and again
+    o("pbx-transfer", -1.5)  # and again
     c("ru_0063", 0.6)
     o("privacy-thankyou")
     return b
@@ -53,8 +53,13 @@ def en_call(data: Path) -> CallBuilder:
     fw_dir = data / "asr" / "en_faster_whisper_testdata"
     ps, fw = texts(ps_dir / "transcripts.tsv"), texts(fw_dir / "transcripts.tsv")
     b = CallBuilder(["operator", "customer"])
-    for i, key in enumerate(["sense_and_sensibility_01_austen_64kb-0880", "sense_and_sensibility_01_austen_64kb-0890",
-                             "sense_and_sensibility_01_austen_64kb-0930"]):
+    for i, key in enumerate(
+        [
+            "sense_and_sensibility_01_austen_64kb-0880",
+            "sense_and_sensibility_01_austen_64kb-0890",
+            "sense_and_sensibility_01_austen_64kb-0930",
+        ]
+    ):
         b.say("operator", ps_dir / ps[key]["audio"], ps[key]["text"], 0.0 if i == 0 else 0.7)
         if i == 1:
             b.say("customer", fw_dir / fw["jfk"]["audio"], fw["jfk"]["text"], 0.7)

@@ -49,12 +49,15 @@ def main() -> None:
     a_pred, c_pred = np.zeros_like(arousal), np.zeros_like(cat)
     for s in np.unique(spk):
         test = spk == s
-        a_pred[test] = LogisticRegression(C=0.5, class_weight="balanced", max_iter=1000).fit(
-            z[~test], arousal[~test]).predict(z[test])
-        c_pred[test] = LogisticRegression(C=0.5, class_weight="balanced", max_iter=1000).fit(
-            z[~test], cat[~test]).predict(z[test])
+        a_pred[test] = (
+            LogisticRegression(C=0.5, class_weight="balanced", max_iter=1000).fit(z[~test], arousal[~test]).predict(z[test])
+        )
+        c_pred[test] = (
+            LogisticRegression(C=0.5, class_weight="balanced", max_iter=1000).fit(z[~test], cat[~test]).predict(z[test])
+        )
     report = {
-        "clips": int(len(emo)), "speakers": sorted(set(spk.tolist())),
+        "clips": int(len(emo)),
+        "speakers": sorted(set(spk.tolist())),
         "arousal_unweighted_accuracy": round(float(recall_score(arousal, a_pred, average="macro")), 3),
         "emotion_unweighted_accuracy": round(float(recall_score(cat, c_pred, average="macro")), 3),
         "emotion_recall_per_class": {
@@ -67,10 +70,14 @@ def main() -> None:
     c_clf = LogisticRegression(C=0.5, class_weight="balanced", max_iter=1000).fit(z, cat)
     np.savez_compressed(
         ROOT / "callsense" / "weights" / "speech_emotion.npz",
-        features=np.array(FEATURES), emotions=np.array(CLASSES),
-        arousal_W=a_clf.coef_.astype(np.float32), arousal_b=a_clf.intercept_.astype(np.float32),
-        emotion_W=c_clf.coef_.astype(np.float32), emotion_b=c_clf.intercept_.astype(np.float32),
-        prior_mean=x.mean(0).astype(np.float32), prior_std=(x.std(0) + 1e-6).astype(np.float32),
+        features=np.array(FEATURES),
+        emotions=np.array(CLASSES),
+        arousal_W=a_clf.coef_.astype(np.float32),
+        arousal_b=a_clf.intercept_.astype(np.float32),
+        emotion_W=c_clf.coef_.astype(np.float32),
+        emotion_b=c_clf.intercept_.astype(np.float32),
+        prior_mean=x.mean(0).astype(np.float32),
+        prior_std=(x.std(0) + 1e-6).astype(np.float32),
     )
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "speech_emotion_eval.json").write_text(json.dumps(report, indent=2))

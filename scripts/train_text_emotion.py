@@ -72,8 +72,12 @@ def main() -> None:
             report[f"{task}_{lang}_n"] = len(d)
             if task == "sentiment" and lang == "en":
                 report["sentiment_en_vader_macro_f1"] = round(vader_f1(dev, d), 3)
-    np.savez_compressed(ROOT / "callsense" / "weights" / "text_emotion.npz",
-                        emotions=np.array(EMOTIONS), sentiments=np.array(SENTIMENTS), **heads)
+    np.savez_compressed(
+        ROOT / "callsense" / "weights" / "text_emotion.npz",
+        emotions=np.array(EMOTIONS),
+        sentiments=np.array(SENTIMENTS),
+        **heads,
+    )
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "text_emotion_eval.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -1,10 +1,14 @@
 """Shared fixtures: the real clips in tests/data (the suite needs nothing outside the repository),
-real models loaded once per session."""
+real models loaded once per session, one live server, and a wait for a condition (never a fixed sleep:
+the suite runs on machines of any speed)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,12 +18,37 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"  # built by scripts/make_test_data.py
-SAMPLES = ROOT / "callsense" / "samples"
+from callsense.config import SAMPLES_DIR as SAMPLES  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def data() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The sample calls shipped in the package."""
+    return SAMPLES
+
+
+Check = Callable[[], object]
+
+
+@pytest.fixture(scope="session")
+def eventually() -> Callable[..., Awaitable[object]]:
+    """`await eventually(check, what, timeout)`: polls `check` until it returns something true and returns
+    that; at the deadline the test fails saying what it waited for and what `check` gave last."""
+
+    async def wait(check: Check, what: str, timeout: float = 180.0, every: float = 0.1) -> object:
+        deadline = time.monotonic() + timeout
+        while not (got := check()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"waited {timeout:.0f} s for {what}; last seen: {got!r}")
+            await asyncio.sleep(every)
+        return got
+
+    return wait
 
 
 @pytest.fixture
@@ -29,6 +58,34 @@ def settings(tmp_path):
     s = load_settings()
     s.server.store = tmp_path / "store" / "calls.sqlite"
     return s
+
+
+# A test that asks for these loads the real models: it is slow wherever it lives (`make check` leaves it out).
+MODEL_FIXTURES = {"models", "server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+TOKENS = {
+    "sup": {"role": "supervisor"},
+    "op1": {"role": "operator", "operator_id": "op-1"},
+    "op2": {"role": "operator", "operator_id": "op-2"},
+    "trunk": {"role": "ingest", "operators": ["op-1", "op-2"]},
+}
+
+
+@pytest.fixture
+def server(settings, models):
+    """A live server (not yet listening: `await server.start(host, 0)`) with a supervisor, two operators
+    and an ingest trunk for them."""
+    from callsense.service.server import CallServer
+
+    settings.server.tokens = TOKENS
+    return CallServer(settings, models)
 
 
 @pytest.fixture(scope="session")

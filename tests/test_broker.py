@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from callsense.audio.codecs import AudioChunk
+from callsense.config import SAMPLES_DIR as SAMPLES
 from callsense.events import TranscriptFinal
 from callsense.service import broker as b
 from callsense.service.calls import Audio, End, Feedback, SourceError
 
-needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                 reason="redis-server is not installed: apt-get install redis-server")
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is not installed: apt-get install redis-server"
+)
 
 
 def _fields(entry: dict) -> dict[bytes, bytes]:
@@ -54,7 +56,6 @@ def local_redis(tmp_path):
 def test_a_call_no_worker_takes_is_refused_with_1013(local_redis, settings):
     from callsense.service.client import stream_file
     from callsense.service.gateway import Gateway
-    from tests.conftest import SAMPLES
 
     settings.cluster.broker = local_redis.url
     settings.cluster.assign_timeout_s = 1.0

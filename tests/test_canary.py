@@ -36,26 +36,38 @@ def _seeded(language: str) -> dict[str, str]:
 
 
 CHAT_LINES = {
-    "ru": [("customer", "Здравствуйте, меня зовут {NAME}."), ("customer", "Номер карты {CARD}, её заблокировали."),
-           ("operator", "Уточню: карта {CARD}, верно?"), ("customer", "Мой счёт {ACCOUNT}, ИНН {INN}, СНИЛС {SNILS}."),
-           ("customer", "Паспорт {PASSPORT}, телефон {PHONE}, почта {EMAIL}."),
-           ("customer", "Дата рождения {DOB}, CVV {CVV}."), ("customer", "Я проживаю по адресу {ADDRESS}."),
-           ("customer", "Кодовое слово {SECRET}."), ("customer", "Переведите на IBAN {IBAN}."),
-           ("operator", "Спасибо, {NAME}, до свидания!")],
-    "en": [("customer", "Hi, my name is {NAME}."), ("customer", "My card number is {CARD} and it was blocked."),
-           ("operator", "Let me confirm, card {CARD}, correct?"),
-           ("customer", "Account number {ACCOUNT}, my INN {INN} and SNILS {SNILS}."),
-           ("customer", "Passport number {PASSPORT}, phone {PHONE}, email {EMAIL}."),
-           ("customer", "My date of birth is {DOB} and the CVV is {CVV}."), ("customer", "I live at {ADDRESS}."),
-           ("customer", "My code word is {SECRET}."), ("customer", "Please send it to IBAN {IBAN}."),
-           ("operator", "Thank you {NAME}, goodbye!")],
+    "ru": [
+        ("customer", "Здравствуйте, меня зовут {NAME}."),
+        ("customer", "Номер карты {CARD}, её заблокировали."),
+        ("operator", "Уточню: карта {CARD}, верно?"),
+        ("customer", "Мой счёт {ACCOUNT}, ИНН {INN}, СНИЛС {SNILS}."),
+        ("customer", "Паспорт {PASSPORT}, телефон {PHONE}, почта {EMAIL}."),
+        ("customer", "Дата рождения {DOB}, CVV {CVV}."),
+        ("customer", "Я проживаю по адресу {ADDRESS}."),
+        ("customer", "Кодовое слово {SECRET}."),
+        ("customer", "Переведите на IBAN {IBAN}."),
+        ("operator", "Спасибо, {NAME}, до свидания!"),
+    ],
+    "en": [
+        ("customer", "Hi, my name is {NAME}."),
+        ("customer", "My card number is {CARD} and it was blocked."),
+        ("operator", "Let me confirm, card {CARD}, correct?"),
+        ("customer", "Account number {ACCOUNT}, my INN {INN} and SNILS {SNILS}."),
+        ("customer", "Passport number {PASSPORT}, phone {PHONE}, email {EMAIL}."),
+        ("customer", "My date of birth is {DOB} and the CVV is {CVV}."),
+        ("customer", "I live at {ADDRESS}."),
+        ("customer", "My code word is {SECRET}."),
+        ("customer", "Please send it to IBAN {IBAN}."),
+        ("operator", "Thank you {NAME}, goodbye!"),
+    ],
 }
 
 
 def _chat(language: str, values: dict[str, str], path: Path) -> None:
     turns = [{"role": role, "text": text.format(**values)} for role, text in CHAT_LINES[language]]
-    path.write_text(json.dumps({"language": language, "id": f"canary-{language}", "turns": turns},
-                               ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps({"language": language, "id": f"canary-{language}", "turns": turns}, ensure_ascii=False), encoding="utf-8"
+    )
 
 
 def _needles(values: dict[str, str]) -> list[str]:
@@ -93,9 +105,12 @@ def _scan(root: Path, needles: list[str]) -> list[str]:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"server:\n  store: {tmp_path / 'store' / 'calls.sqlite'}\n  tokens:\n"
-                   "    sup: {role: supervisor}\n    op: {role: operator, operator_id: op-1}\n"
-                   "report:\n  redact_pii: true\n", encoding="utf-8")
+    cfg.write_text(
+        f"server:\n  store: {tmp_path / 'store' / 'calls.sqlite'}\n  tokens:\n"
+        "    sup: {role: supervisor}\n    op: {role: operator, operator_id: op-1}\n"
+        "report:\n  redact_pii: true\n",
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -105,8 +120,19 @@ def test_no_raw_personal_data_after_analyze_and_audit(tmp_path, config):
     chats.mkdir()
     for lang in values:
         _chat(lang, values[lang], chats / f"{lang}.json")
-        assert main(["--config", str(config), "analyze", str(chats / f"{lang}.json"),
-                     "--out", str(tmp_path / "out" / f"report-{lang}")]) == 0
+        assert (
+            main(
+                [
+                    "--config",
+                    str(config),
+                    "analyze",
+                    str(chats / f"{lang}.json"),
+                    "--out",
+                    str(tmp_path / "out" / f"report-{lang}"),
+                ]
+            )
+            == 0
+        )
     assert main(["--config", str(config), "audit", str(chats), "--out", str(tmp_path / "out" / "audit")]) == 0
     shutil.rmtree(chats)  # the inputs themselves hold the values, of course
     needles = _needles(values["ru"]) + _needles(values["en"])
@@ -122,10 +148,11 @@ def test_no_raw_personal_data_after_a_live_call(tmp_path, config, models):
     from callsense.service.client import stream_file
     from callsense.service.server import CallServer
 
-    values = {"CARD": "4111 1111 1111 1111", "DOB": "March 5, 1985", "SECRET": "blue river",
-              "PHONE": "415 555 0132"}
-    spoken = (f"My card number is {' '.join(values['CARD'].replace(' ', ''))}. My date of birth is March fifth, "
-              f"nineteen eighty five. My code word is blue river. Call me on {' '.join('4155550132')}.")
+    values = {"CARD": "4111 1111 1111 1111", "DOB": "March 5, 1985", "SECRET": "blue river", "PHONE": "415 555 0132"}
+    spoken = (
+        f"My card number is {' '.join(values['CARD'].replace(' ', ''))}. My date of birth is March fifth, "
+        f"nineteen eighty five. My code word is blue river. Call me on {' '.join('4155550132')}."
+    )
     call = tmp_path / "call.flac"
     _speak_call("Thank you for calling, how can I help you?", spoken, call)
     settings = load_settings(config)
@@ -157,6 +184,7 @@ def test_no_raw_personal_data_after_a_live_call(tmp_path, config, models):
 
 def _speak_call(operator: str, customer: str, path: Path) -> None:
     """Operator on the left channel, then the customer on the right: a stereo call from espeak-ng."""
+
     def say(text: str) -> np.ndarray:
         wav = path.with_suffix(".tmp.wav")
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(wav), text], check=True)

@@ -5,12 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES
+from callsense.config import SAMPLES_DIR as SAMPLES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "callsense.cli.main", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "callsense.cli.main", *args], capture_output=True, text=True, cwd=ROOT, timeout=600, **kw
+    )
 
 
 def test_help_lists_the_commands():
@@ -37,8 +40,16 @@ def test_bad_audio_is_one_plain_message(tmp_path):
 
 @pytest.mark.slow
 def test_transcribe_json_with_channels():
-    proc = run("transcribe", str(SAMPLES / "ru_call_stereo.flac"), "--language", "ru", "--channels",
-               "customer,operator", "--format", "json")
+    proc = run(
+        "transcribe",
+        str(SAMPLES / "ru_call_stereo.flac"),
+        "--language",
+        "ru",
+        "--channels",
+        "customer,operator",
+        "--format",
+        "json",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["language"] == "ru"
@@ -151,8 +162,11 @@ def test_version():
 def test_demo_runs_the_whole_live_path_and_writes_its_report(tmp_path):
     """`make demo` in short: server, streamed constructed call, operator console, stored report."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"server:\n  store: {tmp_path / 'store' / 'calls.sqlite'}\n  tokens:\n"
-                   "    sup: {role: supervisor}\n    op: {role: operator, operator_id: op-001}\n", encoding="utf-8")
+    cfg.write_text(
+        f"server:\n  store: {tmp_path / 'store' / 'calls.sqlite'}\n  tokens:\n"
+        "    sup: {role: supervisor}\n    op: {role: operator, operator_id: op-001}\n",
+        encoding="utf-8",
+    )
     proc = run("--config", str(cfg), "demo", "--speed", "8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "?token=sup" in proc.stdout, "the dashboard address works as printed"

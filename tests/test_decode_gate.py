@@ -57,6 +57,7 @@ def test_a_waiting_final_goes_before_any_optional_decode():
 
 # -- finals are batched within a latency budget (real decodes of real speech) --
 
+
 def _clip(data, name="ru_0003.flac"):
     from callsense.audio.files import read_audio
 
@@ -125,9 +126,11 @@ def test_finals_prompted_with_different_histories_decode_in_one_batch(models, se
     load. Each final now decodes as it would alone, whatever prompts it meets in its batch."""
     from callsense.stages.whisper import DecodeRequest
 
-    said = ["Со спокойным мужеством он ожидал всего в этом безумном городе, и ничего не случилось.",
-            "Он целует её в щёки, в лоб, в закрытые веки. Осенний ветер над Катей, лежащей в земле "
-            "под крестом. Казалось, из чёрной бездны он сам теперь летел на них."]
+    said = [
+        "Со спокойным мужеством он ожидал всего в этом безумном городе, и ничего не случилось.",
+        "Он целует её в щёки, в лоб, в закрытые веки. Осенний ветер над Катей, лежащей в земле "
+        "под крестом. Казалось, из чёрной бездны он сам теперь летел на них.",
+    ]
     clips = [_clip(data, "ru_0002.flac"), _clip(data, "ru_0004.flac")]
     dec = WhisperDecoder(models.whisper, settings.asr)
     assert len({len(dec._previous(p)) for p in said}) == 2

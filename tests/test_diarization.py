@@ -5,9 +5,9 @@ import pytest
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 from callsense.audio.files import read_audio
+from callsense.config import SAMPLES_DIR as SAMPLES
 from callsense.stages.diarization import OfflineDiarizer, StreamingDiarizer, read_rttm
 from callsense.stages.speakers import ChannelGate, RoleAssigner
-from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow
 

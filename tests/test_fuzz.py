@@ -36,10 +36,18 @@ from callsense.service.fanout import FanOut, FeedbackMessage, ResumeMessage
 EXAMPLES = 300  # per message type: bounded so `make test` stays quick
 
 junk = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=80), st.binary(max_size=40).map(lambda b: b.hex()), st.lists(st.integers(), max_size=4),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=80),
+    st.binary(max_size=40).map(lambda b: b.hex()),
+    st.lists(st.integers(), max_size=4),
     st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
-    st.just("ru-RU"), st.just("../../x"), st.just(""), st.just("x" * 5000),
+    st.just("ru-RU"),
+    st.just("../../x"),
+    st.just(""),
+    st.just("x" * 5000),
 )
 
 
@@ -51,20 +59,36 @@ def mutate(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
             return st.fixed_dictionaries({k: st.one_of(vary(v), junk) for k, v in value.items()})
         return st.one_of(st.just(value), junk)
 
-    return st.tuples(vary(base), st.dictionaries(st.text(max_size=10), junk, max_size=2),
-                     st.lists(st.sampled_from(sorted(base)), max_size=2)).map(
-        lambda t: {**{k: v for k, v in t[0].items() if k not in t[2]}, **t[1]})
+    return st.tuples(
+        vary(base),
+        st.dictionaries(st.text(max_size=10), junk, max_size=2),
+        st.lists(st.sampled_from(sorted(base)), max_size=2),
+    ).map(lambda t: {**{k: v for k, v in t[0].items() if k not in t[2]}, **t[1]})
 
 
 def dumps(data: Any) -> str:
     return json.dumps(data, allow_nan=True)
 
 
-PLAIN_START = {"type": "start", "call_id": "c1", "sample_rate": 8000, "encoding": "mulaw", "channels": ["customer"],
-               "operator_id": "op-1", "language": "ru"}
-TWILIO_START = {"event": "start", "streamSid": "MZ1", "start": {
-    "callSid": "CA1", "tracks": ["inbound", "outbound"], "customParameters": {"operator_id": "op-1", "language": "en"},
-    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+PLAIN_START = {
+    "type": "start",
+    "call_id": "c1",
+    "sample_rate": 8000,
+    "encoding": "mulaw",
+    "channels": ["customer"],
+    "operator_id": "op-1",
+    "language": "ru",
+}
+TWILIO_START = {
+    "event": "start",
+    "streamSid": "MZ1",
+    "start": {
+        "callSid": "CA1",
+        "tracks": ["inbound", "outbound"],
+        "customParameters": {"operator_id": "op-1", "language": "en"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    },
+}
 TWILIO_MEDIA = {"event": "media", "media": {"track": "inbound", "payload": base64.b64encode(b"\x7f" * 160).decode()}}
 FORK_START = {"uuid": "u1", "sampleRate": 16000, "channels": 2, "roles": ["customer", "operator"], "language": "ru"}
 
@@ -87,9 +111,13 @@ def test_plain_frames(start, audio, stop):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(start=mutate(TWILIO_START), media=mutate(TWILIO_MEDIA),
-       other=mutate({"event": "mark", "mark": {"name": "x"}}) | mutate({"event": "dtmf", "dtmf": {"digit": "1"}})
-       | mutate({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+@given(
+    start=mutate(TWILIO_START),
+    media=mutate(TWILIO_MEDIA),
+    other=mutate({"event": "mark", "mark": {"name": "x"}})
+    | mutate({"event": "dtmf", "dtmf": {"digit": "1"}})
+    | mutate({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+)
 def test_twilio_frames(start, media, other):
     p = TwilioProtocol()
     for message in (dumps(other), dumps(start), dumps(media), dumps(TWILIO_MEDIA), dumps({"event": "stop"})):
@@ -105,16 +133,16 @@ def test_audio_fork_frames(start, audio, other):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(frames=st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=700)), max_size=8),
-       cut=st.integers(1, 50))
+@given(frames=st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=700)), max_size=8), cut=st.integers(1, 50))
 def test_audiosocket_frames_of_any_kind(frames, cut):
     """Any kinds (DTMF 0x03 and unknown ones included), any payloads, any TCP segmentation."""
     p = AudioSocketProtocol()
     stream = AudioSocketProtocol.frame(0x01, bytes(16)) + b"".join(AudioSocketProtocol.frame(k, b) for k, b in frames)
     for i in range(0, len(stream), cut):
         _feed_ok(p, stream[i : i + cut])
-    assert all(code in ("bad_frame", "unknown_frame", "frame_too_large", "duplicate_start", "not_started")
-               for code, _ in p.notices)
+    assert all(
+        code in ("bad_frame", "unknown_frame", "frame_too_large", "duplicate_start", "not_started") for code, _ in p.notices
+    )
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
@@ -131,13 +159,19 @@ def test_float_audio_with_nan_and_inf_is_repaired_not_lost(float_frame):
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(resume=mutate({"type": "resume", "after": {"c1": 3}}),
-       feedback=mutate({"type": "feedback", "call_id": "c1", "hint_id": "h1", "action": "accepted"}),
-       raw=st.text(max_size=200) | st.binary(max_size=200))
+@given(
+    resume=mutate({"type": "resume", "after": {"c1": 3}}),
+    feedback=mutate({"type": "feedback", "call_id": "c1", "hint_id": "h1", "action": "accepted"}),
+    raw=st.text(max_size=200) | st.binary(max_size=200),
+)
 def test_console_messages(resume, feedback, raw):
     fanout = FanOut(ServerSettings(), None, on_feedback=None)  # type: ignore[arg-type]
-    for message, model in ((dumps(resume), ResumeMessage), (dumps(feedback), FeedbackMessage),
-                           (raw, ResumeMessage), (raw, FeedbackMessage)):
+    for message, model in (
+        (dumps(resume), ResumeMessage),
+        (dumps(feedback), FeedbackMessage),
+        (raw, ResumeMessage),
+        (raw, FeedbackMessage),
+    ):
         with contextlib.suppress(ValueError):
             fanout._parse(message, model)
 
@@ -161,12 +195,22 @@ def test_a_real_server_never_closes_with_1011(settings, models):
     tried = {"count": 0}
 
     @settings_for_server
-    @given(path=st.sampled_from(["/ingest", "/twilio", "/audio_fork", "/console"]),
-           frames=st.lists(st.one_of(mutate(PLAIN_START).map(dumps), mutate(TWILIO_START).map(dumps),
-                                     mutate(TWILIO_MEDIA).map(dumps), mutate(FORK_START).map(dumps),
-                                     mutate({"type": "feedback", "call_id": "c1", "hint_id": "h",
-                                             "action": "accepted"}).map(dumps),
-                                     st.binary(max_size=600), st.text(max_size=100)), min_size=1, max_size=5))
+    @given(
+        path=st.sampled_from(["/ingest", "/twilio", "/audio_fork", "/console"]),
+        frames=st.lists(
+            st.one_of(
+                mutate(PLAIN_START).map(dumps),
+                mutate(TWILIO_START).map(dumps),
+                mutate(TWILIO_MEDIA).map(dumps),
+                mutate(FORK_START).map(dumps),
+                mutate({"type": "feedback", "call_id": "c1", "hint_id": "h", "action": "accepted"}).map(dumps),
+                st.binary(max_size=600),
+                st.text(max_size=100),
+            ),
+            min_size=1,
+            max_size=5,
+        ),
+    )
     def exchange(path, frames):
         tried["count"] += 1
         with connect(f"ws://127.0.0.1:{port}{path}?token=t", open_timeout=10) as ws:
@@ -184,8 +228,9 @@ def test_a_real_server_never_closes_with_1011(settings, models):
 
     try:
         exchange()
-        health = json.loads(__import__("urllib.request").request.urlopen(f"http://127.0.0.1:{port}/health",
-                                                                          timeout=10).read())
+        health = json.loads(
+            __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read()
+        )
     finally:
         asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(120)
         loop.call_soon_threadsafe(loop.stop)
@@ -195,8 +240,9 @@ def test_a_real_server_never_closes_with_1011(settings, models):
     assert health["status"] == "ok"
 
 
-settings_for_server = settings(max_examples=40, deadline=None,
-                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings_for_server = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 # -- a call's input stream in the cluster (entries a worker reads from Redis) --
@@ -209,12 +255,20 @@ def _entry_field(value: Any) -> bytes:
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(fields=st.dictionaries(st.sampled_from([b"k", b"ch", b"start", b"at", b"pcm", b"hint", b"action", b"by",
-                                                 b"code", b"message", b"reason", b"\xff"]),
-                              st.one_of(st.binary(max_size=40), junk.map(_entry_field),
-                                        st.sampled_from([b"audio", b"feedback", b"error", b"end", b"nan", b"0", b"-3"])),
-                              max_size=7),
-       base=st.booleans())
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            [b"k", b"ch", b"start", b"at", b"pcm", b"hint", b"action", b"by", b"code", b"message", b"reason", b"\xff"]
+        ),
+        st.one_of(
+            st.binary(max_size=40),
+            junk.map(_entry_field),
+            st.sampled_from([b"audio", b"feedback", b"error", b"end", b"nan", b"0", b"-3"]),
+        ),
+        max_size=7,
+    ),
+    base=st.booleans(),
+)
 def test_broker_entries_decode_or_raise_malformed(fields, base):
     """A worker reads whatever is in a call's stream: it decodes it or names it malformed (the call
     then ends with an error event), never another exception that would kill the reader silently."""

@@ -41,8 +41,10 @@ def test_every_phrase_agrees_with_every_slot_value(language):
                         assert value == (f"{first} {patronymic}" if patronymic else first)
                     elif language == "ru":
                         parses = morph().parse(value)
-                        assert any(p.normal_form == topic.replace("ё", "е") or p.normal_form == topic
-                                   for p in parses), (value, topic)
+                        assert any(p.normal_form == topic.replace("ё", "е") or p.normal_form == topic for p in parses), (
+                            value,
+                            topic,
+                        )
                         assert any(p.tag.case == slot.group(2) and "sing" in p.tag for p in parses), (value, slot.group(2))
                     else:
                         assert value == topic

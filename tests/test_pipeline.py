@@ -3,6 +3,7 @@ import json
 import pytest
 
 from callsense.audio.files import FileSource
+from callsense.config import SAMPLES_DIR as SAMPLES
 from callsense.pipeline import CallPipeline
 from callsense.reports.report import build_report, write_report
 
@@ -13,7 +14,6 @@ SAMPLE = "ru_call_stereo"
 @pytest.fixture(scope="module")
 def stereo_events(models):
     from callsense.config import load_settings
-    from tests.conftest import SAMPLES
 
     pipe = CallPipeline(load_settings(), models, ["operator", "customer"], call_id="t1")
     return pipe.run(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100))
@@ -21,7 +21,6 @@ def stereo_events(models):
 
 def test_revised_finals_replace_the_live_ones_in_the_record(models):
     from callsense.config import load_settings
-    from tests.conftest import SAMPLES
 
     settings = load_settings()
     settings.asr.revise = True
@@ -66,7 +65,6 @@ def test_events_are_ordered_and_complete(stereo_events):
 
 
 def test_both_parties_are_transcribed_on_their_channel(stereo_events):
-    from tests.conftest import SAMPLES
 
     ref = json.loads((SAMPLES / f"{SAMPLE}.json").read_text())
     finals = [e for e in stereo_events if e.type == "transcript_final"]
@@ -106,7 +104,6 @@ def test_report_from_the_same_events(stereo_events, settings, tmp_path):
 
 def test_mono_call_is_diarized_and_roles_are_marked_as_guesses(models):
     from callsense.config import load_settings
-    from tests.conftest import SAMPLES
 
     settings = load_settings()
     settings.diarization.max_speakers = 2
@@ -133,16 +130,13 @@ def test_enrolled_voiceprint_decides_roles_on_a_live_mono_call(models, data, mon
     from callsense.audio.files import read_audio
     from callsense.config import load_settings
     from callsense.stages.diarization import enroll
-    from tests.conftest import SAMPLES
 
     monkeypatch.setenv("CALLSENSE_HOME", str(tmp_path))
-    enroll("op-jfk", [read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0]],
-           models.embedding)
+    enroll("op-jfk", [read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0]], models.embedding)
     settings = load_settings()
     settings.diarization.max_speakers = 2
     pipe = CallPipeline(settings, models, ["unknown"], operator_id="op-jfk", offline=True)
-    finals = [e for e in pipe.run(FileSource(SAMPLES / "en_call_mono.flac", chunk_ms=100))
-              if e.type == "transcript_final"]
+    finals = [e for e in pipe.run(FileSource(SAMPLES / "en_call_mono.flac", chunk_ms=100)) if e.type == "transcript_final"]
     ref = json.loads((SAMPLES / "en_call_mono.json").read_text())["turns"]
     jfk = [t for t in ref if t["role"] == "customer"]  # the reference's customer is JFK's voice
     in_jfk = [f for f in finals if any(t["start"] - 0.5 <= (f.start + f.end) / 2 <= t["end"] + 0.5 for t in jfk)]
@@ -154,7 +148,6 @@ def test_escalation_sample_shows_the_hints_end_to_end(models):
     """Every hop at once on the demo's constructed call: intents, the hold while it lasts, the operator
     talking over the customer (overlap -> hint), a red flag, the latched risk."""
     from callsense.config import load_settings
-    from tests.conftest import SAMPLES
 
     pipe = CallPipeline(load_settings(), models, ["operator", "customer"], offline=True)
     events = pipe.run(FileSource(SAMPLES / "en_escalation_call.flac", chunk_ms=500))
@@ -170,7 +163,6 @@ def test_a_call_taken_over_at_a_checkpoint_goes_on_with_the_same_words(models):
     does: same utterances, same language, same words (each final prompted with what its speaker said
     before, which the new worker only knows from the checkpoint)."""
     from callsense.config import load_settings
-    from tests.conftest import SAMPLES
 
     settings = load_settings(overrides={"asr": {"prompt_chars": 200}})
     chunks = list(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100))

@@ -5,9 +5,21 @@ import callsense
 
 
 def test_public_surface_is_locked():
-    assert sorted(callsense.__all__) == sorted([
-        "__version__", "CallPipeline", "Models", "load_settings", "Settings", "FileSource", "AudioChunk",
-        "parse_event", "json_schema", "CallServer", "stream_file"])
+    assert sorted(callsense.__all__) == sorted(
+        [
+            "__version__",
+            "CallPipeline",
+            "Models",
+            "load_settings",
+            "Settings",
+            "FileSource",
+            "AudioChunk",
+            "parse_event",
+            "json_schema",
+            "CallServer",
+            "stream_file",
+        ]
+    )
     for name in callsense.__all__:
         assert getattr(callsense, name) is not None
 

@@ -18,14 +18,18 @@ def test_revisions_run_at_the_lowest_cpu_priority_outside_the_decode_gate():
 
 
 def _final(uid: str, text: str, start: float, revision: int = 0) -> TranscriptFinal:
-    return TranscriptFinal(speaker="ch0", role="operator", start=start, end=start + 1, text=text,
-                           utterance_id=uid, revision=revision)
+    return TranscriptFinal(
+        speaker="ch0", role="operator", start=start, end=start + 1, text=text, utterance_id=uid, revision=revision
+    )
 
 
 def test_the_console_corrects_a_revised_line_and_drops_a_withdrawn_one():
     view = ConsoleView()
-    for ev in (_final("ch0-1", "Нажми тебя", 1.0), _final("ch0-2", "That was awesome.", 3.0),
-               _final("ch0-3", "Спасибо", 5.0)):
+    for ev in (
+        _final("ch0-1", "Нажми тебя", 1.0),
+        _final("ch0-2", "That was awesome.", 3.0),
+        _final("ch0-3", "Спасибо", 5.0),
+    ):
         view.apply(ev)
     view.apply(_final("ch0-1", "Нажмите", 1.0, revision=1))
     view.apply(_final("ch0-2", "", 3.0, revision=1))
@@ -36,8 +40,12 @@ def test_a_report_from_stored_events_counts_a_revised_turn_once():
     """The store keeps the live final and its revision (recovery rebuilds reports from it)."""
     from callsense.reports.report import transcript_text
 
-    stored = [_final("ch0-1", "Нажми тебя", 1.0), _final("ch0-2", "That was awesome.", 3.0),
-              _final("ch0-1", "Нажмите", 1.0, revision=1), _final("ch0-2", "", 3.0, revision=1)]
+    stored = [
+        _final("ch0-1", "Нажми тебя", 1.0),
+        _final("ch0-2", "That was awesome.", 3.0),
+        _final("ch0-1", "Нажмите", 1.0, revision=1),
+        _final("ch0-2", "", 3.0, revision=1),
+    ]
     assert [line.split(": ", 1)[1] for line in transcript_text(stored).splitlines()] == ["Нажмите"]
 
 
@@ -53,8 +61,7 @@ def test_packs_left_unrevised_under_load_are_counted(models, settings):
 
     busy = threading.Event()
     packs._executor().submit(busy.wait, 30)  # the one background thread is taken
-    reviser = packs.Reviser(WhisperDecoder(models.whisper, settings.asr), 28.0,
-                            lambda: models.whisper)
+    reviser = packs.Reviser(WhisperDecoder(models.whisper, settings.asr), 28.0, lambda: models.whisper)
     before = packs.COUNTS.as_dict()
     turn = np.zeros(10 * 16000, np.float32)
     try:

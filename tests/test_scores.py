@@ -2,31 +2,63 @@
 
 from __future__ import annotations
 
-from callsense.events import CallEnded, CallStarted, Emotion, Event, Sequencer, TranscriptFinal
+from callsense.events import CallEnded, CallStarted, Emotion, Event, Risk, Sequencer, TranscriptFinal
 from callsense.reports.report import build_report
 
 
-def _call(turns: list[tuple[str, str]], valence: float = 0.0, language: str = "ru", confidence: float = 1.0) -> list[Event]:
+def _call(
+    turns: list[tuple[str, str]],
+    valence: float = 0.0,
+    language: str = "ru",
+    confidence: float = 1.0,
+    frustration: float = 0.1,
+) -> list[Event]:
+    """A call whose customer reads `valence` throughout and whose customer state stays at `frustration`."""
     seq = Sequencer("c1")
     events: list[Event] = [seq.stamp(CallStarted(sample_rate=16000, channels=["operator", "customer"]))]
+    positive = max(0.0, valence)
     for i, (role, text) in enumerate(turns):
-        fin = TranscriptFinal(speaker=role, role=role, start=i * 4.0, end=i * 4.0 + 3, text=text, language=language,
-                              utterance_id=f"u{i}", role_confidence=confidence)
-        emo = Emotion(speaker=role, role=role, utterance_id=f"u{i}", start=fin.start, end=fin.end, valence=valence,
-                      arousal=0.0, label="neutral", confidence=0.9)
+        fin = TranscriptFinal(
+            speaker=role,
+            role=role,
+            start=i * 4.0,
+            end=i * 4.0 + 3,
+            text=text,
+            language=language,
+            utterance_id=f"u{i}",
+            role_confidence=confidence,
+        )
+        emo = Emotion(
+            speaker=role,
+            role=role,
+            utterance_id=f"u{i}",
+            start=fin.start,
+            end=fin.end,
+            valence=valence,
+            arousal=0.0,
+            label="neutral",
+            confidence=0.9,
+            evidence={"text": {"sentiment": {"positive": positive, "negative": max(0.0, -valence)}}},
+        )
         events += [seq.stamp(fin), seq.stamp(emo)]
+        if role == "customer":
+            events.append(seq.stamp(Risk(level=frustration, frustration=frustration, t=fin.end)))
     events.append(seq.stamp(CallEnded(duration_s=len(turns) * 4.0)))
     return events
 
 
-CALL = [("operator", "Здравствуйте, банк Восток, меня зовут Анна, разговор записывается."),
-        ("customer", "Хочу узнать остаток."), ("operator", "Остаток двенадцать тысяч. Могу ещё чем-то помочь?"),
-        ("customer", "Нет, спасибо."), ("operator", "Спасибо.")]
+CALL = [
+    ("operator", "Здравствуйте, банк Восток, меня зовут Анна, разговор записывается."),
+    ("customer", "Хочу узнать остаток."),
+    ("operator", "Остаток двенадцать тысяч. Могу ещё чем-то помочь?"),
+    ("customer", "Нет, спасибо."),
+    ("operator", "Спасибо."),
+]
 
 
 def test_operator_conduct_does_not_move_with_the_customers_emotion(settings):
-    happy = build_report(_call(CALL, valence=0.8), settings)["scores"]
-    angry = build_report(_call(CALL, valence=-0.9), settings)["scores"]
+    happy = build_report(_call(CALL, valence=0.8, frustration=0.05), settings)["scores"]
+    angry = build_report(_call(CALL, valence=-0.9, frustration=0.7), settings)["scores"]
     assert happy["operator_conduct"] == angry["operator_conduct"]
     assert happy["operator_conduct"]["uses_emotion"] is False
     assert happy["customer_experience"]["score"] > angry["customer_experience"]["score"]
@@ -51,8 +83,9 @@ def test_guessed_roles_are_flagged_and_the_summary_speaks_the_calls_language(set
     report = build_report(_call(CALL, confidence=0.55), settings)
     assert any(f["flag"] == "roles_guessed" and f["min_confidence"] == 0.55 for f in report["flags"])
     assert report["customer_summary"].startswith("Ваш звонок")
-    english = build_report(_call([("operator", "Hello, how can I help?"), ("customer", "Balance please.")],
-                                 language="en"), settings)
+    english = build_report(
+        _call([("operator", "Hello, how can I help?"), ("customer", "Balance please.")], language="en"), settings
+    )
     assert english["customer_summary"].startswith("Your call")
 
 

@@ -10,7 +10,6 @@ import websockets
 from callsense.service.client import stream_file
 from callsense.service.server import CallServer
 
-pytestmark = pytest.mark.slow
 CALL = "ru_call_stereo.flac"
 
 
@@ -33,16 +32,7 @@ async def _collect(url, token, until_end=True, after=None, limit=10_000):
     return events
 
 
-@pytest.fixture
-def server(settings, models):
-    settings.server.tokens = {"sup": {"role": "supervisor"}, "op1": {"role": "operator", "operator_id": "op-1"},
-                              "op2": {"role": "operator", "operator_id": "op-2"}}
-    return CallServer(settings, models)
-
-
-def test_live_call_reaches_consoles_with_resume_and_auth(server):
-    from tests.conftest import SAMPLES
-
+def test_live_call_reaches_consoles_with_resume_and_auth(server, samples):
     async def scenario():
         port = await server.start("127.0.0.1", 0)
         url = f"ws://127.0.0.1:{port}"
@@ -53,8 +43,8 @@ def test_live_call_reaches_consoles_with_resume_and_auth(server):
         assert closed.value.rcvd.code == 4001 and "token" in closed.value.rcvd.reason
         sup = asyncio.create_task(_collect(url, "sup"))
         other_op = asyncio.create_task(_collect(url, "op2", until_end=False, limit=1))
-        await asyncio.sleep(0.2)
-        result = await stream_file(SAMPLES / CALL, url, "op1", speed=3.0, operator_id="op-1")
+        # a console that joins a live call gets it from the start: no need to wait for them
+        result = await stream_file(samples / CALL, url, "op1", speed=3.0, operator_id="op-1")
         events = await asyncio.wait_for(sup, 120)
         # a console that reconnects halfway resumes without losing or repeating events
         finals = [e for e in events if e["type"] == "transcript_final"]
@@ -71,13 +61,14 @@ def test_live_call_reaches_consoles_with_resume_and_auth(server):
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
     kinds = {e["type"] for e in events}
     assert {"call_started", "transcript_final", "emotion", "hint", "metrics", "call_ended"} <= kinds
-    assert [e["seq"] for e in resumed] == [e["seq"] for e in events[cut + 1 :] if e["type"] != "transcript_partial"] \
-        or [e["seq"] for e in resumed] == seqs[cut + 1 :]
+    assert [e["seq"] for e in resumed] == [e["seq"] for e in events[cut + 1 :] if e["type"] != "transcript_partial"] or [
+        e["seq"] for e in resumed
+    ] == seqs[cut + 1 :]
     assert health["status"] == "ok"
     assert other_op.cancelled() or other_op.result() == []  # op2 never sees op1's call
 
 
-def test_bad_frames_get_errors_and_the_connection_stays(server):
+def test_bad_frames_get_errors_and_the_connection_stays(server, eventually):
     async def scenario():
         port = await server.start("127.0.0.1", 0)
         url = f"ws://127.0.0.1:{port}"
@@ -85,8 +76,11 @@ def test_bad_frames_get_errors_and_the_connection_stays(server):
         async with websockets.connect(f"{url}/ingest?token=op1") as ws:
             await ws.send("{not json")
             replies.append(json.loads(await ws.recv()))
-            await ws.send(json.dumps({"type": "start", "call_id": "bad", "sample_rate": 8000, "encoding": "mulaw",
-                                      "channels": ["customer"]}))
+            await ws.send(
+                json.dumps(
+                    {"type": "start", "call_id": "bad", "sample_rate": 8000, "encoding": "mulaw", "channels": ["customer"]}
+                )
+            )
             replies.append(json.loads(await ws.recv()))
             await ws.send(b"\x7f" * 800)  # 0.1 s of mu-law silence: fine
             await ws.send(json.dumps({"type": "dance"}))
@@ -103,7 +97,7 @@ def test_bad_frames_get_errors_and_the_connection_stays(server):
             with pytest.raises(websockets.exceptions.ConnectionClosed) as big:
                 await ws.recv()
         health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/health"))
-        await asyncio.sleep(0.5)
+        await eventually(lambda: "bad" in server.finished, "the short call to be finished")
         await server.shutdown()
         return replies, big.value.rcvd.code, health
 
@@ -123,17 +117,15 @@ def test_dev_tokens_refuse_public_addresses(settings):
 
 
 @pytest.mark.parametrize("protocol", ["twilio", "audio_fork"])
-def test_telephony_protocols_end_to_end(server, protocol):
+def test_telephony_protocols_end_to_end(server, samples, protocol):
     """Twilio (mu-law 8 kHz tracks) and mod_audio_fork (L16) carry both parties to the right roles."""
-    from tests.conftest import SAMPLES
 
     async def scenario():
         port = await server.start("127.0.0.1", 0)
         url = f"ws://127.0.0.1:{port}"
         sup = asyncio.create_task(_collect(url, "sup"))
-        await asyncio.sleep(0.2)
         roles = ["customer", "operator"] if protocol == "audio_fork" else None
-        result = await stream_file(SAMPLES / CALL, url, "op1", protocol=protocol, speed=4.0, roles=roles)
+        result = await stream_file(samples / CALL, url, "op1", protocol=protocol, speed=4.0, roles=roles)
         events = await asyncio.wait_for(sup, 120)
         await server.shutdown()
         return result, events

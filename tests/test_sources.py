@@ -63,8 +63,11 @@ def test_plain_protocol_errors_do_not_end_the_stream():
     p = PlainProtocol()
     with pytest.raises(ProtocolError, match="before the start"):
         p.feed(b"\x00\x00")
-    p.feed(json.dumps({"type": "start", "call_id": "c", "sample_rate": 8000, "encoding": "s16le",
-                       "channels": ["operator", "customer"]}))
+    p.feed(
+        json.dumps(
+            {"type": "start", "call_id": "c", "sample_rate": 8000, "encoding": "s16le", "channels": ["operator", "customer"]}
+        )
+    )
     with pytest.raises(ProtocolError, match="whole number"):
         p.feed(b"\x00" * 6)  # 1.5 stereo frames
     chunks = p.feed(b"\x00" * 3200)  # 800 stereo frames at 8 kHz = 0.1 s
@@ -80,8 +83,14 @@ def test_plain_protocol_errors_do_not_end_the_stream():
 def test_twilio_tracks_are_aligned_not_concatenated():
     p = TwilioProtocol()
     p.feed(json.dumps({"event": "connected"}))
-    p.feed(json.dumps({"event": "start", "start": {"callSid": "CA1", "tracks": ["inbound", "outbound"],
-                                                   "mediaFormat": {"sampleRate": 8000}}}))
+    p.feed(
+        json.dumps(
+            {
+                "event": "start",
+                "start": {"callSid": "CA1", "tracks": ["inbound", "outbound"], "mediaFormat": {"sampleRate": 8000}},
+            }
+        )
+    )
     assert p.start.roles == ["operator", "customer"]
     tone = (0.3 * np.sin(np.arange(1600) / 8000 * 2 * np.pi * 440)).astype(np.float32)
     payload = base64.b64encode(encode_mulaw(tone)).decode()
@@ -96,8 +105,14 @@ def test_twilio_tracks_are_aligned_not_concatenated():
 def test_audiosocket_frames():
     frame = AudioSocketProtocol.frame
     parser = AudioSocketProtocol()
-    stream = (frame(0x01, bytes(range(16))) + frame(0x10, b"\x00\x01" * 320) + frame(0x03, b"5")
-              + frame(0x42, b"x") + frame(0x10, b"\x00\x01" * 320) + frame(0x00))
+    stream = (
+        frame(0x01, bytes(range(16)))
+        + frame(0x10, b"\x00\x01" * 320)
+        + frame(0x03, b"5")
+        + frame(0x42, b"x")
+        + frame(0x10, b"\x00\x01" * 320)
+        + frame(0x00)
+    )
     chunks = []
     for i in range(0, len(stream), 7):  # arbitrary TCP segmentation
         chunks += parser.feed(stream[i : i + 7])

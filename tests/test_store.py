@@ -6,8 +6,10 @@ from callsense.reports.store import Store
 
 def _events():
     seq = Sequencer("c1")
-    return [seq.stamp(CallStarted(sample_rate=16000, channels=["operator", "customer"])),
-            seq.stamp(CallEnded(duration_s=3.0))]
+    return [
+        seq.stamp(CallStarted(sample_rate=16000, channels=["operator", "customer"])),
+        seq.stamp(CallEnded(duration_s=3.0)),
+    ]
 
 
 def test_saved_calls_expire_after_the_retention_period(tmp_path):
@@ -25,7 +27,7 @@ def test_saved_calls_expire_after_the_retention_period(tmp_path):
 def test_access_log_records_who_read_what(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     store.log_access("supervisor:sup", "c1", "console view")
-    (ts, who, call, action), = store.access_log()
+    ((ts, who, call, action),) = store.access_log()
     assert (who, call, action) == ("supervisor:sup", "c1", "console view")
 
 

@@ -76,8 +76,10 @@ class CountingDecoder(WhisperDecoder):
 
 def test_speculative_finals_equal_plain_finals(models, settings, data):
     """Decoding in the pause must give exactly the final the end of the pause would have given."""
-    audio = np.concatenate([read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0]
-                            for i in (3, 4)] + [np.zeros(16000, np.float32)])
+    audio = np.concatenate(
+        [read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0] for i in (3, 4)]
+        + [np.zeros(16000, np.float32)]
+    )
     runs = {}
     for after in (0.0, 0.4):
         asr = settings.asr.model_copy(update={"speculate_after_s": after})
@@ -103,17 +105,21 @@ def test_partials_use_a_short_encoder_window(models, settings, data):
 def test_repetition_guard_drops_loops_and_keeps_long_scripted_speech():
     from callsense.stages.whisper import _looping
 
-    disclosure = ("Уважаемый клиент, обращаем ваше внимание, что разговор записывается, условия вклада "
-                  "указаны на сайте банка, ставка по вкладу фиксирована на весь срок вклада, условия вклада "
-                  "могут быть изменены только с вашего согласия")
+    disclosure = (
+        "Уважаемый клиент, обращаем ваше внимание, что разговор записывается, условия вклада "
+        "указаны на сайте банка, ставка по вкладу фиксирована на весь срок вклада, условия вклада "
+        "могут быть изменены только с вашего согласия"
+    )
     assert not _looping(disclosure), "a scripted disclosure repeats words but is not a loop"
     assert _looping("Thank you. Thank you. Thank you. Thank you. Thank you. Thank you.")
     assert _looping("и так далее и так далее и так далее и так далее")
 
 
 def test_a_final_is_decoded_with_what_the_speaker_said_before(models, settings, data):
-    audio = np.concatenate([read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0]
-                            for i in (3, 4)] + [np.zeros(16000, np.float32)])
+    audio = np.concatenate(
+        [read_audio(data / "asr" / "ru_read_msu" / "audio" / f"ru_000{i}.flac")[0] for i in (3, 4)]
+        + [np.zeros(16000, np.float32)]
+    )
     asr = settings.asr.model_copy(update={"prompt_chars": 200})
     dec = CountingDecoder(models.whisper, asr)
     tr = StreamingTranscriber(dec, asr, "ch0", language="ru")
@@ -142,8 +148,10 @@ def test_offline_transcripts_are_the_same_every_run(settings, data):
     from callsense.cli.main import run_file
 
     path = data / "asr" / "ru_read_msu" / "audio" / "ru_0004.flac"
-    runs = [[(e.start, e.end, e.text) for e in run_file(path, settings, progress=False).events
-             if e.type == "transcript_final"] for _ in range(3)]
+    runs = [
+        [(e.start, e.end, e.text) for e in run_file(path, settings, progress=False).events if e.type == "transcript_final"]
+        for _ in range(3)
+    ]
     assert runs[0] and runs[0] == runs[1] == runs[2]
 
 
@@ -151,7 +159,7 @@ READ = {  # the references of the ru_read_msu clips in tests/data (the dataset's
     2: "Она завела прядь волнистых волос за ухо, подняла с тротуара корзинку с зеленью и пошла через улицу.",
     3: "Со спокойным мужеством Скайлс ожидал всего в этом безумном городе.",
     4: "Окна многоэтажных домов, иные разбитые, иные заколоченные досками, казались нежилыми, - ни одна голова "
-       "не выглядывала на улицу.",
+    "не выглядывала на улицу.",
 }
 
 
@@ -180,8 +188,9 @@ def test_a_recordings_turns_are_decoded_together_and_keep_their_own_words(models
     assert len(alone_modes) == 3 and len(packed_modes) == 1, "three turns, one window"
     assert [f.utterance_id for f in packed] == [f.utterance_id for f in alone] == ["ch0-1", "ch0-2", "ch0-3"]
     for a, p, ref in zip(alone, packed, READ.values(), strict=True):
-        assert jiwer.wer(normalize(ref), normalize(p.text)) <= jiwer.wer(normalize(ref), normalize(a.text)) + 0.15, \
+        assert jiwer.wer(normalize(ref), normalize(p.text)) <= jiwer.wer(normalize(ref), normalize(a.text)) + 0.15, (
             "each turn gets the words heard in it"
+        )
         assert a.start - 0.5 <= p.start and p.end <= a.end + 0.5
         assert all(a.start - 0.5 <= w.start <= w.end <= a.end + 0.5 for w in p.words)
 
@@ -210,9 +219,18 @@ def test_a_run_of_one_word_faster_than_speech_is_a_loop(models, settings):
     Its compression ratio (2.0) passes the 2.4 guard; the words' own timings give it away."""
     from callsense.stages.whisper import _Segment, _Timed
 
-    said = [("That's", 0.26, 0.46), ("your", 0.46, 0.56), ("fair", 0.56, 0.8), ("fair", 0.8, 0.94),
-            ("fair", 0.94, 1.08), ("fair", 1.08, 1.14), ("fair", 1.14, 1.16), ("fair", 1.16, 1.22),
-            ("fair", 1.22, 1.22), ("fair", 1.22, 1.24)]
+    said = [
+        ("That's", 0.26, 0.46),
+        ("your", 0.46, 0.56),
+        ("fair", 0.56, 0.8),
+        ("fair", 0.8, 0.94),
+        ("fair", 0.94, 1.08),
+        ("fair", 1.08, 1.14),
+        ("fair", 1.14, 1.16),
+        ("fair", 1.16, 1.22),
+        ("fair", 1.22, 1.22),
+        ("fair", 1.22, 1.24),
+    ]
     text = " ".join(w for w, _, _ in said)
     dec = WhisperDecoder(models.whisper, settings.asr)
     loop = _Segment(text, -0.77, 0.55, 2.0, [_Timed(w, a, b, 0.9) for w, a, b in said])
@@ -244,8 +262,9 @@ def test_a_long_turn_is_cut_once_and_no_word_is_lost_or_doubled_at_the_cut(model
     audio = np.concatenate([*clips, np.zeros(16000, np.float32)])
     runs = {}
     for pack in (False, True):
-        tr = StreamingTranscriber(WhisperDecoder(models.whisper, settings.asr), settings.asr, "ch0", language="ru",
-                                  pack=pack)
+        tr = StreamingTranscriber(
+            WhisperDecoder(models.whisper, settings.asr), settings.asr, "ch0", language="ru", pack=pack
+        )
         tr.skip_partials = True
         runs[pack] = _finals(tr, audio)
     for finals in runs.values():
@@ -259,10 +278,12 @@ def test_a_long_turn_is_cut_once_and_no_word_is_lost_or_doubled_at_the_cut(model
 
 def test_a_long_turn_is_cut_where_the_speaker_pauses(models, settings, data):
     """A 16 s read sentence, over max_utterance_s: the turn is cut at a clause end, in the pause
-    (a cut before the last decoded word split «шевеля» into «Шиви» + «для»), and the two finals read no
-    worse than the whole sentence decoded at once."""
-    ref = ("корреспондент американской газеты арчибальд скайлс проходя мимо увидел стоявшую перед объявлением "
-           "босую молодую женщину в ситцевом опрятном платье она читала шевеля губами")
+    (a cut before the last decoded word split «шевеля» into «Шиви» + «для»), and the two finals read
+    about as well as the whole sentence decoded at once (within two words)."""
+    ref = (
+        "корреспондент американской газеты арчибальд скайлс проходя мимо увидел стоявшую перед объявлением "
+        "босую молодую женщину в ситцевом опрятном платье она читала шевеля губами"
+    )
     audio = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0001.flac")[0]
     dec = WhisperDecoder(models.whisper, settings.asr)
     tr = StreamingTranscriber(dec, settings.asr, "ch0", language="ru")
@@ -271,11 +292,15 @@ def test_a_long_turn_is_cut_where_the_speaker_pauses(models, settings, data):
     assert len(finals) == 2 and finals[0].text.rstrip()[-1] in ".,;:!?"
     level = np.sqrt(np.convolve(audio**2, np.ones(480) / 480, "same"))  # 30 ms RMS
     speech = np.median(level[level > 0.01])
-    at_cut = level[int((finals[1].start - 0.03) * 16000):int((finals[1].start + 0.03) * 16000)].max()
+    at_cut = level[int((finals[1].start - 0.03) * 16000) : int((finals[1].start + 0.03) * 16000)].max()
     assert at_cut < 0.05 * speech, "the cut falls in a pause, not inside a word"
     whole = dec.decode_batch([DecodeRequest(audio, "ru")])[0].text
     cut_wer = jiwer.wer(ref, normalize(" ".join(f.text for f in finals)))
-    assert cut_wer <= jiwer.wer(ref, normalize(whole)) + 1e-9
+    # Whisper's int8 kernels differ between CPUs, so the two decodes may differ by a word either way
+    # on another machine; a cut inside a word costs several (a split word is a substitution and an
+    # insertion, and the context lost around it more): allow two words of the reference, no more.
+    slack = 2 / len(ref.split())
+    assert cut_wer <= jiwer.wer(ref, normalize(whole)) + slack, (cut_wer, whole)
 
 
 def test_a_one_word_turn_does_not_vote_on_the_speakers_language(models, settings, data):
@@ -283,7 +308,7 @@ def test_a_one_word_turn_does_not_vote_on_the_speakers_language(models, settings
     so it cannot lock the speaker's language on its own (a 0.5 s Russian prompt once locked a speaker to
     English); a sentence then does."""
     speech = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0]
-    word = speech[int(0.4 * 16000):int(0.9 * 16000)]
+    word = speech[int(0.4 * 16000) : int(0.9 * 16000)]
     gap = np.zeros(2 * 16000, np.float32)
     tr = StreamingTranscriber(WhisperDecoder(models.whisper, settings.asr), settings.asr, "ch0")
     tr.skip_partials = True

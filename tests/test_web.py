@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from callsense.config import SAMPLES_DIR as SAMPLES
 from callsense.service.client import stream_file
 from callsense.service.server import CallServer
 
@@ -19,8 +20,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
-
-    from tests.conftest import SAMPLES
 
     settings.server.tokens = {"sup": {"role": "supervisor"}}
     server = CallServer(settings, models)
@@ -39,14 +38,24 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
     port = port_box[0]
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/?token=sup")
             page.wait_for_function("document.getElementById('status').textContent === 'connected'", timeout=20000)
             call = asyncio.run_coroutine_threadsafe(
-                stream_file(SAMPLES / "en_escalation_call.flac", f"ws://127.0.0.1:{port}", "sup", speed=2.5), loop)
+                stream_file(SAMPLES / "en_escalation_call.flac", f"ws://127.0.0.1:{port}", "sup", speed=2.5), loop
+            )
             page.wait_for_selector("#transcript .final", timeout=60000)
             page.wait_for_selector("#calls tbody tr", timeout=5000)
             # a critical escalation: a banner for the supervisor and a badge on the wall, until acknowledged
@@ -55,8 +64,7 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             hint_id = page.get_attribute("#alerts .banner", "data-hint")
             page.click("#alerts .banner .btn-ack")
             # released: the banner goes (a later critical escalation of the call may raise a new one)
-            page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')",
-                                   timeout=15000)
+            page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')", timeout=15000)
             assert page.query_selector("#chart polyline") is not None
             page.screenshot(path=str(settings.server.store.parent / "dashboard.png"))
             browser.close()

@@ -110,8 +110,10 @@ class Resampler:
         if not 4000 <= in_rate <= 192000:
             raise AudioError(f"sample rate {in_rate} Hz is outside 4000-192000 Hz; check the declared rate")
         self.in_rate, self.channels = in_rate, channels
-        self._stream = None if in_rate == SAMPLE_RATE else soxr.ResampleStream(
-            in_rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ"
+        self._stream = (
+            None
+            if in_rate == SAMPLE_RATE
+            else soxr.ResampleStream(in_rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
         )
 
     def __call__(self, audio: np.ndarray, last: bool = False) -> np.ndarray:

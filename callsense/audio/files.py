@@ -84,8 +84,9 @@ def read_audio(path: str | Path) -> np.ndarray:
     return np.concatenate(chunks, axis=1) if chunks else np.zeros((src.channels, 0), np.float32)
 
 
-async def aiter_file(path: str | Path, chunk_ms: int = 100, realtime: bool = True,
-                     speed: float = 1.0) -> AsyncIterator[AudioChunk]:
+async def aiter_file(
+    path: str | Path, chunk_ms: int = 100, realtime: bool = True, speed: float = 1.0
+) -> AsyncIterator[AudioChunk]:
     """Async version of FileSource for the server side and `callsense stream`."""
     src = FileSource(path, chunk_ms=chunk_ms, realtime=False)
     loop = asyncio.get_running_loop()

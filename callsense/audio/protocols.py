@@ -24,14 +24,110 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from callsense.audio.codecs import AudioChunk, AudioError, Chunker, decode_pcm, repair_non_finite
 
 # Whisper's language codes (faster_whisper.tokenizer); a BCP-47 tag such as ru-RU is reduced to "ru".
-LANGUAGES = frozenset({
-    "af", "am", "ar", "as", "az", "ba", "be", "bg", "bn", "bo", "br", "bs", "ca", "cs", "cy", "da", "de", "el", "en",
-    "es", "et", "eu", "fa", "fi", "fo", "fr", "gl", "gu", "ha", "haw", "he", "hi", "hr", "ht", "hu", "hy", "id", "is",
-    "it", "ja", "jw", "ka", "kk", "km", "kn", "ko", "la", "lb", "ln", "lo", "lt", "lv", "mg", "mi", "mk", "ml", "mn",
-    "mr", "ms", "mt", "my", "ne", "nl", "nn", "no", "oc", "pa", "pl", "ps", "pt", "ro", "ru", "sa", "sd", "si", "sk",
-    "sl", "sn", "so", "sq", "sr", "su", "sv", "sw", "ta", "te", "tg", "th", "tk", "tl", "tr", "tt", "uk", "ur", "uz",
-    "vi", "yi", "yo", "yue", "zh"
-})
+LANGUAGES = frozenset(
+    {
+        "af",
+        "am",
+        "ar",
+        "as",
+        "az",
+        "ba",
+        "be",
+        "bg",
+        "bn",
+        "bo",
+        "br",
+        "bs",
+        "ca",
+        "cs",
+        "cy",
+        "da",
+        "de",
+        "el",
+        "en",
+        "es",
+        "et",
+        "eu",
+        "fa",
+        "fi",
+        "fo",
+        "fr",
+        "gl",
+        "gu",
+        "ha",
+        "haw",
+        "he",
+        "hi",
+        "hr",
+        "ht",
+        "hu",
+        "hy",
+        "id",
+        "is",
+        "it",
+        "ja",
+        "jw",
+        "ka",
+        "kk",
+        "km",
+        "kn",
+        "ko",
+        "la",
+        "lb",
+        "ln",
+        "lo",
+        "lt",
+        "lv",
+        "mg",
+        "mi",
+        "mk",
+        "ml",
+        "mn",
+        "mr",
+        "ms",
+        "mt",
+        "my",
+        "ne",
+        "nl",
+        "nn",
+        "no",
+        "oc",
+        "pa",
+        "pl",
+        "ps",
+        "pt",
+        "ro",
+        "ru",
+        "sa",
+        "sd",
+        "si",
+        "sk",
+        "sl",
+        "sn",
+        "so",
+        "sq",
+        "sr",
+        "su",
+        "sv",
+        "sw",
+        "ta",
+        "te",
+        "tg",
+        "th",
+        "tk",
+        "tl",
+        "tr",
+        "tt",
+        "uk",
+        "ur",
+        "uz",
+        "vi",
+        "yi",
+        "yo",
+        "yue",
+        "zh",
+    }
+)
 CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ChannelRole = Literal["operator", "customer", "unknown"]
 Encoding = Literal["s16le", "mulaw", "alaw", "f32le"]
@@ -56,8 +152,7 @@ class ProtocolLimits:
 def valid_call_id(value: str) -> str:
     """Call ids become data, never paths; they are checked here and made unique by the server."""
     if not CALL_ID.match(value) or value.strip(".") == "":
-        raise ValueError("call id must be 1-64 characters of letters, digits and . _ : - (starting with a letter "
-                         "or digit)")
+        raise ValueError("call id must be 1-64 characters of letters, digits and . _ : - (starting with a letter or digit)")
     return value
 
 
@@ -127,8 +222,9 @@ class IngestProtocol:
         except ValueError as exc:
             raise ProtocolError(str(exc), "bad_call_id") from None
         if not 1 <= len(start.roles) <= self.limits.max_channels:
-            raise ProtocolError(f"a call has 1 to {self.limits.max_channels} channels, not {len(start.roles)}",
-                                "too_many_channels")
+            raise ProtocolError(
+                f"a call has 1 to {self.limits.max_channels} channels, not {len(start.roles)}", "too_many_channels"
+            )
         try:
             self._chunker = Chunker(start.sample_rate, len(start.roles))
         except AudioError as exc:
@@ -141,8 +237,10 @@ class IngestProtocol:
         enc, channels = encoding or self.start.encoding, len(self.start.roles)
         width = {"s16le": 2, "f32le": 4}.get(enc, 1)
         if len(data) > self.limits.max_frame_s * self.start.sample_rate * width * channels:
-            raise ProtocolError(f"audio frame of {len(data)} bytes holds more than {self.limits.max_frame_s:g} s; "
-                                "send smaller frames", "frame_too_large")
+            raise ProtocolError(
+                f"audio frame of {len(data)} bytes holds more than {self.limits.max_frame_s:g} s; send smaller frames",
+                "frame_too_large",
+            )
         try:
             pcm = decode_pcm(data, enc, channels)
         except AudioError as exc:
@@ -220,9 +318,9 @@ class TwilioStartMeta(_Frame):
     callSid: CallId | None = None
     streamSid: CallId | None = None
     tracks: list[Literal["inbound", "outbound"]] = Field(["inbound"], min_length=1, max_length=2)
-    customParameters: dict[Annotated[str, StringConstraints(max_length=64)],
-                           Annotated[str, StringConstraints(max_length=256)]] = Field(default_factory=dict,
-                                                                                     max_length=32)
+    customParameters: dict[
+        Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]
+    ] = Field(default_factory=dict, max_length=32)
     mediaFormat: TwilioMediaFormat = Field(default_factory=TwilioMediaFormat)
 
 
@@ -276,11 +374,16 @@ class TwilioProtocol(IngestProtocol):
             language = language_code(params.get("language"))
         except ValueError as exc:
             raise ProtocolError(f"invalid Twilio start: customParameters.language: {exc}") from None
-        self._begin(StreamStart(
-            call_id=meta.callSid or f.streamSid or meta.streamSid or "twilio", sample_rate=meta.mediaFormat.sampleRate,
-            encoding="mulaw", roles=[self.TRACK_ROLES[t] for t in tracks], operator_id=params.get("operator_id"),
-            language=language,
-        ))
+        self._begin(
+            StreamStart(
+                call_id=meta.callSid or f.streamSid or meta.streamSid or "twilio",
+                sample_rate=meta.mediaFormat.sampleRate,
+                encoding="mulaw",
+                roles=[self.TRACK_ROLES[t] for t in tracks],
+                operator_id=params.get("operator_id"),
+                language=language,
+            )
+        )
         self._tracks, self._pending = tracks, {t: [] for t in tracks}
         return []
 
@@ -335,14 +438,19 @@ class AudioForkProtocol(IngestProtocol):
         data = self._json(message)
         if self.start is None:
             f = _check(AudioForkStartFrame, data, "mod_audio_fork metadata")
-            roles = list(f.roles) if f.roles else (["customer", "operator"] if f.channels == 2 else
-                                                   ["unknown"] * f.channels)
+            roles = list(f.roles) if f.roles else (["customer", "operator"] if f.channels == 2 else ["unknown"] * f.channels)
             if len(roles) != f.channels:
                 raise ProtocolError(f"metadata names {len(roles)} roles for {f.channels} channels")
-            self._begin(StreamStart(
-                call_id=f.uuid or f.call_id or "audio_fork", sample_rate=f.sampleRate or f.sample_rate or 8000,
-                encoding="s16le", roles=roles, operator_id=f.operator_id, language=f.language,
-            ))
+            self._begin(
+                StreamStart(
+                    call_id=f.uuid or f.call_id or "audio_fork",
+                    sample_rate=f.sampleRate or f.sample_rate or 8000,
+                    encoding="s16le",
+                    roles=roles,
+                    operator_id=f.operator_id,
+                    language=f.language,
+                )
+            )
             return []
         if data.get("type") in ("stop", "hangup"):
             return self._stop()
@@ -350,7 +458,9 @@ class AudioForkProtocol(IngestProtocol):
 
 
 PROTOCOLS: dict[str, type[IngestProtocol]] = {
-    "plain": PlainProtocol, "twilio": TwilioProtocol, "audio_fork": AudioForkProtocol,
+    "plain": PlainProtocol,
+    "twilio": TwilioProtocol,
+    "audio_fork": AudioForkProtocol,
 }
 
 
@@ -392,13 +502,17 @@ class AudioSocketProtocol(IngestProtocol):
 
     def _frame(self, kind: int, payload: bytes) -> list[AudioChunk]:
         handlers: dict[int, Callable[[bytes], list[AudioChunk]]] = {
-            self.UUID: self._uuid, self.AUDIO: self._pcm, self.DTMF: self._dtmf,
-            self.HANGUP: lambda _: self._stop(), self.ERROR: lambda _: self._stop(),
+            self.UUID: self._uuid,
+            self.AUDIO: self._pcm,
+            self.DTMF: self._dtmf,
+            self.HANGUP: lambda _: self._stop(),
+            self.ERROR: lambda _: self._stop(),
         }
         handler = handlers.get(kind)
         if handler is None:
-            raise ProtocolError(f"unknown AudioSocket frame type 0x{kind:02x} ({len(payload)} bytes) skipped",
-                                "unknown_frame")
+            raise ProtocolError(
+                f"unknown AudioSocket frame type 0x{kind:02x} ({len(payload)} bytes) skipped", "unknown_frame"
+            )
         return handler(payload)
 
     def _uuid(self, payload: bytes) -> list[AudioChunk]:

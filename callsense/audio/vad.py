@@ -27,9 +27,7 @@ class SileroVAD:
         opts.inter_op_num_threads = 1
         opts.intra_op_num_threads = 1
         opts.log_severity_level = 4
-        self._session = onnxruntime.InferenceSession(
-            str(vad_path()), providers=["CPUExecutionProvider"], sess_options=opts
-        )
+        self._session = onnxruntime.InferenceSession(str(vad_path()), providers=["CPUExecutionProvider"], sess_options=opts)
         self.reset()
 
     def reset(self) -> None:

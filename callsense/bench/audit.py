@@ -49,10 +49,17 @@ def bench_audit(settings: Settings, data: Path, workers: list[int], tmp: Path, r
         t0, cpu0 = time.monotonic(), _workers_cpu()
         summary = run_audit(folder, dest, settings, workers=w)
         wall, cpu = time.monotonic() - t0, _workers_cpu() - cpu0
-        out[str(w)] = {"workers": w, "calls": summary["calls"], "failed": summary["failed"], "files": calls,
-                       "audio_min": round(summary["audio_hours"] * 60, 2), "wall_s": round(wall, 1),
-                       "workers_cpu_s": round(cpu, 1), "cores_busy": round(cpu / wall, 2),
-                       "audio_hours_per_wall_hour": round(summary["audio_hours"] / (wall / 3600), 2)}
+        out[str(w)] = {
+            "workers": w,
+            "calls": summary["calls"],
+            "failed": summary["failed"],
+            "files": calls,
+            "audio_min": round(summary["audio_hours"] * 60, 2),
+            "wall_s": round(wall, 1),
+            "workers_cpu_s": round(cpu, 1),
+            "cores_busy": round(cpu / wall, 2),
+            "audio_hours_per_wall_hour": round(summary["audio_hours"] / (wall / 3600), 2),
+        }
     return out
 
 

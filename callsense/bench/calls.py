@@ -43,8 +43,16 @@ class CallBuilder:
     def say(self, role: str, path: Path, text: str, gap: float = 0.6) -> None:
         audio = trim(read_audio(path)[0])
         start = max(0.0, self.cursor + gap)
-        self.turns.append({"role": role, "start": round(start, 3), "end": round(start + audio.size / SR, 3),
-                           "text": text, "audio": audio, "source": str(path.relative_to(path.parents[3]))})
+        self.turns.append(
+            {
+                "role": role,
+                "start": round(start, 3),
+                "end": round(start + audio.size / SR, 3),
+                "text": text,
+                "audio": audio,
+                "source": str(path.relative_to(path.parents[3])),
+            }
+        )
         self.cursor = start + audio.size / SR
 
     def render(self, mono: bool = False) -> np.ndarray:
@@ -64,8 +72,10 @@ class CallBuilder:
         sf.write(folder / f"{name}.flac", audio.T, SR)
         with (folder / f"{name}.rttm").open("w") as fh:
             for t in self.turns:
-                fh.write(f"SPEAKER {name} 1 {t['start']:.3f} {t['end'] - t['start']:.3f} <NA> <NA> "
-                         f"{t['role']} <NA> <NA>\n")
-        ref = {"file": f"{name}.flac", "channels": "mono" if mono else self.roles,
-               "turns": [{k: v for k, v in t.items() if k != "audio"} for t in self.turns]}
+                fh.write(f"SPEAKER {name} 1 {t['start']:.3f} {t['end'] - t['start']:.3f} <NA> <NA> {t['role']} <NA> <NA>\n")
+        ref = {
+            "file": f"{name}.flac",
+            "channels": "mono" if mono else self.roles,
+            "turns": [{k: v for k, v in t.items() if k != "audio"} for t in self.turns],
+        }
         (folder / f"{name}.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1))

@@ -32,21 +32,30 @@ def bench_cluster(settings: Settings, models: Any, ks: list[int], tmp: Path, pat
     try:
         audio_s = probe(path).duration
         url = cluster.urls[0]
-        rounds = {str(k): asyncio.run(load_round(url, TOKEN, rotated_calls(path, k, tmp / "cluster_calls"), audio_s,
-                                                 f"cluster{k}")) for k in ks}
+        rounds = {
+            str(k): asyncio.run(
+                load_round(url, TOKEN, rotated_calls(path, k, tmp / "cluster_calls"), audio_s, f"cluster{k}")
+            )
+            for k in ks
+        }
         delivery = _metrics(url).get("broker_delivery_ms")
         failover = asyncio.run(_failover(cluster, path))
     finally:
         cluster.stop()
     ratio = kept_up(rounds) / max(kept_up(single), 1)
-    return {"single_process": single, "cluster": rounds,
-            "calls_kept_up": {"single_process": kept_up(single), "cluster": kept_up(rounds), "ratio": round(ratio, 2)},
-            "broker_delivery_ms": delivery, "failover": failover}
+    return {
+        "single_process": single,
+        "cluster": rounds,
+        "calls_kept_up": {"single_process": kept_up(single), "cluster": kept_up(rounds), "ratio": round(ratio, 2)},
+        "broker_delivery_ms": delivery,
+        "failover": failover,
+    }
 
 
 def _metrics(ws_url: str) -> dict[str, Any]:
-    request = urllib.request.Request(ws_url.replace("ws://", "http://") + "/metrics",
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    request = urllib.request.Request(
+        ws_url.replace("ws://", "http://") + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as r:
         data: dict[str, Any] = json.loads(r.read())
         return data
@@ -100,7 +109,10 @@ async def _failover(cluster: Any, path: Path) -> dict[str, Any]:
     finals = [e["utterance_id"] for _, e in events if e["type"] == "transcript_final"]
     changed = [t for t, e in events if e["type"] == "worker_changed"]
     after_kill = [t for t, _ in events if killed_at and t > killed_at[0]]
-    return {"finals_expected": len(expected), "finals_lost": len(expected - set(finals)),
-            "finals_repeated": len(finals) - len(set(finals)),
-            "gap_s": round(min(after_kill) - killed_at[0], 2) if after_kill and killed_at else None,
-            "worker_changed_after_s": round(changed[0] - killed_at[0], 2) if changed and killed_at else None}
+    return {
+        "finals_expected": len(expected),
+        "finals_lost": len(expected - set(finals)),
+        "finals_repeated": len(finals) - len(set(finals)),
+        "gap_s": round(min(after_kill) - killed_at[0], 2) if after_kill and killed_at else None,
+        "worker_changed_after_s": round(changed[0] - killed_at[0], 2) if changed and killed_at else None,
+    }

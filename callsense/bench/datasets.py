@@ -21,18 +21,36 @@ SENTIMENTS = ["negative", "neutral", "positive"]
 
 # GoEmotions' 28 labels folded into Ekman-style classes (as the GoEmotions paper groups them).
 GOEMOTIONS_TO = {
-    "anger": "anger", "annoyance": "anger", "disapproval": "anger", "disgust": "anger",
-    "fear": "fear", "nervousness": "fear",
-    "joy": "joy", "amusement": "joy", "approval": "joy", "excitement": "joy", "gratitude": "joy",
-    "love": "joy", "optimism": "joy", "relief": "joy", "pride": "joy", "admiration": "joy",
-    "desire": "joy", "caring": "joy",
-    "sadness": "sadness", "disappointment": "sadness", "embarrassment": "sadness", "grief": "sadness",
+    "anger": "anger",
+    "annoyance": "anger",
+    "disapproval": "anger",
+    "disgust": "anger",
+    "fear": "fear",
+    "nervousness": "fear",
+    "joy": "joy",
+    "amusement": "joy",
+    "approval": "joy",
+    "excitement": "joy",
+    "gratitude": "joy",
+    "love": "joy",
+    "optimism": "joy",
+    "relief": "joy",
+    "pride": "joy",
+    "admiration": "joy",
+    "desire": "joy",
+    "caring": "joy",
+    "sadness": "sadness",
+    "disappointment": "sadness",
+    "embarrassment": "sadness",
+    "grief": "sadness",
     "remorse": "sadness",
-    "surprise": "surprise", "realization": "surprise", "confusion": "surprise", "curiosity": "surprise",
+    "surprise": "surprise",
+    "realization": "surprise",
+    "confusion": "surprise",
+    "curiosity": "surprise",
     "neutral": "neutral",
 }
-EMOTION_SENTIMENT = {"anger": "negative", "sadness": "negative", "fear": "negative", "joy": "positive",
-                     "neutral": "neutral"}
+EMOTION_SENTIMENT = {"anger": "negative", "sadness": "negative", "fear": "negative", "joy": "positive", "neutral": "neutral"}
 
 
 @dataclass
@@ -60,8 +78,7 @@ def cedr(root: Path) -> Iterator[TextItem]:
             if len(labels) != 1:
                 continue
             emo = "neutral" if labels[0] == "no_emotion" else labels[0]
-            yield TextItem(row["text"], "ru", "cedr", _dev_by_hash(row["id"]), emo,
-                           EMOTION_SENTIMENT.get(emo))
+            yield TextItem(row["text"], "ru", "cedr", _dev_by_hash(row["id"]), emo, EMOTION_SENTIMENT.get(emo))
 
 
 def goemotions(root: Path) -> Iterator[TextItem]:
@@ -95,8 +112,7 @@ def meld(root: Path) -> Iterator[TextItem]:
                 emo = row["Emotion"].strip().lower()
                 emo = "anger" if emo == "disgust" else emo
                 text = row["Utterance"].replace("\u2019", "'").replace("\x92", "'")
-                yield TextItem(text, "en", "meld", split, emo if emo in EMOTIONS else None,
-                               row["Sentiment"].strip().lower())
+                yield TextItem(text, "en", "meld", split, emo if emo in EMOTIONS else None, row["Sentiment"].strip().lower())
 
 
 def emobank(root: Path) -> Iterator[TextItem]:
@@ -139,8 +155,15 @@ class SpeechItem:
 
 
 # EmoDB's seven classes folded to callsense's; arousal is the well-known high/low split.
-EMODB_TO = {"anger": "anger", "happiness": "joy", "sadness": "sadness", "neutral": "neutral",
-            "boredom": "neutral", "fear": "fear", "disgust": "anger"}
+EMODB_TO = {
+    "anger": "anger",
+    "happiness": "joy",
+    "sadness": "sadness",
+    "neutral": "neutral",
+    "boredom": "neutral",
+    "fear": "fear",
+    "disgust": "anger",
+}
 HIGH_AROUSAL = {"anger", "happiness", "fear", "disgust"}
 
 
@@ -171,8 +194,9 @@ def asr_items(root: Path) -> list[AsrItem]:
                     continue
                 if "NOT an independent" in row.get("reference_origin", ""):
                     continue  # a model's output is not a reference
-                items.append(AsrItem(tsv.parent.name, row["id"], tsv.parent / row["audio"], row["text"],
-                                     row.get("channel", "mono")))
+                items.append(
+                    AsrItem(tsv.parent.name, row["id"], tsv.parent / row["audio"], row["text"], row.get("channel", "mono"))
+                )
     return items
 
 
@@ -207,6 +231,66 @@ def harper_valley_calls(root: Path) -> Iterator[tuple[dict[str, Any], np.ndarray
 
 def harper_valley_reference(call: dict[str, Any], speaker: str) -> str:
     """What one party said, from the human transcript (noise marks and unknown words left out)."""
-    words = (w for t in call["turns"] if t["speaker"] == speaker and not t.get("nonspeech")
-             for w in t["text"].split())
+    words = (w for t in call["turns"] if t["speaker"] == speaker and not t.get("nonspeech") for w in t["text"].split())
     return " ".join(w for w in words if w not in ("[noise]", "<unk>"))
+
+
+MAIA_DQE = Path("dialogues") / "en_maia_dqe_dev"
+# MAIA-DQE's emotion label names, in the order of the corpus's emotion_labels.txt (read from there when present)
+MAIA_UPSET = {"frustration", "anger"}
+
+
+@dataclass
+class LabelledTurn:
+    role: str  # "customer" or "operator"
+    text: str  # the English side: the customer's machine translation, the agent's own words
+    upset: int  # the turn's sentences labelled frustration or anger by the annotators
+
+
+@dataclass
+class LabelledDialogue:
+    id: str
+    turns: list[LabelledTurn]
+    task_success: int | None  # 1-5
+    dropped: bool
+
+    @property
+    def upset_sentences(self) -> int:
+        return sum(t.upset for t in self.turns if t.role == "customer")
+
+
+def maia_dialogues(root: Path) -> list[LabelledDialogue]:
+    """MAIA-DQE support chats in English, with the annotators' labels. CC BY-ND: read here at run time,
+    never written anywhere (no converted copy, no excerpt)."""
+    import json
+
+    folder = root / MAIA_DQE
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        return []
+    names = (folder / "emotion_labels.txt").read_text(encoding="utf-8").split()
+    upset = {i for i, name in enumerate(names) if name in MAIA_UPSET}
+    out = []
+    for path in files:
+        for d in json.loads(path.read_text(encoding="utf-8")):
+            turns = []
+            for t in d["turns"]:
+                customer = t["floor"] == "inbound"
+                text = " ".join(t["text_mt"] if customer else t["text_src"]).strip()
+                if text:
+                    turns.append(
+                        LabelledTurn(
+                            "customer" if customer else "operator", text, sum(e in upset for e in t.get("Emotion") or [])
+                        )
+                    )
+            meta = d.get("dialog") or {}
+            success = meta.get("Task Sucess", meta.get("Task Success"))
+            out.append(
+                LabelledDialogue(
+                    str(d["id"]),
+                    turns,
+                    int(success) if success is not None else None,
+                    bool(meta.get("Dropped conversation")),
+                )
+            )
+    return out

@@ -5,6 +5,10 @@
   hints on calm dialogues, and the valence of sarcastic turns after negative events.
 - Harper Valley dev calls (real speech, calm scripted tasks): hints per call on the human
   transcripts (18 calls) and through the whole audio pipeline on the 4 calls with two-channel audio.
+- MAIA-DQE dev chats (real customers, human frustration labels per sentence, task success per
+  dialogue): the share of dialogues with two or more frustrated or angry customer sentences that got
+  a warning-or-stronger cue, the share of calm ones (no such sentence) with any alert, critical hints,
+  and the customer-experience score's rank correlation with the labelled task success.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from callsense.bench.datasets import HARPER_VALLEY
+from callsense.bench.datasets import HARPER_VALLEY, LabelledDialogue, maia_dialogues
 from callsense.config import SAMPLE_RATE, Settings
 from callsense.events import Event
 from callsense.registry import Models
@@ -34,8 +38,10 @@ def _as_chat(dialogue: dict[str, Any], folder: Path) -> tuple[Path, list[dict[st
         turns.append({"role": turn["role"], "text": turn["text"], "start": clock, "end": clock + TURN_S})
         clock += TURN_S
     path = folder / f"{dialogue['id']}.json"
-    path.write_text(json.dumps({"language": dialogue["language"], "id": dialogue["id"], "turns": turns},
-                               ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps({"language": dialogue["language"], "id": dialogue["id"], "turns": turns}, ensure_ascii=False),
+        encoding="utf-8",
+    )
     return path, turns
 
 
@@ -74,11 +80,14 @@ def _dev(settings: Settings) -> dict[str, Any]:
                     sarcasm_valence.append(emotions[f"t{i + 1}"].valence)
     return {
         "dialogues": len(dialogues),
-        "critical_recall": round(hit_critical / max(due_critical, 1), 3), "critical_due": due_critical,
-        "critical_precision": round(right_critical / max(fired_critical, 1), 3), "critical_fired": fired_critical,
+        "critical_recall": round(hit_critical / max(due_critical, 1), 3),
+        "critical_due": due_critical,
+        "critical_precision": round(right_critical / max(fired_critical, 1), 3),
+        "critical_fired": fired_critical,
         "repeat_caller_recall": round(hit_warning / max(due_warning, 1), 3),
         "hints_on_calm_dialogues": calm_hints,
-        "sarcastic_turns": len(sarcasm_valence), "sarcastic_turns_positive": sum(v > 0 for v in sarcasm_valence),
+        "sarcastic_turns": len(sarcasm_valence),
+        "sarcastic_turns_positive": sum(v > 0 for v in sarcasm_valence),
         "sarcastic_valence_max": round(max(sarcasm_valence), 3) if sarcasm_valence else None,
         "missed": missed,
     }
@@ -93,8 +102,16 @@ def _harper_valley_text(settings: Settings, data: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for call in harper_valley_dialogues(data):
             calls += 1
-            turns = [{"role": "operator" if t["speaker"] == "agent" else "customer", "text": t["text"],
-                      "start": t["start"], "end": t["end"]} for t in call["turns"] if t.get("text")]
+            turns = [
+                {
+                    "role": "operator" if t["speaker"] == "agent" else "customer",
+                    "text": t["text"],
+                    "start": t["start"],
+                    "end": t["end"],
+                }
+                for t in call["turns"]
+                if t.get("text")
+            ]
             chat = Path(tmp) / f"{call['id']}.json"
             chat.write_text(json.dumps({"language": "en", "id": call["id"], "turns": turns}), encoding="utf-8")
             for ev in analyze_dialogue(chat, settings):
@@ -126,12 +143,79 @@ def _harper_valley_audio(settings: Settings, models: Models, data: Path) -> dict
 def _per_call(counts: Counter[str], calls: int) -> dict[str, Any]:
     critical = sum(v for k, v in counts.items() if k.startswith("critical"))
     warnings = sum(v for k, v in counts.items() if k.startswith("warning"))
-    return {"calls": calls, "critical": critical, "warnings": warnings,
-            "warnings_per_call": round(warnings / max(calls, 1), 3), "by_reason": dict(counts)}
+    return {
+        "calls": calls,
+        "critical": critical,
+        "warnings": warnings,
+        "warnings_per_call": round(warnings / max(calls, 1), 3),
+        "by_reason": dict(counts),
+    }
+
+
+def maia_chat(d: LabelledDialogue, folder: Path) -> Path:
+    """A labelled dialogue in the chat format `analyze` reads, in a temporary folder (the corpus's licence
+    allows no converted copy to be kept)."""
+    path = folder / "dialogue.json"
+    turns = [{"role": t.role, "text": t.text} for t in d.turns]
+    path.write_text(json.dumps({"language": "en", "id": d.id, "turns": turns}), encoding="utf-8")
+    return path
+
+
+def _spearman(x: list[float], y: list[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    return None if len(x) < 3 else round(float(spearmanr(x, y).statistic), 3)
+
+
+def _maia(settings: Settings, data: Path) -> dict[str, Any] | None:
+    from callsense.reports.report import analyze_dialogue, call_metrics, customer_experience
+
+    dialogues = maia_dialogues(data)
+    if not dialogues:
+        return None
+    upset_alerted = upset = calm_alerted = calm = one = one_alerted = 0
+    critical: list[str] = []
+    cx: list[float] = []
+    success: list[float] = []
+    by_reason: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in dialogues:
+            events = analyze_dialogue(maia_chat(d, Path(tmp)), settings)
+            alerts = [e for e in events if e.type == "hint" and e.severity != "info"]
+            by_reason.update(f"{h.severity}:{h.reason}" for h in alerts)
+            critical += [
+                f"{d.id}: {h.reason} \u201c{h.evidence.get('quote', '')}\u201d" for h in alerts if h.severity == "critical"
+            ]
+            if d.upset_sentences >= 2:
+                upset, upset_alerted = upset + 1, upset_alerted + bool(alerts)
+            elif d.upset_sentences == 1:
+                one, one_alerted = one + 1, one_alerted + bool(alerts)
+            else:
+                calm, calm_alerted = calm + 1, calm_alerted + bool(alerts)
+            score = (customer_experience(call_metrics(events)) or {}).get("score")
+            if score is not None and d.task_success is not None:
+                cx.append(score)
+                success.append(d.task_success)
+    return {
+        "dialogues": len(dialogues),
+        "frustrated_dialogues": upset,
+        "frustrated_alerted": round(upset_alerted / max(upset, 1), 3),
+        "one_frustrated_sentence": one,
+        "one_frustrated_alerted": round(one_alerted / max(one, 1), 3),
+        "calm_dialogues": calm,
+        "calm_alerted": round(calm_alerted / max(calm, 1), 3),
+        "critical_hints": len(critical),
+        "critical": critical,
+        "cx_vs_task_success_spearman": _spearman(cx, success),
+        "by_reason": dict(by_reason),
+    }
 
 
 def bench_hints(settings: Settings, models: Models, data: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"dev_set": _dev(settings)}
+    maia = _maia(settings, data)
+    if maia is not None:
+        out["maia_dqe_dev"] = maia
     if (data / HARPER_VALLEY).exists():
         out["harper_valley_transcripts"] = _harper_valley_text(settings, data)
         out["harper_valley_audio"] = _harper_valley_audio(settings, models, data)

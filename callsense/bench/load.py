@@ -79,10 +79,18 @@ async def load_round(url: str, token: str, calls: list[Path], audio_s: float, ta
     watcher.cancel()
     max_lag = max(lags.values(), default=0.0)
     kept = not refused and max_lag < KEEP_UP_S and wall - audio_s < KEEP_UP_S
-    return {"calls": k, "refused": refused, "max_lag_s": round(max_lag, 2), "finish_delay_s": round(wall - audio_s, 1),
-            "kept_up": kept, "event_delivery_p95_s": _p95(latencies), "cpu_cores_used": round(cpu, 2),
-            "optional_decodes_skipped": skipped[0], "wall_s": round(wall, 1),
-            "max_lag_by_call_s": {cid.removeprefix(f"{tag}-"): round(v, 2) for cid, v in sorted(lags.items())}}
+    return {
+        "calls": k,
+        "refused": refused,
+        "max_lag_s": round(max_lag, 2),
+        "finish_delay_s": round(wall - audio_s, 1),
+        "kept_up": kept,
+        "event_delivery_p95_s": _p95(latencies),
+        "cpu_cores_used": round(cpu, 2),
+        "optional_decodes_skipped": skipped[0],
+        "wall_s": round(wall, 1),
+        "max_lag_by_call_s": {cid.removeprefix(f"{tag}-"): round(v, 2) for cid, v in sorted(lags.items())},
+    }
 
 
 def _p95(values: list[float]) -> float | None:
@@ -94,8 +102,9 @@ def kept_up(rounds: dict[str, dict[str, Any]]) -> int:
     return max((r["calls"] for r in rounds.values() if r.get("kept_up")), default=0)
 
 
-def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: Path = LIVE_CALL,
-               mono: int | None = None) -> dict[str, Any]:
+def bench_load(
+    settings: Settings, models: Any, ks: list[int], tmp: Path, path: Path = LIVE_CALL, mono: int | None = None
+) -> dict[str, Any]:
     """K calls streamed at once in real time through one `callsense serve` process; with `mono`, one
     more round: the mono sample call (diarized) beside `mono` stereo calls."""
     from callsense.audio.files import probe
@@ -122,12 +131,18 @@ def bench_load(settings: Settings, models: Any, ks: list[int], tmp: Path, path: 
             await server.shutdown()
             return result
 
-        out[name] = {**asyncio.run(run()), **_batching(gate.stats),
-                     "revision_packs": {k: v - before[k] for k, v in REVISIONS.as_dict().items()}}
+        out[name] = {
+            **asyncio.run(run()),
+            **_batching(gate.stats),
+            "revision_packs": {k: v - before[k] for k, v in REVISIONS.as_dict().items()},
+        }
     return out
 
 
 def _batching(stats: BatchStats) -> dict[str, Any]:
     """How finals met in the decode gate: batch sizes and the oldest final's wait for company."""
-    return {"final_batches": stats.batches, "finals_per_batch": round(stats.items / max(stats.batches, 1), 2),
-            "batch_wait_p95_ms": round(float(np.percentile(stats.waited_s, 95)) * 1000) if stats.waited_s else None}
+    return {
+        "final_batches": stats.batches,
+        "finals_per_batch": round(stats.items / max(stats.batches, 1), 2),
+        "batch_wait_p95_ms": round(float(np.percentile(stats.waited_s, 95)) * 1000) if stats.waited_s else None,
+    }

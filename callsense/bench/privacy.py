@@ -83,31 +83,47 @@ VALUES: dict[str, Callable[[random.Random, str], str]] = {
     "ACCOUNT": lambda r, lang: "40817810" + digits(r, 12) if lang == "ru" else digits(r, 8),
     "INN": lambda r, lang: inn(r),
     "SNILS": lambda r, lang: snils(r),
-    "PASSPORT": lambda r, lang: (f"{digits(r, 2)} {digits(r, 2)} {digits(r, 6)}" if lang == "ru"
-                                 else r.choice(["", "GB"]) + digits(r, 9)),
-    "PHONE": lambda r, lang: (f"+7 9{digits(r, 2)} {digits(r, 3)}-{digits(r, 2)}-{digits(r, 2)}" if lang == "ru"
-                              else f"({digits(r, 3)}) 555-{digits(r, 4)}"),
-    "EMAIL": lambda r, lang: f"{r.choice(['anna', 'ivan.petrov', 'jsmith', 'olga_k', 'mark77'])}"
-                             f"{r.randrange(100)}@{r.choice(['mail.ru', 'gmail.com', 'yandex.ru', 'outlook.com'])}",
+    "PASSPORT": lambda r, lang: (
+        f"{digits(r, 2)} {digits(r, 2)} {digits(r, 6)}" if lang == "ru" else r.choice(["", "GB"]) + digits(r, 9)
+    ),
+    "PHONE": lambda r, lang: (
+        f"+7 9{digits(r, 2)} {digits(r, 3)}-{digits(r, 2)}-{digits(r, 2)}"
+        if lang == "ru"
+        else f"({digits(r, 3)}) 555-{digits(r, 4)}"
+    ),
+    "EMAIL": lambda r, lang: (
+        f"{r.choice(['anna', 'ivan.petrov', 'jsmith', 'olga_k', 'mark77'])}"
+        f"{r.randrange(100)}@{r.choice(['mail.ru', 'gmail.com', 'yandex.ru', 'outlook.com'])}"
+    ),
     "DOB": lambda r, lang: f"{r.randrange(1, 29):02d}.{r.randrange(1, 13):02d}.{r.randrange(1940, 2005)}",
     "CVV": lambda r, lang: digits(r, 3),
-    "ADDRESS": lambda r, lang: (f"улица {r.choice(['Ленина', 'Садовая', 'Гагарина', 'Мира'])}, дом {r.randrange(1, 99)}, "
-                                f"квартира {r.randrange(1, 300)}" if lang == "ru" else
-                                f"{r.randrange(1, 999)} {r.choice(['Baker', 'Oak', 'Maple', 'Elm'])} "
-                                f"{r.choice(['Street', 'Avenue', 'Road', 'Lane'])}"),
-    "SECRET": lambda r, lang: r.choice(["ромашка", "лунный свет", "барсик", "Смирнова"] if lang == "ru"
-                                       else ["blue river", "rosebud", "Henderson", "tiger"]),
-    "NAME": lambda r, lang: r.choice(["Иван Петров", "Мария Соколова", "Алексей Кузнецов", "Ольга Морозова"]
-                                     if lang == "ru" else
-                                     ["John Peterson", "Mary Collins", "David Turner", "Sarah Mitchell"]),
+    "ADDRESS": lambda r, lang: (
+        f"улица {r.choice(['Ленина', 'Садовая', 'Гагарина', 'Мира'])}, дом {r.randrange(1, 99)}, "
+        f"квартира {r.randrange(1, 300)}"
+        if lang == "ru"
+        else f"{r.randrange(1, 999)} {r.choice(['Baker', 'Oak', 'Maple', 'Elm'])} "
+        f"{r.choice(['Street', 'Avenue', 'Road', 'Lane'])}"
+    ),
+    "SECRET": lambda r, lang: r.choice(
+        ["ромашка", "лунный свет", "барсик", "Смирнова"] if lang == "ru" else ["blue river", "rosebud", "Henderson", "tiger"]
+    ),
+    "NAME": lambda r, lang: r.choice(
+        ["Иван Петров", "Мария Соколова", "Алексей Кузнецов", "Ольга Морозова"]
+        if lang == "ru"
+        else ["John Peterson", "Mary Collins", "David Turner", "Sarah Mitchell"]
+    ),
 }
 SPOKEN = {"CARD", "ACCOUNT", "INN", "SNILS", "PHONE", "CVV", "PASSPORT"}  # also read out digit by digit
 
 # "{v}" is the value; phrasings a customer or operator would use
 TEMPLATES: dict[str, dict[str, list[str]]] = {
     "ru": {
-        "CARD": ["Номер карты {v}.", "Моя карта {v}, её заблокировали.", "Списали деньги с карты {v}",
-                 "да, карточка {v} правильно"],
+        "CARD": [
+            "Номер карты {v}.",
+            "Моя карта {v}, её заблокировали.",
+            "Списали деньги с карты {v}",
+            "да, карточка {v} правильно",
+        ],
         "IBAN": ["Переведите на IBAN {v}, пожалуйста.", "Счёт получателя в Англии {v}"],
         "ACCOUNT": ["Мой счёт {v}.", "Зачислите на счёт номер {v}", "лицевой счёт {v} всё верно"],
         "INN": ["ИНН {v}.", "мой ИНН {v} записали?", "ИНН организации {v}"],
@@ -118,8 +134,12 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "DOB": ["Дата рождения {v}.", "я родилась {v}", "дата рождения у меня {v}, проверьте"],
         "CVV": ["CVV {v}.", "код на обороте {v}", "три цифры на обратной стороне {v}"],
         "ADDRESS": ["Я проживаю по адресу {v}.", "Привезите карту: {v}", "мой адрес {v}"],
-        "SECRET": ["Кодовое слово {v}.", "кодовое слово — {v}", "контрольное слово {v}, верно?",
-                   "девичья фамилия матери {v}"],
+        "SECRET": [
+            "Кодовое слово {v}.",
+            "кодовое слово — {v}",
+            "контрольное слово {v}, верно?",
+            "девичья фамилия матери {v}",
+        ],
         "NAME": ["Меня зовут {v}.", "Это {v}, я вам звонил вчера.", "Оформите на {v}, пожалуйста."],
     },
     "en": {
@@ -142,19 +162,33 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
 # Written after the rules above were final and never used to change them: the honest figure.
 HELD_OUT: dict[str, dict[str, list[str]]] = {
     "ru": {
-        "CARD": ["Продиктую номер карточки: {v}"], "IBAN": ["реквизиты в евро, айбан {v}"],
-        "ACCOUNT": ["деньги ушли со счёта {v} вчера"], "INN": ["ИНН у ИП {v}"], "SNILS": ["СНИЛС мой {v}, да"],
-        "PASSPORT": ["серия номер паспорта {v}"], "PHONE": ["запишите телефон {v}"],
-        "EMAIL": ["электронная почта {v}"], "DOB": ["родился {v} в Казани"], "CVV": ["CVC код {v}"],
-        "ADDRESS": ["доставка по адресу {v}"], "SECRET": ["кодовое слово у меня {v}"],
+        "CARD": ["Продиктую номер карточки: {v}"],
+        "IBAN": ["реквизиты в евро, айбан {v}"],
+        "ACCOUNT": ["деньги ушли со счёта {v} вчера"],
+        "INN": ["ИНН у ИП {v}"],
+        "SNILS": ["СНИЛС мой {v}, да"],
+        "PASSPORT": ["серия номер паспорта {v}"],
+        "PHONE": ["запишите телефон {v}"],
+        "EMAIL": ["электронная почта {v}"],
+        "DOB": ["родился {v} в Казани"],
+        "CVV": ["CVC код {v}"],
+        "ADDRESS": ["доставка по адресу {v}"],
+        "SECRET": ["кодовое слово у меня {v}"],
         "NAME": ["Моя фамилия {v}, записывайте"],
     },
     "en": {
-        "CARD": ["okay the long number on the card is {v}"], "IBAN": ["IBAN {v} for the wire"],
-        "ACCOUNT": ["it was taken from account number {v}"], "INN": ["INN {v}"], "SNILS": ["SNILS {v}"],
-        "PASSPORT": ["passport no. {v}"], "PHONE": ["best number to reach me is {v}"],
-        "EMAIL": ["you can email me at {v}"], "DOB": ["date of birth {v}, yes"], "CVV": ["the CVC is {v}"],
-        "ADDRESS": ["ship it to {v}, thanks"], "SECRET": ["password is {v}"],
+        "CARD": ["okay the long number on the card is {v}"],
+        "IBAN": ["IBAN {v} for the wire"],
+        "ACCOUNT": ["it was taken from account number {v}"],
+        "INN": ["INN {v}"],
+        "SNILS": ["SNILS {v}"],
+        "PASSPORT": ["passport no. {v}"],
+        "PHONE": ["best number to reach me is {v}"],
+        "EMAIL": ["you can email me at {v}"],
+        "DOB": ["date of birth {v}, yes"],
+        "CVV": ["the CVC is {v}"],
+        "ADDRESS": ["ship it to {v}, thanks"],
+        "SECRET": ["password is {v}"],
         "NAME": ["yes, Mr {v} is the account holder"],
     },
 }
@@ -217,8 +251,7 @@ ORDINARY = {
 }
 
 
-def labelled_set(seed: int = 7, per_template: int = 3,
-                 templates: dict[str, dict[str, list[str]]] = TEMPLATES) -> list[Item]:
+def labelled_set(seed: int = 7, per_template: int = 3, templates: dict[str, dict[str, list[str]]] = TEMPLATES) -> list[Item]:
     rng = random.Random(seed)
     items = []
     for lang, categories in templates.items():
@@ -259,8 +292,12 @@ def _harper_valley(data: Path) -> dict[str, Any]:
                 found += (names & words) <= hidden
             elif any(label != "NAME" for *_, label in spans):
                 other += 1
-    return {"turns": turns, "turns_with_a_name": named, "name_recall": round(found / max(named, 1), 3),
-            "non_name_redactions_in_turns_without_names": round(other / max(turns - named, 1), 3)}
+    return {
+        "turns": turns,
+        "turns_with_a_name": named,
+        "name_recall": round(found / max(named, 1), 3),
+        "non_name_redactions_in_turns_without_names": round(other / max(turns - named, 1), 3),
+    }
 
 
 def _recall(items: list[Item]) -> tuple[dict[str, dict[str, float]], list[str]]:
@@ -282,9 +319,14 @@ def bench_privacy(data: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"items": len(dev), "held_out_items": len(held)}
     for lang in ("ru", "en"):
         false = [bool(find_pii(s, lang)) for s in ORDINARY[lang]]
-        out[lang] = {"recall": recall[lang], "min_recall": min(recall[lang].values()),
-                     "held_out_recall": held_recall[lang], "held_out_min_recall": min(held_recall[lang].values()),
-                     "false_redaction_rate": round(sum(false) / len(false), 3), "ordinary_sentences": len(false)}
+        out[lang] = {
+            "recall": recall[lang],
+            "min_recall": min(recall[lang].values()),
+            "held_out_recall": held_recall[lang],
+            "held_out_min_recall": min(held_recall[lang].values()),
+            "false_redaction_rate": round(sum(false) / len(false), 3),
+            "ordinary_sentences": len(false),
+        }
     out["harper_valley_en"] = _harper_valley(data)
     out["missed_examples"] = (missed + held_missed)[:16]
     return out

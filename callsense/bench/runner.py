@@ -99,21 +99,30 @@ def bench_asr(data: Path, settings: Settings, models: Any, per_set: int | None) 
             stream_s += time.perf_counter() - t0
             stream_hyp.append(normalize(" ".join(f.text for f in finals)))
             t0 = time.perf_counter()
-            segs, _ = whisper.transcribe(mono, beam_size=settings.asr.beam_size, vad_filter=True,
-                                         condition_on_previous_text=False)
+            segs, _ = whisper.transcribe(
+                mono, beam_size=settings.asr.beam_size, vad_filter=True, condition_on_previous_text=False
+            )
             offline_hyp.append(normalize(" ".join(s.text for s in segs)))
             offline_s += time.perf_counter() - t0
             if name == "ru_read_msu":  # what the telephone channel costs: 8 kHz mu-law and back
                 import soxr
 
                 phone = decode_pcm(encode_mulaw(soxr.resample(mono, 16000, 8000)), "mulaw")[0]
-                segs, _ = whisper.transcribe(soxr.resample(phone, 8000, 16000), beam_size=settings.asr.beam_size,
-                                             vad_filter=True, condition_on_previous_text=False)
+                segs, _ = whisper.transcribe(
+                    soxr.resample(phone, 8000, 16000),
+                    beam_size=settings.asr.beam_size,
+                    vad_filter=True,
+                    condition_on_previous_text=False,
+                )
                 phone_hyp.append(normalize(" ".join(s.text for s in segs)))
-        row = {"items": len(items), "audio_s": round(audio_s, 1),
-               "wer_streaming": round(jiwer.wer(refs, stream_hyp), 4),
-               "wer_offline": round(jiwer.wer(refs, offline_hyp), 4),
-               "rtf_streaming": round(stream_s / audio_s, 3), "rtf_offline": round(offline_s / audio_s, 3)}
+        row = {
+            "items": len(items),
+            "audio_s": round(audio_s, 1),
+            "wer_streaming": round(jiwer.wer(refs, stream_hyp), 4),
+            "wer_offline": round(jiwer.wer(refs, offline_hyp), 4),
+            "rtf_streaming": round(stream_s / audio_s, 3),
+            "rtf_offline": round(offline_s / audio_s, 3),
+        }
         if phone_hyp:
             row["wer_offline_8k_mulaw"] = round(jiwer.wer(refs, phone_hyp), 4)
         out[name] = row
@@ -134,8 +143,9 @@ def bench_live(settings: Settings, models: Any, path: Path = LIVE_CALL) -> dict[
     seen: list[tuple[float, Any]] = []
     t0 = time.monotonic()
     with PeakMemory() as mem:
-        pipe.run(FileSource(path, chunk_ms=settings.chunk_ms, realtime=True),
-                 lambda ev: seen.append((time.monotonic() - t0, ev)))
+        pipe.run(
+            FileSource(path, chunk_ms=settings.chunk_ms, realtime=True), lambda ev: seen.append((time.monotonic() - t0, ev))
+        )
     lat: dict[str, list[float]] = defaultdict(list)
     # latency is the live finals'; revisions come later by design (a pack of the speaker's turns)
     live = [(wall, ev) for wall, ev in seen if not getattr(ev, "revision", 0)]
@@ -161,7 +171,8 @@ def bench_live(settings: Settings, models: Any, path: Path = LIVE_CALL) -> dict[
     metrics = [ev for _, ev in seen if ev.type == "metrics"]
     scoring = [ev.evidence.get("scoring_ms", 0.0) for _, ev in seen if ev.type == "emotion"]
     return {
-        "call": path.name, "audio_s": round(pipe.stream_time, 1),
+        "call": path.name,
+        "audio_s": round(pipe.stream_time, 1),
         **{f"{k}_latency_p50_s": pct(v, 50) for k, v in lat.items()},
         **{f"{k}_latency_p95_s": pct(v, 95) for k, v in lat.items()},
         "revised_finals": revised,
@@ -169,7 +180,8 @@ def bench_live(settings: Settings, models: Any, path: Path = LIVE_CALL) -> dict[
         "shed": any(m.shedding for m in metrics),
         "rtf": round(pipe.timing.busy_s() / pipe.stream_time, 3),
         "stage_rtf": {k: round(v / pipe.stream_time, 3) for k, v in pipe.timing.total.items()},
-        "emotion_scoring_ms_p50": pct(scoring, 50), "emotion_scoring_ms_p95": pct(scoring, 95),
+        "emotion_scoring_ms_p50": pct(scoring, 50),
+        "emotion_scoring_ms_p95": pct(scoring, 95),
         "peak_rss_mb": mem.peak_mb,
     }
 
@@ -206,8 +218,12 @@ def bench_diarization(data: Path, settings: Settings, models: Any) -> dict[str, 
         for collar in (0.0, 0.25):
             row[f"der_pyannote_offline_c{collar}"] = round(float(DiarizationErrorRate(collar=collar)(ref, hyp_off)), 4)
             row[f"der_streaming_c{collar}"] = round(float(DiarizationErrorRate(collar=collar)(ref, st.annotation)), 4)
-        row.update(rtf_pyannote_offline=round(off_s / dur, 3), rtf_streaming=round(st_s / dur, 3),
-                   rtf_streaming_own_process=_diarize_alone(wav), speakers_streaming=len(st.annotation.labels()))
+        row.update(
+            rtf_pyannote_offline=round(off_s / dur, 3),
+            rtf_streaming=round(st_s / dur, 3),
+            rtf_streaming_own_process=_diarize_alone(wav),
+            speakers_streaming=len(st.annotation.labels()),
+        )
         out[rttm.parent.name + "/" + rttm.stem] = row
     return out
 
@@ -304,9 +320,12 @@ def bench_speech_emotion(data: Path, models: Any) -> dict[str, Any]:
         a_gold.append(emo in HIGH_AROUSAL)
     labels = sorted(set(golds))
     per_class = recall_score(golds, preds, labels=labels, average=None)
-    return {"items": len(rows), "emotion_unweighted_accuracy": round(float(np.mean(per_class)), 3),
-            "recall_per_class": {lbl: round(float(r), 3) for lbl, r in zip(labels, per_class, strict=True)},
-            "arousal_unweighted_accuracy": round(float(recall_score(a_gold, a_pred, average="macro")), 3)}
+    return {
+        "items": len(rows),
+        "emotion_unweighted_accuracy": round(float(np.mean(per_class)), 3),
+        "recall_per_class": {lbl: round(float(r), 3) for lbl, r in zip(labels, per_class, strict=True)},
+        "arousal_unweighted_accuracy": round(float(recall_score(a_gold, a_pred, average="macro")), 3),
+    }
 
 
 # --- driver ------------------------------------------------------------------------------------------
@@ -320,8 +339,11 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
     console = Console(width=None if sys.stdout.isatty() else 160)
     models = Models(settings)
     cpus, ram = psutil.cpu_count(), round(psutil.virtual_memory().total / 2**30)
-    results: dict[str, Any] = {"mode": "quick" if quick else "full", "data": str(data),
-                               "machine": {"cpus": cpus, "ram_gb": ram}}
+    results: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "data": str(data),
+        "machine": {"cpus": cpus, "ram_gb": ram},
+    }
     tmp = Path(tempfile.mkdtemp(prefix="callsense-bench-"))
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("asr", lambda: bench_asr(data, settings, models, 6 if quick else None)),
@@ -358,8 +380,10 @@ def run_bench(settings: Settings, data: Path, quick: bool, json_path: Path | Non
 def _print(console: Console, name: str, block: Any) -> None:
     table = Table(title=name, title_justify="left")
     if isinstance(block, dict) and block and all(isinstance(v, dict) for v in block.values()):
-        cols = sorted({k for v in block.values() for k in v}, key=lambda c: list(next(iter(block.values()))).index(c)
-                      if c in next(iter(block.values())) else 99)
+        cols = sorted(
+            {k for v in block.values() for k in v},
+            key=lambda c: list(next(iter(block.values()))).index(c) if c in next(iter(block.values())) else 99,
+        )
         table.add_column("")
         for c in cols:
             table.add_column(c, overflow="fold")
@@ -368,7 +392,7 @@ def _print(console: Console, name: str, block: Any) -> None:
     else:
         table.add_column("figure")
         table.add_column("value", overflow="fold")
-        for k, v in (block.items() if isinstance(block, dict) else [("value", block)]):
+        for k, v in block.items() if isinstance(block, dict) else [("value", block)]:
             table.add_row(k, _fmt(v))
     console.print(table)
 
@@ -386,4 +410,3 @@ def main_bench(settings: Settings, data: Path, quick: bool, json_path: Path | No
         raise SystemExit(f"data folder {data} not found; pass --data DIR (layout of ../shared/data)")
     run_bench(settings, data, quick, json_path, only)
     return 0
-

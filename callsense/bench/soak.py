@@ -41,8 +41,9 @@ def _clips(source: Path, tmp: Path) -> list[Path]:
     return out
 
 
-def bench_soak(settings: Settings, models: Models, source: Path, tmp: Path, sequential: int = 100,
-               concurrent: int = 4) -> dict[str, Any]:
+def bench_soak(
+    settings: Settings, models: Models, source: Path, tmp: Path, sequential: int = 100, concurrent: int = 4
+) -> dict[str, Any]:
     settings = settings.model_copy(deep=True)
     settings.server.store = tmp / "soak" / "calls.sqlite"
     settings.server.tokens = {"bench": TokenGrant(role="supervisor")}
@@ -52,8 +53,7 @@ def bench_soak(settings: Settings, models: Models, source: Path, tmp: Path, sequ
     return asyncio.run(_soak(settings, models, clips, sequential, concurrent))
 
 
-async def _soak(settings: Settings, models: Models, clips: list[Path], sequential: int,
-                concurrent: int) -> dict[str, Any]:
+async def _soak(settings: Settings, models: Models, clips: list[Path], sequential: int, concurrent: int) -> dict[str, Any]:
     import websockets
 
     server = CallServer(settings, models)
@@ -91,8 +91,12 @@ async def _soak(settings: Settings, models: Models, clips: list[Path], sequentia
     # two rounds of concurrent calls: the first raises the working set (several pipelines at once),
     # the second shows whether it keeps rising
     for round_ in ("after_concurrent_mb", "end_mb"):
-        results = await asyncio.gather(*(stream_file(clips[i % len(clips)], url, "bench", speed=0,
-                                                     call_id=f"soak-{round_[:3]}{i}") for i in range(concurrent)))
+        results = await asyncio.gather(
+            *(
+                stream_file(clips[i % len(clips)], url, "bench", speed=0, call_id=f"soak-{round_[:3]}{i}")
+                for i in range(concurrent)
+            )
+        )
         ids += [r["call_id"] for r in results]
         unclean += [r["call_id"] for r in results if not r["clean"]]
         await asyncio.sleep(1.0)
@@ -108,9 +112,16 @@ async def _soak(settings: Settings, models: Models, clips: list[Path], sequentia
     sequential_growth = (rss[f"after_{sequential}_calls_mb"] - rss["after_10_calls_mb"]) / rss["after_10_calls_mb"]
     concurrent_growth = (rss["end_mb"] - rss["after_concurrent_mb"]) / rss["after_concurrent_mb"]
     return {
-        "calls": len(ids), "audio_h": round(len(ids) * CLIP_S / 3600, 3), "wall_s": round(wall, 1),
-        **{k: round(v) for k, v in rss.items()}, "rss_growth_after_10": round(growth, 3),
-        "rss_growth_sequential": round(sequential_growth, 3), "rss_growth_concurrent_round_2": round(concurrent_growth, 3),
-        "rss_within_10pct": abs(growth) <= 0.10, "finals_stored": sum(len(s) for s in stored.values()),
-        "finals_missing_at_console": missing, "unclean_calls": len(unclean), "left_in_memory": in_memory,
+        "calls": len(ids),
+        "audio_h": round(len(ids) * CLIP_S / 3600, 3),
+        "wall_s": round(wall, 1),
+        **{k: round(v) for k, v in rss.items()},
+        "rss_growth_after_10": round(growth, 3),
+        "rss_growth_sequential": round(sequential_growth, 3),
+        "rss_growth_concurrent_round_2": round(concurrent_growth, 3),
+        "rss_within_10pct": abs(growth) <= 0.10,
+        "finals_stored": sum(len(s) for s in stored.values()),
+        "finals_missing_at_console": missing,
+        "unclean_calls": len(unclean),
+        "left_in_memory": in_memory,
     }

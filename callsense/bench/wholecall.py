@@ -37,8 +37,14 @@ def telephone(audio: np.ndarray) -> np.ndarray:
 
     from callsense.audio.codecs import decode_pcm, encode_mulaw
 
-    return np.stack([soxr.resample(decode_pcm(encode_mulaw(soxr.resample(ch, 16000, 8000)), "mulaw")[0], 8000, 16000)
-                     [: audio.shape[1]] for ch in audio]).astype(np.float32)
+    return np.stack(
+        [
+            soxr.resample(decode_pcm(encode_mulaw(soxr.resample(ch, 16000, 8000)), "mulaw")[0], 8000, 16000)[
+                : audio.shape[1]
+            ]
+            for ch in audio
+        ]
+    ).astype(np.float32)
 
 
 def constructed_calls(data: Path, n: int, seed: int = 7) -> list[CallBuilder]:
@@ -47,10 +53,13 @@ def constructed_calls(data: Path, n: int, seed: int = 7) -> list[CallBuilder]:
     used twice or taken from the sample call."""
     op_dir, cu_dir = data / "asr" / "ru_phone_prompts", data / "asr" / "ru_read_msu"
     sample_ids = {Path(t["source"]).stem for t in json.loads(SAMPLE.with_suffix(".json").read_text())["turns"]}
-    prompts = sorted((r for r in texts(op_dir / "transcripts.tsv").values()
-                      if r.get("flag") not in NOT_SPEECH and r["text"].strip()), key=lambda r: r["id"])
-    readings = sorted((r for r in texts(cu_dir / "transcripts.tsv").values() if r["id"] not in sample_ids),
-                      key=lambda r: r["id"])
+    prompts = sorted(
+        (r for r in texts(op_dir / "transcripts.tsv").values() if r.get("flag") not in NOT_SPEECH and r["text"].strip()),
+        key=lambda r: r["id"],
+    )
+    readings = sorted(
+        (r for r in texts(cu_dir / "transcripts.tsv").values() if r["id"] not in sample_ids), key=lambda r: r["id"]
+    )
     rng = random.Random(seed)
     rng.shuffle(prompts)
     rng.shuffle(readings)
@@ -90,8 +99,7 @@ def _offline(audio: np.ndarray, models: Any) -> list[str]:
 def _score(refs: list[str], stream: list[str], offline: list[str]) -> dict[str, Any]:
     r = [normalize(x) for x in refs]
     ws, wo = jiwer.wer(r, [normalize(x) for x in stream]), jiwer.wer(r, [normalize(x) for x in offline])
-    return {"wer_streaming": round(ws, 4), "wer_offline_beam5": round(wo, 4),
-            "ratio": round(ws / wo, 2) if wo else None}
+    return {"wer_streaming": round(ws, 4), "wer_offline_beam5": round(wo, 4), "ratio": round(ws / wo, 2) if wo else None}
 
 
 def bench_wholecall(data: Path, settings: Settings, models: Any, n_calls: int = 4) -> dict[str, Any]:
@@ -100,13 +108,16 @@ def bench_wholecall(data: Path, settings: Settings, models: Any, n_calls: int = 
 
     sample_refs = json.loads(SAMPLE.with_suffix(".json").read_text())["turns"]
     sets: dict[str, list[tuple[np.ndarray, list[str]]]] = {
-        "ru_call_stereo (sample)": [(read_audio(SAMPLE), [" ".join(t["text"] for t in sample_refs if t["role"] == role)
-                                                          for role in ROLES])],
-        "constructed ru calls, telephone": [(telephone(b.render()), [b.reference(role) for role in ROLES])
-                                            for b in constructed_calls(data, n_calls)],
+        "ru_call_stereo (sample)": [
+            (read_audio(SAMPLE), [" ".join(t["text"] for t in sample_refs if t["role"] == role) for role in ROLES])
+        ],
+        "constructed ru calls, telephone": [
+            (telephone(b.render()), [b.reference(role) for role in ROLES]) for b in constructed_calls(data, n_calls)
+        ],
         "Harper Valley en calls, real voices": [
             (audio, [harper_valley_reference(call, side) for side in ("agent", "caller")])
-            for call, audio in harper_valley_calls(data)],
+            for call, audio in harper_valley_calls(data)
+        ],
     }
     out: dict[str, Any] = {}
     for name, calls in sets.items():
@@ -119,6 +130,10 @@ def bench_wholecall(data: Path, settings: Settings, models: Any, n_calls: int = 
             refs += ref
             stream += _streaming(audio, settings, models)
             offline += _offline(audio, models)
-        out[name] = {"calls": len(calls), "audio_s": round(audio_s, 1), **_score(refs, stream, offline),
-                     "wall_s": round(time.perf_counter() - t0, 1)}
+        out[name] = {
+            "calls": len(calls),
+            "audio_s": round(audio_s, 1),
+            **_score(refs, stream, offline),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
     return out

@@ -38,13 +38,17 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
     url = f"ws://127.0.0.1:{port}"
     token = next((t for t, g in settings.server.tokens.items() if g.role == "supervisor"), "")
     # the address works as printed: the supervisor token is in it
-    console.print(f"server on {url}  \u2022  web dashboard: http://127.0.0.1:{port}/?token={token}  \u2022  "
-                  f"streaming {path.name} (a constructed call, see samples/README.md) at {speed:g}x")
+    console.print(
+        f"server on {url}  \u2022  web dashboard: http://127.0.0.1:{port}/?token={token}  \u2022  "
+        f"streaming {path.name} (a constructed call, see samples/README.md) at {speed:g}x"
+    )
     from callsense.service.client import stream_file
 
     # the console is the call's own operator's (the raw view); the dashboard address is a supervisor's
-    operator = next(((t, g.operator_id) for t, g in settings.server.tokens.items()
-                     if g.role == "operator" and g.operator_id), (token, "op-001"))
+    operator = next(
+        ((t, g.operator_id) for t, g in settings.server.tokens.items() if g.role == "operator" and g.operator_id),
+        (token, "op-001"),
+    )
     view = ConsoleView()
     corrected = 0  # turns revised after the call ended (its last packs are decoded after `call_ended`)
 
@@ -87,8 +91,9 @@ def run_demo(settings: Settings, path: Path, speed: float = 1.0, port: int = 0) 
     return asyncio.run(_demo(settings, path, speed, port))
 
 
-async def _cluster_calls(urls: list[str], token: str, files: list[Path], speed: float, cluster: LocalCluster,
-                         console: Console) -> list[dict[str, Any]]:
+async def _cluster_calls(
+    urls: list[str], token: str, files: list[Path], speed: float, cluster: LocalCluster, console: Console
+) -> list[dict[str, Any]]:
     """Streams the files as concurrent calls through the gateway; prints each final with its worker."""
     import websockets
 
@@ -114,8 +119,9 @@ async def _cluster_calls(urls: list[str], token: str, files: list[Path], speed: 
 
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0.3)
-    results = await asyncio.gather(*(stream_file(f, urls[0], token, speed=speed, call_id=i)
-                                     for f, i in zip(files, ids, strict=True)))
+    results = await asyncio.gather(
+        *(stream_file(f, urls[0], token, speed=speed, call_id=i) for f, i in zip(files, ids, strict=True))
+    )
     await asyncio.wait_for(watcher, 60)
     return list(results)
 
@@ -135,8 +141,10 @@ def run_cluster_demo(settings: Settings, files: list[Path], speed: float, workdi
         console.print(f"[red]{exc}[/red]")
         return 2
     try:
-        console.print(f"broker {cluster.redis.url}  \u2022  gateway {cluster.urls[0]}  \u2022  dashboard: "
-                      f"{cluster.urls[0].replace('ws://', 'http://')}/?token={token}  \u2022  logs in {workdir}")
+        console.print(
+            f"broker {cluster.redis.url}  \u2022  gateway {cluster.urls[0]}  \u2022  dashboard: "
+            f"{cluster.urls[0].replace('ws://', 'http://')}/?token={token}  \u2022  logs in {workdir}"
+        )
         results = asyncio.run(_cluster_calls(cluster.urls, token, files, speed, cluster, console))
     finally:
         cluster.stop()

@@ -20,9 +20,13 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--audiosocket-port", type=int, help="also accept Asterisk AudioSocket on this TCP port")
-    s.add_argument("--role", choices=["all", "gateway"], default="all",
-                   help="all: one process does everything (default); gateway: sources and consoles only, "
-                        "calls run on `callsense worker`s (needs --broker)")
+    s.add_argument(
+        "--role",
+        choices=["all", "gateway"],
+        default="all",
+        help="all: one process does everything (default); gateway: sources and consoles only, "
+        "calls run on `callsense worker`s (needs --broker)",
+    )
     s.add_argument("--broker", help="redis://HOST:PORT/DB joining gateways and workers (default: cluster.broker)")
 
     w = sub.add_parser("worker", help="process live calls that gateways put on the broker")
@@ -57,10 +61,17 @@ def add_parsers(sub: Any) -> None:
     b = sub.add_parser("bench", help="measure speed, latency, load and accuracy on this machine")
     b.add_argument("--quick", action="store_true", help="a few minutes instead of the full run")
     b.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    b.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data",
-                   help="labelled data in the layout of ../shared/data")
-    b.add_argument("--only", help="comma-separated: asr,live,diarization,text_emotion,speech_emotion,load,audit,"
-                                  "privacy,hints,soak,wholecall,cluster")
+    b.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[3] / "shared" / "data",
+        help="labelled data in the layout of ../shared/data",
+    )
+    b.add_argument(
+        "--only",
+        help="comma-separated: asr,live,diarization,text_emotion,speech_emotion,load,audit,"
+        "privacy,hints,soak,wholecall,cluster",
+    )
 
 
 def _with_broker(args: argparse.Namespace) -> Settings:
@@ -95,11 +106,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             server = CallServer(settings)
         port = await server.start(args.host, args.port, args.audiosocket_port)
-        print(f"callsense {'gateway ' if args.role == 'gateway' else ''}serving on "
-              f"{'wss' if settings.server.certfile else 'ws'}://{args.host or settings.server.host}:"
-              f"{port} (dashboard at /, health at /health)" +
-              (f"; AudioSocket on tcp port {server.audiosocket_port}" if args.audiosocket_port is not None else ""),
-              flush=True)
+        print(
+            f"callsense {'gateway ' if args.role == 'gateway' else ''}serving on "
+            f"{'wss' if settings.server.certfile else 'ws'}://{args.host or settings.server.host}:"
+            f"{port} (dashboard at /, health at /health)"
+            + (f"; AudioSocket on tcp port {server.audiosocket_port}" if args.audiosocket_port is not None else ""),
+            flush=True,
+        )
         stop = _stop_on_signals()
         await stop.wait()
         print(f"shutting down: finishing calls in flight (at most {settings.server.shutdown_timeout_s:.0f} s)\u2026")
@@ -126,8 +139,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker = Worker(settings, name=args.name)
         stop = _stop_on_signals()
         print(f"callsense worker {worker.name}: loading models\u2026", flush=True)
-        await worker.run(stop, lambda: print(f"callsense worker {worker.name}: taking calls from "
-                                             f"{settings.cluster.broker}", flush=True))
+        await worker.run(
+            stop, lambda: print(f"callsense worker {worker.name}: taking calls from {settings.cluster.broker}", flush=True)
+        )
 
     asyncio.run(main())
     return 0
@@ -138,13 +152,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from callsense.service.client import stream_file
 
     roles = args.channels.split(",") if args.channels else None
-    result = asyncio.run(stream_file(args.file, args.url, args.token, args.protocol, roles=roles,
-                                     call_id=args.call_id, speed=args.speed))
+    result = asyncio.run(
+        stream_file(args.file, args.url, args.token, args.protocol, roles=roles, call_id=args.call_id, speed=args.speed)
+    )
     for err in result["errors"]:
         print(f"server reported: {err}", file=sys.stderr)
     if not result["clean"]:
-        print(f"call {result['call_id']} did not end cleanly: the server did not confirm that all of it was "
-              "processed and saved", file=sys.stderr)
+        print(
+            f"call {result['call_id']} did not end cleanly: the server did not confirm that all of it was "
+            "processed and saved",
+            file=sys.stderr,
+        )
         return 1
     print(f"call {result['call_id']} ended and was saved" + (" (with warnings above)" if result["errors"] else ""))
     return 1 if result["errors"] else 0
@@ -173,8 +191,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from callsense.reports.audit import run_audit
 
     summary = run_audit(Path(args.folder), Path(args.out), settings_from(args), args.workers, args.engine, args.address)
-    print(f"audited {summary['calls']} calls ({summary['audio_hours']} h), {summary['failed']} failed; "
-          f"summary: {Path(args.out) / 'summary.html'}")
+    print(
+        f"audited {summary['calls']} calls ({summary['audio_hours']} h), {summary['failed']} failed; "
+        f"summary: {Path(args.out) / 'summary.html'}"
+    )
     return 0
 
 

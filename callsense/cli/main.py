@@ -13,12 +13,13 @@ from typing import Any
 from callsense import __version__
 from callsense.cli import live
 from callsense.cli.common import COMMANDS, command, settings_from
+from callsense.config import SAMPLES_DIR
 
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 warnings.filterwarnings("ignore", message=r"\s*torchcodec")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pyannote\..*")
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"  # shipped in the package
+SAMPLES = SAMPLES_DIR
 # constructed with synthetic voices to show every kind of hint (scripts/make_escalation_call.py)
 DEMO_CALL = SAMPLES / "en_escalation_call.flac"
 
@@ -40,16 +41,19 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name, ok, msg in results:
             console.print(f"{'[green]ok[/green]  ' if ok else '[red]FAIL[/red]'} {name:<15} {msg}")
         bad = [r for r in results if not r[1]]
-        console.print(f"{len(results) - len(bad)} of {len(results)} models load" +
-                      ("" if not bad else " - install what is named above, then run `callsense models check`"))
+        console.print(
+            f"{len(results) - len(bad)} of {len(results)} models load"
+            + ("" if not bad else " - install what is named above, then run `callsense models check`")
+        )
         return 1 if bad else 0
     table = Table(title="models the pipeline uses")
     for col in ("name", "purpose", "source", "path", "size", "sha256"):
         table.add_column(col, overflow="fold")
     for row in registry.describe(settings.models):
         if row["ok"]:
-            table.add_row(row["name"], row["purpose"], row["source"], row["path"],
-                          f"{row['size_bytes'] / 1e6:.1f} MB", row["sha256"])
+            table.add_row(
+                row["name"], row["purpose"], row["source"], row["path"], f"{row['size_bytes'] / 1e6:.1f} MB", row["sha256"]
+            )
         else:
             table.add_row(row["name"], row["purpose"], "[red]missing[/red]", row["error"], "", "")
     console.print(table)
@@ -79,8 +83,14 @@ def run_file(path: Path, settings: Any, *, mono: bool = False, progress: bool = 
     source = FileSource(path, chunk_ms=500)
     roles = roles_for(1 if mono else source.channels, settings)
     pipe = CallPipeline(settings, Models(settings), roles, source="file", offline=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeRemainingColumn(), transient=True, disable=not progress or not sys.stderr.isatty()) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        transient=True,
+        disable=not progress or not sys.stderr.isatty(),
+    ) as bar:
         task = bar.add_task(path.name, total=source.info.duration)
 
         def chunks() -> Any:
@@ -129,8 +139,10 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     if args.format == "rttm":
         ann.write_rttm(sys.stdout)
     else:
-        turns = [{"start": round(s.start, 3), "end": round(s.end, 3), "speaker": lbl}
-                 for s, _, lbl in ann.itertracks(yield_label=True)]
+        turns = [
+            {"start": round(s.start, 3), "end": round(s.end, 3), "speaker": lbl}
+            for s, _, lbl in ann.itertracks(yield_label=True)
+        ]
         print(json.dumps({"file": args.file, "speakers": sorted(ann.labels()), "turns": turns}, indent=1))
     return 0
 
@@ -183,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="callsense",
         description="Live call analytics on a CPU: who speaks, what they say, how they feel, and hints "
-                    "for the operator. Start with `callsense demo`.",
+        "for the operator. Start with `callsense demo`.",
     )
     p.add_argument("--version", action="version", version=f"callsense {__version__}")
     p.add_argument("--config", type=Path, help="settings YAML (default: the configs/default.yaml shipped in the package)")

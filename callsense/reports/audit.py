@@ -40,8 +40,15 @@ def find_calls(folder: Path) -> list[dict[str, Any]]:
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO | CHATS):
         rel = str(path.relative_to(folder))
         row = meta.get(rel, {})
-        calls.append({"path": str(path), "source": rel, "operator_id": row.get("operator_id") or None,
-                      "date": row.get("date"), "channels": row.get("channels") or None})
+        calls.append(
+            {
+                "path": str(path),
+                "source": rel,
+                "operator_id": row.get("operator_id") or None,
+                "date": row.get("date"),
+                "channels": row.get("channels") or None,
+            }
+        )
     return calls
 
 
@@ -54,8 +61,13 @@ def _done(call: dict[str, Any], events: list[Any], settings: Any) -> dict[str, A
     kept = [e for e in events if e.type != "transcript_partial"]
     if settings.report.redact_pii:
         kept = redact_events(kept, report["language"])
-    return {**call, "status": "done", "call_id": events[0].call_id, "report": report,
-            "events": [e.model_dump_json() for e in kept]}
+    return {
+        **call,
+        "status": "done",
+        "call_id": events[0].call_id,
+        "report": report,
+        "events": [e.model_dump_json() for e in kept],
+    }
 
 
 def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
@@ -79,8 +91,9 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
             return _done(call, analyze_dialogue(Path(call["path"]), settings), settings)
         source = FileSource(call["path"], chunk_ms=500)
         roles = roles_for(source.channels, settings)
-        pipe = CallPipeline(settings, _MODELS, roles, operator_id=call.get("operator_id"), source=call["source"],
-                            offline=True)
+        pipe = CallPipeline(
+            settings, _MODELS, roles, operator_id=call.get("operator_id"), source=call["source"], offline=True
+        )
         events = pipe.run(source)
         if source.error:
             return {**call, "status": "failed", "error": source.error}
@@ -126,8 +139,9 @@ def _local(calls: list[dict[str, Any]], settings_json: str, workers: int) -> Ite
     import multiprocessing
 
     # spawn, not fork: the parent may hold model runtimes (OpenMP, ONNX) that do not survive a fork
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=start_worker) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker
+    ) as pool:
         futures: list[Future] = [pool.submit(process_call, c, settings_json) for c in calls]
         for fut in as_completed(futures):
             yield fut.result()
@@ -169,8 +183,9 @@ def _worker_threads(n: int) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_audit(folder: Path, out: Path, settings: Settings, workers: int = 1, engine: str = "local",
-              address: str | None = None) -> dict[str, Any]:
+def run_audit(
+    folder: Path, out: Path, settings: Settings, workers: int = 1, engine: str = "local", address: str | None = None
+) -> dict[str, Any]:
     from callsense.events import parse_event
 
     out.mkdir(parents=True, exist_ok=True)
@@ -182,15 +197,19 @@ def run_audit(folder: Path, out: Path, settings: Settings, workers: int = 1, eng
     settings.models.whisper_threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
     settings_json = settings.model_dump_json()
     results = _dask(todo, settings_json, workers, address) if engine == "dask" else _local(todo, settings_json, workers)
-    with _worker_threads(settings.models.whisper_threads), \
-            Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     TextColumn("{task.fields[last]}")) as bar:
+    with (
+        _worker_threads(settings.models.whisper_threads),
+        Progress(
+            TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[last]}")
+        ) as bar,
+    ):
         task = bar.add_task("audit", total=len(calls), completed=len(calls) - len(todo), last="")
         for res in results:
             if res["status"] == "done":
                 events = [parse_event(e) for e in res["events"]]
-                store.save_call(res["call_id"], events, res["report"], source=res["source"],
-                                operator_id=res.get("operator_id"))
+                store.save_call(
+                    res["call_id"], events, res["report"], source=res["source"], operator_id=res.get("operator_id")
+                )
             else:
                 store.record_failure(f"failed:{res['source']}", res["source"], res["error"])
             bar.update(task, advance=1, last=f"{res['source']}: {res['status']}")
@@ -206,17 +225,25 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
     rows = []
     for r in reports:
         m = r["metrics"]
-        rows.append({
-            "call_id": r["call_id"], "source": r["source"], "operator_id": r.get("operator_id") or "",
-            "duration_s": m["duration_s"],
-            "operator_conduct": (r["scores"]["operator_conduct"] or {}).get("score"),
-            "customer_experience": (r["scores"]["customer_experience"] or {}).get("score"),
-            "flags": ",".join(f["flag"] for f in r.get("flags", [])),
-            "compliance_passed": sum(c["passed"] for c in r["compliance"]), "compliance_items": len(r["compliance"]),
-            "talk_listen_ratio": m["talk_listen_ratio"], "operator_interruptions": m["interruptions"].get("operator", 0),
-            "silences_over_5s": len(m["silences"]), "escalations": len(m["escalations"]),
-            "customer_valence_start": m["customer_valence_start"], "customer_valence_end": m["customer_valence_end"],
-        })
+        rows.append(
+            {
+                "call_id": r["call_id"],
+                "source": r["source"],
+                "operator_id": r.get("operator_id") or "",
+                "duration_s": m["duration_s"],
+                "operator_conduct": (r["scores"]["operator_conduct"] or {}).get("score"),
+                "customer_experience": (r["scores"]["customer_experience"] or {}).get("score"),
+                "flags": ",".join(f["flag"] for f in r.get("flags", [])),
+                "compliance_passed": sum(c["passed"] for c in r["compliance"]),
+                "compliance_items": len(r["compliance"]),
+                "talk_listen_ratio": m["talk_listen_ratio"],
+                "operator_interruptions": m["interruptions"].get("operator", 0),
+                "silences_over_5s": len(m["silences"]),
+                "escalations": len(m["escalations"]),
+                "customer_valence_start": m["customer_valence_start"],
+                "customer_valence_end": m["customer_valence_end"],
+            }
+        )
     if rows:
         with (out / "calls.csv").open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -227,22 +254,37 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
     for row in rows:
         cards[row["operator_id"] or "(unknown)"].append(row)
     # scorecards rest on operator conduct & compliance alone: no emotion reading (docs/models.md)
-    scorecards = [{"operator_id": op, "calls": len(rs), "hours": round(sum(r["duration_s"] for r in rs) / 3600, 3),
-                   "mean_operator_conduct": _mean([r["operator_conduct"] for r in rs]),
-                   "interruptions": sum(r["operator_interruptions"] for r in rs)} for op, rs in sorted(cards.items())]
+    scorecards = [
+        {
+            "operator_id": op,
+            "calls": len(rs),
+            "hours": round(sum(r["duration_s"] for r in rs) / 3600, 3),
+            "mean_operator_conduct": _mean([r["operator_conduct"] for r in rs]),
+            "interruptions": sum(r["operator_interruptions"] for r in rs),
+        }
+        for op, rs in sorted(cards.items())
+    ]
     # calls a quality analyst should listen to: the worst experiences first (about calls, not people)
-    worth = sorted(rows, key=lambda r: (r["customer_experience"] is None, r["customer_experience"] or 0,
-                                        -r["escalations"]))[:10]
+    worth = sorted(rows, key=lambda r: (r["customer_experience"] is None, r["customer_experience"] or 0, -r["escalations"]))[
+        :10
+    ]
     failures = store.failures()
-    summary = {"calls": len(rows), "failed": len(failures), "skipped_already_done": skipped,
-               "audio_hours": round(sum(r["duration_s"] for r in rows) / 3600, 3), "scorecards": scorecards,
-               "worth_listening": worth, "failures": [{"source": s, "error": e} for s, e in failures]}
+    summary = {
+        "calls": len(rows),
+        "failed": len(failures),
+        "skipped_already_done": skipped,
+        "audio_hours": round(sum(r["duration_s"] for r in rows) / 3600, 3),
+        "scorecards": scorecards,
+        "worth_listening": worth,
+        "failures": [{"source": s, "error": e} for s, e in failures],
+    }
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
     scores = [r["operator_conduct"] for r in rows if r["operator_conduct"] is not None]
     histogram = [sum(10 * i <= s < 10 * (i + 1) or (i == 9 and s == 100) for s in scores) for i in range(10)]
-    (out / "summary.html").write_text(env.get_template("audit.html").render(s=summary, histogram=histogram),
-                                      encoding="utf-8")
+    (out / "summary.html").write_text(
+        env.get_template("audit.html").render(s=summary, histogram=histogram), encoding="utf-8"
+    )
     return summary
 
 

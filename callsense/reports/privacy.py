@@ -27,8 +27,21 @@ from callsense.events import Event
 from callsense.models import english_ner, russian_ner
 
 DIGITS = re.compile(r"\D")
-CATEGORIES = ("CARD", "IBAN", "ACCOUNT", "INN", "SNILS", "PASSPORT", "PHONE", "EMAIL", "DOB", "CVV", "ADDRESS",
-              "SECRET", "NAME")
+CATEGORIES = (
+    "CARD",
+    "IBAN",
+    "ACCOUNT",
+    "INN",
+    "SNILS",
+    "PASSPORT",
+    "PHONE",
+    "EMAIL",
+    "DOB",
+    "CVV",
+    "ADDRESS",
+    "SECRET",
+    "NAME",
+)
 
 
 # --- check digits --------------------------------------------------------------------------------
@@ -55,8 +68,7 @@ def inn_ok(number: str) -> bool:
     if len(d) == 10:
         return ctrl([2, 4, 10, 3, 5, 9, 4, 6, 8], 9) == d[9]
     if len(d) == 12:
-        return (ctrl([7, 2, 4, 10, 3, 5, 9, 4, 6, 8], 10) == d[10]
-                and ctrl([3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8], 11) == d[11])
+        return ctrl([7, 2, 4, 10, 3, 5, 9, 4, 6, 8], 10) == d[10] and ctrl([3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8], 11) == d[11]
     return False
 
 
@@ -80,24 +92,83 @@ def iban_ok(value: str) -> bool:
 # --- spoken numbers --------------------------------------------------------------------------------
 
 _UNITS = {
-    "ноль": 0, "нуль": 0, "один": 1, "одна": 1, "одну": 1, "два": 2, "две": 2, "три": 3, "четыре": 4, "пять": 5,
-    "шесть": 6, "семь": 7, "восемь": 8, "девять": 9,
-    "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "ноль": 0,
+    "нуль": 0,
+    "один": 1,
+    "одна": 1,
+    "одну": 1,
+    "два": 2,
+    "две": 2,
+    "три": 3,
+    "четыре": 4,
+    "пять": 5,
+    "шесть": 6,
+    "семь": 7,
+    "восемь": 8,
+    "девять": 9,
+    "zero": 0,
+    "oh": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
     "nine": 9,
 }
 _TEENS = {
-    "десять": 10, "одиннадцать": 11, "двенадцать": 12, "тринадцать": 13, "четырнадцать": 14, "пятнадцать": 15,
-    "шестнадцать": 16, "семнадцать": 17, "восемнадцать": 18, "девятнадцать": 19,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+    "десять": 10,
+    "одиннадцать": 11,
+    "двенадцать": 12,
+    "тринадцать": 13,
+    "четырнадцать": 14,
+    "пятнадцать": 15,
+    "шестнадцать": 16,
+    "семнадцать": 17,
+    "восемнадцать": 18,
+    "девятнадцать": 19,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
 }
 _TENS = {
-    "двадцать": 20, "тридцать": 30, "сорок": 40, "пятьдесят": 50, "шестьдесят": 60, "семьдесят": 70,
-    "восемьдесят": 80, "девяносто": 90,
-    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+    "двадцать": 20,
+    "тридцать": 30,
+    "сорок": 40,
+    "пятьдесят": 50,
+    "шестьдесят": 60,
+    "семьдесят": 70,
+    "восемьдесят": 80,
+    "девяносто": 90,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
 }
-_HUNDREDS = {"сто": 100, "двести": 200, "триста": 300, "четыреста": 400, "пятьсот": 500, "шестьсот": 600,
-             "семьсот": 700, "восемьсот": 800, "девятьсот": 900}
+_HUNDREDS = {
+    "сто": 100,
+    "двести": 200,
+    "триста": 300,
+    "четыреста": 400,
+    "пятьсот": 500,
+    "шестьсот": 600,
+    "семьсот": 700,
+    "восемьсот": 800,
+    "девятьсот": 900,
+}
 _NUMBER_WORD = "|".join(sorted([*_UNITS, *_TEENS, *_TENS, *_HUNDREDS], key=len, reverse=True))
 _TOKEN = rf"(?:\b(?:{_NUMBER_WORD})\b|\b\d+\b)"
 # two or more number words or digit groups in a row: "четыре пять шесть", "4 5 6", "forty-two 17"
@@ -184,11 +255,15 @@ def _shadow(text: str) -> _Shadow:
 
 # --- rules -------------------------------------------------------------------------------------------
 
-_MONTHS = (r"(?:январ\w*|феврал\w*|март\w*|апрел\w*|ма[йя]\w*|июн\w*|июл\w*|август\w*|сентябр\w*|октябр\w*|"
-           r"ноябр\w*|декабр\w*|january|february|march|april|may|june|july|august|september|october|november|"
-           r"december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)")
-_DATE = (rf"(?:\d{{1,2}}[./-]\d{{1,2}}[./-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}(?:st|nd|rd|th|-?го)?\s+(?:of\s+)?"
-         rf"{_MONTHS}\s*,?\s*\d{{4}}|{_MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*\d{{4}})")
+_MONTHS = (
+    r"(?:январ\w*|феврал\w*|март\w*|апрел\w*|ма[йя]\w*|июн\w*|июл\w*|август\w*|сентябр\w*|октябр\w*|"
+    r"ноябр\w*|декабр\w*|january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)"
+)
+_DATE = (
+    rf"(?:\d{{1,2}}[./-]\d{{1,2}}[./-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}(?:st|nd|rd|th|-?го)?\s+(?:of\s+)?"
+    rf"{_MONTHS}\s*,?\s*\d{{4}}|{_MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*\d{{4}})"
+)
 # what follows a cue up to the end of its clause (at most `n` words): spoken answers and dates
 _CLAUSE = r"[^.;!?\n]{{1,{n}}}?(?=[.;!?\n]|$|,\s|\s(?:и|а|но|and|but)\s)"
 
@@ -197,21 +272,31 @@ def _after(cue: str, n: int = 60) -> re.Pattern[str]:
     return re.compile(rf"(?i)(?:{cue})\s*(?:—|-|:|это|is|was|are|будет|будут)?\s*({_CLAUSE.format(n=n)})")
 
 
-_SECRET_CUES = (r"кодов\w+ слов\w*|секретн\w+ слов\w*|контрольн\w+ слов\w*|кодов\w+ фраз\w*|"
-                r"девичь\w+ фамили\w+(?: (?:вашей |твоей )?матери)?|ответ на (?:контрольный|секретный) вопрос|"
-                r"code ?word|secret word|pass ?phrase|password|memorable word|security answer|"
-                r"mother'?s maiden name|maiden name")
-_DOB_CUES = (r"дат\w* рождения|родил(?:ся|ась|ись)|д\.\s?р\.|date of birth|born(?: on)?|birth ?date|\bdob\b|"
-             r"birthday|день рождения")
-_CVV_CUES = (r"cvv2?|cvc2?|csc|security code|код безопасности|(?:три|3) цифры на (?:обороте|обратной стороне)|"
-             r"(?:three|3) digits on the back|"
-             r"код (?:на )?(?:обороте|обратной стороне)|трёхзначный код|трехзначный код")
-_STREET = (r"улиц\w*|ул\.|проспект\w*|пр-т|переул\w*|пер\.|бульвар\w*|б-р|шоссе|площад\w*|набережн\w*|"
-           r"микрорайон\w*|мкр\.?")
+_SECRET_CUES = (
+    r"кодов\w+ слов\w*|секретн\w+ слов\w*|контрольн\w+ слов\w*|кодов\w+ фраз\w*|"
+    r"девичь\w+ фамили\w+(?: (?:вашей |твоей )?матери)?|ответ на (?:контрольный|секретный) вопрос|"
+    r"code ?word|secret word|pass ?phrase|password|memorable word|security answer|"
+    r"mother'?s maiden name|maiden name"
+)
+_DOB_CUES = (
+    r"дат\w* рождения|родил(?:ся|ась|ись)|д\.\s?р\.|date of birth|born(?: on)?|birth ?date|\bdob\b|"
+    r"birthday|день рождения"
+)
+_CVV_CUES = (
+    r"cvv2?|cvc2?|csc|security code|код безопасности|(?:три|3) цифры на (?:обороте|обратной стороне)|"
+    r"(?:three|3) digits on the back|"
+    r"код (?:на )?(?:обороте|обратной стороне)|трёхзначный код|трехзначный код"
+)
+_STREET = (
+    r"улиц\w*|ул\.|проспект\w*|пр-т|переул\w*|пер\.|бульвар\w*|б-р|шоссе|площад\w*|набережн\w*|"
+    r"микрорайон\w*|мкр\.?"
+)
 _EN_STREET = r"street|st\.?|avenue|ave\.?|road|rd\.?|lane|ln\.?|drive|dr\.?|boulevard|blvd\.?|court|ct\.?|way|place|pl\.?"
 
-_NOT_NAME = (r"(?:how|and|i|im|i'm|calling|from|with|here|at|speaking|what|can|may|the|a|is|was|и|а|я|как|чем|"
-             r"из|это|звоню|вот)\b")
+_NOT_NAME = (
+    r"(?:how|and|i|im|i'm|calling|from|with|here|at|speaking|what|can|may|the|a|is|was|и|а|я|как|чем|"
+    r"из|это|звоню|вот)\b"
+)
 
 Rule = tuple[str, re.Pattern[str], Callable[[str], bool] | None]
 # (label, pattern, validator) - checked identifiers first; a pattern's group 1, when it has one, is redacted
@@ -222,13 +307,25 @@ RULES: list[Rule] = [
     # named as a card, a long number goes even when its check digit fails: ASR drops or mishears a digit
     ("CARD", re.compile(r"(?i)(?:карт\w*|card)(?: number| номер)?\D{0,20}?((?:\d[ -]?){11,18}\d)(?!\d)"), None),
     ("ACCOUNT", re.compile(r"(?<!\d)(?:\d[ .]?){19}\d(?!\d)"), None),  # 20-digit Russian account
-    ("ACCOUNT", re.compile(r"(?i)(?:account|сч[её]т\w*|лицев\w+ сч[её]т\w*)(?: number| no\.?| номер| №)?\s*(?:is|:)?\s*"
-                           r"((?:\d[ -]?){6,17}\d)"), None),
+    (
+        "ACCOUNT",
+        re.compile(
+            r"(?i)(?:account|сч[её]т\w*|лицев\w+ сч[её]т\w*)(?: number| no\.?| номер| №)?\s*(?:is|:)?\s*"
+            r"((?:\d[ -]?){6,17}\d)"
+        ),
+        None,
+    ),
     ("SNILS", re.compile(r"(?<!\d)\d{3}[- ]?\d{3}[- ]?\d{3}[- ]?\d{2}(?!\d)"), snils_ok),
     ("INN", re.compile(r"(?<!\d)(?:\d{12}|\d{10})(?!\d)"), inn_ok),
     ("INN", re.compile(r"(?i)\bинн\w*\s*(?:—|:|номер)?\s*((?:\d[ ]?){9,11}\d)"), None),
-    ("PASSPORT", re.compile(r"(?i)(?:паспорт\w*|сери[яию]\w*|passport)(?: number| no\.?| номер)?[^\d\n]{0,25}?\b"
-                            r"(\d{2}\s?\d{2}\s?(?:№|номер|n)?\s?\d{6}|[A-Z]{0,2}\d{6,9})"), None),
+    (
+        "PASSPORT",
+        re.compile(
+            r"(?i)(?:паспорт\w*|сери[яию]\w*|passport)(?: number| no\.?| номер)?[^\d\n]{0,25}?\b"
+            r"(\d{2}\s?\d{2}\s?(?:№|номер|n)?\s?\d{6}|[A-Z]{0,2}\d{6,9})"
+        ),
+        None,
+    ),
     ("CVV", re.compile(rf"(?i)(?:{_CVV_CUES})\D{{0,25}}(\d{{3,4}})(?!\d)"), None),
     ("DOB", re.compile(rf"(?i)(?:{_DOB_CUES})\D{{0,25}}({_DATE})"), None),
     ("DOB", _after(_DOB_CUES, 50), None),
@@ -236,19 +333,50 @@ RULES: list[Rule] = [
     ("PHONE", re.compile(r"(?<![\d+])\+\d{1,3}[\s-]?(?:\d[\s-]?){6,12}\d(?!\d)"), None),
     ("PHONE", re.compile(r"(?<!\d)\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)"), None),
     ("SECRET", _after(_SECRET_CUES, 50), None),
-    ("ADDRESS", re.compile(rf"(?i)\b(?:{_STREET})\s+[\w-]+(?:\s+[\w-]+)?(?:,?\s*(?:дом|д\.)\s*\d+\w?)?"
-                           r"(?:,?\s*(?:корпус|корп\.|к\.|строение|стр\.)\s*\d+)?(?:,?\s*(?:квартира|кв\.)\s*\d+)?"), None),
-    ("ADDRESS", re.compile(rf"\b\d{{1,5}}\s+(?:[A-Z][a-z]+\s+){{1,3}}(?i:{_EN_STREET})(?![a-z])"
-                           r"(?:,?\s*(?i:apt|apartment|suite|unit|flat)\.?\s*\w+)?"), None),
-    ("ADDRESS", _after(r"проживаю по адресу|живу по адресу|мой адрес|адрес проживания|адрес регистрации|"
-                       r"i live at|my address is|home address is|registered address is", 80), None),
+    (
+        "ADDRESS",
+        re.compile(
+            rf"(?i)\b(?:{_STREET})\s+[\w-]+(?:\s+[\w-]+)?(?:,?\s*(?:дом|д\.)\s*\d+\w?)?"
+            r"(?:,?\s*(?:корпус|корп\.|к\.|строение|стр\.)\s*\d+)?(?:,?\s*(?:квартира|кв\.)\s*\d+)?"
+        ),
+        None,
+    ),
+    (
+        "ADDRESS",
+        re.compile(
+            rf"\b\d{{1,5}}\s+(?:[A-Z][a-z]+\s+){{1,3}}(?i:{_EN_STREET})(?![a-z])"
+            r"(?:,?\s*(?i:apt|apartment|suite|unit|flat)\.?\s*\w+)?"
+        ),
+        None,
+    ),
+    (
+        "ADDRESS",
+        _after(
+            r"проживаю по адресу|живу по адресу|мой адрес|адрес проживания|адрес регистрации|"
+            r"i live at|my address is|home address is|registered address is",
+            80,
+        ),
+        None,
+    ),
     ("ADDRESS", re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b"), None),  # UK postcode
-    ("NAME", re.compile(r"(?i:my name is|this is|mr\.?|mrs\.?|ms\.?|miss|меня зовут|моя фамилия|my surname is)\s+"
-                        r"([A-ZА-ЯЁ][a-zа-яё]+(?:\s+[A-ZА-ЯЁ][a-zа-яё]+){0,2})"), None),
+    (
+        "NAME",
+        re.compile(
+            r"(?i:my name is|this is|mr\.?|mrs\.?|ms\.?|miss|меня зовут|моя фамилия|my surname is)\s+"
+            r"([A-ZА-ЯЁ][a-zа-яё]+(?:\s+[A-ZА-ЯЁ][a-zа-яё]+){0,2})"
+        ),
+        None,
+    ),
     # ASR and transcripts in lower case: a name introduced as such, up to two words that are not the
     # sentence going on ("my name is mary how can i help")
-    ("NAME", re.compile(rf"(?i:my name is|my name's|my first name is|my last name is|меня зовут|моя фамилия)\s+"
-                        rf"((?!{_NOT_NAME})[a-zа-яё]+(?:\s+(?!{_NOT_NAME})[a-zа-яё]+)?)"), None),
+    (
+        "NAME",
+        re.compile(
+            rf"(?i:my name is|my name's|my first name is|my last name is|меня зовут|моя фамилия)\s+"
+            rf"((?!{_NOT_NAME})[a-zа-яё]+(?:\s+(?!{_NOT_NAME})[a-zа-яё]+)?)"
+        ),
+        None,
+    ),
 ]
 
 
@@ -273,8 +401,6 @@ def _english_names(text: str) -> list[tuple[int, int]]:
     if nlp is None:
         return []
     return [(e.start_char, e.end_char) for e in nlp(text).ents if e.label_ == "PERSON"]
-
-
 
 
 # --- finding and redacting ------------------------------------------------------------------------

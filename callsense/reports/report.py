@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from callsense.config import Settings
-from callsense.events import Emotion, Event, Hint, TranscriptFinal
+from callsense.events import Emotion, Event, Hint, Risk, TranscriptFinal
 
 # --- transcripts --------------------------------------------------------------------------------
 
@@ -33,8 +33,18 @@ def transcript_json(events: list[Event]) -> dict[str, Any]:
     langs = [f.language for f in fins if f.language]
     return {
         "language": max(set(langs), key=langs.count) if langs else None,
-        "segments": [{"start": f.start, "end": f.end, "speaker": f.speaker, "role": f.role, "text": f.text,
-                      "language": f.language, "words": [w.model_dump() for w in f.words]} for f in fins],
+        "segments": [
+            {
+                "start": f.start,
+                "end": f.end,
+                "speaker": f.speaker,
+                "role": f.role,
+                "text": f.text,
+                "language": f.language,
+                "words": [w.model_dump() for w in f.words],
+            }
+            for f in fins
+        ],
     }
 
 
@@ -48,8 +58,9 @@ def _srt_time(t: float) -> str:
 
 
 def transcript_srt(events: list[Event]) -> str:
-    return "\n".join(f"{i}\n{_srt_time(f.start)} --> {_srt_time(f.end)}\n{f.role}: {f.text}\n"
-                     for i, f in enumerate(finals(events), 1))
+    return "\n".join(
+        f"{i}\n{_srt_time(f.start)} --> {_srt_time(f.end)}\n{f.role}: {f.text}\n" for i, f in enumerate(finals(events), 1)
+    )
 
 
 # --- chat / ticket transcripts -----------------------------------------------------------------
@@ -72,6 +83,7 @@ def load_dialogue(path: Path) -> dict[str, Any]:
 def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
     """Text-only calls (chat, tickets): the same emotion and hint stages as audio, minus the voice."""
     from callsense.events import CallEnded, CallStarted, Sequencer
+    from callsense.stages.escalation import EscalationState
     from callsense.stages.fusion import Fuser
     from callsense.stages.hints import HintEngine
     from callsense.stages.text_emotion import TextEmbedder, TextEmotion
@@ -82,8 +94,8 @@ def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
     text_model = TextEmotion.load(settings.models)
     fuser = Fuser(settings.emotion)
     hints = HintEngine(settings.hints, language=lang, embed=TextEmbedder(settings.models))
-    events: list[Event] = [CallStarted(sample_rate=0, channels=["operator", "customer"], source="text",
-                                       language=lang)]
+    escalation = EscalationState(hints.customer, settings.hints.recover_turns)
+    events: list[Event] = [CallStarted(sample_rate=0, channels=["operator", "customer"], source="text", language=lang)]
     clock = 0.0
     scores = text_model.score([t["text"] for t in dialogue["turns"]]) if dialogue["turns"] else []
     for i, (turn, score) in enumerate(zip(dialogue["turns"], scores, strict=True)):
@@ -91,10 +103,20 @@ def analyze_dialogue(path: Path, settings: Settings) -> list[Event]:
         end = float(turn.get("end", start + max(1.0, 0.4 * len(turn["text"].split()))))
         clock = end + 0.5
         speaker = turn.get("speaker", turn["role"])
-        fin = TranscriptFinal(speaker=speaker, role=turn["role"], start=start, end=end, text=turn["text"],
-                              language=lang, utterance_id=f"t{i + 1}")
+        fin = TranscriptFinal(
+            speaker=speaker,
+            role=turn["role"],
+            start=start,
+            end=end,
+            text=turn["text"],
+            language=lang,
+            utterance_id=f"t{i + 1}",
+        )
         emo = fuser.fuse(speaker, turn["role"], start, end, fin.utterance_id, fin.text, score, None)
-        turn_events: list[Event] = [*hints.tick(start, False), fin, emo, *hints.on_final(fin), *hints.on_emotion(emo)]
+        said = [*hints.on_final(fin), *hints.on_emotion(emo)]
+        signals: list[Emotion | Hint] = [emo, *said]
+        risk = [r for item in signals for r in escalation.push(item)]
+        turn_events: list[Event] = [*hints.tick(start, False), fin, emo, *said, *risk]
         for ev in turn_events:
             ev.t = end  # as if live: each event when its turn ended
             events.append(ev)
@@ -137,6 +159,7 @@ def call_metrics(events: list[Event], hold_s: float = 5.0) -> dict[str, Any]:
     start_val = sum(e.valence for e in cust[:q]) / q if cust else None
     end_val = sum(e.valence for e in cust[-q:]) / q if cust else None
     return {
+        **customer_course(events, cust),
         "duration_s": round(duration, 2),
         "no_speech": not any(f.text.strip() for f in fins),
         "red_flag_phrases": sum(h.reason == "operator_tone" for h in hints),
@@ -148,27 +171,56 @@ def call_metrics(events: list[Event], hold_s: float = 5.0) -> dict[str, Any]:
         "silences": silences,
         "customer_valence_start": None if start_val is None else round(start_val, 3),
         "customer_valence_end": None if end_val is None else round(end_val, 3),
-        "escalations": [{"t": h.t, "reason": h.reason, "severity": h.severity, "title": h.title}
-                        for h in hints if h.severity != "info"],
-        "hints": {"shown": len(hints), "accepted": sum(f.action == "accepted" for f in feedback),
-                  "dismissed": sum(f.action == "dismissed" for f in feedback)},
+        "escalations": [
+            {"t": h.t, "reason": h.reason, "severity": h.severity, "title": h.title} for h in hints if h.severity != "info"
+        ],
+        "hints": {
+            "shown": len(hints),
+            "accepted": sum(f.action == "accepted" for f in feedback),
+            "dismissed": sum(f.action == "dismissed" for f in feedback),
+        },
+    }
+
+
+def customer_course(events: list[Event], customer: list[Emotion]) -> dict[str, Any]:
+    """The customer state's course over the call (the last `risk` of each moment: one per customer turn)
+    and how positive the customer's last turn was (thanks, relief)."""
+    by_moment = {e.t: e.frustration for e in events if isinstance(e, Risk)}
+    course = list(by_moment.values())
+    text = customer[-1].evidence.get("text") if customer else None
+    last = text.get("sentiment", {}).get("positive") if isinstance(text, dict) else None
+    return {
+        "customer_frustration": {"mean": round(sum(course) / len(course), 3), "end": course[-1], "peak": max(course)}
+        if course
+        else None,
+        "customer_last_positive": last,
     }
 
 
 def customer_experience(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """How the call went for the customer (0-100; per call; may use emotion readings). Never an input
-    to anything about the operator."""
+    """How the call went for the customer (0-100; per call; uses emotion readings). Never an input to
+    anything about the operator. Half of it is how the customer ended (the last turn's positive
+    probability), less the strain over the whole call (the mean probability that the customer was
+    frustrated); critical escalations and long waits take points off. On labelled support chats its rank
+    correlation with the task's success is in docs/benchmarks.md (`callsense bench --only hints`)."""
     if metrics["no_speech"]:
         return None
-    start, end = metrics["customer_valence_start"], metrics["customer_valence_end"]
-    mood = 50.0 if end is None else 50 + 35 * max(-1.0, min(1.0, end))
-    if start is not None and end is not None:
-        mood += 15 * max(-1.0, min(1.0, end - start))
+    course, last = metrics.get("customer_frustration"), metrics.get("customer_last_positive")
+    strain = course["mean"] if course else 0.0
+    ending = 0.5 if last is None else last
+    mood = 100 * max(0.0, min(1.0, 0.5 + 0.5 * ending - strain))
     critical = sum(e["severity"] == "critical" for e in metrics["escalations"])
     waiting = sum(s["s"] for s in metrics["silences"])
     score = max(0.0, min(100.0, mood - 10 * critical - min(20.0, waiting / 6)))
-    return {"score": round(score), "customer_mood": round(mood, 1), "critical_escalations": critical,
-            "waiting_s": round(waiting, 1), "uses_emotion": True}
+    return {
+        "score": round(score),
+        "customer_mood": round(mood, 1),
+        "frustration_mean": round(strain, 3),
+        "ending_positive": None if last is None else round(last, 2),
+        "critical_escalations": critical,
+        "waiting_s": round(waiting, 1),
+        "uses_emotion": True,
+    }
 
 
 def operator_conduct(metrics: dict[str, Any], compliance: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -183,8 +235,12 @@ def operator_conduct(metrics: dict[str, Any], compliance: list[dict[str, Any]]) 
     conduct -= 3 * len([s for s in metrics["silences"] if s["s"] > 30])
     conduct -= 5 * metrics["red_flag_phrases"]
     conduct = max(0.0, conduct)
-    return {"score": round(checklist + conduct), "checklist": round(checklist, 1), "conduct": round(conduct, 1),
-            "uses_emotion": False}
+    return {
+        "score": round(checklist + conduct),
+        "checklist": round(checklist, 1),
+        "conduct": round(conduct, 1),
+        "uses_emotion": False,
+    }
 
 
 # --- compliance -----------------------------------------------------------------------------------
@@ -212,8 +268,14 @@ def compliance(events: list[Event], checklist: list[dict[str, Any]]) -> list[dic
             # e.g. identity must be verified before account details are given
             later = next((f for f in fins if re.search(item["before_pattern"], f.text, re.IGNORECASE)), None)
             passed = later is None or hit.start <= later.start
-        results.append({"id": item["id"], "title": item["title"], "passed": passed,
-                        "evidence": None if hit is None else {"t": hit.start, "text": hit.text[:160]}})
+        results.append(
+            {
+                "id": item["id"],
+                "title": item["title"],
+                "passed": passed,
+                "evidence": None if hit is None else {"t": hit.start, "text": hit.text[:160]},
+            }
+        )
     return results
 
 
@@ -243,15 +305,21 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
         "metrics": metrics,
         "compliance": checks,
         # two scores, two purposes: only operator_conduct may feed anything about an operator
-        "scores": {"customer_experience": customer_experience(metrics),
-                   "operator_conduct": operator_conduct(metrics, checks)},
+        "scores": {
+            "customer_experience": customer_experience(metrics),
+            "operator_conduct": operator_conduct(metrics, checks),
+        },
         "flags": flags(events, metrics),
-        "transcript": [{"start": f.start, "end": f.end, "role": f.role, "speaker": f.speaker,
-                        "text": f.text} for f in fins],
-        "emotion_timeline": [{"t": e.end, "role": e.role, "speaker": e.speaker, "valence": e.valence,
-                              "arousal": e.arousal, "label": e.label} for e in emotions],
-        "hints": [{"t": h.t, "severity": h.severity, "reason": h.reason, "title": h.title,
-                   "phrases": h.phrases} for h in events if isinstance(h, Hint)],
+        "transcript": [{"start": f.start, "end": f.end, "role": f.role, "speaker": f.speaker, "text": f.text} for f in fins],
+        "emotion_timeline": [
+            {"t": e.end, "role": e.role, "speaker": e.speaker, "valence": e.valence, "arousal": e.arousal, "label": e.label}
+            for e in emotions
+        ],
+        "hints": [
+            {"t": h.t, "severity": h.severity, "reason": h.reason, "title": h.title, "phrases": h.phrases}
+            for h in events
+            if isinstance(h, Hint)
+        ],
         "errors": [e.message for e in events if e.type == "error"],
     }
     report["customer_summary"] = customer_summary(report)
@@ -266,9 +334,14 @@ def flags(events: list[Event], metrics: dict[str, Any]) -> list[dict[str, Any]]:
     guessed = [f for f in finals(events) if f.role_confidence < 1.0]
     if guessed:
         low = min(f.role_confidence for f in guessed)
-        out.append({"flag": "roles_guessed", "min_confidence": round(low, 2),
-                    "text": f"who is the operator was guessed from the conversation (confidence down to {low:.2f}); "
-                            "check the roles before acting on this report"})
+        out.append(
+            {
+                "flag": "roles_guessed",
+                "min_confidence": round(low, 2),
+                "text": f"who is the operator was guessed from the conversation (confidence down to {low:.2f}); "
+                "check the roles before acting on this report",
+            }
+        )
     return out
 
 
@@ -285,18 +358,22 @@ def write_report(events: list[Event], out: Path, settings: Settings, source: str
 
 
 SUMMARY = {
-    "en": {"lasted": "Your call lasted {m:.1f} minutes.",
-           "waited": "You were on hold or waiting {n} time(s), the longest {s:.0f} seconds.",
-           "escalated": "The system noticed moments where you seemed dissatisfied and suggested to the operator how "
-                        "to help; a person, not the system, decided what to do.",
-           "estimates": "Emotion readings are estimates from voice and words; they are never used for decisions "
-                        "about credit, accounts or employment."},
-    "ru": {"lasted": "Ваш звонок длился {m:.1f} мин.",
-           "waited": "Вы ожидали на линии {n} раз(а), самое долгое ожидание — {s:.0f} с.",
-           "escalated": "Система заметила моменты, когда вы, по-видимому, были недовольны, и подсказала оператору, "
-                        "как помочь; решения принимал человек, а не система.",
-           "estimates": "Оценки эмоций — это приблизительные выводы по голосу и словам; они никогда не используются "
-                        "для решений о кредитах, счетах или о сотрудниках."},
+    "en": {
+        "lasted": "Your call lasted {m:.1f} minutes.",
+        "waited": "You were on hold or waiting {n} time(s), the longest {s:.0f} seconds.",
+        "escalated": "The system noticed moments where you seemed dissatisfied and suggested to the operator how "
+        "to help; a person, not the system, decided what to do.",
+        "estimates": "Emotion readings are estimates from voice and words; they are never used for decisions "
+        "about credit, accounts or employment.",
+    },
+    "ru": {
+        "lasted": "Ваш звонок длился {m:.1f} мин.",
+        "waited": "Вы ожидали на линии {n} раз(а), самое долгое ожидание — {s:.0f} с.",
+        "escalated": "Система заметила моменты, когда вы, по-видимому, были недовольны, и подсказала оператору, "
+        "как помочь; решения принимал человек, а не система.",
+        "estimates": "Оценки эмоций — это приблизительные выводы по голосу и словам; они никогда не используются "
+        "для решений о кредитах, счетах или о сотрудниках.",
+    },
 }
 
 

@@ -55,8 +55,10 @@ class Store:
 
     def open_call(self, call_id: str, source: str, operator_id: str | None) -> None:
         with self._lock, self.db:
-            self.db.execute("INSERT OR REPLACE INTO calls (call_id, source, operator_id, status, started) "
-                            "VALUES (?, ?, ?, 'live', ?)", (call_id, source, operator_id, time.time()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO calls (call_id, source, operator_id, status, started) VALUES (?, ?, ?, 'live', ?)",
+                (call_id, source, operator_id, time.time()),
+            )
 
     def append_events(self, call_id: str, events: Iterable[Event]) -> None:
         rows = [(call_id, e.seq, e.type, e.model_dump_json()) for e in events if e.type != "transcript_partial"]
@@ -71,13 +73,15 @@ class Store:
             rows = self.db.execute("SELECT body FROM events WHERE call_id = ? ORDER BY seq", (call_id,)).fetchall()
         return [parse_event(body) for (body,) in rows]
 
-    def finish_call(self, call_id: str, report: dict[str, Any] | None, status: str = "done",
-                    error: str | None = None) -> None:
+    def finish_call(
+        self, call_id: str, report: dict[str, Any] | None, status: str = "done", error: str | None = None
+    ) -> None:
         duration = report["metrics"]["duration_s"] if report else None
         with self._lock, self.db:
-            self.db.execute("UPDATE calls SET status = ?, error = ?, finished = ?, duration_s = ?, report = ? "
-                            "WHERE call_id = ?", (status, error, time.time(), duration,
-                                                  json.dumps(report, ensure_ascii=False) if report else None, call_id))
+            self.db.execute(
+                "UPDATE calls SET status = ?, error = ?, finished = ?, duration_s = ?, report = ? WHERE call_id = ?",
+                (status, error, time.time(), duration, json.dumps(report, ensure_ascii=False) if report else None, call_id),
+            )
 
     def live_calls(self) -> list[tuple[str, str, str | None]]:
         """(call_id, source, operator_id) of calls a previous process left unfinished."""
@@ -90,20 +94,32 @@ class Store:
 
     # -- whole calls (audit) --
 
-    def save_call(self, call_id: str, events: list[Event], report: dict[str, Any] | None, *, source: str = "",
-                  operator_id: str | None = None, status: str = "done", error: str | None = None) -> None:
+    def save_call(
+        self,
+        call_id: str,
+        events: list[Event],
+        report: dict[str, Any] | None,
+        *,
+        source: str = "",
+        operator_id: str | None = None,
+        status: str = "done",
+        error: str | None = None,
+    ) -> None:
         with self._lock, self.db:
             self.db.execute("DELETE FROM events WHERE call_id = ?", (call_id,))
-            self.db.execute("INSERT OR REPLACE INTO calls (call_id, source, operator_id, status, started) "
-                            "VALUES (?, ?, ?, 'live', ?)", (call_id, source, operator_id,
-                                                            events[0].wall if events else time.time()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO calls (call_id, source, operator_id, status, started) VALUES (?, ?, ?, 'live', ?)",
+                (call_id, source, operator_id, events[0].wall if events else time.time()),
+            )
         self.append_events(call_id, events)
         self.finish_call(call_id, report, status, error)
 
     def record_failure(self, call_id: str, source: str, error: str) -> None:
         with self._lock, self.db:
-            self.db.execute("INSERT OR REPLACE INTO calls (call_id, source, status, error, finished) VALUES "
-                            "(?, ?, 'failed', ?, ?)", (call_id, source, error, time.time()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO calls (call_id, source, status, error, finished) VALUES (?, ?, 'failed', ?, ?)",
+                (call_id, source, error, time.time()),
+            )
 
     def status(self, source: str) -> str | None:
         with self._lock:
@@ -112,8 +128,9 @@ class Store:
 
     def reports(self) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self.db.execute("SELECT call_id, source, operator_id, report FROM calls "
-                                   "WHERE status IN ('done', 'interrupted')").fetchall()
+            rows = self.db.execute(
+                "SELECT call_id, source, operator_id, report FROM calls WHERE status IN ('done', 'interrupted')"
+            ).fetchall()
         return [{"call_id": c, "source": s, "operator_id": o, **json.loads(r)} for c, s, o, r in rows if r]
 
     def failures(self) -> list[tuple[str, str]]:

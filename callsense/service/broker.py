@@ -45,8 +45,7 @@ def connect(url: str) -> Any:
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError as Disconnected
 
-    return aredis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
-                                 retry_on_error=[Disconnected])
+    return aredis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4), retry_on_error=[Disconnected])
 
 
 def connect_sync(url: str) -> Any:
@@ -55,8 +54,9 @@ def connect_sync(url: str) -> Any:
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
-                                retry_on_error=[redis.ConnectionError])
+    return redis.Redis.from_url(
+        url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4), retry_on_error=[redis.ConnectionError]
+    )
 
 
 def call_key(call_id: str) -> str:
@@ -97,8 +97,13 @@ def encode_message(msg: Message) -> dict[Any, Any]:
     if isinstance(msg, Audio):
         pcm = np.clip(msg.chunk.audio, -1.0, 1.0 - 1 / 32768) * 32768
         wall = time.time() - (time.monotonic() - msg.arrived)
-        return {"k": "audio", "ch": str(msg.chunk.audio.shape[0]), "start": repr(msg.chunk.start),
-                "at": repr(wall), "pcm": pcm.astype("<i2").T.tobytes()}
+        return {
+            "k": "audio",
+            "ch": str(msg.chunk.audio.shape[0]),
+            "start": repr(msg.chunk.start),
+            "at": repr(wall),
+            "pcm": pcm.astype("<i2").T.tobytes(),
+        }
     if isinstance(msg, Feedback):
         return {"k": "feedback", "hint": msg.hint_id, "action": msg.action, "by": msg.by}
     if isinstance(msg, SourceError):

@@ -127,8 +127,17 @@ class LiveCall(Protocol):
 class Call:
     """A live call: `inbox` takes messages from ingest and consoles; `task` runs `work()`."""
 
-    def __init__(self, call_id: str, operator_id: str | None, source: str, pipeline: CallPipeline,
-                 settings: Settings, store: Store | None, executor: Executor, publish: Publish) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        operator_id: str | None,
+        source: str,
+        pipeline: CallPipeline,
+        settings: Settings,
+        store: Store | None,
+        executor: Executor,
+        publish: Publish,
+    ) -> None:
         self.call_id, self.operator_id, self.source = call_id, operator_id, source
         self.settings, self.store, self.executor, self.publish = settings, store, executor, publish
         self.inbox: Mailbox[Message] = Mailbox(maxsize=settings.server.call_queue)
@@ -251,8 +260,9 @@ class Call:
         return []
 
 
-def persist_report(settings: Settings, store: Store | None, call_id: str, events: list[Event], source: str,
-                   status: str) -> None:
+def persist_report(
+    settings: Settings, store: Store | None, call_id: str, events: list[Event], source: str, status: str
+) -> None:
     """Write a call's report files and close its row in the store."""
     if store is None:
         return

@@ -25,9 +25,18 @@ def _s16(audio: np.ndarray) -> bytes:
     return (np.clip(audio.T, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-async def stream_file(path: str | Path, url: str, token: str, protocol: str = "plain", roles: list[str] | None = None,
-                      call_id: str | None = None, speed: float = 1.0, operator_id: str | None = None,
-                      chunk_ms: int = 100, language: str | None = None) -> dict[str, Any]:
+async def stream_file(
+    path: str | Path,
+    url: str,
+    token: str,
+    protocol: str = "plain",
+    roles: list[str] | None = None,
+    call_id: str | None = None,
+    speed: float = 1.0,
+    operator_id: str | None = None,
+    chunk_ms: int = 100,
+    language: str | None = None,
+) -> dict[str, Any]:
     """Send `path` as a live call (speed 0: as fast as the server takes it - backpressure, no loss).
 
     Returns {"call_id", "errors": [...], "clean": bool}: clean when the server confirmed that the
@@ -78,19 +87,40 @@ async def _read_replies(ws: Any, result: dict[str, Any]) -> None:
             result["errors"].append(f"closed {exc.rcvd.code}: {exc.rcvd.reason}")
 
 
-def _start_message(protocol: str, call_id: str, roles: list[str], operator_id: str | None,
-                   language: str | None) -> dict[str, Any]:
+def _start_message(
+    protocol: str, call_id: str, roles: list[str], operator_id: str | None, language: str | None
+) -> dict[str, Any]:
     if protocol == "twilio":
         tracks = ["inbound", "outbound"] if len(roles) == 2 else ["inbound"]
         params = {k: v for k, v in (("operator_id", operator_id), ("language", language)) if v}
-        return {"event": "start", "start": {"callSid": call_id, "tracks": tracks, "customParameters": params,
-                                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}
+        return {
+            "event": "start",
+            "start": {
+                "callSid": call_id,
+                "tracks": tracks,
+                "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+            },
+        }
     if protocol == "audio_fork":
         # mod_audio_fork stereo is caller (customer) left, callee (operator) right
-        return {"uuid": call_id, "sampleRate": SAMPLE_RATE, "channels": len(roles), "roles": roles,
-                "operator_id": operator_id, "language": language}
-    return {"type": "start", "call_id": call_id, "sample_rate": SAMPLE_RATE, "encoding": "s16le", "channels": roles,
-            "operator_id": operator_id, "language": language}
+        return {
+            "uuid": call_id,
+            "sampleRate": SAMPLE_RATE,
+            "channels": len(roles),
+            "roles": roles,
+            "operator_id": operator_id,
+            "language": language,
+        }
+    return {
+        "type": "start",
+        "call_id": call_id,
+        "sample_rate": SAMPLE_RATE,
+        "encoding": "s16le",
+        "channels": roles,
+        "operator_id": operator_id,
+        "language": language,
+    }
 
 
 class _Mulaw8k:
@@ -115,6 +145,5 @@ def _frames(protocol: str, audio: np.ndarray, channels: int, mulaw: _Mulaw8k) ->
     out: list[str | bytes] = []
     for ch, track in enumerate(tracks):
         payload = mulaw(ch, audio[ch])
-        out.append(json.dumps({"event": "media", "media": {"track": track,
-                                                           "payload": base64.b64encode(payload).decode()}}))
+        out.append(json.dumps({"event": "media", "media": {"track": track, "payload": base64.b64encode(payload).decode()}}))
     return out

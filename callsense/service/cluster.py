@@ -19,8 +19,10 @@ from typing import IO, Any
 
 import yaml
 
-INSTALL_HINT = ("redis-server is not installed: `apt-get install redis-server` (Debian/Ubuntu; scripts/bootstrap.sh "
-                "does it when run as root), or point --broker at a Redis 7 you run")
+INSTALL_HINT = (
+    "redis-server is not installed: `apt-get install redis-server` (Debian/Ubuntu; scripts/bootstrap.sh "
+    "does it when run as root), or point --broker at a Redis 7 you run"
+)
 
 
 class RedisMissing(RuntimeError):
@@ -50,9 +52,23 @@ class LocalRedis:
         if binary is None:
             raise RedisMissing(INSTALL_HINT)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         deadline = time.monotonic() + 10
@@ -78,8 +94,9 @@ class Process:
         self.name, self.log = name, log
         self._out: IO[str] = open(log, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "callsense.cli", *args], stdout=self._out,
-                                     stderr=subprocess.STDOUT, env=env, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callsense.cli", *args], stdout=self._out, stderr=subprocess.STDOUT, env=env, text=True
+        )
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
         deadline = time.monotonic() + timeout
@@ -134,8 +151,11 @@ class LocalCluster:
             self.add_worker(f"worker{i + 1}")
         for i in range(self.n_gateways):
             name = f"gateway{i + 1}"
-            gw = Process(name, ["--config", str(self._config(name)), "serve", "--role", "gateway", "--port", "0"],
-                         self.workdir / f"{name}.log")
+            gw = Process(
+                name,
+                ["--config", str(self._config(name)), "serve", "--role", "gateway", "--port", "0"],
+                self.workdir / f"{name}.log",
+            )
             self.gateways.append(gw)
         for gw in self.gateways:
             port = gw.wait_for(r"serving on ws://[\d.]+:(\d+)", 60).group(1)
@@ -145,8 +165,9 @@ class LocalCluster:
         return self
 
     def add_worker(self, name: str) -> Process:
-        self.workers[name] = Process(name, ["--config", str(self._config(name)), "worker", "--name", name],
-                                     self.workdir / f"{name}.log")
+        self.workers[name] = Process(
+            name, ["--config", str(self._config(name)), "worker", "--name", name], self.workdir / f"{name}.log"
+        )
         return self.workers[name]
 
     def worker_of(self, call_id: str) -> str | None:

@@ -35,9 +35,33 @@ from callsense.events import (
 )
 
 ROLE_STYLE = {"operator": "cyan", "customer": "magenta", "supervisor": "yellow", "unknown": "white"}
-EMOTION_STYLE = {"anger": "bold red", "fear": "red", "sadness": "blue", "joy": "green", "surprise": "yellow",
-                 "neutral": "dim", "uncertain": "dim italic"}
+EMOTION_STYLE = {
+    "anger": "bold red",
+    "fear": "red",
+    "sadness": "blue",
+    "joy": "green",
+    "surprise": "yellow",
+    "neutral": "dim",
+    "uncertain": "dim italic",
+}
 SEVERITY_STYLE = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold white on blue"}
+CUE_STYLE = "bold white on magenta"  # the customer state's cue: not an escalation, shown apart from them
+
+
+def hint_badge(h: Hint) -> tuple[str, str]:
+    """The card's label: the customer state's cue reads as what it is, escalations by severity."""
+    if h.reason == "customer_frustrated":
+        return " CUSTOMER FRUSTRATED ", CUE_STYLE
+    return f" {h.severity.upper()} ", SEVERITY_STYLE[h.severity]
+
+
+def mood_words(frustration: float) -> tuple[str, str]:
+    """The customer state in plain words (the cue fires from `hints.customer_state.cue_probability`)."""
+    if frustration >= 0.35:
+        return f"frustrated ({frustration:.0%})", "bold magenta"
+    if frustration >= 0.15:
+        return f"uneasy ({frustration:.0%})", "yellow"
+    return "calm", "green"
 
 
 @dataclass
@@ -55,6 +79,7 @@ class ConsoleView:
     notice: str = ""
     last_seq: int = 0
     risk: float = 0.0
+    frustration: float | None = None  # the customer state: probability the customer is frustrated now
     latched: Risk | None = None  # a critical escalation waiting for acknowledgement
 
     @property
@@ -85,14 +110,16 @@ class ConsoleView:
         elif isinstance(ev, Metrics):
             self.shedding = ev.shedding
         elif isinstance(ev, Risk):
-            self.risk, self.latched = ev.level, ev if ev.latched else None
+            self.risk, self.latched, self.frustration = ev.level, ev if ev.latched else None, ev.frustration
         elif isinstance(ev, CallEnded):
             self.ended = True
         elif isinstance(ev, Error):
             self.notice = f"error: {ev.message}"
         elif isinstance(ev, WorkerChanged):
-            self.notice = (f"the call moved to worker {ev.worker} at {ev.resumed_from:.0f} s "
-                           "(the previous one stopped); nothing was lost")
+            self.notice = (
+                f"the call moved to worker {ev.worker} at {ev.resumed_from:.0f} s "
+                "(the previous one stopped); nothing was lost"
+            )
 
     def _final(self, ev: TranscriptFinal) -> None:
         if ev.revision:  # the turn decoded again with the speaker's others: its line is corrected
@@ -121,31 +148,36 @@ class ConsoleView:
     def render(self, height: int = 24) -> Layout:
         layout = Layout()
         hint_rows = 2 + 4 * min(len(self.hints), 2) if self.hints else 3
-        layout.split_column(Layout(self._header(), size=3), Layout(self._transcript(height - 3 - hint_rows)),
-                            Layout(self._hints(), size=hint_rows))
+        layout.split_column(
+            Layout(self._header(), size=3),
+            Layout(self._transcript(height - 3 - hint_rows)),
+            Layout(self._hints(), size=hint_rows),
+        )
         return layout
 
     def _header(self) -> Panel:
         m, s = divmod(int(self.t), 60)
         lag_style = "green" if self.lag < 1.5 else "yellow" if self.lag < 3 else "red"
-        head = Text.assemble(("\u25cf " if not self.ended else "\u25a0 ", "red" if not self.ended else "dim"),
-                             (f"{m:02d}:{s:02d}", "bold"), "  lag ", (f"{self.lag:.1f}s", lag_style))
+        head = Text.assemble(
+            ("\u25cf " if not self.ended else "\u25a0 ", "red" if not self.ended else "dim"),
+            (f"{m:02d}:{s:02d}", "bold"),
+            "  lag ",
+            (f"{self.lag:.1f}s", lag_style),
+        )
         if self.shedding:
             head.append("  (busy: partials paused)", "yellow")
         head.append(f"  risk {self.risk:.1f}", "bold red" if self.latched else "")
         if self.latched:
             head.append(f"  \u26a0 {self.latched.reason}: acknowledge the hint", "bold white on red")
-        cust = self.state.get("customer")
-        if cust:
-            arrow = "\u2197" if cust.trend > 0.05 else "\u2198" if cust.trend < -0.05 else "\u2192"
+        if self.frustration is not None:
+            words, style = mood_words(self.frustration)
             head.append("  customer: ")
-            head.append(f"{cust.label} ", EMOTION_STYLE.get(cust.label, ""))
-            head.append(f"val {cust.valence:+.2f} aro {cust.arousal:+.2f} {arrow}")
+            head.append(words, style)
         return Panel(head, title=f"callsense \u2022 {self.call_id}", title_align="left", padding=(0, 1))
 
     def _transcript(self, rows: int) -> Panel:
         body = Text()
-        items = list(self.lines)[-max(rows - 2, 1):]
+        items = list(self.lines)[-max(rows - 2, 1) :]
         for fin, emo in items:
             body.append(f"{fin.role[:4]:<4} ", ROLE_STYLE.get(fin.role, "white"))
             style = EMOTION_STYLE.get(emo.label, "") if emo else ""
@@ -166,7 +198,7 @@ class ConsoleView:
         cards = []
         for h in list(self.hints)[:2]:
             grid = Table.grid(padding=(0, 1))
-            grid.add_row(Text(f" {h.severity.upper()} ", SEVERITY_STYLE[h.severity]), Text(h.title, "bold"))
+            grid.add_row(Text(*hint_badge(h)), Text(h.title, "bold"))
             for phrase in h.phrases[:1]:
                 grid.add_row(Text("say:", "dim"), Text(f"\u201c{phrase}\u201d", "italic"))
             cards.append(grid)
@@ -208,11 +240,13 @@ class WallView:
         ranked = sorted(self.calls.values(), key=lambda v: (v.ended, v.latched is None, -v.risk))
         for v in ranked[:rows]:
             state = "ended" if v.ended else (f"\u26a0 {v.latched.reason}" if v.latched else "live")
-            table.add_row(("\u25b6 " if v is view else "  ") + v.call_id, f"{v.risk:.1f}",
-                          Text(state, "bold red" if v.latched else ""))
+            table.add_row(
+                ("\u25b6 " if v is view else "  ") + v.call_id, f"{v.risk:.1f}", Text(state, "bold red" if v.latched else "")
+            )
         layout = Layout()
-        layout.split_column(Layout(Panel(table, title="calls", title_align="left"), size=rows + 3),
-                            Layout(view.render(height - rows - 3)))
+        layout.split_column(
+            Layout(Panel(table, title="calls", title_align="left"), size=rows + 3), Layout(view.render(height - rows - 3))
+        )
         return layout
 
 

@@ -81,8 +81,9 @@ OnFeedback = Callable[[str, str, str, str], Awaitable[bool]]  # call_id, hint_id
 
 
 class FanOut:
-    def __init__(self, settings: ServerSettings, store: Store | None, on_feedback: OnFeedback,
-                 redact_operator_view: bool = False) -> None:
+    def __init__(
+        self, settings: ServerSettings, store: Store | None, on_feedback: OnFeedback, redact_operator_view: bool = False
+    ) -> None:
         self.settings, self.store, self.on_feedback = settings, store, on_feedback
         self.redact_operator_view = redact_operator_view
         self.rooms: dict[str, Room] = {}
@@ -153,8 +154,7 @@ class FanOut:
         sent: dict[str, int] = dict(after)
         try:
             await self._replay(ws, console, after, sent)
-            tasks = [asyncio.create_task(self._send(ws, console, sent)),
-                     asyncio.create_task(self._receive(ws, console))]
+            tasks = [asyncio.create_task(self._send(ws, console, sent)), asyncio.create_task(self._receive(ws, console))]
             # whichever side ends first (client gone, too slow, server closing) ends the other
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
@@ -180,8 +180,9 @@ class FanOut:
 
     def _parse(self, raw: str | bytes, model: type[M]) -> M:
         if len(raw) > self.settings.max_console_message_bytes:
-            raise ValueError(f"message of {len(raw)} bytes; consoles may send at most "
-                             f"{self.settings.max_console_message_bytes}")
+            raise ValueError(
+                f"message of {len(raw)} bytes; consoles may send at most {self.settings.max_console_message_bytes}"
+            )
         try:
             return model.model_validate_json(raw)
         except ValidationError as exc:
@@ -215,8 +216,14 @@ class FanOut:
             if ev.seq <= sent.get(ev.call_id, 0):
                 continue
             if console.dropped > reported:
-                await ws.send(json.dumps({"type": "notice", "message":
-                                          f"{console.dropped - reported} partial updates skipped (console behind)"}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "notice",
+                            "message": f"{console.dropped - reported} partial updates skipped (console behind)",
+                        }
+                    )
+                )
                 reported = console.dropped
             await ws.send(_with_delay(ev))
             sent[ev.call_id] = ev.seq

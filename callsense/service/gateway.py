@@ -120,8 +120,10 @@ class Gateway(CallServer):
         try:
             await self.redis.ping()
         except redis.RedisError as exc:
-            raise SystemExit(f"cannot reach the broker at {self.settings.cluster.broker}: {exc}. "
-                             "Start Redis (docs/deployment.md) or fix cluster.broker.") from None
+            raise SystemExit(
+                f"cannot reach the broker at {self.settings.cluster.broker}: {exc}. "
+                "Start Redis (docs/deployment.md) or fix cluster.broker."
+            ) from None
         info = await self.redis.xinfo_stream(b.EVENTS) if await self.redis.exists(b.EVENTS) else None
         tail_from = b.text(info["last-generated-id"]) if info else "0-0"
         for call_id in sorted(b.text(c) or "" for c in await self.redis.smembers(b.LIVE)):
@@ -163,17 +165,30 @@ class Gateway(CallServer):
         """The call's hash and job; then wait until a worker takes it."""
         key = b.call_key(call_id)
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(key, mapping={"operator": operator_id or "", "protocol": protocol, "roles": json.dumps(start.roles),
-                                 "language": start.language or "", "gateway": self.name, "created": time.time()})
+            p.hset(
+                key,
+                mapping={
+                    "operator": operator_id or "",
+                    "protocol": protocol,
+                    "roles": json.dumps(start.roles),
+                    "language": start.language or "",
+                    "gateway": self.name,
+                    "created": time.time(),
+                },
+            )
             p.sadd(b.LIVE, call_id)
             p.xadd(b.JOBS, {"call": call_id})
             await p.execute()
         deadline = time.monotonic() + self.settings.cluster.assign_timeout_s
         while await self.redis.hget(key, "state") == b"waiting":
-            if time.monotonic() > deadline and await self._give_up(keys=[key, b.LIVE],
-                                                                   args=[call_id, int(self.settings.cluster.ended_ttl_s)]):
-                raise Refused(1013, f"no worker had room for this call within {self.settings.cluster.assign_timeout_s:.0f}"
-                                    " s; try again later")
+            if time.monotonic() > deadline and await self._give_up(
+                keys=[key, b.LIVE], args=[call_id, int(self.settings.cluster.ended_ttl_s)]
+            ):
+                raise Refused(
+                    1013,
+                    f"no worker had room for this call within {self.settings.cluster.assign_timeout_s:.0f}"
+                    " s; try again later",
+                )
             await asyncio.sleep(0.05)
 
     async def _reserve(self, wanted: str) -> str:
@@ -221,8 +236,11 @@ class Gateway(CallServer):
         ev = published.event
         room = self.fanout.rooms.get(call_id)
         if room is None:
-            operator = ev.operator_id if ev.type == "call_started" else \
-                b.text(await self.redis.hget(b.call_key(call_id), "operator"))
+            operator = (
+                ev.operator_id
+                if ev.type == "call_started"
+                else b.text(await self.redis.hget(b.call_key(call_id), "operator"))
+            )
             self.fanout.open(call_id, operator or None)
         elif room.replay and ev.seq <= room.replay[-1][0].seq:
             return  # seen already (start-up backfill overlapping the tail)
@@ -247,20 +265,26 @@ class Gateway(CallServer):
             try:
                 workers = {b.text(k): json.loads(v) for k, v in (await self.redis.hgetall(f"{b.PREFIX}workers")).items()}
                 live = len(await self.redis.smembers(b.LIVE))
-                self._view = {"broker": "ok", "workers": {k: v for k, v in workers.items()
-                                                          if time.time() - v["at"] < 10}, "cluster_calls": live}
+                self._view = {
+                    "broker": "ok",
+                    "workers": {k: v for k, v in workers.items() if time.time() - v["at"] < 10},
+                    "cluster_calls": live,
+                }
             except redis.RedisError as exc:
                 self._view = {"broker": f"unreachable: {exc}"}
             await asyncio.sleep(1.0)
 
     def _health(self) -> dict[str, Any]:
         status = "ok" if self._view.get("broker") == "ok" else "degraded"
-        return {**super()._health(), "status": status, "role": "gateway", "broker": self._view.get("broker"),
-                "workers": len(self._view.get("workers", {}))}
+        return {
+            **super()._health(),
+            "status": status,
+            "role": "gateway",
+            "broker": self._view.get("broker"),
+            "workers": len(self._view.get("workers", {})),
+        }
 
     def _metrics(self) -> dict[str, Any]:
         ordered = sorted(self.delivery)
         p = (lambda q: round(ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000, 1)) if ordered else None
-        return {**super()._metrics(), **self._view,
-                "broker_delivery_ms": {"p50": p(0.5), "p95": p(0.95)} if p else None}
-
+        return {**super()._metrics(), **self._view, "broker_delivery_ms": {"p50": p(0.5), "p95": p(0.95)} if p else None}

@@ -29,8 +29,12 @@ def token_of(request: Request) -> str | None:
 
 
 class Http:
-    def __init__(self, grant: Callable[[str | None], TokenGrant | None], health: Callable[[], dict[str, Any]],
-                 metrics: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        grant: Callable[[str | None], TokenGrant | None],
+        health: Callable[[], dict[str, Any]],
+        metrics: Callable[[], dict[str, Any]],
+    ) -> None:
         self.grant, self.health, self.metrics = grant, health, metrics
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -42,8 +46,9 @@ class Http:
         if path == "/metrics":
             grant = self.grant(token_of(request))
             if grant is None or grant.role != "supervisor":
-                return _json({"error": "metrics need a supervisor token (Authorization: Bearer ...)"},
-                             http.HTTPStatus.UNAUTHORIZED)
+                return _json(
+                    {"error": "metrics need a supervisor token (Authorization: Bearer ...)"}, http.HTTPStatus.UNAUTHORIZED
+                )
             return _json(self.metrics())
         return _static(path)
 

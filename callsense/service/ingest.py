@@ -100,8 +100,9 @@ async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCal
                 message = await asyncio.wait_for(transport.recv(), idle_timeout_s)
             except TimeoutError:
                 if call is not None:
-                    await call.inbox.put(SourceError("source_silent", f"no audio for {idle_timeout_s:.0f} s; "
-                                                     "ending the call"))
+                    await call.inbox.put(
+                        SourceError("source_silent", f"no audio for {idle_timeout_s:.0f} s; ending the call")
+                    )
                 reason = "source silent"
                 break
             if message is None:
@@ -140,8 +141,9 @@ async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCal
 async def _report_end(transport: Transport, call: LiveCall) -> None:
     """After a stop, the source learns whether everything it sent was processed and saved."""
     await asyncio.wait({call.task} if call.task else set())
-    await transport.reply(json.dumps({"type": "ended", "call_id": call.call_id, "clean": call.failure is None,
-                                      "failure": call.failure}))
+    await transport.reply(
+        json.dumps({"type": "ended", "call_id": call.call_id, "clean": call.failure is None, "failure": call.failure})
+    )
 
 
 async def _problem(transport: Transport, call: LiveCall | None, code: str, message: str) -> None:

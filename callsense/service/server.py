@@ -61,8 +61,10 @@ class CallServer:
     def check_bind(self, host: str) -> None:
         dev = DEV_TOKENS & set(self.settings.server.tokens)
         if dev and not _is_loopback(host):
-            raise SystemExit(f"refusing to listen on {host}: the development tokens {sorted(dev)} are configured. "
-                             "Set your own tokens in the config's server.tokens, or use 127.0.0.1.")
+            raise SystemExit(
+                f"refusing to listen on {host}: the development tokens {sorted(dev)} are configured. "
+                "Set your own tokens in the config's server.tokens, or use 127.0.0.1."
+            )
 
     async def start(self, host: str | None = None, port: int | None = None, audiosocket_port: int | None = None) -> int:
         s = self.settings.server
@@ -75,8 +77,15 @@ class CallServer:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(s.certfile, s.keyfile)
         http = Http(self.grant, self._health, self._metrics)
-        self._server = await serve(self._route, host, s.port if port is None else port, ssl=tls,
-                                   process_request=http, max_size=s.max_message_bytes, ping_interval=20)
+        self._server = await serve(
+            self._route,
+            host,
+            s.port if port is None else port,
+            ssl=tls,
+            process_request=http,
+            max_size=s.max_message_bytes,
+            ping_interval=20,
+        )
         if audiosocket_port is not None:
             self._tcp = await asyncio.start_server(self._audiosocket, host, audiosocket_port)
         return self._server.sockets[0].getsockname()[1] if self._server.sockets else 0
@@ -168,8 +177,15 @@ class CallServer:
             raise Refused(1013, f"server full: {live} live calls (server.max_calls); try again later")
         operator_id = self._operator_for(grant, start.operator_id)
         call_id = self._unique_id(start.call_id)
-        pipe = CallPipeline(self.settings, self.models, start.roles, call_id=call_id, operator_id=operator_id,
-                            language=start.language, source=protocol)
+        pipe = CallPipeline(
+            self.settings,
+            self.models,
+            start.roles,
+            call_id=call_id,
+            operator_id=operator_id,
+            language=start.language,
+            source=protocol,
+        )
         call = Call(call_id, operator_id, protocol, pipe, self.settings, self.store, self.executor, self.fanout.publish)
         self.calls[call_id] = call  # reserved before any await: two starts with one id cannot both get it
         self.fanout.open(call_id, operator_id)
@@ -243,19 +259,33 @@ class CallServer:
     # -- health and metrics --
 
     def _health(self) -> dict[str, Any]:
-        return {"status": "ok", "calls": sum(not c.ended for c in self.calls.values()),
-                "consoles": len(self.fanout.consoles)}
+        return {
+            "status": "ok",
+            "calls": sum(not c.ended for c in self.calls.values()),
+            "consoles": len(self.fanout.consoles),
+        }
 
     def _metrics(self) -> dict[str, Any]:
         rooms = {r.call_id: r for r in self.fanout.live()}
-        return {"calls": [
-            {"call_id": c.call_id, "operator_id": c.operator_id, "lag_s": c.last_lag, "stream_s": round(c.stream_time, 1),
-             "risk": rooms[c.call_id].risk if c.call_id in rooms else None, "queued_frames": len(c.inbox)}
-            for c in self.calls.values() if not c.ended
-        ], "consoles": len(self.fanout.consoles), "rooms_in_memory": len(self.fanout.rooms),
+        return {
+            "calls": [
+                {
+                    "call_id": c.call_id,
+                    "operator_id": c.operator_id,
+                    "lag_s": c.last_lag,
+                    "stream_s": round(c.stream_time, 1),
+                    "risk": rooms[c.call_id].risk if c.call_id in rooms else None,
+                    "queued_frames": len(c.inbox),
+                }
+                for c in self.calls.values()
+                if not c.ended
+            ],
+            "consoles": len(self.fanout.consoles),
+            "rooms_in_memory": len(self.fanout.rooms),
             "dropped_partials": sum(c.dropped for c in self.fanout.consoles),
             "optional_decodes_skipped": self.models.decode_gate.skipped if self.models.loaded("decode_gate") else 0,
-            "revision_packs": REVISIONS.as_dict()}
+            "revision_packs": REVISIONS.as_dict(),
+        }
 
 
 def _is_loopback(host: str) -> bool:

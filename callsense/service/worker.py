@@ -132,11 +132,20 @@ def identity(ev: Event) -> tuple[str, ...] | None:
 class ClusterCall(Call):
     """A call on a worker: input read from its stream, events written to the broker each step."""
 
-    def __init__(self, worker: Worker, call_id: str, meta: dict[str, str], pipeline: CallPipeline,
-                 resume: Resume | None) -> None:
+    def __init__(
+        self, worker: Worker, call_id: str, meta: dict[str, str], pipeline: CallPipeline, resume: Resume | None
+    ) -> None:
         assert worker.redis is not None
-        super().__init__(call_id, meta.get("operator") or None, meta["protocol"], pipeline, worker.settings,
-                         worker.store, worker.executor, self._publish)
+        super().__init__(
+            call_id,
+            meta.get("operator") or None,
+            meta["protocol"],
+            pipeline,
+            worker.settings,
+            worker.store,
+            worker.executor,
+            self._publish,
+        )
         self.worker, self.redis, self.resume = worker, worker.redis, resume
         self.read_from = resume.entry if resume else "0-0"
         self._seq = resume.last_seq if resume else 0
@@ -187,8 +196,16 @@ class ClusterCall(Call):
         pipe = self.pipeline
         if self._announce and pipe is not None and self.resume is not None:
             self._announce = False
-            events = [*events, *pipe.announce(WorkerChanged(worker=self.worker.name, previous=self.resume.previous,
-                                                            resumed_from=self.resume.at.samples / SAMPLE_RATE))]
+            events = [
+                *events,
+                *pipe.announce(
+                    WorkerChanged(
+                        worker=self.worker.name,
+                        previous=self.resume.previous,
+                        resumed_from=self.resume.at.samples / SAMPLE_RATE,
+                    )
+                ),
+            ]
         if self.resume is not None:
             events = [ev for ev in events if ev.type == "worker_changed" or self.resume.is_new(ev)]
         for ev in events:
@@ -211,8 +228,14 @@ class ClusterCall(Call):
             self._checkpointed = time.monotonic()
         entry = self.consumed.entry if self.consumed is not None else ""
         saved = json.dumps({**asdict(ckpt), "entry": entry, "seq": self._seq}) if ckpt and entry else ""
-        args: list[Any] = [self.worker.name, self.settings.cluster.events_maxlen, pipe.samples, self.last_lag, saved,
-                           entry or "0-0"]
+        args: list[Any] = [
+            self.worker.name,
+            self.settings.cluster.events_maxlen,
+            pipe.samples,
+            self.last_lag,
+            saved,
+            entry or "0-0",
+        ]
         for ev, red in pairs:
             args += [f"{ev.seq}-0", b.encode_event(ev, red)]
         keys = [b.call_key(self.call_id), b.events_key(self.call_id), b.EVENTS, b.input_key(self.call_id)]
@@ -257,8 +280,9 @@ class ClusterCall(Call):
         status = "done" if not any(e.type == "error" and e.fatal for e in events) else "interrupted"
         if self.resume is not None and self.store is not None:  # this store has only what we processed
             earlier = [e for e in events if e.seq <= self.resume.last_seq]
-            self.store.append_events(self.call_id, redact_events(earlier, self.language)
-                                     if self.settings.report.redact_pii else earlier)
+            self.store.append_events(
+                self.call_id, redact_events(earlier, self.language) if self.settings.report.redact_pii else earlier
+            )
         try:
             persist_report(self.settings, self.store, self.call_id, events, self.source, status)
         except Exception:  # persisting must not take the worker down
@@ -353,8 +377,11 @@ class Worker:
                 jobs = dict(self.jobs)
                 if jobs:
                     renew(keys=[b.call_key(c) for c in jobs], args=[self.name, b.JOBS, b.GROUP, *jobs.values()])
-                self.sync.hset(f"{b.PREFIX}workers", self.name, json.dumps(
-                    {"calls": len(jobs), "load": round(self.load.sample(), 2), "at": time.time()}))
+                self.sync.hset(
+                    f"{b.PREFIX}workers",
+                    self.name,
+                    json.dumps({"calls": len(jobs), "load": round(self.load.sample(), 2), "at": time.time()}),
+                )
             except redis.RedisError as exc:
                 log.warning("worker %s: broker unreachable (%s)", self.name, exc)
 
@@ -389,8 +416,13 @@ class Worker:
                 continue
             await self.redis.hset(key, "worker", self.name)  # from now on the old one's writes are refused
             resume = await self._resume_point(call_id, meta)
-            log.warning("worker %s takes over call %s from %s at %.1f s", self.name, call_id, resume.previous,
-                        resume.at.samples / 16000)
+            log.warning(
+                "worker %s takes over call %s from %s at %.1f s",
+                self.name,
+                call_id,
+                resume.previous,
+                resume.at.samples / 16000,
+            )
             await self._start(call_id, b.text(entry_id) or "", resume, {**meta, "worker": self.name})
             return True
         return False
@@ -403,22 +435,29 @@ class Worker:
         assert self.redis is not None
         roles = json.loads(meta["roles"])
         saved = json.loads(meta["ckpt"]) if meta.get("ckpt") else None
-        at = Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")}) if saved \
+        at = (
+            Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")})
+            if saved
             else Checkpoint(0, [0] * len(roles), 0)
+        )
         after = saved["seq"] if saved else 0
         published = [b.raw_event(f) for _, f in await b.entries(self.redis, b.events_key(call_id))]
         keys = {k for ev in published if ev.seq > after and (k := identity(ev)) is not None} | {("call_started",)}
         last_seq = max((ev.seq for ev in published), default=0)
         last_t = max((ev.t for ev in published), default=0.0)
-        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.get("worker") or None, keys, published,
-                      last_t)
+        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.get("worker") or None, keys, published, last_t)
 
-    async def _start(self, call_id: str, entry_id: str, resume: Resume | None,
-                     meta: dict[str, str] | None = None) -> None:
+    async def _start(self, call_id: str, entry_id: str, resume: Resume | None, meta: dict[str, str] | None = None) -> None:
         meta = meta or await self._meta(call_id)
-        pipe = CallPipeline(self.settings, self.models, json.loads(meta["roles"]), call_id=call_id,
-                            operator_id=meta.get("operator") or None, language=meta.get("language") or None,
-                            source=meta["protocol"])
+        pipe = CallPipeline(
+            self.settings,
+            self.models,
+            json.loads(meta["roles"]),
+            call_id=call_id,
+            operator_id=meta.get("operator") or None,
+            language=meta.get("language") or None,
+            source=meta["protocol"],
+        )
         if resume is not None:
             pipe.resume(resume.at, resume.last_seq, resume.history)
         call = ClusterCall(self, call_id, meta, pipe, resume)
@@ -454,8 +493,12 @@ class Worker:
             p.srem(b.LIVE, call_id)
             for key in (b.call_key(call_id), b.input_key(call_id), b.events_key(call_id)):
                 p.expire(key, ttl)
-            p.xadd(b.EVENTS, b.control(call_id, saved=True, clean=call.failure is None, failure=call.failure),
-                   maxlen=self.settings.cluster.events_maxlen, approximate=True)
+            p.xadd(
+                b.EVENTS,
+                b.control(call_id, saved=True, clean=call.failure is None, failure=call.failure),
+                maxlen=self.settings.cluster.events_maxlen,
+                approximate=True,
+            )
             await p.execute()
         await self._done_with_job(call_id, self.jobs.get(call_id, ""))
 

@@ -64,9 +64,12 @@ class CamPlusPlus(Model):
         for i in range(waveforms.shape[0]):
             feats = self.fbank(waveforms[i, 0])
             if weights is not None:
-                keep = torch.nn.functional.interpolate(
-                    weights[i][None, None].float(), size=feats.shape[0], mode="nearest"
-                )[0, 0] > 0.5
+                keep = (
+                    torch.nn.functional.interpolate(weights[i][None, None].float(), size=feats.shape[0], mode="nearest")[
+                        0, 0
+                    ]
+                    > 0.5
+                )
                 if int(keep.sum()) < 20:  # under 0.2 s of speech: no reliable voiceprint
                     out.append(torch.full((192,), float("nan")))
                     continue
@@ -104,18 +107,22 @@ class OfflineDiarizer:
         self.settings = settings
         self.embedding = CamPlusPlus.from_bundle()
         self.pipeline = SpeakerDiarization(
-            segmentation=load_segmentation(models), embedding=self.embedding,
+            segmentation=load_segmentation(models),
+            embedding=self.embedding,
             # No PLDA weights exist offline and agglomerative clustering never uses it, but the
             # constructor insists on one: hand it an empty placeholder.
             plda=PLDA.__new__(PLDA),
-            clustering="AgglomerativeClustering", embedding_exclude_overlap=True,
-            embedding_batch_size=16, segmentation_batch_size=16,
+            clustering="AgglomerativeClustering",
+            embedding_exclude_overlap=True,
+            embedding_batch_size=16,
+            segmentation_batch_size=16,
         )
-        self.pipeline.instantiate({
-            "segmentation": {"min_duration_off": 0.0},
-            "clustering": {"method": "centroid", "min_cluster_size": 12,
-                           "threshold": settings.clustering_threshold},
-        })
+        self.pipeline.instantiate(
+            {
+                "segmentation": {"min_duration_off": 0.0},
+                "clustering": {"method": "centroid", "min_cluster_size": 12, "threshold": settings.clustering_threshold},
+            }
+        )
 
     def __call__(self, audio: np.ndarray, num_speakers: int | None = None, hook: Any = None) -> Annotation:
         waveform = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).reshape(1, -1)
@@ -133,8 +140,13 @@ class StreamingDiarizer:
     speaker, assign it to the nearest call-wide centroid (or open a new one, up to the cap), and
     label the newest step. Labels never change once given, so the whole call keeps them."""
 
-    def __init__(self, models: ModelSettings, settings: DiarizationSettings,
-                 segmentation: Model | None = None, embedding: CamPlusPlus | None = None) -> None:
+    def __init__(
+        self,
+        models: ModelSettings,
+        settings: DiarizationSettings,
+        segmentation: Model | None = None,
+        embedding: CamPlusPlus | None = None,
+    ) -> None:
         self.settings = settings
         self.seg = segmentation or load_segmentation(models)
         self.seg.eval()
@@ -198,8 +210,7 @@ class StreamingDiarizer:
         self._accumulate(activity, labels, start, end)
         return self._emit(new_from, label_end)
 
-    def _assign(self, chunk: np.ndarray, activity: np.ndarray, local: list[int],
-                frame_s: float) -> list[tuple[int, str]]:
+    def _assign(self, chunk: np.ndarray, activity: np.ndarray, local: list[int], frame_s: float) -> list[tuple[int, str]]:
         """Match the window's local speakers to call-wide speakers, at most one local speaker each
         (Hungarian assignment on cosine distance, as diart does). A local speaker opens a new speaker
         only when no free one is within `stream_threshold` and the cap allows; otherwise it joins the
@@ -212,8 +223,9 @@ class StreamingDiarizer:
             mask = activity[:, k] * alone
             if mask.sum() * frame_s < 0.5:
                 mask = activity[:, k]
-            emb = self.embedding(torch.from_numpy(chunk)[None, None],
-                                 weights=torch.from_numpy(mask.astype(np.float32))[None])[0].numpy()
+            emb = self.embedding(
+                torch.from_numpy(chunk)[None, None], weights=torch.from_numpy(mask.astype(np.float32))[None]
+            )[0].numpy()
             if np.all(np.isfinite(emb)):
                 embs[k] = (emb / (np.linalg.norm(emb) + 1e-9), float(mask.sum() * frame_s))
         if not embs:
@@ -272,7 +284,7 @@ class StreamingDiarizer:
             for lbl in self._votes:
                 self._votes[lbl] = np.concatenate([self._votes[lbl], np.zeros(grow, np.float32)])
         cells = np.minimum((np.arange(b - a) * activity.shape[0] / (b - a)).astype(int), activity.shape[0] - 1)
-        cells, a = cells[max(-a, 0):], max(a, 0)  # the start of the window may be labelled already
+        cells, a = cells[max(-a, 0) :], max(a, 0)  # the start of the window may be labelled already
         self._seen[a:b] += 1
         for k, lbl in labels:
             votes = self._votes.setdefault(lbl, np.zeros(self._seen.size, np.float32))

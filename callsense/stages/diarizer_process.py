@@ -178,8 +178,12 @@ class DiarizerHost:
             self._conn.close()
         ctx = multiprocessing.get_context("spawn")  # torch and CTranslate2 do not survive a fork
         ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(theirs, self.models.model_dump(), self.settings.model_dump()),
-                           name="callsense-diarizer", daemon=True)
+        proc = ctx.Process(
+            target=_serve,
+            args=(theirs, self.models.model_dump(), self.settings.model_dump()),
+            name="callsense-diarizer",
+            daemon=True,
+        )
         proc.start()
         theirs.close()
         self._conn, self._proc = ours, proc
@@ -195,8 +199,9 @@ class DiarizerHost:
             for remote in list(self._calls.values()):  # nobody waits for a dead child
                 remote._host_died()
 
-    def _deliver(self, key: int, turns: list[tuple[float, float, str]],
-                 centroids: list[tuple[str, np.ndarray, int]]) -> None:
+    def _deliver(
+        self, key: int, turns: list[tuple[float, float, str]], centroids: list[tuple[str, np.ndarray, int]]
+    ) -> None:
         # its own frame: a reference held in the reading loop would keep an ended call alive (and in
         # the child) until the next answer came
         remote = self._calls.get(key)
@@ -235,5 +240,11 @@ def _serve(conn: Connection, models: dict[str, Any], settings: dict[str, Any]) -
         else:
             diarizer.seek(int(payload))
             turns = []
-        conn.send((key, [(seg.start, seg.end, label) for seg, label in turns],
-                   [(c.label, c.vector, c.count) for c in diarizer.centroids], len(calls)))
+        conn.send(
+            (
+                key,
+                [(seg.start, seg.end, label) for seg, label in turns],
+                [(c.label, c.vector, c.count) for c in diarizer.centroids],
+                len(calls),
+            )
+        )

@@ -23,8 +23,9 @@ VOICE_S = 8.0  # the voice of a longer turn is scored on its middle 8 s: the mod
 class EmotionStage:
     """final transcript -> [Emotion] (none for an empty turn without usable voice)."""
 
-    def __init__(self, settings: EmotionSettings, voice: SpeechEmotionModel, words: TextEmotion,
-                 channels: int, offline: bool = False) -> None:
+    def __init__(
+        self, settings: EmotionSettings, voice: SpeechEmotionModel, words: TextEmotion, channels: int, offline: bool = False
+    ) -> None:
         """`offline`: a recording - a turn's voice is measured when it is scored (`VoiceTrack`)."""
         self.settings, self.voice, self.words = settings, voice, words
         self.tracks = [VoiceTrack(KEEP_S, eager=not offline) for _ in range(channels)]

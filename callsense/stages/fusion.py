@@ -45,16 +45,28 @@ class Fuser:
     def _negative_events(self, speaker: str, start: float) -> list[str]:
         if self._last_end and start - self._last_end >= self.settings.irony_hold_s:
             self._holds.append(start)
-        events = [f"a {self.settings.irony_hold_s:.0f}+ s wait before this turn"] if self._holds and \
-            self._holds[-1] == start else []
+        events = (
+            [f"a {self.settings.irony_hold_s:.0f}+ s wait before this turn"]
+            if self._holds and self._holds[-1] == start
+            else []
+        )
         if len(self._holds) >= 2:
             events.append(f"{len(self._holds)} long waits in this call")
         if any(v <= -0.3 for v in self._recent.get(speaker, [])[-3:]):
             events.append("the speaker was negative in a recent turn")
         return events
 
-    def fuse(self, speaker: str, role: Role, start: float, end: float, utterance_id: str, text: str,
-             words: TextScores | None, voice: SpeechScores | None) -> Emotion:
+    def fuse(
+        self,
+        speaker: str,
+        role: Role,
+        start: float,
+        end: float,
+        utterance_id: str,
+        text: str,
+        words: TextScores | None,
+        voice: SpeechScores | None,
+    ) -> Emotion:
         negative = self._negative_events(speaker, start)
         self._last_end = max(self._last_end, end)
         probs = self._label_probs(words, voice)
@@ -82,18 +94,35 @@ class Fuser:
         if irony:
             evidence["irony_candidate"] = irony
         if words:
-            evidence["text"] = {"label": words.label, "p": round(words.emotion[words.label], 2),
-                                "sentiment": {k: round(v, 2) for k, v in words.sentiment.items()}}
+            evidence["text"] = {
+                "label": words.label,
+                "p": round(words.emotion[words.label], 2),
+                "sentiment": {k: round(v, 2) for k, v in words.sentiment.items()},
+                "negative_max": round(words.negative_max, 2),
+            }
         if voice:
-            evidence["voice"] = {"arousal": round(voice.arousal, 2), "deviations": voice.evidence(),
-                                 "z": voice.z, "voiced_s": voice.voiced_s}
+            evidence["voice"] = {
+                "arousal": round(voice.arousal, 2),
+                "deviations": voice.evidence(),
+                "z": voice.z,
+                "voiced_s": voice.voiced_s,
+            }
         else:
             evidence["voice"] = "no usable voice in this turn"
         sentiment = max(words.sentiment, key=words.sentiment.get) if words else "neutral"  # type: ignore[arg-type]
         return Emotion(
-            speaker=speaker, role=role, utterance_id=utterance_id, start=start, end=end,
-            valence=round(max(-1.0, min(1.0, valence)), 3), arousal=round(max(-1.0, min(1.0, arousal)), 3),
-            label=label, confidence=round(confidence, 3), sentiment=sentiment, evidence=evidence, trend=trend,
+            speaker=speaker,
+            role=role,
+            utterance_id=utterance_id,
+            start=start,
+            end=end,
+            valence=round(max(-1.0, min(1.0, valence)), 3),
+            arousal=round(max(-1.0, min(1.0, arousal)), 3),
+            label=label,
+            confidence=round(confidence, 3),
+            sentiment=sentiment,
+            evidence=evidence,
+            trend=trend,
         )
 
     @staticmethod
@@ -104,7 +133,8 @@ class Fuser:
     def _label_probs(words: TextScores | None, voice: SpeechScores | None) -> dict[str, float]:
         labels = set(words.emotion if words else {}) | set(voice.emotion if voice else {})
         if words and voice:
-            return {k: TEXT_WEIGHT * words.emotion.get(k, 0.0) + (1 - TEXT_WEIGHT) * voice.emotion.get(k, 0.0)
-                    for k in labels}
+            return {
+                k: TEXT_WEIGHT * words.emotion.get(k, 0.0) + (1 - TEXT_WEIGHT) * voice.emotion.get(k, 0.0) for k in labels
+            }
         source = words.emotion if words else voice.emotion if voice else {"neutral": 0.0}
         return dict(source)

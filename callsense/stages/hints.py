@@ -2,9 +2,12 @@
 
 Signals: explicit escalation intents in the customer's words (ru/en patterns: asking for a
 manager, threatening a complaint to the regulator, a lawyer or social media, closing the account,
-"I have called N times"), negative valence with arousal rising against the customer's own start,
-a raised voice, repeated requests, operator interruptions, long silences, and the operator's own
-tone. Each hint carries its evidence and 1-3 phrases from the playbook in the call's language,
+"I have called N times"), the customer's state over the conversation (stages/customer_state.py: a
+calibrated probability that the customer is frustrated, built up over turns, which cues the operator
+to acknowledge it before anything escalates), a raised voice, repeated requests, operator
+interruptions, long silences, and the operator's own tone. Critical hints come only from an explicit
+request or threat and quote the sentence that made them; anger without one goes to the customer
+state. Each hint carries its evidence and 1-3 phrases from the playbook in the call's language,
 filled from the call (the customer's name and problem) or not used at all. A cooldown per reason
 keeps the operator from being flooded; critical hints also go to the supervisor.
 """
@@ -19,42 +22,79 @@ import numpy as np
 
 from callsense.config import HintSettings
 from callsense.events import Emotion, Hint, Overlap, TranscriptFinal
+from callsense.stages.customer_state import CustomerState, TurnEvidence
+from callsense.stages.intents import Reading
 from callsense.stages.phrases import CallContext, Playbook, load_playbook, render
 
 # reason -> (severity, patterns). Patterns are intents, matched on the customer's words only.
 INTENTS: dict[str, tuple[str, list[str]]] = {
-    "supervisor_request": ("critical", [
-        r"\b(позовите|позови|дайте|соедините|переключите|пригласите)\b.{0,30}\b(руководител\w*|начальник\w*|"
-        r"старш\w*|менеджер\w*|директор\w*)",
-        r"\b(хочу|буду|желаю) (поговорить|говорить) с (руководител|начальник|старш|менеджер|директор)\w*",
-        r"\b(speak|talk) (to|with) (a|an|the|your) (manager|supervisor|boss|someone senior)",
-        r"\b(get|put|give) me (a|the|your) (manager|supervisor)", r"\bescalate (this|it|my)",
-    ]),
-    "complaint_threat": ("critical", [
-        r"\b(напишу|подам|пожалуюсь|буду жаловаться|обращусь)\b.{0,40}\b(жалоб\w*|претензи\w*|центробанк\w*|"
-        r"ЦБ|центральн\w* банк\w*|банк росси\w*|суд\w*|прокуратур\w*|роспотребнадзор\w*|юрист\w*|адвокат\w*)",
-        r"\b(жалоб\w*|претензи\w*) (в|во) \w+", r"\bв (суд|прокуратуру|центробанк|роспотребнадзор)\b",
-        r"\b(fil(e|ing)|mak(e|ing)|lodg(e|ing)|submit(ting)?)( a)? (formal )?complaint",
-        r"\b(sue|lawyer|attorney|legal action|court)\b",
-        r"\b(regulator|ombudsman|cfpb|financial conduct authority)\b",
-        r"\b(post|write|tell)\b.{0,30}\b(social media|twitter|facebook|reviews?|online)\b",
-    ]),
-    "close_account": ("critical", [
-        # the customer's own decision (закрываю, закрою, закройте, хочу закрыть), not "you closed my account"
-        r"\b(закрываю|закрою|закройте|закрывайте|закрыть|расторгаю|расторгну|расторгайте|расторгнуть)\b.{0,20}"
-        r"\b(сч[её]т\w*|карт\w*|договор\w*|вклад\w*)",
-        r"\b(уйду|перейду|переведу деньги) в другой банк", r"\bclose (my|the|our) (account|card)s?\b",
-        r"\b(switch|move|moving) (to another|banks?|my money)", r"\bcancel (my|the) (card|account)",
-    ]),
-    "repeat_caller": ("warning", [
-        r"\b(звоню|звонил\w*|обращаюсь|обращал\w*)\b.{0,20}\b(уже )?(\d+|два|три|четыре|пять|несколько|"
-        r"десят\w*|много|который|сотый|третий|пятый) (раз|раза|день)",
-        r"\b(уже|снова|опять) (звоню|обращаюсь)",
-        r"\b(второй|третий|четв[её]ртый|пятый|десятый|который|\d+-?(й|ый|ий)) раз\b"
-        r".{0,15}\b(звон\w*|обращ\w*)", r"\b(called|calling|phoned|contacted you)\b.{0,20}"
-        r"\b(\d+|two|three|four|five|several|many|multiple) times", r"\bthe (third|fourth|fifth|\w+th) time\b",
-        r"\b(again and again|keep calling|called before)\b",
-    ]),
+    "supervisor_request": (
+        "critical",
+        [
+            r"\b(позовите|позови|дайте|соедините|переключите|пригласите)\b.{0,30}\b(руководител\w*|начальник\w*|начальств\w*|"
+            r"старш\w*|менеджер\w*|директор\w*)",
+            r"\b(хочу|буду|желаю) (поговорить|говорить) с (руководител|начальник|старш|менеджер|директор)\w*",
+            r"\b(speak|talk) (to|with) (a|an|the|your) (manager|supervisor|boss|someone senior)",
+            r"\b(get|put|give) me (a|the|your) (manager|supervisor)",
+            r"\bescalate (this|it|my)",
+        ],
+    ),
+    "complaint_threat": (
+        "critical",
+        [
+            r"\b(напишу|подам|пожалуюсь|буду жаловаться|обращусь)\b.{0,40}\b(жалоб\w*|претензи\w*|центробанк\w*|"
+            r"ЦБ|центральн\w* банк\w*|банк росси\w*|суд\w*|прокуратур\w*|роспотребнадзор\w*|юрист\w*|адвокат\w*)",
+            r"\b(жалоб\w*|претензи\w*) (в|во) \w+",
+            r"\bв (суд|прокуратуру|центробанк|роспотребнадзор)\b",
+            r"\b(fil(e|ing)|mak(e|ing)|lodg(e|ing)|submit(ting)?)( a)? (formal )?complaint",
+            r"\b(sue|lawyer|attorney|legal action|court)\b",
+            r"\b(regulator|ombudsman|cfpb|financial conduct authority)\b",
+            r"\b(post|write|tell)\b.{0,30}\b(social media|twitter|facebook|reviews?|online)\b",
+        ],
+    ),
+    "close_account": (
+        "critical",
+        [
+            # the customer's own decision (закрываю, закрою, закройте, хочу закрыть), not "you closed my account"
+            r"\b(закрываю|закрою|закройте|закрывайте|закрыть|расторгаю|расторгну|расторгайте|расторгнуть)\b.{0,20}"
+            r"\b(сч[её]т\w*|карт\w*|договор\w*|вклад\w*)",
+            r"\b(уйду|перейду|переведу деньги) в другой банк",
+            r"\bclose (my|the|our) (account|card)s?\b",
+            # "switch to another bank", never "switch to another device"
+            r"\b(switch(ing)?|mov(e|ing)) (to another (bank|provider)|banks\b|my (money|savings|accounts?)\b)",
+            r"\bcancel (my|the) (card|account)",
+        ],
+    ),
+    "repeat_caller": (
+        "warning",
+        [
+            r"\b(звоню|звонил\w*|обращаюсь|обращал\w*)\b.{0,20}\b(уже )?(\d+|два|три|четыре|пять|несколько|"
+            r"десят\w*|много|который|сотый|третий|пятый) (раз|раза|день)",
+            r"\b(уже|снова|опять) (звоню|обращаюсь)",
+            r"\b(второй|третий|четв[её]ртый|пятый|десятый|который|\d+-?(й|ый|ий)) раз\b"
+            r".{0,15}\b(звон\w*|обращ\w*)",
+            r"\b(called|calling|phoned|contacted you)\b.{0,20}"
+            r"\b(\d+|two|three|four|five|several|many|multiple) times",
+            r"\bthe (third|fourth|fifth|\w+th) time\b",
+            r"\b(again and again|keep calling|called before)\b",
+        ],
+    ),
+}
+COMPLAINT = "frustration"  # the intent examples' class for angry or frustrated words without a request
+# What an explicit request names: a critical hint from the classifier alone (a paraphrase no pattern
+# caught) needs its sentence to name who or what the request is about - a person in charge, a body to
+# complain to, the account or the bank. "I will cover the survey" or «Разблокируйте сейчас же» read
+# close to a threat in e5's space and name none of these.
+REQUEST_OBJECTS: dict[str, str] = {
+    "supervisor_request": r"\b(manager|supervisor|boss|senior|superior|in charge|responsible|above you|higher up|"
+    r"decision|руководств\w*|руководител\w*|начальни\w*|начальств\w*|старш\w*|менеджер\w*|"
+    r"директор\w*|главн\w*|решени\w*|отвечает|ответствен\w*)",
+    "complaint_threat": r"\b(complain\w*|complaint|lawyer|attorney|solicitor|court|sue|legal|regulator|ombudsman|"
+    r"authorit\w*|review|social media|press|жалоб\w*|жаловат\w*|пожалу\w*|претензи\w*|суд\w*|юрист\w*|"
+    r"адвокат\w*|прокуратур\w*|ЦБ|центробанк\w*|роспотребнадзор\w*|омбудсмен\w*|соцсет\w*|"
+    r"отзыв\w*|СМИ)",
+    "close_account": r"\b(account|card|bank|banking|money|savings|deposit|mortgage|loan|elsewhere|leaving|сч[её]т\w*|"
+    r"карт\w*|банк\w*|вклад\w*|ипотек\w*|договор\w*|деньг\w*|ухожу|уйду)",
 }
 # Operator phrases a bank audit flags (said by the operator, never the customer).
 OPERATOR_RED_FLAGS = [
@@ -62,6 +102,8 @@ OPERATOR_RED_FLAGS = [
     r"больше (я )?ничего (сделать )?не могу|ничего больше (сделать )?не могу)\b",
     r"\b(calm down|not my problem|nothing (more |else )?(that )?i can do|your own fault|i can't help you)\b",
 ]
+
+
 @dataclass
 class _Party:
     finals: list[TranscriptFinal] = field(default_factory=list)
@@ -84,6 +126,9 @@ class HintEngine:
 
     def __post_init__(self) -> None:
         self._playbooks: dict[str, Playbook] = {}
+        self.customer = CustomerState(self.settings.customer_state)
+        self._complaint: dict[str, float] = {}  # utterance id -> the complaint class's probability
+        self._cue_armed = True
 
     # -- inputs --
 
@@ -107,8 +152,13 @@ class HintEngine:
         if speaking or not last or silent < self.settings.silence_hold_s or self._hold_announced == last:
             return []
         self._hold_announced = last
-        return self._fire("long_silence", "info", _At(now), f"silence for {silent:.0f} s so far (on hold?)",
-                          {"silence_s": round(silent, 1), "since": round(last, 2), "ongoing": True})
+        return self._fire(
+            "long_silence",
+            "info",
+            _At(now),
+            f"silence for {silent:.0f} s so far (on hold?)",
+            {"silence_s": round(silent, 1), "since": round(last, 2), "ongoing": True},
+        )
 
     def on_final(self, ev: TranscriptFinal) -> list[Hint]:
         self.parties.setdefault(ev.speaker, _Party()).finals.append(ev)
@@ -123,50 +173,68 @@ class HintEngine:
         return self._intents(ev) + self._repeated_request(ev)
 
     def _intents(self, ev: TranscriptFinal) -> list[Hint]:
-        """Regular expressions (high precision, they quote the words) and the classifier (paraphrases)."""
+        """Regular expressions (high precision, they quote the words) and the classifier (paraphrases,
+        quoting the sentence it read). The classifier's angry-but-no-request class feeds the customer
+        state instead of a hint."""
         found: dict[str, dict[str, Any]] = {}
         for reason, (_severity, patterns) in INTENTS.items():
             quote = _first_match(patterns, ev.text)
             if quote:
                 found[reason] = {"quote": quote, "matched_by": "pattern"}
-        guess = self._classify("customer", ev.text)
-        if guess and guess[0] in INTENTS:
-            found.setdefault(guess[0], {"quote": ev.text[:160], "matched_by": "classifier"})["p"] = round(guess[1], 2)
+        reading = self._read("customer", ev.text)
+        if reading is not None:
+            self._complaint[ev.utterance_id] = reading.probability(COMPLAINT)
+            guess = reading.strongest(set(INTENTS))
+            if guess and self._classifier_may_fire(reading, guess):
+                found.setdefault(guess[0], {"quote": guess[2][:160], "matched_by": "classifier"})["p"] = round(guess[1], 2)
         hints: list[Hint] = []
         for reason, evidence in found.items():
-            hints += self._fire(reason, INTENTS[reason][0], ev, f"customer said: \u201c{evidence['quote']}\u201d",
-                                {"utterance_id": ev.utterance_id, "at": ev.start, **evidence})
+            hints += self._fire(
+                reason,
+                INTENTS[reason][0],
+                ev,
+                f"customer said: \u201c{evidence['quote']}\u201d",
+                {"utterance_id": ev.utterance_id, "at": ev.start, **evidence},
+            )
         return hints
 
-    def _classify(self, role: str, text: str) -> tuple[str, float] | None:
+    def _classifier_may_fire(self, reading: Reading, guess: tuple[str, float, str]) -> bool:
+        """A critical hint from the classifier alone needs `critical_probability` and a sentence that names
+        the request's object (`REQUEST_OBJECTS`); any hint needs its sentence to read as that request more
+        than as plain frustration (anger is not a request)."""
+        label, p, sentence = guess
+        if INTENTS[label][0] == "critical" and (
+            p < self.settings.critical_probability or not re.search(REQUEST_OBJECTS[label], sentence, re.IGNORECASE)
+        ):
+            return False
+        row = reading.sentences.index(sentence)
+        return p > float(reading.probs[row, reading.labels.index(COMPLAINT)]) if COMPLAINT in reading.labels else True
+
+    def _read(self, role: str, text: str) -> Reading | None:
         if self.embed is None or not self.settings.intents_dir.exists():
             return None
         from callsense.stages.intents import classifier_for
 
-        return classifier_for(self.settings.intents_dir, role, self.embed).classify(text)
+        return classifier_for(self.settings.intents_dir, role, self.embed).read(text)
 
     def on_emotion(self, ev: Emotion) -> list[Hint]:
         party = self.parties.setdefault(ev.speaker, _Party())
         party.emotions.append(ev)
         if ev.role != "customer":  # the operator's emotion is shown, never a hint or a score
             return []
-        hints: list[Hint] = []
-        first = party.emotions[0].arousal if len(party.emotions) > 1 else 0.0
-        rise = ev.arousal - first
-        if ev.valence <= self.settings.negative_valence and rise >= self.settings.arousal_rise:
-            hints += self._fire("customer_upset", "warning", ev,
-                                f"customer negative ({ev.valence:+.2f}) and more agitated than at the start "
-                                f"(arousal {first:+.2f} \u2192 {ev.arousal:+.2f})",
-                                {"utterance_id": ev.utterance_id, "valence": ev.valence, "arousal": ev.arousal,
-                                 "arousal_rise": round(rise, 2), "voice": ev.evidence.get("voice")})
+        hints = self._customer_state(ev)
         voice = ev.evidence.get("voice")
         voice = voice if isinstance(voice, dict) else {}
         z = voice.get("z", {})
         enough = voice.get("voiced_s", 0.0) >= self.settings.raised_voice_min_s
         if enough and z.get("loudness_db", 0) >= 2.0 and ev.arousal > 0.3:
-            hints += self._fire("raised_voice", "warning", ev,
-                                f"customer's voice is {z['loudness_db']:.1f} sd louder than their usual",
-                                {"utterance_id": ev.utterance_id, "loudness_z": z["loudness_db"]})
+            hints += self._fire(
+                "raised_voice",
+                "warning",
+                ev,
+                f"customer's voice is {z['loudness_db']:.1f} sd louder than their usual",
+                {"utterance_id": ev.utterance_id, "loudness_z": z["loudness_db"]},
+            )
         return hints
 
     def on_overlap(self, ev: Overlap) -> list[Hint]:
@@ -174,24 +242,82 @@ class HintEngine:
         op = [s for s, p in self.parties.items() if p.finals and p.finals[-1].role == "operator"]
         n = self.interruptions[ev.interrupter]
         if ev.interrupter in op and n >= self.settings.interruptions_warn:
-            return self._fire("operator_interrupting", "warning", ev,
-                              f"you have talked over the customer {n} times", {"count": n, "at": ev.start})
+            return self._fire(
+                "operator_interrupting",
+                "warning",
+                ev,
+                f"you have talked over the customer {n} times",
+                {"count": n, "at": ev.start},
+            )
         return []
+
+    def _customer_state(self, ev: Emotion) -> list[Hint]:
+        """The turn's evidence into the customer state; a cue once it is likely the customer is frustrated,
+        and another only after the state has fallen back below the re-arm level."""
+        text = ev.evidence.get("text")
+        sentiment = text.get("sentiment", {}) if isinstance(text, dict) else {}
+        voice = ev.evidence.get("voice")
+        arousal = voice.get("arousal", 0.0) if isinstance(voice, dict) else 0.0
+        negative = max(float(sentiment.get("negative", 0.0)), float(text.get("negative_max", 0.0)) if text else 0.0)
+        x = TurnEvidence(
+            ev.utterance_id,
+            str(ev.evidence.get("quote", ""))[:160],
+            negative,
+            float(sentiment.get("positive", 0.0)),
+            self._complaint.pop(ev.utterance_id, 0.0),
+            max(0.0, float(arousal)),
+        )
+        p = self.customer.push(x)
+        cfg = self.settings.customer_state
+        if p < cfg.rearm_probability:
+            self._cue_armed = True
+        if p < cfg.cue_probability or not self._cue_armed:
+            return []
+        self._cue_armed = False
+        why = self.customer.why()
+        return self._fire(
+            "customer_frustrated",
+            "warning",
+            ev,
+            f"customer frustrated ({p:.0%} likely) \u2014 acknowledge it before you go on",
+            {
+                "utterance_id": ev.utterance_id,
+                "probability": round(p, 2),
+                "turns": [{"utterance_id": t.utterance_id, "quote": t.quote} for t in why],
+            },
+            cooldown=False,
+        )
 
     # -- helpers --
 
     def _operator_checks(self, ev: TranscriptFinal) -> list[Hint]:
         quote = _first_match(OPERATOR_RED_FLAGS, ev.text)
-        guess = self._classify("operator", ev.text)
+        reading = self._read("operator", ev.text)
+        guess = reading.strongest(set(reading.labels) - {"none"}) if reading else None
         if quote or guess:
-            return self._fire("operator_tone", "warning", ev, f"you said \u201c{quote or ev.text[:120]}\u201d",
-                              {"utterance_id": ev.utterance_id, "quote": quote or ev.text[:160],
-                               "matched_by": "pattern" if quote else "classifier",
-                               **({"p": round(guess[1], 2)} if guess else {})})
-        if re.search(r"\b(гарантирую|обещаю|100 ?%|точно вернут|i guarantee|i promise|definitely refund)\b",
-                     ev.text, re.IGNORECASE):
-            return self._fire("no_promises", "info", ev, "a promise the bank may not be able to keep",
-                              {"utterance_id": ev.utterance_id, "quote": ev.text[:120]})
+            said = quote or (guess[2] if guess else ev.text)[:160]
+            return self._fire(
+                "operator_tone",
+                "warning",
+                ev,
+                f"you said \u201c{said[:120]}\u201d",
+                {
+                    "utterance_id": ev.utterance_id,
+                    "quote": said,
+                    "matched_by": "pattern" if quote else "classifier",
+                    **({"p": round(guess[1], 2)} if guess else {}),
+                },
+            )
+        if re.search(
+            r"\b(гарантирую|обещаю|100 ?%|точно вернут|i guarantee|i promise|definitely refund)\b", ev.text, re.IGNORECASE
+        ):
+            return self._fire(
+                "no_promises",
+                "info",
+                ev,
+                "a promise the bank may not be able to keep",
+                {"utterance_id": ev.utterance_id, "quote": ev.text[:120]},
+            )
         return []
 
     def _learn_context(self, ev: TranscriptFinal) -> None:
@@ -211,25 +337,43 @@ class HintEngine:
             sim = float(vec @ old)
             overlap = len(words & old_words) / len(words | old_words)
             if sim >= self.settings.repeat_similarity and overlap >= self.settings.repeat_overlap:
-                hints = self._fire("repeated_request", "warning", ev, "the customer is repeating an earlier request",
-                                   {"utterance_id": ev.utterance_id, "repeats": uid, "similarity": round(sim, 2),
-                                    "shared_words": round(overlap, 2)})
+                hints = self._fire(
+                    "repeated_request",
+                    "warning",
+                    ev,
+                    "the customer is repeating an earlier request",
+                    {
+                        "utterance_id": ev.utterance_id,
+                        "repeats": uid,
+                        "similarity": round(sim, 2),
+                        "shared_words": round(overlap, 2),
+                    },
+                )
                 break
         self._embeddings.append((ev.utterance_id, vec, words, ev.start))
         return hints
 
-    def _fire(self, reason: str, severity: str, ev: Any, title: str, evidence: dict[str, Any]) -> list[Hint]:
+    def _fire(
+        self, reason: str, severity: str, ev: Any, title: str, evidence: dict[str, Any], cooldown: bool = True
+    ) -> list[Hint]:
         t = getattr(ev, "end", getattr(ev, "t", 0.0))
         last = self.last_fired.get(reason)
-        if last is not None and t - last < self.settings.cooldown_s:
+        if cooldown and last is not None and t - last < self.settings.cooldown_s:
             return []
         self.last_fired[reason] = t
         self.count += 1
-        return [Hint(
-            hint_id=f"h{self.count}", severity=severity, reason=reason, title=title, evidence=evidence,
-            phrases=self.phrases(reason), speaker=getattr(ev, "speaker", None),
-            to_supervisor=severity == "critical",
-        )]
+        return [
+            Hint(
+                hint_id=f"h{self.count}",
+                severity=severity,
+                reason=reason,
+                title=title,
+                evidence=evidence,
+                phrases=self.phrases(reason),
+                speaker=getattr(ev, "speaker", None),
+                to_supervisor=severity == "critical",
+            )
+        ]
 
     def _playbook(self) -> Playbook:
         lang = (self.language or "en")[:2]
@@ -239,8 +383,11 @@ class HintEngine:
 
     def phrases(self, reason: str, k: int = 2) -> list[str]:
         """Personal phrases first when their slots can be filled grammatically, then generic ones."""
-        out = [p for template in self._playbook().situations.get(reason, [])
-               if (p := render(template, self.context, self._playbook())) is not None]
+        out = [
+            p
+            for template in self._playbook().situations.get(reason, [])
+            if (p := render(template, self.context, self._playbook())) is not None
+        ]
         return out[:k]
 
 
@@ -251,9 +398,11 @@ class _At:
     end: float
 
 
-NUMBER_WORDS = re.compile(r"^(zero|three|four|five|seven|eight|nine|eleven|twelve|twenty|thirty|forty|fifty|sixty|"
-                          r"seventy|eighty|ninety|hundred|ноль|один|одна|четыре|пять|шесть|семь|восемь|девять|"
-                          r"десять|\w+дцать|сорок|сто|\d+)$")
+NUMBER_WORDS = re.compile(
+    r"^(zero|three|four|five|seven|eight|nine|eleven|twelve|twenty|thirty|forty|fifty|sixty|"
+    r"seventy|eighty|ninety|hundred|ноль|один|одна|четыре|пять|шесть|семь|восемь|девять|"
+    r"десять|\w+дцать|сорок|сто|\d+)$"
+)
 
 
 def _content_words(text: str) -> set[str]:

@@ -57,8 +57,7 @@ def load_intents(directory: Path, role: str) -> IntentSet:
 class IntentClassifier:
     """Softmax regression on mean-centred, normalised e5 embeddings."""
 
-    def __init__(self, intents: IntentSet, embed: Embed, vectors: np.ndarray, l2: float = 1e-3,
-                 steps: int = 400) -> None:
+    def __init__(self, intents: IntentSet, embed: Embed, vectors: np.ndarray, l2: float = 1e-3, steps: int = 400) -> None:
         """`vectors`: the examples' embeddings by `embed` (`classifier_for` reads them from disk)."""
         self.labels, self.embed, self.min_probability = intents.labels, embed, intents.min_probability
         x = self._features(np.asarray(vectors, np.float64), fit=True)
@@ -83,16 +82,37 @@ class IntentClassifier:
     def probabilities(self, texts: list[str]) -> np.ndarray:
         return _softmax(self._features(np.asarray(self.embed(texts), np.float64)) @ self.w + self.b)
 
-    def classify(self, text: str) -> tuple[str, float] | None:
-        """The intent of the strongest sentence in a turn, with its probability, or None."""
+    def read(self, text: str) -> Reading | None:
+        """Every intent's probability for each sentence of a turn (of three words or more)."""
         said = [s for s in sentences(text) if len(s.split()) >= 3]
         if not said:  # "yes", "<unk>", a lone number: nothing to classify
             return None
-        probs = self.probabilities(said)
-        probs[:, 0] = 0.0  # "none" never fires
-        row, col = np.unravel_index(int(np.argmax(probs)), probs.shape)
-        p = float(probs[row, col])
-        return (self.labels[col], p) if p >= self.min_probability else None
+        return Reading(self.labels, tuple(said), self.probabilities(said), self.min_probability)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A turn as the classifier read it, sentence by sentence."""
+
+    labels: tuple[str, ...]
+    sentences: tuple[str, ...]
+    probs: np.ndarray  # sentences x labels
+    min_probability: float
+
+    def strongest(self, labels: set[str]) -> tuple[str, float, str] | None:
+        """Among `labels`, the likeliest intent of any sentence, its probability and that sentence (the
+        span a hint quotes), or None below `min_probability`."""
+        cols = [i for i, label in enumerate(self.labels) if label in labels]
+        if not cols:
+            return None
+        sub = self.probs[:, cols]
+        row, col = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        p = float(sub[row, col])
+        return (self.labels[cols[col]], p, self.sentences[row]) if p >= self.min_probability else None
+
+    def probability(self, label: str) -> float:
+        """The label's probability in the turn's strongest sentence for it (0 if the label is unknown)."""
+        return float(self.probs[:, self.labels.index(label)].max()) if label in self.labels else 0.0
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

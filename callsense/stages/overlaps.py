@@ -23,8 +23,9 @@ class OverlapDetector:
             a, b = max(fin.start, other.start), min(fin.end, other.end)
             if b - a >= MIN_OVERLAP_S:
                 later, earlier = (fin, other) if fin.start > other.start else (other, fin)
-                out.append(Overlap(start=round(a, 2), end=round(b, 2), interrupter=later.speaker,
-                                   interrupted=earlier.speaker))
+                out.append(
+                    Overlap(start=round(a, 2), end=round(b, 2), interrupter=later.speaker, interrupted=earlier.speaker)
+                )
         self.recent.append(fin)
         return out
 

@@ -95,8 +95,7 @@ class Pack:
         out = []
         for (count, start_sample, size, at), words in zip(spans, Pack.assign(hyp.words, spans), strict=True):
             shift = start_sample / SAMPLE_RATE - at
-            mine = [w.model_copy(update={"start": round(w.start + shift, 3), "end": round(w.end + shift, 3)})
-                    for w in words]
+            mine = [w.model_copy(update={"start": round(w.start + shift, 3), "end": round(w.end + shift, 3)}) for w in words]
             out.append((count, start_sample, size, hyp.only(mine)))
         return out
 
@@ -166,8 +165,7 @@ class Reviser:
         self._running: Future[list[Revised]] | None = None
         self._ending: Future[list[Revised]] | None = None  # the last pack, queued at the end
 
-    def add(self, count: int, start_sample: int, audio: np.ndarray, text: str, prompt: str,
-            language: str | None) -> None:
+    def add(self, count: int, start_sample: int, audio: np.ndarray, text: str, prompt: str, language: str | None) -> None:
         """A live final (or a turn that gave no words) of `audio`; `prompt` is the live prompt it
         was decoded with: the speaker's words before it."""
         if not self.pack.fits(audio):
@@ -226,8 +224,7 @@ class Reviser:
 
         return job
 
-    def _revised(self, hyp: Hypothesis, spans: list[tuple[int, int, int, float]],
-                 texts: dict[int, str]) -> list[Revised]:
+    def _revised(self, hyp: Hypothesis, spans: list[tuple[int, int, int, float]], texts: dict[int, str]) -> list[Revised]:
         out = []
         for count, start_sample, size, part in Pack.parts(hyp, spans):
             live = texts.get(count, "")

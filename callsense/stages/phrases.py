@@ -23,8 +23,10 @@ import yaml
 
 SLOT = re.compile(r"\{(address|topic)(?::(\w+))?\}")
 CASES = {"nomn", "gent", "datv", "accs", "ablt", "loct"}
-INTRODUCTION = re.compile(r"(?i:меня зовут|my name is|i'm|i am|this is|это)\s+"
-                          r"([A-ZА-ЯЁ][a-zа-яё]+(?:\s+[A-ZА-ЯЁ][a-zа-яё]+){0,2})")
+INTRODUCTION = re.compile(
+    r"(?i:меня зовут|my name is|i'm|i am|this is|это)\s+"
+    r"([A-ZА-ЯЁ][a-zа-яё]+(?:\s+[A-ZА-ЯЁ][a-zа-яё]+){0,2})"
+)
 
 
 @lru_cache(maxsize=1)
@@ -47,9 +49,12 @@ def load_playbook(directory: Path, language: str) -> Playbook:
     if not path.exists():
         path = directory / "en.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return Playbook(str(data.get("language", language)), str(data.get("address", "none")),
-                    {str(k): str(v) for k, v in (data.get("topics") or {}).items()},
-                    {k: list(v) for k, v in (data.get("situations") or {}).items()})
+    return Playbook(
+        str(data.get("language", language)),
+        str(data.get("address", "none")),
+        {str(k): str(v) for k, v in (data.get("topics") or {}).items()},
+        {k: list(v) for k, v in (data.get("situations") or {}).items()},
+    )
 
 
 @dataclass

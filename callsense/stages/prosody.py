@@ -19,14 +19,30 @@ from callsense.models import callsense_weight
 
 HOP = 160  # 10 ms
 FEATURES = [
-    "f0_median_st", "f0_range_st", "f0_slope_st_s", "loudness_db", "loudness_std_db", "pause_share",
-    "jitter", "shimmer", "spectral_tilt_db", "spectral_centroid_hz", "voiced_share",
+    "f0_median_st",
+    "f0_range_st",
+    "f0_slope_st_s",
+    "loudness_db",
+    "loudness_std_db",
+    "pause_share",
+    "jitter",
+    "shimmer",
+    "spectral_tilt_db",
+    "spectral_centroid_hz",
+    "voiced_share",
 ]
 EXPLAIN = {
-    "f0_median_st": "pitch", "f0_range_st": "pitch range", "f0_slope_st_s": "pitch slope",
-    "loudness_db": "loudness", "loudness_std_db": "loudness variation", "pause_share": "pauses",
-    "jitter": "pitch instability", "shimmer": "loudness instability", "spectral_tilt_db": "voice tension",
-    "spectral_centroid_hz": "voice brightness", "voiced_share": "voicing",
+    "f0_median_st": "pitch",
+    "f0_range_st": "pitch range",
+    "f0_slope_st_s": "pitch slope",
+    "loudness_db": "loudness",
+    "loudness_std_db": "loudness variation",
+    "pause_share": "pauses",
+    "jitter": "pitch instability",
+    "shimmer": "loudness instability",
+    "spectral_tilt_db": "voice tension",
+    "spectral_centroid_hz": "voice brightness",
+    "voiced_share": "voicing",
 }
 
 
@@ -45,8 +61,7 @@ def measure(seg: np.ndarray, n: int) -> np.ndarray:
         return seg[HALF - width // 2 : HALF - width // 2 + span + width]
 
     rms = librosa.feature.rms(y=around(RMS_N), frame_length=RMS_N, hop_length=HOP, center=False)[0]
-    f0 = librosa.yin(around(YIN_N), fmin=60, fmax=450, sr=SAMPLE_RATE, frame_length=YIN_N, hop_length=HOP,
-                     center=False)
+    f0 = librosa.yin(around(YIN_N), fmin=60, fmax=450, sr=SAMPLE_RATE, frame_length=YIN_N, hop_length=HOP, center=False)
     spec = np.abs(librosa.stft(around(FFT_N), n_fft=FFT_N, hop_length=HOP, center=False)) ** 2
     freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=FFT_N)
     low = spec[(freqs >= 50) & (freqs < 1000)].sum(axis=0)
@@ -215,8 +230,7 @@ class SpeechScores:
     def evidence(self, top: int = 3, min_abs: float = 1.0) -> list[str]:
         """The strongest deviations from the speaker's baseline, in words."""
         ranked = sorted(self.z.items(), key=lambda kv: -abs(kv[1]))
-        return [f"{EXPLAIN[k]} {'up' if v > 0 else 'down'} {abs(v):.1f} sd" for k, v in ranked[:top]
-                if abs(v) >= min_abs]
+        return [f"{EXPLAIN[k]} {'up' if v > 0 else 'down'} {abs(v):.1f} sd" for k, v in ranked[:top] if abs(v) >= min_abs]
 
 
 class SpeechEmotionModel:
@@ -232,8 +246,7 @@ class SpeechEmotionModel:
             return cls({k: data[k] for k in data.files})
 
     def new_baseline(self, min_turns: int = 3) -> SpeakerBaseline:
-        return SpeakerBaseline(self.w["prior_mean"].astype(np.float64), self.w["prior_std"].astype(np.float64),
-                               min_turns)
+        return SpeakerBaseline(self.w["prior_mean"].astype(np.float64), self.w["prior_std"].astype(np.float64), min_turns)
 
     def predict_z(self, z: np.ndarray) -> SpeechScores:
         z = np.clip(z, -5, 5)
@@ -254,8 +267,7 @@ class SpeechEmotionModel:
         """A turn from its frames' measurements (`VoiceTrack.window`)."""
         return self.score_features(summarise(frames), baseline)
 
-    def score_features(self, feats: dict[str, float] | None,
-                       baseline: SpeakerBaseline) -> tuple[SpeechScores, dict] | None:
+    def score_features(self, feats: dict[str, float] | None, baseline: SpeakerBaseline) -> tuple[SpeechScores, dict] | None:
         if feats is None:
             return None
         x = vector(feats)

@@ -40,6 +40,7 @@ class Diarizer(Protocol):
 
     def speaker_at(self, start: float, end: float) -> str | None: ...
 
+
 # --- stereo: echo gate -----------------------------------------------------------------------
 
 
@@ -91,9 +92,13 @@ class ChannelGate:
 
     def state(self) -> str:
         rest = self._pending if self._pending is not None else np.zeros((0, 0), np.float32)
-        return json.dumps({"pending": base64.b64encode(np.ascontiguousarray(rest, np.float32).tobytes()).decode(),
-                           "channels": rest.shape[0],
-                           "seen": None if self._seen is None else self._seen.tolist()})
+        return json.dumps(
+            {
+                "pending": base64.b64encode(np.ascontiguousarray(rest, np.float32).tobytes()).decode(),
+                "channels": rest.shape[0],
+                "seen": None if self._seen is None else self._seen.tolist(),
+            }
+        )
 
     def restore(self, state: str) -> None:
         if state.startswith("{"):
@@ -303,8 +308,12 @@ class MonoSpeakers:
     def _split(self, fin: TranscriptFinal) -> list[TranscriptFinal]:
         groups: list[tuple[str, list[Word]]] = []
         for w in fin.words or []:
-            spk = self._speaker(w.start, w.end) or (groups[-1][0] if groups else None) \
-                or self._speaker(fin.start, fin.end) or "SPEAKER_00"
+            spk = (
+                self._speaker(w.start, w.end)
+                or (groups[-1][0] if groups else None)
+                or self._speaker(fin.start, fin.end)
+                or "SPEAKER_00"
+            )
             if groups and groups[-1][0] == spk:
                 groups[-1][1].append(w)
             else:
@@ -315,12 +324,16 @@ class MonoSpeakers:
         out = []
         for i, (spk, words) in enumerate(groups):
             text = fin.text if whole else " ".join(w.word for w in words)
-            part = fin.model_copy(update={
-                "speaker": spk, "words": words, "text": text,
-                "start": fin.start if whole or not words else words[0].start,
-                "end": fin.end if whole or not words else words[-1].end,
-                "utterance_id": fin.utterance_id if whole else f"{fin.utterance_id}.{i + 1}",
-            })
+            part = fin.model_copy(
+                update={
+                    "speaker": spk,
+                    "words": words,
+                    "text": text,
+                    "start": fin.start if whole or not words else words[0].start,
+                    "end": fin.end if whole or not words else words[-1].end,
+                    "utterance_id": fin.utterance_id if whole else f"{fin.utterance_id}.{i + 1}",
+                }
+            )
             self.roles.observe_text(spk, text)
             guess = self.roles.role_of(spk)
             part.role, part.role_confidence = guess.role, guess.confidence  # type: ignore[assignment]

@@ -80,8 +80,9 @@ def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: 
         model = _embedder(path)
         chunks = [unique[i : i + batch] for i in range(0, len(unique), batch)]
         found = {}
-        for part, vectors in zip(chunks, _vectors.map(lambda p: _weighted(model, p, np.atleast_2d(model.query(p))),
-                                                      chunks), strict=True):
+        for part, vectors in zip(
+            chunks, _vectors.map(lambda p: _weighted(model, p, np.atleast_2d(model.query(p))), chunks), strict=True
+        ):
             found.update(zip(part, vectors, strict=True))
     out = np.zeros((len(texts), DIM), np.float32)
     for row, parts in enumerate(split):
@@ -179,6 +180,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class TextScores:
     emotion: dict[str, float]
     sentiment: dict[str, float]
+    # the most negative sentence's negative probability: one sharp sentence among polite ones still
+    # shows (the turn's pooled vector averages it away); the customer state reads it
+    negative_max: float = 0.0
 
     @property
     def valence(self) -> float:
@@ -208,8 +212,25 @@ class TextEmotion:
         x = embed_texts(texts, self.settings)
         emo = _softmax(x @ self.w["emotion_W"].T + self.w["emotion_b"])
         sen = _softmax(x @ self.w["sentiment_W"].T + self.w["sentiment_b"])
+        worst = [self._most_negative(t) for t in texts]
         return [
-            TextScores(dict(zip(self.emotions, map(float, e), strict=True)),
-                       dict(zip(self.sentiments, map(float, s), strict=True)))
-            for e, s in zip(emo, sen, strict=True)
+            TextScores(
+                dict(zip(self.emotions, map(float, e), strict=True)),
+                dict(zip(self.sentiments, map(float, s), strict=True)),
+                max(w, float(s[self._negative])),
+            )
+            for e, s, w in zip(emo, sen, worst, strict=True)
         ]
+
+    @property
+    def _negative(self) -> int:
+        return self.sentiments.index("negative")
+
+    def _most_negative(self, text: str) -> float:
+        """The highest negative probability of the text's sentences (their pieces' vectors are cached
+        from the turn's own embedding, so this costs no e5 pass)."""
+        parts = sentences(text)
+        if len(parts) < 2:
+            return 0.0
+        x = embed_texts(parts, self.settings)
+        return float(_softmax(x @ self.w["sentiment_W"].T + self.w["sentiment_b"])[:, self._negative].max())

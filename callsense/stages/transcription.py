@@ -78,9 +78,17 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
 class StreamingTranscriber:
     """Feeds one speaker stream; `push` returns partial and final transcript events as they are ready."""
 
-    def __init__(self, decoder: WhisperDecoder, settings: AsrSettings, speaker: str, role: Role = "unknown",
-                 language: str | None = None, vad: SileroVAD | None = None, pack: bool = False,
-                 revise: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        decoder: WhisperDecoder,
+        settings: AsrSettings,
+        speaker: str,
+        role: Role = "unknown",
+        language: str | None = None,
+        vad: SileroVAD | None = None,
+        pack: bool = False,
+        revise: Callable[[], Any] | None = None,
+    ) -> None:
         """`pack`: a recording, not a live call: finals are decoded in packs (see `Pack`). `revise`:
         the background Whisper model with which a live speaker's finals are decoded again in packs
         (`Reviser`)."""
@@ -117,7 +125,7 @@ class StreamingTranscriber:
                 # audio between the padded start and this chunk comes from the history buffer
                 lead = base - b.sample
                 if lead > 0:
-                    self._utt.add(self._history[-(audio.size + lead):-audio.size or None][:lead])
+                    self._utt.add(self._history[-(audio.size + lead) : -audio.size or None][:lead])
                 cursor = local
             elif b.kind == "end" and self._utt is not None:
                 self._utt.add(audio[cursor:local])
@@ -144,8 +152,9 @@ class StreamingTranscriber:
         said = list(self._said) if self.settings.prompt_chars > 0 else []  # words travel only when used
         return {"language": self.language, "votes": list(self._language_votes), "said": said}
 
-    def seek(self, sample: int, utterances: int, vad: dict[str, str] | None = None,
-             state: dict[str, Any] | None = None) -> None:
+    def seek(
+        self, sample: int, utterances: int, vad: dict[str, str] | None = None, state: dict[str, Any] | None = None
+    ) -> None:
         """Continue a stream another worker heard up to `sample` (nobody speaking there), where it had
         finished `utterances` utterances: ids and times go on from there. With its `vad` state the
         speech is cut into the same utterances as it would have been without the change, and with
@@ -209,8 +218,12 @@ class StreamingTranscriber:
         n = agreed_prefix(utt.previous_words, words)
         utt.previous_words = words
         return TranscriptPartial(
-            speaker=self.speaker, role=self.role, start=utt.start_sample / SAMPLE_RATE,
-            end=(utt.start_sample + samples) / SAMPLE_RATE, text=hyp.text, stable_text=" ".join(words[:n]),
+            speaker=self.speaker,
+            role=self.role,
+            start=utt.start_sample / SAMPLE_RATE,
+            end=(utt.start_sample + samples) / SAMPLE_RATE,
+            text=hyp.text,
+            stable_text=" ".join(words[:n]),
             language=hyp.language,
         )
 
@@ -298,8 +311,11 @@ class StreamingTranscriber:
             # detected on the window's own encoder pass: a whole window of this speaker is one vote
             # worth locking on
             self._commit_vote((hyp.language, 1.0))
-        return [f for count, start_sample, size, part in Pack.parts(hyp, spans)
-                for f in self._final(start_sample, size, part, count)]
+        return [
+            f
+            for count, start_sample, size, part in Pack.parts(hyp, spans)
+            for f in self._final(start_sample, size, part, count)
+        ]
 
     def _revise_later(self, start_sample: int, audio: np.ndarray, text: str) -> None:
         """A live turn just decoded (with the prompt as it is now) goes to the reviser's pack."""
@@ -320,10 +336,16 @@ class StreamingTranscriber:
         if hyp.words:  # the VAD's edges include padding and decay; word timings are tighter
             start, end = max(start, hyp.words[0].start), min(end, hyp.words[-1].end)
         return TranscriptFinal(
-            speaker=self.speaker, role=self.role, start=round(start, 3),
-            end=round(end, 3), text=hyp.text, words=hyp.words,
-            language=hyp.language, utterance_id=f"{self.speaker}-{count}",
-            avg_logprob=hyp.avg_logprob, no_speech_prob=hyp.no_speech_prob,
+            speaker=self.speaker,
+            role=self.role,
+            start=round(start, 3),
+            end=round(end, 3),
+            text=hyp.text,
+            words=hyp.words,
+            language=hyp.language,
+            utterance_id=f"{self.speaker}-{count}",
+            avg_logprob=hyp.avg_logprob,
+            no_speech_prob=hyp.no_speech_prob,
         )
 
     def _revision(self, start_sample: int, size: int, hyp: Hypothesis, count: int) -> TranscriptFinal:

@@ -67,9 +67,14 @@ class Hypothesis:
         """This hypothesis followed by `more` (the same audio decoded on from where this one stopped)."""
         scores = [x for x in (self.avg_logprob, more.avg_logprob) if x is not None]
         silence = [x for x in (self.no_speech_prob, more.no_speech_prob) if x is not None]
-        return Hypothesis(" ".join(t for t in (self.text, more.text) if t), self.words + more.words, self.language,
-                          min(scores) if scores else None, max(silence) if silence else None,
-                          self.degenerate + more.degenerate)
+        return Hypothesis(
+            " ".join(t for t in (self.text, more.text) if t),
+            self.words + more.words,
+            self.language,
+            min(scores) if scores else None,
+            max(silence) if silence else None,
+            self.degenerate + more.degenerate,
+        )
 
 
 @dataclass
@@ -163,8 +168,7 @@ class DecodeGate:
         finally:
             self._release()
 
-    def batched(self, key: Hashable, request: Any, run: Callable[[list[Any]], list[Any]],
-                caller: object = None) -> Any:
+    def batched(self, key: Hashable, request: Any, run: Callable[[list[Any]], list[Any]], caller: object = None) -> Any:
         """Decode `request` with other waiting requests of the same `key` through `run` (a list in,
         a result per item out, in order); returns this request's result."""
         me = _Pending(key, request, time.monotonic(), caller)
@@ -249,8 +253,9 @@ class DecodeGate:
 class WhisperDecoder:
     """A faster-whisper model with the hallucination guards always on."""
 
-    def __init__(self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None,
-                 beam_size: int | None = None) -> None:
+    def __init__(
+        self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None, beam_size: int | None = None
+    ) -> None:
         self.model, self.settings = model, settings
         self.gate = gate or DecodeGate(1)
         self.gate.join(self)
@@ -266,8 +271,9 @@ class WhisperDecoder:
             _, _, probs = self.model.detect_language(audio)
         return _best_language(probs, allowed)
 
-    def decode(self, audio: np.ndarray, language: str | None, mode: Mode, offset: float,
-               prompt: str = "") -> Hypothesis | None:
+    def decode(
+        self, audio: np.ndarray, language: str | None, mode: Mode, offset: float, prompt: str = ""
+    ) -> Hypothesis | None:
         """Finals (and speculative finals) get word timestamps, beam search and `prompt` (what the
         speaker said before); finals are batched with other calls' finals. Partials decode once,
         greedily, with a short encoder window and no prompt. None: an optional decode was skipped."""
@@ -352,8 +358,15 @@ class WhisperDecoder:
         out: dict[int, Hypothesis] = {}
         for (lang, _), idx in groups.items():
             part = StorageView.from_array(np.ascontiguousarray(rows[idx]))
-            out.update(zip(idx, self._generate([requests[i] for i in idx], [frames[i] for i in idx], part, lang,
-                                               [previous[i] for i in idx]), strict=True))
+            out.update(
+                zip(
+                    idx,
+                    self._generate(
+                        [requests[i] for i in idx], [frames[i] for i in idx], part, lang, [previous[i] for i in idx]
+                    ),
+                    strict=True,
+                )
+            )
         return [out[i] for i in range(len(requests))]
 
     def _previous(self, prompt: str) -> list[int]:
@@ -364,8 +377,9 @@ class WhisperDecoder:
         text = prompt.strip()
         return self.model.hf_tokenizer.encode(" " + text, add_special_tokens=False).ids if text else []
 
-    def _generate(self, requests: list[DecodeRequest], frames: list[int], encoded: Any, language: str,
-                  previous: list[list[int]]) -> list[Hypothesis]:
+    def _generate(
+        self, requests: list[DecodeRequest], frames: list[int], encoded: Any, language: str, previous: list[list[int]]
+    ) -> list[Hypothesis]:
         """Beam search and word timings for pieces of one language and prompt length, from their
         encoder output."""
         m = self.model
@@ -373,31 +387,60 @@ class WhisperDecoder:
         prompts = [m.get_prompt(tok, p) for p in previous]
         new_tokens = max(_token_cap(r.audio.size / SAMPLE_RATE, timestamps=True) for r in requests)
         results = m.model.generate(
-            encoded, prompts, beam_size=self.beam_size, patience=1, length_penalty=1,
+            encoded,
+            prompts,
+            beam_size=self.beam_size,
+            patience=1,
+            length_penalty=1,
             max_length=min(m.max_length, max(len(p) for p in prompts) + new_tokens),
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=self._suppressed(tok), max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed(tok),
+            max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP,
         )
         split = [self._split(tok, res, n) for res, n in zip(results, frames, strict=True)]
         segments = [segs for segs, _ in split]
         if any(segments):
             m.add_word_timestamps(segments, tok, encoded, frames, PREPEND, APPEND, 0.0)
-        hyps = [self._hypothesis((_Segment(s["text"], s["avg_logprob"], s["no_speech_prob"], s["compression_ratio"],
-                                           [_Timed(**w) for w in s.get("words", [])]) for s in segs), language, r.offset)
-                for segs, r in zip(segments, requests, strict=True)]
+        hyps = [
+            self._hypothesis(
+                (
+                    _Segment(
+                        s["text"],
+                        s["avg_logprob"],
+                        s["no_speech_prob"],
+                        s["compression_ratio"],
+                        [_Timed(**w) for w in s.get("words", [])],
+                    )
+                    for s in segs
+                ),
+                language,
+                r.offset,
+            )
+            for segs, r in zip(segments, requests, strict=True)
+        ]
         return self._rest(requests, hyps, [seek for _, seek in split], language)
 
-    def _rest(self, requests: list[DecodeRequest], hyps: list[Hypothesis], seeks: list[float],
-              language: str) -> list[Hypothesis]:
+    def _rest(
+        self, requests: list[DecodeRequest], hyps: list[Hypothesis], seeks: list[float], language: str
+    ) -> list[Hypothesis]:
         """Whisper may stop before the end of its window (a timestamp pair, then the end): as
         faster-whisper's sequential path does, the rest of the audio is decoded again from there,
         in a window for the rest (a few seconds of a packed window need no 30 s encoder pass)."""
-        todo = [i for i, (r, seek) in enumerate(zip(requests, seeks, strict=True))
-                if r.audio.size / SAMPLE_RATE - seek >= MIN_REST_S]
+        todo = [
+            i
+            for i, (r, seek) in enumerate(zip(requests, seeks, strict=True))
+            if r.audio.size / SAMPLE_RATE - seek >= MIN_REST_S
+        ]
         if not todo:
             return hyps
-        rest = self.decode_batch([DecodeRequest(requests[i].audio[int(seeks[i] * SAMPLE_RATE):], language,
-                                                requests[i].offset + seeks[i]) for i in todo])
+        rest = self.decode_batch(
+            [
+                DecodeRequest(requests[i].audio[int(seeks[i] * SAMPLE_RATE) :], language, requests[i].offset + seeks[i])
+                for i in todo
+            ]
+        )
         for i, more in zip(todo, rest, strict=True):
             hyps[i] = hyps[i].extend(more)
         return hyps
@@ -406,8 +449,10 @@ class WhisperDecoder:
         if all(r.language for r in requests):
             return [str(r.language) for r in requests]
         detected = self.model.model.detect_language(encoded)  # from the encoder pass already paid for
-        return [r.language or _best_language([(t[2:-2], p) for t, p in d], self.settings.languages)[0]
-                for r, d in zip(requests, detected, strict=True)]
+        return [
+            r.language or _best_language([(t[2:-2], p) for t, p in d], self.settings.languages)[0]
+            for r, d in zip(requests, detected, strict=True)
+        ]
 
     def _tokenizer(self, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer
@@ -428,27 +473,45 @@ class WhisperDecoder:
         tokens = list(result.sequences_ids[0])
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         subs, seek, _ = self.model._split_segments_by_timestamps(
-            tokenizer=tok, tokens=tokens, time_offset=0.0, segment_size=frames, segment_duration=frames / 100, seek=0)
+            tokenizer=tok, tokens=tokens, time_offset=0.0, segment_size=frames, segment_duration=frames / 100, seek=0
+        )
         out = []
         for s in subs:
             text = tok.decode(s["tokens"])
             if text.strip():
-                out.append({**s, "text": text, "avg_logprob": avg_logprob, "no_speech_prob": result.no_speech_prob,
-                            "compression_ratio": get_compression_ratio(text)})
+                out.append(
+                    {
+                        **s,
+                        "text": text,
+                        "avg_logprob": avg_logprob,
+                        "no_speech_prob": result.no_speech_prob,
+                        "compression_ratio": get_compression_ratio(text),
+                    }
+                )
         return out, min(seek, frames) / 100
 
     def _greedy(self, audio: np.ndarray, language: str | None, offset: float) -> Hypothesis:
         """A partial: faster-whisper's own sequential path, greedy, no timestamps."""
         s = self.settings
         segments, info = self.model.transcribe(
-            audio, language=language, beam_size=1, word_timestamps=False, vad_filter=False,
-            condition_on_previous_text=False, without_timestamps=True,
-            no_speech_threshold=s.no_speech_threshold, log_prob_threshold=s.log_prob_threshold,
-            compression_ratio_threshold=s.compression_ratio_threshold, temperature=[0.0],
+            audio,
+            language=language,
+            beam_size=1,
+            word_timestamps=False,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            no_speech_threshold=s.no_speech_threshold,
+            log_prob_threshold=s.log_prob_threshold,
+            compression_ratio_threshold=s.compression_ratio_threshold,
+            temperature=[0.0],
             max_new_tokens=_token_cap(audio.size / SAMPLE_RATE, timestamps=False),
         )
-        return self._hypothesis((_Segment(seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio)
-                                 for seg in segments), info.language, offset)
+        return self._hypothesis(
+            (_Segment(seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio) for seg in segments),
+            info.language,
+            offset,
+        )
 
     def _hypothesis(self, segments: Iterable[_Segment], language: str | None, offset: float) -> Hypothesis:
         kept, out_words, logprobs, nsp = [], [], [], []
@@ -463,11 +526,22 @@ class WhisperDecoder:
             logprobs.append(seg.avg_logprob)
             nsp.append(seg.no_speech_prob)
             for w in seg.words:
-                out_words.append(Word(start=round(w.start + offset, 3), end=round(w.end + offset, 3),
-                                      word=w.word.strip(), probability=round(w.probability, 3)))
-        return Hypothesis(" ".join(t for t in kept if t), out_words, language,
-                          float(np.mean(logprobs)) if logprobs else None, float(np.max(nsp)) if nsp else None,
-                          degenerate)
+                out_words.append(
+                    Word(
+                        start=round(w.start + offset, 3),
+                        end=round(w.end + offset, 3),
+                        word=w.word.strip(),
+                        probability=round(w.probability, 3),
+                    )
+                )
+        return Hypothesis(
+            " ".join(t for t in kept if t),
+            out_words,
+            language,
+            float(np.mean(logprobs)) if logprobs else None,
+            float(np.max(nsp)) if nsp else None,
+            degenerate,
+        )
 
     def _degenerate(self, seg: _Segment) -> bool:
         """A decoding loop: text without a single letter or digit, or one phrase over and over

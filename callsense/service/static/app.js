@@ -5,7 +5,7 @@ const state = { calls: {}, selected: null, last: {}, ws: null, token: null };
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
 
 function call(id) {
-  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], hints: {}, order: [], risk: 0, latched: null, lag: 0, t: 0, customer: null, ended: false };
+  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], hints: {}, order: [], risk: 0, frustration: null, latched: null, lag: 0, t: 0, customer: null, ended: false };
 }
 
 // a revised final (the turn decoded again with the speaker's others) corrects its line, or withdraws it
@@ -26,7 +26,7 @@ function apply(ev) {
     case "emotion": c.emotions.push(ev); if (ev.role === "customer") c.customer = ev; break;
     case "hint": c.hints[ev.hint_id] = { ev, action: null }; c.order.unshift(ev.hint_id); break;
     // the risk is computed once, on the server (escalation state): the dashboard only shows it
-    case "risk": c.risk = ev.level; c.latched = ev.latched ? ev : null; break;
+    case "risk": c.risk = ev.level; c.frustration = ev.frustration; c.latched = ev.latched ? ev : null; break;
     case "hint_feedback": if (c.hints[ev.hint_id]) c.hints[ev.hint_id].action = ev.action; break;
     case "metrics": c.lag = ev.lag_s; break;
     case "call_ended": c.ended = true; break;
@@ -37,6 +37,13 @@ function apply(ev) {
   if (!state.selected) state.selected = ev.call_id;
 }
 
+// the customer state in plain words; the cue to the operator fires at 35% (hints.customer_state)
+function mood(c) {
+  if (c.frustration === null || c.frustration === undefined) return "-";
+  const pct = Math.round(c.frustration * 100) + "%";
+  return c.frustration >= 0.35 ? `frustrated (${pct})` : c.frustration >= 0.15 ? `uneasy (${pct})` : "calm";
+}
+
 function renderWall() {
   const body = document.querySelector("#calls tbody"); body.replaceChildren();
   Object.values(state.calls).sort((a, b) => b.risk - a.risk).forEach(c => {
@@ -44,7 +51,7 @@ function renderWall() {
     const name = el("td", "", c.id + (c.ended ? " (ended)" : ""));
     if (c.latched) name.append(el("span", "badge", "\u26a0 " + c.latched.reason));
     tr.append(name, el("td", "", c.operator),
-      el("td", "", c.customer ? c.customer.label : "-"), el("td", "risk", c.risk.toFixed(2)), el("td", "", c.lag.toFixed(1) + "s"));
+      el("td", "mood", mood(c)), el("td", "risk", c.risk.toFixed(2)), el("td", "", c.lag.toFixed(1) + "s"));
     tr.onclick = () => { state.selected = c.id; render(); };
     body.append(tr);
   });
@@ -82,8 +89,11 @@ function renderHints(c) {
   const box = document.getElementById("hints"); box.replaceChildren();
   c.order.slice(0, 4).forEach(id => {
     const { ev, action } = c.hints[id];
-    const card = el("div", "hint " + ev.severity); card.dataset.hint = id;
-    card.append(el("b", "", ev.severity.toUpperCase() + ": "), el("span", "", ev.title));
+    // the customer state's cue is not an escalation: its own look, and the turns that show it
+    const cue = ev.reason === "customer_frustrated";
+    const card = el("div", "hint " + (cue ? "cue" : ev.severity)); card.dataset.hint = id;
+    card.append(el("b", "", (cue ? "CUSTOMER FRUSTRATED" : ev.severity.toUpperCase()) + ": "), el("span", "", ev.title));
+    if (cue) (ev.evidence.turns || []).forEach(t => card.append(el("div", "why", "\u201c" + t.quote + "\u201d")));
     ev.phrases.forEach(p => card.append(el("div", "phr", "\u201c" + p + "\u201d")));
     if (action) card.append(el("div", "done", action));
     else for (const a of ["accepted", "dismissed"]) {
