@@ -100,11 +100,12 @@ class CustomerStateSettings(_Strict):
 
     # scripts/calibrate_customer_state.py on MAIA-DQE dev (65 chats, 696 customer turns), docs/benchmarks.md
     decay: float = Field(0.7, ge=0.0, lt=1.0, description="share of the earlier evidence a new turn keeps")
-    bias: float = -3.78
-    w_negative: float = 2.28
-    w_positive: float = -0.88
-    w_complaint: float = 0.07
+    bias: float = -3.79
+    w_negative: float = 2.32
+    w_positive: float = -0.87
+    w_complaint: float = 0.03
     w_voice: float = 1.0  # by hand: voice arousal above the customer's baseline counts like half a negative turn
+    w_escalation: float = 2.0  # by hand: a critical request or threat counts like a clearly negative turn
     cue_probability: float = Field(0.35, gt=0.0, lt=1.0, description="the cue to the operator from this probability")
     rearm_probability: float = Field(0.15, gt=0.0, lt=1.0, description="a new cue only after the state fell below this")
 

@@ -25,7 +25,7 @@ from sklearn.model_selection import GroupKFold
 from callsense.bench.datasets import LabelledDialogue, maia_dialogues
 from callsense.config import Settings, load_settings
 from callsense.stages.customer_state import TurnEvidence
-from callsense.stages.hints import COMPLAINT
+from callsense.stages.hints import complaint_evidence
 from callsense.stages.intents import classifier_for
 from callsense.stages.text_emotion import TextEmbedder, TextEmotion
 
@@ -44,7 +44,7 @@ def evidence(settings: Settings, dialogues: list[LabelledDialogue]) -> list[tupl
         for i, (t, sc) in enumerate(zip(turns, scores, strict=True)):
             reading = classifier.read(t.text)
             negative = max(sc.sentiment["negative"], sc.negative_max)
-            complaint = reading.probability(COMPLAINT) if reading else 0.0
+            complaint = complaint_evidence(reading) if reading else 0.0
             xs.append(TurnEvidence(f"t{i}", t.text[:80], negative, sc.sentiment["positive"], complaint))
         out.append((xs, [t.upset for t in turns]))
     return out

@@ -76,3 +76,31 @@ def test_terminal_console_lists_calls_and_shows_the_most_urgent():
     assert "hello from calm" not in screen, "one call's transcript, not all calls mixed"
     wall.follow = "calm"
     assert wall.selected.call_id == "calm"
+
+
+def test_the_customer_state_cue_is_shown_apart_from_escalations():
+    """The operator reads a frustrated customer as a mood with its own card, not as one more escalation."""
+    from rich.console import Console
+
+    from callsense.events import Risk
+    from callsense.service.console import ConsoleView
+
+    view = ConsoleView()
+    view.apply(Risk(call_id="c", level=0.62, frustration=0.62))
+    view.apply(
+        Hint(
+            call_id="c",
+            hint_id="h1",
+            severity="warning",
+            reason="customer_frustrated",
+            title="customer frustrated (62% likely)",
+            phrases=["I understand."],
+        )
+    )
+    view.apply(_critical("h2"))
+    console = Console(width=100, record=True)
+    console.print(view.render(24))
+    screen = console.export_text()
+    assert "customer: frustrated (62%)" in screen
+    assert "CUSTOMER FRUSTRATED" in screen and "CRITICAL" in screen
+    assert screen.count("WARNING") == 0, "the cue is not labelled as a warning like an escalation"

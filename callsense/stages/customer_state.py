@@ -12,7 +12,9 @@ so one sharp turn, or a steady run of mildly negative ones, raises it, and a cal
 regression fitted on real support chats with human frustration labels per sentence
 (`scripts/calibrate_customer_state.py`, figures in docs/benchmarks.md): `p` is a calibrated probability
 that the customer's current turn shows frustration or anger, not a score. There is no labelled angry
-speech here, so the voice weight is set by hand and small (docs/benchmarks.md says so).
+speech here, so the voice weight is set by hand and small; so is the weight of an explicit escalation
+(the chats hold almost none, yet a customer who asks for a manager is rarely content). docs/benchmarks.md
+says so.
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ class TurnEvidence:
     positive: float  # its positive-sentiment probability (thanks, relief)
     complaint: float  # the complaint classifier's probability for the turn's strongest sentence
     voice: float = 0.0  # voice arousal above the customer's own baseline (calls only)
+    escalation: float = 0.0  # 1 when the turn asked for a manager, threatened or closed the account
 
-    def features(self) -> tuple[float, float, float, float]:
-        return (self.negative, self.positive, self.complaint, self.voice)
+    def features(self) -> tuple[float, float, float, float, float]:
+        return (self.negative, self.positive, self.complaint, self.voice, self.escalation)
 
 
 def turn_logit(x: TurnEvidence, s: CustomerStateSettings) -> float:
     """The turn's evidence in log-odds (before the decay of what came earlier)."""
-    return s.w_negative * x.negative + s.w_positive * x.positive + s.w_complaint * x.complaint + s.w_voice * x.voice
+    text = s.w_negative * x.negative + s.w_positive * x.positive + s.w_complaint * x.complaint
+    return text + s.w_voice * x.voice + s.w_escalation * x.escalation
 
 
 @dataclass

@@ -128,6 +128,7 @@ class HintEngine:
         self._playbooks: dict[str, Playbook] = {}
         self.customer = CustomerState(self.settings.customer_state)
         self._complaint: dict[str, float] = {}  # utterance id -> the complaint class's probability
+        self._escalated: set[str] = set()  # utterance ids with an explicit critical request or threat
         self._cue_armed = True
 
     # -- inputs --
@@ -183,10 +184,12 @@ class HintEngine:
                 found[reason] = {"quote": quote, "matched_by": "pattern"}
         reading = self._read("customer", ev.text)
         if reading is not None:
-            self._complaint[ev.utterance_id] = reading.probability(COMPLAINT)
+            self._complaint[ev.utterance_id] = complaint_evidence(reading)
             guess = reading.strongest(set(INTENTS))
             if guess and self._classifier_may_fire(reading, guess):
                 found.setdefault(guess[0], {"quote": guess[2][:160], "matched_by": "classifier"})["p"] = round(guess[1], 2)
+        if any(INTENTS[reason][0] == "critical" for reason in found):
+            self._escalated.add(ev.utterance_id)
         hints: list[Hint] = []
         for reason, evidence in found.items():
             hints += self._fire(
@@ -266,12 +269,15 @@ class HintEngine:
             float(sentiment.get("positive", 0.0)),
             self._complaint.pop(ev.utterance_id, 0.0),
             max(0.0, float(arousal)),
+            float(ev.utterance_id in self._escalated),
         )
         p = self.customer.push(x)
         cfg = self.settings.customer_state
         if p < cfg.rearm_probability:
             self._cue_armed = True
-        if p < cfg.cue_probability or not self._cue_armed:
+        # a turn that escalated has its critical card, which already acknowledges: no second card for it
+        if p < cfg.cue_probability or not self._cue_armed or x.escalation:
+            self._escalated.discard(ev.utterance_id)
             return []
         self._cue_armed = False
         why = self.customer.why()
@@ -409,6 +415,12 @@ def _content_words(text: str) -> set[str]:
     """Words of four letters or more, cut to a stem of six (inflections of one word match); numbers
     read out (account or phone digits) are not a request."""
     return {w[:6] for w in re.findall(r"\w{4,}", text.lower()) if not NUMBER_WORDS.match(w)}
+
+
+def complaint_evidence(reading: Reading) -> float:
+    """How likely the turn complains or asks for an escalation: the strongest of the frustration class and
+    the escalation intents (a customer asking for a manager is rarely content), for the customer state."""
+    return max(reading.probability(label) for label in (COMPLAINT, *INTENTS))
 
 
 def _first_match(patterns: list[str], text: str) -> str | None:
