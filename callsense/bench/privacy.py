@@ -312,6 +312,47 @@ def _recall(items: list[Item]) -> tuple[dict[str, dict[str, float]], list[str]]:
     return recall, missed
 
 
+REAL_SENTENCES = 400  # per language
+
+
+def real_sentences(data: Path) -> dict[str, list[str]]:
+    """Everyday sentences people wrote, in which (almost) nothing is personal data: Russian blog posts and
+    tweets from CEDR (its news sentences name public people, so they are left out), English Reddit comments
+    from GoEmotions (names already masked there) and the customers' turns of the MAIA-DQE support chats
+    (names masked as #NAME#). A fixed sample of each, the same every run."""
+    import csv
+
+    from callsense.bench.datasets import maia_dialogues
+
+    out: dict[str, list[str]] = {"ru": [], "en": []}
+    cedr = data / "text" / "ru_cedr" / "cedr_train.tsv"
+    if cedr.exists():
+        with cedr.open(encoding="utf-8") as fh:
+            out["ru"] = [r["text"] for r in csv.DictReader(fh, delimiter="\t") if r["source"] != "lenta"]
+    go = data / "text" / "en_ru_goemotions" / "ru-go-emotions-simplified-validation.csv"
+    if go.exists():
+        with go.open(encoding="utf-8") as fh:
+            out["en"] = [r["text"] for r in csv.DictReader(fh)]
+    out["en"] += [t.text for d in maia_dialogues(data) for t in d.turns if t.role == "customer"]
+    rng = random.Random(7)
+    return {lang: rng.sample(texts, min(REAL_SENTENCES, len(texts))) for lang, texts in out.items() if texts}
+
+
+def _real_text(data: Path) -> dict[str, Any]:
+    """The share of real everyday sentences with anything redacted (an upper bound of false redaction:
+    a real person's name would be right to take), and examples to read."""
+    out: dict[str, Any] = {}
+    for lang, texts in real_sentences(data).items():
+        hit = [(t, find_pii(t, lang)) for t in texts]
+        hit = [(t, spans) for t, spans in hit if spans]
+        out[lang] = {
+            "sentences": len(texts),
+            "with_redaction": round(len(hit) / max(len(texts), 1), 3),
+            "examples": [f"{label}: {t[a:b]!r}" for t, spans in hit[:12] for a, b, label in spans[:2]],
+        }
+    return out
+
+
 def bench_privacy(data: Path) -> dict[str, Any]:
     dev, held = labelled_set(), labelled_set(seed=11, templates=HELD_OUT)
     recall, missed = _recall(dev)
@@ -327,6 +368,7 @@ def bench_privacy(data: Path) -> dict[str, Any]:
             "false_redaction_rate": round(sum(false) / len(false), 3),
             "ordinary_sentences": len(false),
         }
+    out["real_text"] = _real_text(data)
     out["harper_valley_en"] = _harper_valley(data)
     out["missed_examples"] = (missed + held_missed)[:16]
     return out

@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from callsense.events import Event
-from callsense.models import english_ner, russian_ner
+from callsense.models import english_ner, first_names, russian_ner
 
 DIGITS = re.compile(r"\D")
 CATEGORIES = (
@@ -298,6 +298,15 @@ _NOT_NAME = (
     r"из|это|звоню|вот)\b"
 )
 
+
+def _a_street(value: str) -> bool:
+    """«улица Ленина», «ул. ленина дом 5», not «на улице такой снег»: the street's name is capitalised, or
+    a house number follows (ASR writes streets in lower case, numbers in digits or words)."""
+    words = value.split()
+    named = len(words) > 1 and words[1][:1].isupper()
+    return named or re.search(r"\d|\bдом\b|\bд\.", value) is not None
+
+
 Rule = tuple[str, re.Pattern[str], Callable[[str], bool] | None]
 # (label, pattern, validator) - checked identifiers first; a pattern's group 1, when it has one, is redacted
 RULES: list[Rule] = [
@@ -339,7 +348,7 @@ RULES: list[Rule] = [
             rf"(?i)\b(?:{_STREET})\s+[\w-]+(?:\s+[\w-]+)?(?:,?\s*(?:дом|д\.)\s*\d+\w?)?"
             r"(?:,?\s*(?:корпус|корп\.|к\.|строение|стр\.)\s*\d+)?(?:,?\s*(?:квартира|кв\.)\s*\d+)?"
         ),
-        None,
+        _a_street,
     ),
     (
         "ADDRESS",
@@ -383,6 +392,95 @@ RULES: list[Rule] = [
 # --- names (NER) ----------------------------------------------------------------------------------
 
 
+# A name recogniser alone over-reaches (natasha took «Сбербанк», «Приветик» and «пожалуйста» for
+# people, spaCy "Y'know" and a number range): one of its spans is a name only when one of its words is a
+# known first name, patronymic or surname - pymorphy3's dictionary tags (Name, Patr, Surn) for Russian,
+# gender-guesser's first names for the Latin script - or the context says so (the introductions and
+# honorifics in RULES, a greeting or thanks followed by a first name, below).
+PERSON_TAGS = ("Name", "Patr", "Surn")
+MIN_NAME_SCORE = 0.2  # pymorphy3's share of a reading: «Приветик» is a Name at 0.07, «Надежда» at 0.46
+_GREETING = re.compile(
+    r"(?i)\b(?:hi|hello|hey|thanks|thank you|bye|goodbye|dear|привет|здравствуйте|добрый день|спасибо|"
+    r"до свидания)[,!.]?\s+([a-zа-яё][a-zа-яё'-]+)"
+)
+
+
+def _known_name(word: str) -> bool:
+    """A first name, patronymic or surname in either script."""
+    word = word.strip(".,!?:;\"'«»()")
+    if len(word) < 2 or not word.isalpha():
+        return False
+    names = first_names()
+    if re.match(r"[А-Яа-яЁё]", word):
+        from callsense.stages.phrases import morph
+
+        parses = morph().parse(word)
+        if any(p.score >= MIN_NAME_SCORE and any(t in p.tag for t in PERSON_TAGS) for p in parses):
+            return True
+        # pymorphy3 rates «Света» a form of «свет» (Name at 0.01): the Latin list knows "Sveta". Only a
+        # capitalised word of four letters or more: short ones («ну» -> "nu") are names somewhere
+        if len(word) < 4 or not word[0].isupper():
+            return False
+        word = _latin(word)
+    return names is not None and names.get_gender(word) != "unknown"
+
+
+_CYRILLIC = {
+    "а": "a",
+    "б": "b",
+    "в": "v",
+    "г": "g",
+    "д": "d",
+    "е": "e",
+    "ё": "e",
+    "ж": "zh",
+    "з": "z",
+    "и": "i",
+    "й": "y",
+    "к": "k",
+    "л": "l",
+    "м": "m",
+    "н": "n",
+    "о": "o",
+    "п": "p",
+    "р": "r",
+    "с": "s",
+    "т": "t",
+    "у": "u",
+    "ф": "f",
+    "х": "kh",
+    "ц": "ts",
+    "ч": "ch",
+    "ш": "sh",
+    "щ": "shch",
+    "ъ": "-",
+    "ы": "y",
+    "ь": "-",
+    "э": "e",
+    "ю": "yu",
+    "я": "ya",
+}
+
+
+def _latin(word: str) -> str:
+    return "".join(_CYRILLIC.get(c, c) for c in word.lower()).replace("-", "")
+
+
+def _a_person(text: str, a: int, b: int) -> bool:
+    return any(_known_name(w) for w in text[a:b].split())
+
+
+# what people call each other that a first-name list may also hold ("Pal" is a Hungarian name)
+_ADDRESS_WORDS = {"pal", "man", "mate", "dude", "bro", "buddy", "sir", "madam", "guys", "folks", "friend", "all", "team"}
+
+
+def _greeted(text: str) -> list[tuple[int, int]]:
+    """A first name right after a greeting or thanks, in any case ("uh hi mary", «спасибо, марина»)."""
+    return [
+        m.span(1) for m in _GREETING.finditer(text) if m.group(1).lower() not in _ADDRESS_WORDS and _known_name(m.group(1))
+    ]
+
+
 def _russian_names(text: str) -> list[tuple[int, int]]:
     tools = russian_ner()
     if tools is None:
@@ -393,14 +491,18 @@ def _russian_names(text: str) -> list[tuple[int, int]]:
     doc = Doc(text)
     doc.segment(segmenter)
     doc.tag_ner(tagger)
-    return [(s.start, s.stop) for s in doc.spans if s.type == "PER"]
+    return [(s.start, s.stop) for s in doc.spans if s.type == "PER" and _a_person(text, s.start, s.stop)]
 
 
 def _english_names(text: str) -> list[tuple[int, int]]:
     nlp = english_ner()
     if nlp is None:
         return []
-    return [(e.start_char, e.end_char) for e in nlp(text).ents if e.label_ == "PERSON"]
+    return [
+        (e.start_char, e.end_char)
+        for e in nlp(text).ents
+        if e.label_ == "PERSON" and _a_person(text, e.start_char, e.end_char)
+    ]
 
 
 # --- finding and redacting ------------------------------------------------------------------------
@@ -433,6 +535,7 @@ def _find_pii(text: str, language: str) -> tuple[tuple[int, int, str], ...]:
     names = _russian_names(text) if cyrillic else []
     if re.search(r"[A-Za-z]{2}", text):
         names += _english_names(text)
+    names += _greeted(text)
     for a, b in names:
         if free(a, b):
             spans.append((a, b, "NAME"))
