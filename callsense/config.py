@@ -152,6 +152,7 @@ class ServerSettings(_Strict):
     replay_events: int = 5000  # per call, for consoles that resume
     resume_window_s: float = 300.0  # an ended call stays resumable this long, then lives only on disk
     idle_timeout_s: float = 15.0  # no message from a source this long ends its call
+    ping_interval_s: float = 20.0  # websocket pings (kept NAT and proxies open); a missing pong never closes
     shutdown_timeout_s: float = 30.0  # SIGTERM: calls in flight get this long to finish, then end as interrupted
     audiosocket_peers: list[str] = []  # addresses/networks allowed besides loopback (AudioSocket has no auth)
     audiosocket_operator: str | None = None  # whose calls AudioSocket calls are

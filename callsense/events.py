@@ -178,6 +178,13 @@ class CallEnded(_Base):
     reason: str = "hangup"
 
 
+# Error codes that say the call's audio may be cut short (the source left without a stop, or went
+# silent): the call is stored as "incomplete", its report says so and does not judge its end.
+SOURCE_LOST = "source_lost"
+SOURCE_SILENT = "source_silent"
+INCOMPLETE = frozenset({SOURCE_LOST, SOURCE_SILENT})
+
+
 class Error(_Base):
     type: Literal["error"] = "error"
     code: str

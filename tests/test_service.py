@@ -199,6 +199,64 @@ def test_fast_sender_loses_nothing_and_ended_calls_leave_memory(server, eventual
     assert rooms == 0 and calls == 0
 
 
+def test_a_call_far_behind_keeps_its_connection_and_all_its_audio(server, monkeypatch):
+    """While a call is behind, its socket is not read (backpressure), so pongs wait unread: a keepalive
+    timeout used to close such calls (1011) and store them cut short as complete. Here the pipeline stalls
+    for many ping intervals while a fast source keeps sending; the call ends clean, every second heard."""
+    import threading
+
+    from callsense.stages.emotion import EmotionStage
+
+    server.settings.server.ping_interval_s = 0.2
+    stalled = threading.Event()
+    push = EmotionStage.push
+
+    def slow_once(self, fin):
+        if not stalled.is_set():
+            stalled.set()
+            threading.Event().wait(3.0)  # the fault injected: one final takes 3 s (15 ping intervals)
+        return push(self, fin)
+
+    monkeypatch.setattr(EmotionStage, "push", slow_once)
+
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        result = await stream_file(CALL, f"ws://127.0.0.1:{port}", "op1", speed=0)
+        await server.shutdown()
+        return result
+
+    result = asyncio.run(scenario())
+    assert stalled.is_set() and result["clean"] and result["errors"] == [], result
+    events = Store(server.settings.server.store).events(result["call_id"])
+    ended = next(e for e in events if e.type == "call_ended")
+    assert abs(ended.duration_s - probe(CALL).duration) < 0.1, "every frame was processed"
+
+
+def test_a_source_gone_without_a_stop_leaves_an_incomplete_call(server, eventually):
+    """The connection drops mid-call (no stop message): what was heard is kept, and the call says it may be
+    cut short - stored as incomplete, flagged in its report, its end-of-call checklist items not judged."""
+
+    async def scenario():
+        port = await server.start("127.0.0.1", 0)
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ingest?token=op1") as ws:
+            await ws.send(_start("dropped"))
+            await ws.recv()
+            for _ in range(20):
+                await ws.send(b"\x7f" * 800)
+        # closed without a stop: the server ends the call as soon as it sees the socket gone
+        await eventually(lambda: "dropped" in server.finished, "the dropped call to be finished")
+        await server.shutdown()
+
+    asyncio.run(scenario())
+    store = Store(server.settings.server.store)
+    status, report = store.db.execute("SELECT status, report FROM calls WHERE call_id = 'dropped'").fetchone()
+    assert status == "incomplete"
+    report = json.loads(report)
+    assert [f["flag"] for f in report["flags"]][:1] == ["incomplete"]
+    assert any("without a stop" in e for e in report["errors"])
+    assert all(c["passed"] is None for c in report["compliance"] if c["id"] == "farewell")
+
+
 def test_console_delay_is_honest(server):
     """A console that reads late sees delays at least as long as it waited."""
 

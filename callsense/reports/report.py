@@ -228,8 +228,9 @@ def operator_conduct(metrics: dict[str, Any], compliance: list[dict[str, Any]]) 
     evidence only, no emotion reading. Per-operator scorecards use this score alone."""
     if metrics["no_speech"]:
         return None
-    passed = sum(c["passed"] for c in compliance)
-    checklist = 70 * passed / len(compliance) if compliance else 70.0
+    judged = [c for c in compliance if c["passed"] is not None]
+    passed = sum(c["passed"] for c in judged)
+    checklist = 70 * passed / len(judged) if judged else 70.0
     conduct = 30.0
     conduct -= 4 * metrics["interruptions"].get("operator", 0)
     conduct -= 3 * len([s for s in metrics["silences"] if s["s"] > 30])
@@ -254,10 +255,15 @@ def load_checklist(directory: Path, language: str) -> list[dict[str, Any]]:
 
 
 def compliance(events: list[Event], checklist: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each checklist item: pass/fail with the timestamped utterance that decided it."""
+    """Each checklist item: pass/fail with the timestamped utterance that decided it. A call whose end may
+    be missing (`incomplete`) leaves its end-of-call items unjudged (`passed` None), never failed."""
     fins = [f for f in finals(events) if f.role == "operator"]
+    cut = incomplete(events) is not None
     results = []
     for item in checklist:
+        if cut and item.get("at_end"):
+            results.append({"id": item["id"], "title": item["title"], "passed": None, "evidence": None})
+            continue
         window = item.get("within_first_s")
         pool = [f for f in fins if window is None or f.start <= window]
         if item.get("at_end"):
@@ -326,9 +332,24 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
     return report
 
 
+def incomplete(events: list[Event]) -> str | None:
+    """Why the call's audio may be cut short (the source left without a stop, or went silent), or None."""
+    from callsense.events import INCOMPLETE, Error
+
+    return next((e.message for e in events if isinstance(e, Error) and e.code in INCOMPLETE), None)
+
+
 def flags(events: list[Event], metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """What a reader must know before trusting the report."""
     out: list[dict[str, Any]] = []
+    cut = incomplete(events)
+    if cut:
+        out.append(
+            {
+                "flag": "incomplete",
+                "text": f"{cut}. The end of the call may be missing: the checklist's end-of-call items are not judged",
+            }
+        )
     if metrics["no_speech"]:
         out.append({"flag": "no_speech", "text": "no speech was heard in this call: it is not scored"})
     guessed = [f for f in finals(events) if f.role_confidence < 1.0]

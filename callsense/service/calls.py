@@ -27,7 +27,7 @@ import soundfile as sf
 
 from callsense.audio.codecs import AudioChunk
 from callsense.config import SAMPLE_RATE, Settings
-from callsense.events import Event
+from callsense.events import INCOMPLETE, Error, Event
 from callsense.pipeline import CallPipeline, StageFailed
 from callsense.reports.privacy import redact_events
 from callsense.reports.report import build_report, write_report
@@ -252,12 +252,20 @@ class Call:
 
     def _persist(self, pipe: CallPipeline) -> list[Event]:
         events = list(pipe.events)
-        status = "done" if not any(e.type == "error" and e.fatal for e in events) else "interrupted"
+        status = call_status(events)
         try:
             persist_report(self.settings, self.store, self.call_id, events, self.source, status)
         except Exception:  # persisting must not take the server down
             log.exception("could not persist call %s", self.call_id)
         return []
+
+
+def call_status(events: list[Event]) -> str:
+    """interrupted (a fatal error), incomplete (the source left or went silent: the end may be missing), done."""
+    errors = [e for e in events if isinstance(e, Error)]
+    if any(e.fatal for e in errors):
+        return "interrupted"
+    return "incomplete" if any(e.code in INCOMPLETE for e in errors) else "done"
 
 
 def persist_report(

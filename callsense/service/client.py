@@ -47,7 +47,8 @@ async def stream_file(
     result: dict[str, Any] = {"call_id": call_id, "errors": [], "clean": False}
     target = f"{url.rstrip('/')}{PATHS[protocol]}?token={token}"
     try:
-        async with websockets.connect(target, max_size=2**22) as ws:
+        # no keepalive timeout: while the server is behind it reads nothing, our pings' pongs included
+        async with websockets.connect(target, max_size=2**22, ping_timeout=None) as ws:
             await ws.send(json.dumps(_start_message(protocol, call_id, roles, operator_id, language)))
             replies = asyncio.create_task(_read_replies(ws, result))
             mulaw = _Mulaw8k()

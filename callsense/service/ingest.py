@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from callsense.audio.protocols import IngestProtocol, ProtocolError, StreamStart
+from callsense.events import SOURCE_LOST, SOURCE_SILENT
 from callsense.service.calls import Audio, End, LiveCall, SourceError
 from callsense.service.fanout import error_json
 
@@ -100,9 +101,7 @@ async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCal
                 message = await asyncio.wait_for(transport.recv(), idle_timeout_s)
             except TimeoutError:
                 if call is not None:
-                    await call.inbox.put(
-                        SourceError("source_silent", f"no audio for {idle_timeout_s:.0f} s; ending the call")
-                    )
+                    await call.inbox.put(SourceError(SOURCE_SILENT, f"no audio for {idle_timeout_s:.0f} s; ending the call"))
                 reason = "source silent"
                 break
             if message is None:
@@ -133,6 +132,13 @@ async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCal
             reason = "hangup"
     finally:
         if call is not None:
+            if reason == "source disconnected":
+                await call.inbox.put(
+                    SourceError(
+                        SOURCE_LOST,
+                        "the source disconnected without a stop message: the call may be cut short; what was heard is kept",
+                    )
+                )
             await call.inbox.put(End(reason))
     if call is not None and call.task is not None and reason in ("hangup", "call ended"):
         await _report_end(transport, call)

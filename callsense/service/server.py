@@ -84,7 +84,12 @@ class CallServer:
             ssl=tls,
             process_request=http,
             max_size=s.max_message_bytes,
-            ping_interval=20,
+            # Pings keep NATs and proxies open, but a missing pong never closes a connection: while a call is
+            # behind, its socket is not read (backpressure), so the source's pong (and its own pings) wait
+            # unread; a keepalive timeout then cut calls that were only slow (1011, the rest of the audio lost).
+            # A source that is really gone is found by the idle timeout once the call has caught up.
+            ping_interval=s.ping_interval_s,
+            ping_timeout=None,
         )
         if audiosocket_port is not None:
             self._tcp = await asyncio.start_server(self._audiosocket, host, audiosocket_port)

@@ -39,7 +39,15 @@ from callsense.registry import Models
 from callsense.reports.privacy import redact_events
 from callsense.reports.store import Store
 from callsense.service import broker as b
-from callsense.service.calls import Call, End, SourceError, call_executor, persist_report, recover_interrupted
+from callsense.service.calls import (
+    Call,
+    End,
+    SourceError,
+    call_executor,
+    call_status,
+    persist_report,
+    recover_interrupted,
+)
 
 log = logging.getLogger("callsense.worker")
 CHECKPOINT_S = 1.0
@@ -277,7 +285,7 @@ class ClusterCall(Call):
                 events = self.worker.call_events(self.call_id)
         if events is None:
             events = [*(self.resume.history if self.resume else []), *pipe.events]
-        status = "done" if not any(e.type == "error" and e.fatal for e in events) else "interrupted"
+        status = call_status(events)
         if self.resume is not None and self.store is not None:  # this store has only what we processed
             earlier = [e for e in events if e.seq <= self.resume.last_seq]
             self.store.append_events(
