@@ -33,7 +33,7 @@ def test_access_log_records_who_read_what(tmp_path):
 
 def test_hostile_call_ids_never_reach_outside_the_store(tmp_path, settings):
     """Ids are data: files live under a hash, and retention deletes only inside the store."""
-    from callsense.service.server import CallServer
+    from callsense.service.calls import purge_expired
 
     outside = tmp_path / "precious"
     outside.mkdir()
@@ -48,9 +48,32 @@ def test_hostile_call_ids_never_reach_outside_the_store(tmp_path, settings):
         store.save_call(cid, _events(), {"metrics": {"duration_s": 3.0}}, source=f"{cid!r}")
     store.db.execute("UPDATE calls SET finished = ?", (time.time() - 400 * 86400,))
     store.db.commit()
-    server = CallServer(settings)
-    server.store = store
-    server._purge()
+    assert purge_expired(settings, store)
     assert (outside / "keep.txt").read_text() == "do not delete"
     assert list((store.root / "reports").iterdir()) == []
     assert store.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 0
+
+
+def test_retention_is_swept_while_the_service_runs(tmp_path, settings, eventually):
+    """Not only at start: the sweep a server and every cluster worker run purges what expires later."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from callsense.service.calls import sweep_retention
+
+    store = Store(tmp_path / "calls.sqlite")
+    store.save_call("old", _events(), {"metrics": {"duration_s": 3.0}})
+    store.save_call("new", _events(), {"metrics": {"duration_s": 3.0}})
+    store.db.execute("UPDATE calls SET finished = ? WHERE call_id = 'old'", (time.time() - 400 * 86400,))
+    store.db.commit()
+
+    def ids() -> set[str]:
+        return {row[0] for row in store.db.execute("SELECT call_id FROM calls")}
+
+    async def scenario() -> set[str]:
+        sweep = asyncio.create_task(sweep_retention(settings, store, ThreadPoolExecutor(1), every_s=0.05))
+        await eventually(lambda: "old" not in ids(), "the expired call to be purged")
+        sweep.cancel()
+        return ids()
+
+    assert asyncio.run(scenario()) == {"new"}

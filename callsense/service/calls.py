@@ -260,6 +260,36 @@ class Call:
         return []
 
 
+PURGE_EVERY_S = 3600.0  # retention is swept at start and then hourly, in one process and in every worker
+
+
+def purge_expired(settings: Settings, store: Store) -> list[str]:
+    """Retention: results older than report.retention_days go, with their reports and audio - only inside
+    the store (paths are hashes of the ids, never the ids)."""
+    import shutil
+
+    gone = store.purge_older_than(settings.report.retention_days)
+    for call_id in gone:
+        shutil.rmtree(store.call_dir("reports", call_id), ignore_errors=True)
+        store.call_dir("audio", call_id).with_suffix(".flac").unlink(missing_ok=True)
+    return gone
+
+
+async def sweep_retention(
+    settings: Settings, store: Store, executor: Executor, every_s: float = PURGE_EVERY_S, first_after_s: float = 0.0
+) -> None:
+    """Purge after `first_after_s`, then every `every_s`, until cancelled: a long-lived server or cluster
+    worker keeps the bank's retention promise, not only one that restarts."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(first_after_s)
+    while True:
+        try:
+            await loop.run_in_executor(executor, purge_expired, settings, store)
+        except Exception:  # a locked or damaged store must not stop the service; the next sweep tries again
+            log.exception("retention sweep failed")
+        await asyncio.sleep(every_s)
+
+
 def call_status(events: list[Event]) -> str:
     """interrupted (a fatal error), incomplete (the source left or went silent: the end may be missing), done."""
     errors = [e for e in events if isinstance(e, Error)]

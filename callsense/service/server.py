@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import shutil
 import ssl
 import uuid
 from typing import Any
@@ -30,7 +29,16 @@ from callsense.config import Settings, TokenGrant
 from callsense.pipeline import CallPipeline, warm_up
 from callsense.registry import Models
 from callsense.reports.store import Store
-from callsense.service.calls import Call, Feedback, LiveCall, call_executor, recover_interrupted
+from callsense.service.calls import (
+    PURGE_EVERY_S,
+    Call,
+    Feedback,
+    LiveCall,
+    call_executor,
+    purge_expired,
+    recover_interrupted,
+    sweep_retention,
+)
 from callsense.service.fanout import FanOut
 from callsense.service.http import Http, token_of
 from callsense.service.ingest import Refused, TcpTransport, WebsocketTransport, ingest
@@ -54,6 +62,7 @@ class CallServer:
         self.finished: list[str] = []
         self._server: Server | None = None
         self._tcp: asyncio.Server | None = None
+        self._sweep: asyncio.Task[None] | None = None
         self._closing = False
 
     # -- lifecycle --
@@ -100,16 +109,11 @@ class CallServer:
         assert self.store is not None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, recover_interrupted, self.settings, self.store)
-        await loop.run_in_executor(self.executor, self._purge)
+        await loop.run_in_executor(self.executor, purge_expired, self.settings, self.store)
         await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
-
-    def _purge(self) -> None:
-        """Retention: results older than report.retention_days go, with their reports and audio - only
-        inside the store (paths are hashes of the ids, never the ids)."""
-        assert self.store is not None
-        for call_id in self.store.purge_older_than(self.settings.report.retention_days):
-            shutil.rmtree(self.store.call_dir("reports", call_id), ignore_errors=True)
-            self.store.call_dir("audio", call_id).with_suffix(".flac").unlink(missing_ok=True)
+        self._sweep = asyncio.create_task(
+            sweep_retention(self.settings, self.store, self.executor, first_after_s=PURGE_EVERY_S)
+        )
 
     @property
     def audiosocket_port(self) -> int | None:
@@ -119,6 +123,8 @@ class CallServer:
         """Stop taking calls, let the ones in flight finish for up to `shutdown_timeout_s`, then end the
         rest as interrupted (with what they had), and close."""
         self._closing = True
+        if self._sweep is not None:
+            self._sweep.cancel()
         if self._server:
             self._server.close(close_connections=False)
         if self._tcp:

@@ -47,6 +47,7 @@ from callsense.service.calls import (
     call_status,
     persist_report,
     recover_interrupted,
+    sweep_retention,
 )
 
 log = logging.getLogger("callsense.worker")
@@ -339,6 +340,8 @@ class Worker:
         await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
+        # retention holds on every worker (each keeps its own calls' reports, events and audio)
+        sweep = asyncio.create_task(sweep_retention(self.settings, self.store, self.executor))
         on_ready()
         try:
             while not stop.is_set():
@@ -351,6 +354,7 @@ class Worker:
                     with contextlib.suppress(redis.RedisError):
                         await self._join()
         finally:
+            sweep.cancel()
             await self._drain()
             self._stop.set()
             await self.redis.aclose()
