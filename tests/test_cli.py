@@ -174,3 +174,51 @@ def test_demo_runs_the_whole_live_path_and_writes_its_report(tmp_path):
     assert "?token=sup" in proc.stdout, "the dashboard address works as printed"
     assert "Quality report:" in proc.stdout
     assert list((tmp_path / "store" / "reports").glob("*/report.html"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_an_audit_at_once_and_the_next_run_resumes(tmp_path):
+    """Ctrl-C reaches the whole process group: the audit stops within seconds (it used to run on through
+    every queued call), keeps what it saved, and the next run goes on after it."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"call{i}.flac").write_bytes((SAMPLES / "ru_call_stereo.flac").read_bytes())
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callsense.cli.main", "audit", str(folder), "--out", str(out), "--workers", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def saved() -> int:
+        try:
+            with sqlite3.connect(out / "audit.sqlite") as db:
+                return db.execute("SELECT COUNT(*) FROM calls WHERE status = 'done'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    deadline = time.monotonic() + 300
+    while saved() < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert saved() >= 1 and proc.poll() is None, "the first call was saved while the others were still to do"
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the audit went on after Ctrl-C")
+    assert proc.returncode == 130 and "interrupted" in err, err[-500:]
+    done = saved()
+    assert 1 <= done < 3
+    again = run("audit", str(folder), "--out", str(out), "--workers", "1")
+    assert again.returncode == 0, again.stderr[-500:]
+    assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == done

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("--role gateway needs a broker: --broker redis://HOST:PORT/DB", file=sys.stderr)
         return 2
 
-    async def main() -> None:
+    async def main() -> int:
         if args.role == "gateway":
             from callsense.service.gateway import Gateway
 
@@ -116,12 +115,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop = _stop_on_signals()
         await stop.wait()
         print(f"shutting down: finishing calls in flight (at most {settings.server.shutdown_timeout_s:.0f} s)\u2026")
-        await server.shutdown()
+        return await server.shutdown()
 
-    asyncio.run(main())
-    # a stage stuck in native code cannot be interrupted; its thread must not keep the process alive
-    if any(t.name.startswith("call") and t.is_alive() for t in threading.enumerate()):
-        print("some calls were still running; they were saved as interrupted", file=sys.stderr)
+    interrupted = asyncio.run(main())
+    if interrupted:
+        print(f"{interrupted} call(s) were still running; they were saved as interrupted", file=sys.stderr)
+        # a stage stuck in native code cannot be interrupted; its thread must not keep the process alive
         os._exit(0)
     return 0
 

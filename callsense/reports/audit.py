@@ -108,8 +108,12 @@ def start_worker() -> None:
     """A local worker's first step, while it has one thread: spaCy's name finder is imported without
     thinc's optional torch bridge, which it does not use. Torch takes 1-2 s of a worker's start and a
     stereo call never needs it (a mono call's diarization imports it when it comes)."""
+    import signal
     import sys
 
+    # Ctrl-C reaches the whole process group: the parent decides (it stops the audit); a worker that took
+    # it would only fail its current call and go on to the next one, minutes more
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "torch" in sys.modules:
         return
     sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
@@ -139,12 +143,26 @@ def _local(calls: list[dict[str, Any]], settings_json: str, workers: int) -> Ite
     import multiprocessing
 
     # spawn, not fork: the parent may hold model runtimes (OpenMP, ONNX) that do not survive a fork
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker
-    ) as pool:
+    )
+    try:
         futures: list[Future] = [pool.submit(process_call, c, settings_json) for c in calls]
         for fut in as_completed(futures):
             yield fut.result()
+    except BaseException:
+        # Ctrl-C, or the caller stopped: what was saved stays (the next run resumes after it); the calls in
+        # progress are stopped, not awaited - shutting the pool down normally would run every queued call
+        _stop_now(pool)
+        raise
+    pool.shutdown()
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # no public way before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        proc.terminate()
 
 
 def _dask(calls: list[dict[str, Any]], settings_json: str, workers: int, address: str | None) -> Iterator[dict[str, Any]]:

@@ -131,11 +131,12 @@ class Gateway(CallServer):
                 await self._deliver(b.entry_json(fields))
         self._tasks = [asyncio.create_task(self._tail(tail_from or "0-0")), asyncio.create_task(self._watch())]
 
-    async def shutdown(self) -> None:
-        await super().shutdown()
+    async def shutdown(self) -> int:
+        interrupted = await super().shutdown()
         for task in self._tasks:
             task.cancel()
         await self.redis.aclose()
+        return interrupted
 
     # -- calls --
 

@@ -119,9 +119,9 @@ class CallServer:
     def audiosocket_port(self) -> int | None:
         return self._tcp.sockets[0].getsockname()[1] if self._tcp and self._tcp.sockets else None
 
-    async def shutdown(self) -> None:
+    async def shutdown(self) -> int:
         """Stop taking calls, let the ones in flight finish for up to `shutdown_timeout_s`, then end the
-        rest as interrupted (with what they had), and close."""
+        rest as interrupted (with what they had), and close. Returns how many calls ended so."""
         self._closing = True
         if self._sweep is not None:
             self._sweep.cancel()
@@ -141,6 +141,7 @@ class CallServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        interrupted = len(pending) if tasks else 0
         if self._server:
             # close() was already called (it only works once): close the remaining consoles ourselves
             for conn in list(self._server.connections):
@@ -149,6 +150,7 @@ class CallServer:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.store is not None:
             self.store.close()
+        return interrupted
 
     # -- identity --
 
