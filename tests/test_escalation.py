@@ -74,6 +74,7 @@ def test_terminal_console_lists_calls_and_shows_the_most_urgent():
     screen = console.export_text()
     assert all(c in screen for c in ("calm", "angry", "mid")) and "hello from angry" in screen
     assert "hello from calm" not in screen, "one call's transcript, not all calls mixed"
+    assert "High: threatens a complaint" in screen and "complaint_threat" not in screen, "plain words, not ids"
     wall.follow = "calm"
     assert wall.selected.call_id == "calm"
 
@@ -101,6 +102,6 @@ def test_the_customer_state_cue_is_shown_apart_from_escalations():
     console = Console(width=100, record=True)
     console.print(view.render(24))
     screen = console.export_text()
-    assert "customer: frustrated (62%)" in screen
+    assert "customer: frustrated (62%)" in screen and "risk Medium: customer frustrated" in screen
     assert "CUSTOMER FRUSTRATED" in screen and "CRITICAL" in screen
     assert screen.count("WARNING") == 0, "the cue is not labelled as a warning like an escalation"

@@ -48,6 +48,32 @@ SEVERITY_STYLE = {"critical": "bold white on red", "warning": "bold black on yel
 CUE_STYLE = "bold white on magenta"  # the customer state's cue: not an escalation, shown apart from them
 
 
+# what each reason means to an operator or supervisor, in plain words (internal ids stay in the events)
+REASON_WORDS = {
+    "supervisor_request": "asks for a manager",
+    "complaint_threat": "threatens a complaint",
+    "close_account": "closing the account",
+    "repeat_caller": "calling again about this",
+    "customer_frustrated": "customer frustrated",
+    "repeated_request": "repeating a request",
+    "raised_voice": "raised voice",
+    "operator_tone": "your tone",
+    "operator_interrupting": "talking over the customer",
+    "long_silence": "long silence",
+    "no_promises": "a promise to check",
+}
+
+
+def risk_words(level: float, latched: Risk | None) -> tuple[str, str]:
+    """Risk as Low / Medium / High with its reason: High while a critical escalation waits, Medium once the
+    customer is likely frustrated (the cue's 35%), else Low."""
+    if latched is not None:
+        return f"High: {REASON_WORDS.get(latched.reason or '', latched.reason or 'escalation')}", "bold white on red"
+    if level >= 0.35:
+        return "Medium: customer frustrated", "bold magenta"
+    return "Low", "green"
+
+
 def hint_badge(h: Hint) -> tuple[str, str]:
     """The card's label: the customer state's cue reads as what it is, escalations by severity."""
     if h.reason == "customer_frustrated":
@@ -166,9 +192,9 @@ class ConsoleView:
         )
         if self.shedding:
             head.append("  (busy: partials paused)", "yellow")
-        head.append(f"  risk {self.risk:.1f}", "bold red" if self.latched else "")
-        if self.latched:
-            head.append(f"  \u26a0 {self.latched.reason}: acknowledge the hint", "bold white on red")
+        words, style = risk_words(self.risk, self.latched)
+        head.append("  risk ")
+        head.append(words, style)
         if self.frustration is not None:
             words, style = mood_words(self.frustration)
             head.append("  customer: ")
@@ -182,7 +208,7 @@ class ConsoleView:
             body.append(f"{fin.role[:4]:<4} ", ROLE_STYLE.get(fin.role, "white"))
             style = EMOTION_STYLE.get(emo.label, "") if emo else ""
             body.append(fin.text, style=style if emo and emo.label in ("anger", "fear", "sadness") else "")
-            if emo:
+            if emo and emo.label not in ("uncertain", "neutral"):  # only what a reader should notice
                 body.append(f" [{emo.label}]", EMOTION_STYLE.get(emo.label, "dim"))
             body.append("\n")
         for p in self.partials.values():
@@ -239,10 +265,8 @@ class WallView:
             table.add_column(col)
         ranked = sorted(self.calls.values(), key=lambda v: (v.ended, v.latched is None, -v.risk))
         for v in ranked[:rows]:
-            state = "ended" if v.ended else (f"\u26a0 {v.latched.reason}" if v.latched else "live")
-            table.add_row(
-                ("\u25b6 " if v is view else "  ") + v.call_id, f"{v.risk:.1f}", Text(state, "bold red" if v.latched else "")
-            )
+            state = "ended" if v.ended else "live"
+            table.add_row(("\u25b6 " if v is view else "  ") + v.call_id, Text(*risk_words(v.risk, v.latched)), state)
         layout = Layout()
         layout.split_column(
             Layout(Panel(table, title="calls", title_align="left"), size=rows + 3), Layout(view.render(height - rows - 3))

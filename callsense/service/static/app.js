@@ -37,6 +37,21 @@ function apply(ev) {
   if (!state.selected) state.selected = ev.call_id;
 }
 
+// what each reason means, in plain words (the events keep the ids)
+const REASON_WORDS = {
+  supervisor_request: "asks for a manager", complaint_threat: "threatens a complaint", close_account: "closing the account",
+  repeat_caller: "calling again about this", customer_frustrated: "customer frustrated", repeated_request: "repeating a request",
+  raised_voice: "raised voice", operator_tone: "your tone", operator_interrupting: "talking over the customer",
+  long_silence: "long silence", no_promises: "a promise to check",
+};
+const words = reason => REASON_WORDS[reason] || reason;
+
+// risk as Low / Medium / High with its reason (High while a critical escalation waits for someone)
+function riskWords(c) {
+  if (c.latched) return "High: " + words(c.latched.reason);
+  return c.risk >= 0.35 ? "Medium: customer frustrated" : "Low";
+}
+
 // the customer state in plain words; the cue to the operator fires at 35% (hints.customer_state)
 function mood(c) {
   if (c.frustration === null || c.frustration === undefined) return "-";
@@ -49,9 +64,9 @@ function renderWall() {
   Object.values(state.calls).sort((a, b) => b.risk - a.risk).forEach(c => {
     const tr = el("tr", c.id === state.selected ? "sel" : ""); tr.dataset.call = c.id;
     const name = el("td", "", c.id + (c.ended ? " (ended)" : ""));
-    if (c.latched) name.append(el("span", "badge", "\u26a0 " + c.latched.reason));
+    if (c.latched) name.append(el("span", "badge", "\u26a0 " + words(c.latched.reason)));
     tr.append(name, el("td", "", c.operator),
-      el("td", "mood", mood(c)), el("td", "risk", c.risk.toFixed(2)), el("td", "", c.lag.toFixed(1) + "s"));
+      el("td", "mood", mood(c)), el("td", "risk " + (c.latched ? "high" : c.risk >= 0.35 ? "medium" : "low"), riskWords(c)), el("td", "", c.lag.toFixed(1) + "s"));
     tr.onclick = () => { state.selected = c.id; render(); };
     body.append(tr);
   });
@@ -110,7 +125,8 @@ function renderTranscript(c) {
   const emo = Object.fromEntries(c.emotions.map(e => [e.utterance_id, e]));
   c.finals.slice(-40).forEach(f => {
     const line = el("div", "line final"); line.append(el("b", f.role, f.role + ": "), el("span", "", f.text));
-    const e = emo[f.utterance_id]; if (e) line.append(el("span", "tag " + e.label, e.label));
+    // only what a reader should notice: no tag for neutral or not-sure readings
+    const e = emo[f.utterance_id]; if (e && e.label !== "uncertain" && e.label !== "neutral") line.append(el("span", "tag " + e.label, e.label));
     box.append(line);
   });
   Object.values(c.partials).forEach(p => box.append(el("div", "line partial", p.role + ": " + p.text + " \u2026")));
