@@ -197,6 +197,8 @@ def test_ctrl_c_stops_an_audit_at_once_and_the_next_run_resumes(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as from a terminal: a shell's background job (CI's own runner may be one) inherits SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
     def saved() -> int:

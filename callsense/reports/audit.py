@@ -12,7 +12,7 @@ import csv
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,7 +139,7 @@ def _longest_first(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(calls, key=size, reverse=True)
 
 
-def _local(calls: list[dict[str, Any]], settings_json: str, workers: int) -> Iterator[dict[str, Any]]:
+def _local(calls: list[dict[str, Any]], settings_json: str, workers: int) -> Generator[dict[str, Any], None, None]:
     import multiprocessing
 
     # spawn, not fork: the parent may hold model runtimes (OpenMP, ONNX) that do not survive a fork
@@ -165,7 +165,9 @@ def _stop_now(pool: ProcessPoolExecutor) -> None:
         proc.terminate()
 
 
-def _dask(calls: list[dict[str, Any]], settings_json: str, workers: int, address: str | None) -> Iterator[dict[str, Any]]:
+def _dask(
+    calls: list[dict[str, Any]], settings_json: str, workers: int, address: str | None
+) -> Generator[dict[str, Any], None, None]:
     try:
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
@@ -222,15 +224,20 @@ def run_audit(
         ) as bar,
     ):
         task = bar.add_task("audit", total=len(calls), completed=len(calls) - len(todo), last="")
-        for res in results:
-            if res["status"] == "done":
-                events = [parse_event(e) for e in res["events"]]
-                store.save_call(
-                    res["call_id"], events, res["report"], source=res["source"], operator_id=res.get("operator_id")
-                )
-            else:
-                store.record_failure(f"failed:{res['source']}", res["source"], res["error"])
-            bar.update(task, advance=1, last=f"{res['source']}: {res['status']}")
+        try:
+            for res in results:
+                if res["status"] == "done":
+                    events = [parse_event(e) for e in res["events"]]
+                    store.save_call(
+                        res["call_id"], events, res["report"], source=res["source"], operator_id=res.get("operator_id")
+                    )
+                else:
+                    store.record_failure(f"failed:{res['source']}", res["source"], res["error"])
+                bar.update(task, advance=1, last=f"{res['source']}: {res['status']}")
+        finally:
+            # Ctrl-C may land here, between two results: the workers stop now, not when the generator is
+            # collected (the process would wait at exit for every queued call)
+            results.close()
     return write_summary(store, out, skipped=len(calls) - len(todo))
 
 
