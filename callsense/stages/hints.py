@@ -271,13 +271,13 @@ class HintEngine:
             max(0.0, float(arousal)),
             float(ev.utterance_id in self._escalated),
         )
+        self._escalated.discard(ev.utterance_id)  # read once, as the complaint probability is popped
         p = self.customer.push(x)
         cfg = self.settings.customer_state
         if p < cfg.rearm_probability:
             self._cue_armed = True
         # a turn that escalated has its critical card, which already acknowledges: no second card for it
         if p < cfg.cue_probability or not self._cue_armed or x.escalation:
-            self._escalated.discard(ev.utterance_id)
             return []
         self._cue_armed = False
         why = self.customer.why()
