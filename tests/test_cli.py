@@ -64,15 +64,19 @@ def test_transcribe_json_with_channels():
 def test_audit_is_resumable_and_survives_corrupt_files(tmp_path):
     folder = tmp_path / "calls"
     folder.mkdir()
-    (folder / "a.flac").write_bytes((SAMPLES / "en_call_mono.flac").read_bytes())
-    (folder / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    (folder / "call_+79161234567_Ivan-Petrov.flac").write_bytes((SAMPLES / "en_call_mono.flac").read_bytes())
+    (folder / "bad_Maria_Smith.wav").write_bytes(b"RIFF....WAVEjunk")
     out = tmp_path / "out"
     first = run("audit", str(folder), "--out", str(out))
     assert first.returncode == 0, first.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["calls"] == 1 and summary["failed"] == 1
-    assert "bad.wav" in summary["failures"][0]["source"]
+    assert summary["failures"][0]["source"].startswith("bad_[NAME]")
     assert (out / "calls.csv").exists() and (out / "summary.html").exists()
+    # the recordings' names carry a phone number and names: no export, and no row of the store, has them
+    for written in [out / "audit.sqlite", *out.glob("calls.*"), *out.glob("summary.*")]:
+        data = written.read_bytes()
+        assert not any(v in data for v in (b"79161234567", b"Ivan", b"Maria")), written.name
     again = run("audit", str(folder), "--out", str(out))
     assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 1, again.stderr
 

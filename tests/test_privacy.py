@@ -1,3 +1,5 @@
+import pytest
+
 from callsense.reports.privacy import inn_ok, luhn_ok, redact, snils_ok
 
 
@@ -45,3 +47,35 @@ def test_a_name_is_found_where_the_context_says_person():
     # a first name in another case, introduced by nothing but the sentence
     assert redact("Я говорил со Светой из вашего банка", "ru") == "Я говорил со [NAME] из вашего банка"
     assert redact("живу на улице Ленина, дом 5", "ru") == "живу на [ADDRESS]"
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "label"),
+    [
+        ("my number is 8-9-1-6-1-2-3-4-5-6-7, thanks", "8-9-1-6-1-2-3-4-5-6-7", "[PHONE]"),  # read digit by digit
+        ("call me on 0-2-0-7-946, 0-5-8 please", "946", "[PHONE]"),
+        ("номер 8, 9, 1, 6, 1, 2, 3, 4, 5, 6, 7", "4, 5, 6", "[PHONE]"),
+        ("my number is 020 7946 0958", "7946 0958", "[PHONE]"),  # UK national formats
+        ("mobile 07700 900123, any time", "900123", "[PHONE]"),
+        ("the security code is 7-3-9", "7-3-9", "[CVV]"),
+        ("the three digits on the back are 7 3 9", "7 3 9", "[CVV]"),
+    ],
+)
+def test_numbers_in_every_form_whisper_writes_them(text, value, label):
+    out = redact(text, "ru" if "номер" in text else "en")
+    assert value not in out and label in out, out
+
+
+@pytest.mark.parametrize(
+    "text", ["it costs 5, 10 or 15 pounds", "the meeting is at 10-15 on 2024-05-03", "опция 1, 2 или 3"]
+)
+def test_small_numbers_in_a_row_are_not_personal_data(text):
+    assert redact(text, "en") == text
+
+
+def test_file_names_are_redacted_in_exports():
+    from callsense.reports.privacy import redact_path
+
+    out = redact_path("2026/12/call_+79161234567_Ivan-Petrov.json", "en")
+    assert "79161234567" not in out and "Ivan" not in out and out.startswith("2026/12/call_") and out.endswith(".json")
+    assert redact_path("batch-07/recording_0042.flac", "en") == "batch-07/recording_0042.flac"

@@ -9,8 +9,10 @@ default, or any scheduler address) for audits larger than one machine.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import secrets
 from collections import defaultdict
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -50,6 +52,38 @@ def find_calls(folder: Path) -> list[dict[str, Any]]:
             }
         )
     return calls
+
+
+def _named(calls: list[dict[str, Any]], settings: Settings, out: Path) -> list[dict[str, Any]]:
+    """With redaction on, a recording is known to the store and the exports by its path redacted
+    ("call_[PHONE]_[NAME].json") and a keyed digest of the real one (two calls that redact alike
+    stay apart, and a rerun still finds what is done); the key stays beside the audit (mode 0600)."""
+    if not settings.report.redact_pii:
+        return calls
+    from callsense.reports.privacy import redact_path
+
+    key_file = out / ".source-key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(secrets.token_bytes(16))
+    key = key_file.read_bytes()
+    for call in calls:
+        digest = hashlib.blake2b(call["source"].encode(), key=key, digest_size=4).hexdigest()
+        call["raw_source"], call["source"] = call["source"], f"{redact_path(call['source'])} #{digest}"
+    return calls
+
+
+def _error_text(res: dict[str, Any], settings: Settings) -> str:
+    """A failure as the store and the exports keep it: the file's name as exported, personal data redacted."""
+    error = str(res["error"])
+    if not settings.report.redact_pii:
+        return error
+    from callsense.reports.privacy import redact
+
+    for raw in (res["path"], res.get("raw_source", "")):
+        if raw:
+            error = error.replace(raw, res["source"])
+    return redact(error)
 
 
 def _done(call: dict[str, Any], events: list[Any], settings: Any) -> dict[str, Any]:
@@ -210,7 +244,7 @@ def run_audit(
 
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "audit.sqlite")
-    calls = find_calls(folder)
+    calls = _named(find_calls(folder), settings, out)
     todo = _longest_first([c for c in calls if store.status(c["source"]) != "done"])
     # split the machine's cores between workers so they do not fight over them
     settings = settings.model_copy(deep=True)
@@ -232,7 +266,7 @@ def run_audit(
                         res["call_id"], events, res["report"], source=res["source"], operator_id=res.get("operator_id")
                     )
                 else:
-                    store.record_failure(f"failed:{res['source']}", res["source"], res["error"])
+                    store.record_failure(f"failed:{res['source']}", res["source"], _error_text(res, settings))
                 bar.update(task, advance=1, last=f"{res['source']}: {res['status']}")
         finally:
             # Ctrl-C may land here, between two results: the workers stop now, not when the generator is

@@ -231,7 +231,14 @@ class _Shadow:
         return self.pieces[-1][3] if self.pieces else 0
 
 
-def _shadow(text: str) -> _Shadow:
+def _spelled_digits(run: str, words: list[str]) -> bool:
+    """Digits as Whisper writes them when read out one by one or in small groups: "8-9-1-6",
+    "0-2-0-7-946, 0-5-8", "7 3 9" (not a number written as a whole, "4111 1111 ...")."""
+    return re.search(r"\d\s*[,–-]\s*\d", run) is not None or all(len(w) == 1 for w in words)
+
+
+def _shadow(text: str, spelled: bool = False) -> _Shadow:
+    """Spoken number runs as digits; with `spelled`, also digits read out one by one (joined up)."""
     parts: list[str] = []
     pieces: list[tuple[int, int, int, int, bool]] = []
     pos = shadow_len = 0
@@ -244,7 +251,7 @@ def _shadow(text: str) -> _Shadow:
 
     for m in _NUMBER_RUN.finditer(text):
         words = re.findall(_TOKEN, m.group(0), re.IGNORECASE)
-        if all(w.isdigit() for w in words):
+        if all(w.isdigit() for w in words) and not (spelled and _spelled_digits(m.group(0), words)):
             continue  # written digits: the rules read them as they are
         add(text[pos : m.start()], pos, m.start(), True)
         add(_run_digits(words), m.start(), m.end(), False)
@@ -341,6 +348,12 @@ RULES: list[Rule] = [
     ("PHONE", re.compile(r"(?<![\d+])(?:\+?[78][\s-]?)?\(?\d{3}\)?[\s-]?\d{3}[\s-]?\d{2}[\s-]?\d{2}(?!\d)"), None),
     ("PHONE", re.compile(r"(?<![\d+])\+\d{1,3}[\s-]?(?:\d[\s-]?){6,12}\d(?!\d)"), None),
     ("PHONE", re.compile(r"(?<!\d)\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)"), None),
+    # UK national numbers: 0 and 9-10 digits in groups ("020 7946 0958", "07700 900123")
+    (
+        "PHONE",
+        re.compile(r"(?<![\d+])0\d{2,4}[\s-]?\d{3,4}[\s-]?\d{3,4}(?!\d)"),
+        lambda v: len(DIGITS.sub("", v)) in (10, 11),
+    ),
     ("SECRET", _after(_SECRET_CUES, 50), None),
     (
         "ADDRESS",
@@ -515,22 +528,26 @@ def find_pii(text: str, language: str = "en") -> list[tuple[int, int, str]]:
 
 @lru_cache(maxsize=1024)  # a final's text is redacted for the event, the store and the report: find once
 def _find_pii(text: str, language: str) -> tuple[tuple[int, int, str], ...]:
-    shadow = _shadow(text)
     spans: list[tuple[int, int, str]] = []
 
     def free(a: int, b: int) -> bool:
         return all(b <= s or a >= e for s, e, _ in spans)
 
-    for label, pattern, valid in RULES:
-        for m in pattern.finditer(shadow.text):
-            group = 1 if m.groups() else 0
-            value = m.group(group)
-            if not value or not value.strip() or (valid is not None and not valid(value)):
-                continue
-            a, b = shadow.original(*m.span(group))
-            a, b = _trim(text, a, b)
-            if b > a and free(a, b):
-                spans.append((a, b, label))
+    # as written, then with digits read out one by one joined up (only where that changes something)
+    shadows = [_shadow(text)]
+    if (spelled := _shadow(text, spelled=True)).text != shadows[0].text:
+        shadows.append(spelled)
+    for shadow in shadows:
+        for label, pattern, valid in RULES:
+            for m in pattern.finditer(shadow.text):
+                group = 1 if m.groups() else 0
+                value = m.group(group)
+                if not value or not value.strip() or (valid is not None and not valid(value)):
+                    continue
+                a, b = shadow.original(*m.span(group))
+                a, b = _trim(text, a, b)
+                if b > a and free(a, b):
+                    spans.append((a, b, label))
     cyrillic = language.startswith("ru") or re.search(r"[А-Яа-яЁё]", text) is not None
     names = _russian_names(text) if cyrillic else []
     if re.search(r"[A-Za-z]{2}", text):
@@ -558,6 +575,33 @@ def redact(text: str, language: str = "en") -> str:
         last = b
     out.append(text[last:])
     return "".join(out)
+
+
+def redact_path(path: str, language: str = "en") -> str:
+    """A recording's path with personal data in its names redacted ("call_+7916..._ivan-petrov.json"
+    -> "call_[PHONE]_[NAME].json"): each name is read as words, capitalised, as a name finder expects."""
+    return "/".join(_redact_name(part, language) for part in path.split("/"))
+
+
+def _redact_name(name: str, language: str) -> str:
+    stem, dot, suffix = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    words = re.sub(r"[_.-]", " ", stem).title()
+    if len(words) != len(stem):  # a letter whose capital is longer: read as it is
+        words = stem
+    spans = find_pii(words, language)
+    # no sentence around a name here for a name finder to go by: a known first name is one, and the
+    # word after it its surname ("bad_Maria_Smith")
+    tokens = list(re.finditer(r"[^\W\d_]+", words))
+    for i, m in enumerate(tokens):
+        if _known_name(m.group()) and all(m.end() <= a or m.start() >= b for a, b, _ in spans):
+            then = tokens[i + 1] if i + 1 < len(tokens) and len(tokens[i + 1].group()) > 2 else None
+            spans.append((m.start(), then.end() if then and words[m.end() : then.start()].isspace() else m.end(), "NAME"))
+    out, last = [], 0
+    for a, b, label in sorted(spans):
+        if a >= last:
+            out += [stem[last:a], f"[{label}]"]
+            last = b
+    return "".join([*out, stem[last:], dot, suffix])
 
 
 def _redact_value(value: Any, language: str) -> Any:
