@@ -147,7 +147,8 @@ class ServerSettings(_Strict):
     max_calls: int = 8  # live calls at once; more are refused (close 1013) instead of slowing every call
     max_channels: int = 4  # per call
     max_frame_s: float = 5.0  # audio in one frame
-    call_queue: int = 200  # audio frames waiting per call before ingest stops reading the socket
+    # audio waiting per call before ingest stops reading the source: seconds of every channel together
+    call_queue_s: float = 40.0
     console_queue: int = 500
     replay_events: int = 5000  # per call, for consoles that resume
     resume_window_s: float = 300.0  # an ended call stays resumable this long, then lives only on disk
@@ -156,6 +157,11 @@ class ServerSettings(_Strict):
     shutdown_timeout_s: float = 30.0  # SIGTERM: calls in flight get this long to finish, then end as interrupted
     audiosocket_peers: list[str] = []  # addresses/networks allowed besides loopback (AudioSocket has no auth)
     audiosocket_operator: str | None = None  # whose calls AudioSocket calls are
+    # AudioSocket has no authentication, and a PBX streams without pause: a connection that delivers
+    # less than this share of real time (over the time spent waiting for it, after the grace) is ended,
+    # so trickling peers cannot hold the call slots
+    audiosocket_min_rate: float = 0.2
+    audiosocket_grace_s: float = 10.0
     certfile: Path | None = None
     keyfile: Path | None = None
     store: Path = Path("callsense-data/calls.sqlite")
@@ -166,6 +172,9 @@ class ClusterSettings(_Strict):
     `callsense worker`). Without a broker the server is one process, as before."""
 
     broker: str | None = None  # redis://[user:password@]host:port/db, or rediss:// for TLS
+    # signs every entry gateways and workers write (the same on all; CALLSENSE_CLUSTER_SECRET wins)
+    secret: str | None = Field(None, repr=False)
+    source_timeout_s: float = 30.0  # a worker ends a call (incomplete) after this long without input
     assign_timeout_s: float = 10.0  # a call no worker takes this long is refused (1013)
     heartbeat_s: float = 0.5  # a worker renews its claim on its calls this often
     takeover_after_s: float = 2.5  # a call whose worker stopped renewing this long is taken over

@@ -30,7 +30,9 @@ TOKENS = {"sup": {"role": "supervisor"}, "op1": {"role": "operator", "operator_i
 def cluster(tmp_path_factory):
     from callsense.service.cluster import LocalCluster
 
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"), {"server": {"tokens": TOKENS}}, gateways=2, workers=2)
+    # a call without input for 5 s has lost its gateway (the default, 30 s, would only slow the test)
+    config = {"server": {"tokens": TOKENS}, "cluster": {"source_timeout_s": 5.0}}
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"), config, gateways=2, workers=2)
     try:
         yield c.start()
     finally:
@@ -167,3 +169,40 @@ def test_a_redis_restart_ends_calls_in_flight_with_what_they_had_and_the_cluster
     stored = {e.utterance_id for e in store.events("outage") if e.type == "transcript_final"}
     sent = {e["utterance_id"] for e in seen if e["type"] == "transcript_final"}
     assert len(sent) >= 2 and sent <= stored, f"what was heard before the restart is kept: missing {sent - stored}"
+
+
+def test_a_call_whose_gateway_died_ends_incomplete_and_frees_its_worker(cluster, eventually):
+    """kill -9 of the gateway a call came in on: no end ever reaches the call's worker. It ends the call
+    as incomplete after `source_timeout_s` without input, with what it heard, and its slot is free."""
+    from callsense.reports.store import Store
+
+    seen: list[dict] = []
+
+    async def scenario():
+        watch = asyncio.create_task(_console(cluster.urls[0], "sup", call_id="orphan", into=seen))
+        source = asyncio.create_task(
+            stream_file(CALL, cluster.urls[1], "op1", speed=1.5, call_id="orphan", operator_id="op-1")
+        )
+        owner = await eventually(lambda: cluster.worker_of("orphan"), "a worker to take the call")
+        await eventually(lambda: _count_finals(seen) >= 1, "the call's first final")
+        cluster.gateways[1].kill()
+        await asyncio.wait_for(watch, 120)  # the supervisor on the other gateway sees the call end
+        source.cancel()
+        return owner
+
+    owner = asyncio.run(scenario())
+    assert seen[-1]["type"] == "call_ended"
+    assert any(e["type"] == "error" and e["code"] == "source_lost" for e in seen), "the console is told why"
+    store = Store(cluster.workdir / owner / "calls.sqlite")
+
+    def status() -> str | None:  # the report is written after consoles got call_ended
+        row = store.db.execute("SELECT status FROM calls WHERE call_id = 'orphan'").fetchone()
+        return row[0] if row and row[0] != "live" and not cluster.is_live("orphan") else None
+
+    assert asyncio.run(eventually(status, "the worker to save the call and let it go", 60)) == "incomplete"
+
+
+def test_no_process_prints_the_broker_password(cluster):
+    """The cluster's Redis has a password; no gateway's or worker's log shows it."""
+    logs = [p.log.read_text(encoding="utf-8") for p in [*cluster.gateways, *cluster.workers.values()]]
+    assert all(logs) and not any(cluster.redis.password in text for text in logs)

@@ -282,3 +282,66 @@ def test_broker_entries_decode_or_raise_malformed(fields, base):
         return
     if isinstance(msg, Audio):
         assert 1 <= msg.chunk.audio.shape[0] <= 8 and np.isfinite(msg.chunk.audio).all()
+
+
+# -- what gateways and workers read from the cluster's other streams --
+
+FUZZ_SIGNER_SECRET = b"fuzz-secret-0123456789"
+_EVENT = {
+    "c": "call-1",
+    "raw": {
+        "type": "risk",
+        "call_id": "call-1",
+        "seq": 4,
+        "t": 3.0,
+        "level": 0.7,
+        "frustration": 0.7,
+        "latched": False,
+        "reason": "customer_frustrated",
+    },
+    "at": 1795939125.5,
+    "pub": 1795939125.6,
+}
+_CONTROL = {"c": "call-1", "ctl": {"saved": True, "clean": False, "failure": "x"}}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=st.one_of(st.sampled_from([_EVENT, _CONTROL]), mutate(_EVENT), mutate(_CONTROL), junk), signed=st.booleans())
+def test_event_entries_are_used_or_refused(data, signed):
+    """An entry of the cluster's event streams, signed or not, of any shape (a risk event's
+    frustration too): the gateway uses it or refuses it as malformed, never fails on it."""
+    from callsense.service import broker as b
+
+    signer = b.Signer(FUZZ_SIGNER_SECRET)
+    text = json.dumps(data, allow_nan=True)
+    fields = {b"e": text.encode()}
+    if signed:
+        fields[b"s"] = signer.tag({"e": text}).encode()
+    try:
+        item = b.decode_entry(fields, signer)
+    except b.MalformedEntry:
+        return
+    assert signed, "an unsigned entry is never used"
+    if isinstance(item, b.Published):
+        assert item.event.call_id == data["c"]
+        if item.event.type == "risk":
+            assert item.event.frustration is None or 0 <= item.event.frustration <= 1
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    meta=mutate({"protocol": "plain", "roles": '["operator", "customer"]', "operator": "op-1", "language": "ru"}),
+    call=st.one_of(st.just("call-1"), junk.map(str)),
+)
+def test_jobs_and_call_hashes_are_used_or_refused(meta, call):
+    from callsense.service import broker as b
+
+    signer = b.Signer(FUZZ_SIGNER_SECRET)
+    with contextlib.suppress(b.MalformedEntry):
+        assert b.decode_job({b"call": call.encode(), b"s": signer.tag({"call": call}).encode()}, signer) == call
+    raw = {k.encode(): (v if isinstance(v, str) else json.dumps(v)).encode() for k, v in meta.items()}
+    try:
+        got = b.decode_meta(raw)
+    except b.MalformedEntry:
+        return
+    assert 1 <= len(got.roles) <= b.MAX_CHANNELS and got.protocol

@@ -128,6 +128,7 @@ async def _cluster_calls(
 
 def run_cluster_demo(settings: Settings, files: list[Path], speed: float, workdir: Path) -> int:
     """`make cluster-demo`: Redis, one gateway and two workers on this machine; two calls at once."""
+    from callsense.service.broker import safe_url
     from callsense.service.cluster import LocalCluster, RedisMissing
 
     console = Console()
@@ -142,7 +143,7 @@ def run_cluster_demo(settings: Settings, files: list[Path], speed: float, workdi
         return 2
     try:
         console.print(
-            f"broker {cluster.redis.url}  \u2022  gateway {cluster.urls[0]}  \u2022  dashboard: "
+            f"broker {safe_url(cluster.redis.url)}  \u2022  gateway {cluster.urls[0]}  \u2022  dashboard: "
             f"{cluster.urls[0].replace('ws://', 'http://')}/?token={token}  \u2022  logs in {workdir}"
         )
         results = asyncio.run(_cluster_calls(cluster.urls, token, files, speed, cluster, console))

@@ -127,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 @command("worker")
 def cmd_worker(args: argparse.Namespace) -> int:
+    from callsense.service.broker import safe_url
     from callsense.service.worker import Worker
 
     settings = _with_broker(args)
@@ -138,9 +139,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker = Worker(settings, name=args.name)
         stop = _stop_on_signals()
         print(f"callsense worker {worker.name}: loading models\u2026", flush=True)
-        await worker.run(
-            stop, lambda: print(f"callsense worker {worker.name}: taking calls from {settings.cluster.broker}", flush=True)
-        )
+        where = safe_url(settings.cluster.broker)
+        await worker.run(stop, lambda: print(f"callsense worker {worker.name}: taking calls from {where}", flush=True))
 
     asyncio.run(main())
     return 0

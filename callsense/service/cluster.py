@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -37,38 +38,30 @@ def free_port() -> int:
 
 
 class LocalRedis:
-    """redis-server on a free loopback port, without persistence (streams hold raw audio)."""
+    """redis-server on a free loopback port, without persistence (streams hold raw audio), with a
+    password of its own (as any Redis a cluster uses should have: other local users can reach it)."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir, self.port = workdir, free_port()
+        self.password = secrets.token_hex(16)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> LocalRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisMissing(INSTALL_HINT)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        conf = self.workdir / "redis.conf"  # the password in a private file, not on the command line (ps)
+        conf.touch(mode=0o600)
+        conf.write_text(
+            f'port {self.port}\nbind 127.0.0.1\nsave ""\nappendonly no\ndir "{self.workdir}"\nrequirepass {self.password}\n',
+            encoding="utf-8",
         )
+        self.proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
         deadline = time.monotonic() + 10
@@ -136,12 +129,14 @@ class LocalCluster:
         self.workers: dict[str, Process] = {}
         self.urls: list[str] = []
         self._client: Any = None  # redis.Redis, made on first use
+        self.secret = secrets.token_hex(32)  # signs the cluster's entries on the broker
 
     def _config(self, name: str) -> Path:
         data = yaml.safe_load(yaml.safe_dump(self.config)) or {}
         data.setdefault("server", {})["store"] = str(self.workdir / name / "calls.sqlite")
-        data.setdefault("cluster", {})["broker"] = self.redis.url
+        data.setdefault("cluster", {}).update(broker=self.redis.url, secret=self.secret)
         path = self.workdir / f"{name}.yaml"
+        path.touch(mode=0o600)
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
         return path
 
@@ -173,11 +168,19 @@ class LocalCluster:
     def worker_of(self, call_id: str) -> str | None:
         from callsense.service.broker import call_key, text
 
+        return text(self._redis().hget(call_key(call_id), "worker"))
+
+    def _redis(self) -> Any:
         if self._client is None:  # one client for all the polls of a test or bench
             import redis
 
             self._client = redis.Redis.from_url(self.redis.url)
-        return text(self._client.hget(call_key(call_id), "worker"))
+        return self._client
+
+    def is_live(self, call_id: str) -> bool:
+        from callsense.service.broker import LIVE
+
+        return bool(self._redis().sismember(LIVE, call_id))
 
     def stop(self) -> None:
         if self._client is not None:

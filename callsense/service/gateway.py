@@ -13,7 +13,9 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -44,8 +46,8 @@ class RemoteInbox:
     is more than `backlog_s` behind (its progress is in the call's hash): backpressure, no loss.
     If the broker goes away the call fails (the source learns it in `ended`), and input stops here."""
 
-    def __init__(self, call: RemoteCall, conn: aredis.Redis, backlog_s: float) -> None:
-        self.call, self.conn, self.call_id = call, conn, call.call_id
+    def __init__(self, call: RemoteCall, conn: aredis.Redis, signer: b.Signer, backlog_s: float) -> None:
+        self.call, self.conn, self.signer, self.call_id = call, conn, signer, call.call_id
         self.backlog = int(backlog_s * SAMPLE_RATE)
         self.sent = self.done = 0
         self._later: set[asyncio.Task[bool]] = set()
@@ -68,7 +70,7 @@ class RemoteInbox:
                     self.done = int(done)
                     if self.sent - self.done > self.backlog:
                         await asyncio.sleep(0.05)
-            await self.conn.xadd(b.input_key(self.call_id), b.encode_message(msg))
+            await self.conn.xadd(b.input_key(self.call_id), self.signer.sign(b.encode_message(msg)))
         except redis.RedisError as exc:
             self.call.finish(f"broker_unreachable: {exc}; the call's worker saves what it had")
             return False
@@ -87,9 +89,11 @@ class RemoteInbox:
 class RemoteCall:
     """A call as a gateway holds it: it ends when its worker says it was saved."""
 
-    def __init__(self, conn: aredis.Redis, call_id: str, operator_id: str | None, settings: Settings) -> None:
+    def __init__(
+        self, conn: aredis.Redis, signer: b.Signer, call_id: str, operator_id: str | None, settings: Settings
+    ) -> None:
         self.call_id, self.operator_id = call_id, operator_id
-        self.inbox = RemoteInbox(self, conn, settings.cluster.backlog_s)
+        self.inbox = RemoteInbox(self, conn, signer, settings.cluster.backlog_s)
         self.task: asyncio.Task[None] | None = None
         self.ended = False
         self.failure: str | None = None
@@ -109,11 +113,15 @@ class Gateway(CallServer):
             raise SystemExit("a gateway needs a broker: --broker redis://HOST:PORT/DB (or cluster.broker in the config)")
         super().__init__(settings, models)
         self.name = name
+        self.signer = b.Signer(b.cluster_secret(settings))
+        self.rejects = b.Rejects(f"gateway {name}")
         self.redis: aredis.Redis = b.connect(settings.cluster.broker)
         self._give_up = self.redis.register_script(GIVE_UP)
         self.delivery: deque[float] = deque(maxlen=2000)  # seconds the broker added, recent events
         self._view: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._down: set[str] = set()  # readers that failed and are restarting: /health says 503 meanwhile
+        self._tail_from = "0-0"
 
     async def _prepare(self) -> None:
         """No models here: connect, show the calls already live in the cluster, then follow it."""
@@ -121,15 +129,19 @@ class Gateway(CallServer):
             await self.redis.ping()
         except redis.RedisError as exc:
             raise SystemExit(
-                f"cannot reach the broker at {self.settings.cluster.broker}: {exc}. "
+                f"cannot reach the broker at {b.safe_url(self.settings.cluster.broker)}: {exc}. "
                 "Start Redis (docs/deployment.md) or fix cluster.broker."
             ) from None
         info = await self.redis.xinfo_stream(b.EVENTS) if await self.redis.exists(b.EVENTS) else None
-        tail_from = b.text(info["last-generated-id"]) if info else "0-0"
+        self._tail_from = (b.text(info["last-generated-id"]) if info else None) or "0-0"
         for call_id in sorted(b.text(c) or "" for c in await self.redis.smembers(b.LIVE)):
-            for _, fields in await b.entries(self.redis, b.events_key(call_id)):
-                await self._deliver(b.entry_json(fields))
-        self._tasks = [asyncio.create_task(self._tail(tail_from or "0-0")), asyncio.create_task(self._watch())]
+            key = b.events_key(call_id[:200])
+            for entry_id, fields in await b.entries(self.redis, key):
+                await self._receive(key, entry_id, fields)
+        self._tasks = [
+            asyncio.create_task(self._keep("events reader", self._tail)),
+            asyncio.create_task(self._keep("cluster watch", self._watch)),
+        ]
 
     async def shutdown(self) -> int:
         interrupted = await super().shutdown()
@@ -152,7 +164,7 @@ class Gateway(CallServer):
     async def _assign(self, start: StreamStart, protocol: str, operator_id: str | None) -> LiveCall:
         """The call in the cluster, taken by a worker (or refused when none has room in time)."""
         call_id = await self._reserve(start.call_id)
-        call = RemoteCall(self.redis, call_id, operator_id, self.settings)
+        call = RemoteCall(self.redis, self.signer, call_id, operator_id, self.settings)
         self.calls[call_id] = call
         try:
             await self._submit(call_id, start, protocol, operator_id)
@@ -178,10 +190,10 @@ class Gateway(CallServer):
                 },
             )
             p.sadd(b.LIVE, call_id)
-            p.xadd(b.JOBS, {"call": call_id})
+            p.xadd(b.JOBS, self.signer.sign({"call": call_id}))
             await p.execute()
         deadline = time.monotonic() + self.settings.cluster.assign_timeout_s
-        while await self.redis.hget(key, "state") == b"waiting":
+        while (state := await self.redis.hget(key, "state")) == b"waiting":
             if time.monotonic() > deadline and await self._give_up(
                 keys=[key, b.LIVE], args=[call_id, int(self.settings.cluster.ended_ttl_s)]
             ):
@@ -191,13 +203,18 @@ class Gateway(CallServer):
                     " s; try again later",
                 )
             await asyncio.sleep(0.05)
+        if state != b"live":  # a worker refused it (its record was tampered with), or Redis lost it
+            raise Refused(1013, "the cluster could not start this call; try again")
 
     async def _reserve(self, wanted: str) -> str:
-        """A call id no live or recent call in the cluster has (Twilio reuses callSids)."""
+        """A call id no live or recent call in the cluster has (Twilio reuses callSids): the id asked
+        for, else it with a random suffix. A few tries: a collision of random suffixes is a broken broker."""
         call_id = wanted
-        while not await self.redis.hsetnx(b.call_key(call_id), "state", "waiting"):
-            call_id = self._unique_id(f"{wanted}-taken")
-        return call_id
+        for _ in range(5):
+            if await self.redis.hsetnx(b.call_key(call_id), "state", "waiting"):
+                return call_id
+            call_id = f"{wanted[:55]}-{uuid.uuid4().hex[:8]}"
+        raise Refused(1013, "could not reserve a call id on the broker; try again")
 
     async def _until_saved(self, call: RemoteCall) -> None:
         try:
@@ -210,31 +227,53 @@ class Gateway(CallServer):
         """From a console on any gateway, into the call's input (its worker records it)."""
         if await self.redis.hget(b.call_key(call_id), "state") != b"live":
             return False
-        await self.redis.xadd(b.input_key(call_id), b.encode_message(Feedback(hint_id, action, by)))
+        await self.redis.xadd(b.input_key(call_id), self.signer.sign(b.encode_message(Feedback(hint_id, action, by))))
         return True
 
     # -- events from the workers --
 
-    async def _tail(self, last: str) -> None:
+    async def _keep(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """A reader the gateway cannot work without: if it fails, /health says so (503) until it is
+        running again, a second later."""
         while True:
             try:
-                reply = await b.read(self.redis, {b.EVENTS: last}, 500, 1000)
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gateway %s: the %s failed; restarting it", self.name, name)
+                self._down.add(name)
+                await asyncio.sleep(1.0)
+
+    async def _tail(self) -> None:
+        while True:
+            try:
+                reply = await b.read(self.redis, {b.EVENTS: self._tail_from}, 500, 1000)
             except redis.RedisError as exc:
                 log.warning("gateway %s: broker unreachable (%s); retrying", self.name, exc)
                 await asyncio.sleep(1.0)
                 continue
+            self._down.discard("events reader")
             for _, entries in reply:
                 for entry_id, fields in entries:
-                    last = entry_id
-                    await self._deliver(b.entry_json(fields))
+                    self._tail_from = entry_id
+                    await self._receive(b.EVENTS, entry_id, fields)
 
-    async def _deliver(self, data: dict[str, Any]) -> None:
-        call_id = data["c"]
-        if "ctl" in data:
-            self._control(call_id, data["ctl"])
+    async def _receive(self, stream: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """One entry of an event stream, checked; one a worker of ours did not write is refused."""
+        try:
+            item = b.decode_entry(fields, self.signer)
+        except b.MalformedEntry as exc:
+            await self.rejects.record(self.redis, stream, entry_id, str(exc))
             return
-        published = b.decode_event(data)
+        if isinstance(item, b.Saved):
+            self._saved(item)
+        else:
+            await self._deliver(item)
+
+    async def _deliver(self, published: b.Published) -> None:
         ev = published.event
+        call_id = ev.call_id
         room = self.fanout.rooms.get(call_id)
         if room is None:
             operator = (
@@ -253,39 +292,54 @@ class Gateway(CallServer):
                 call.last_lag = ev.lag_s
         await self.fanout.publish(call_id, [ev], [published.redacted])
 
-    def _control(self, call_id: str, ctl: dict[str, Any]) -> None:
-        call = self.calls.get(call_id)
-        if isinstance(call, RemoteCall) and ctl.get("saved"):
-            call.finish(ctl.get("failure"))
+    def _saved(self, saved: b.Saved) -> None:
+        call = self.calls.get(saved.call_id)
+        if isinstance(call, RemoteCall):
+            call.finish(saved.failure)
 
     # -- health and metrics --
 
     async def _watch(self) -> None:
         """The cluster's state for /health and /metrics (those answer without waiting on Redis)."""
         while True:
+            self._down.discard("cluster watch")
             try:
-                workers = {b.text(k): json.loads(v) for k, v in (await self.redis.hgetall(f"{b.PREFIX}workers")).items()}
-                live = len(await self.redis.smembers(b.LIVE))
-                self._view = {
-                    "broker": "ok",
-                    "workers": {k: v for k, v in workers.items() if time.time() - v["at"] < 10},
-                    "cluster_calls": live,
-                }
+                workers = _recent_workers(await self.redis.hgetall(f"{b.PREFIX}workers"))
+                self._view = {"broker": "ok", "workers": workers, "cluster_calls": await self.redis.scard(b.LIVE)}
             except redis.RedisError as exc:
                 self._view = {"broker": f"unreachable: {exc}"}
             await asyncio.sleep(1.0)
 
     def _health(self) -> dict[str, Any]:
-        status = "ok" if self._view.get("broker") == "ok" else "degraded"
+        status = "ok" if self._view.get("broker") == "ok" and not self._down else "degraded"
         return {
             **super()._health(),
             "status": status,
             "role": "gateway",
             "broker": self._view.get("broker"),
             "workers": len(self._view.get("workers", {})),
+            **({"failed": sorted(self._down)} if self._down else {}),
         }
 
     def _metrics(self) -> dict[str, Any]:
         ordered = sorted(self.delivery)
         p = (lambda q: round(ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000, 1)) if ordered else None
-        return {**super()._metrics(), **self._view, "broker_delivery_ms": {"p50": p(0.5), "p95": p(0.95)} if p else None}
+        return {
+            **super()._metrics(),
+            **self._view,
+            "broker_delivery_ms": {"p50": p(0.5), "p95": p(0.95)} if p else None,
+            "broker_rejected": dict(self.rejects.counts),
+        }
+
+
+def _recent_workers(beats: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    """Workers that reported in the last 10 s (an entry no worker wrote is left out)."""
+    found = {}
+    for name, raw in beats.items():
+        try:
+            beat = json.loads(raw)
+            if time.time() - float(beat["at"]) < 10:
+                found[(b.text(name) or "")[:200]] = {k: beat[k] for k in ("calls", "load", "at") if k in beat}
+        except (ValueError, TypeError, KeyError):
+            continue
+    return found

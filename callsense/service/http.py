@@ -41,8 +41,10 @@ class Http:
         path = urlsplit(request.path).path
         if path in WEBSOCKET_PATHS:
             return None
-        if path == "/health":
-            return _json(self.health())
+        if path == "/health":  # 503 when a part the process needs is failing: load balancers move on
+            health = self.health()
+            ok = health.get("status") == "ok"
+            return _json(health, http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE)
         if path == "/metrics":
             grant = self.grant(token_of(request))
             if grant is None or grant.role != "supervisor":

@@ -33,7 +33,7 @@ import redis
 import redis.asyncio as aredis
 
 from callsense.config import SAMPLE_RATE, Settings
-from callsense.events import Event, WorkerChanged
+from callsense.events import SOURCE_LOST, Event, WorkerChanged
 from callsense.pipeline import CallPipeline, Checkpoint, warm_up
 from callsense.registry import Models
 from callsense.reports.privacy import redact_events
@@ -66,11 +66,11 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'ckpt', ARGV[5])
   redis.call('XTRIM', KEYS[4], 'MINID', ARGV[6])
 end
-for i = 7, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], ARGV[i], 'e', ARGV[i + 1])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1])
+for i = 7, #ARGV, 3 do
+  redis.call('XADD', KEYS[2], ARGV[i], 'e', ARGV[i + 1], 's', ARGV[i + 2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1], 's', ARGV[i + 2])
 end
-return (#ARGV - 6) / 2
+return (#ARGV - 6) / 3
 """
 # A job's claim renewed (its idle time reset) only while the call is still this worker's.
 RENEW = """
@@ -142,13 +142,13 @@ class ClusterCall(Call):
     """A call on a worker: input read from its stream, events written to the broker each step."""
 
     def __init__(
-        self, worker: Worker, call_id: str, meta: dict[str, str], pipeline: CallPipeline, resume: Resume | None
+        self, worker: Worker, call_id: str, meta: b.CallMeta, pipeline: CallPipeline, resume: Resume | None
     ) -> None:
         assert worker.redis is not None
         super().__init__(
             call_id,
-            meta.get("operator") or None,
-            meta["protocol"],
+            meta.operator,
+            meta.protocol,
             pipeline,
             worker.settings,
             worker.store,
@@ -172,7 +172,7 @@ class ClusterCall(Call):
 
     async def _read_input(self) -> None:
         """The call's input from its stream; if the broker stays away, the call ends with what it had."""
-        key, failures = b.input_key(self.call_id), 0
+        key, failures, heard = b.input_key(self.call_id), 0, time.monotonic()
         while True:
             try:
                 reply = await b.read(self.redis, {key: self.read_from}, 50, 1000)
@@ -185,13 +185,18 @@ class ClusterCall(Call):
                 continue
             if not reply and not await self.redis.exists(b.call_key(self.call_id)):
                 return self._end("broker restarted", "the broker lost this call (Redis restarted)")
+            if reply:
+                heard = time.monotonic()
+            elif time.monotonic() - heard > self.settings.cluster.source_timeout_s:
+                return self._lost_source()
             for _, entries in reply:
                 for entry_id, fields in entries:
                     self.read_from = entry_id
                     try:
-                        msg = b.decode_message(fields)
-                    except b.MalformedEntry as exc:  # not from a gateway of ours: the call ends, said so
-                        return self._end("malformed input", f"{exc} at {entry_id!r}")
+                        msg = b.decode_message(self.worker.signer.check(fields))
+                    except b.MalformedEntry as exc:  # not from a gateway of ours: skipped, noted
+                        await self.worker.rejects.record(self.redis, key, entry_id, str(exc))
+                        continue
                     msg.entry = self.read_from
                     if not await self.inbox.put(msg) or isinstance(msg, End):
                         return  # the call has ended (or failed): nothing more to read for it
@@ -199,6 +204,15 @@ class ClusterCall(Call):
     def _end(self, reason: str, why: str) -> None:
         self.inbox.put_nowait(SourceError("broker", f"{why}; the call ends with what it had"))
         self.inbox.put_nowait(End(reason))
+
+    def _lost_source(self) -> None:
+        """Nothing from the call's gateway for `source_timeout_s` (it died, or lost the source without
+        a word): the call ends incomplete with what was heard, and its slot is free again."""
+        timeout = self.settings.cluster.source_timeout_s
+        self.inbox.put_nowait(
+            SourceError(SOURCE_LOST, f"no audio from the call's gateway for {timeout:.0f} s: the call may be cut short")
+        )
+        self.inbox.put_nowait(End("source lost"))
 
     async def _emit(self, events: list[Event]) -> None:
         """Drops what consoles already have (after a takeover), numbers the rest on, writes them."""
@@ -246,7 +260,8 @@ class ClusterCall(Call):
             entry or "0-0",
         ]
         for ev, red in pairs:
-            args += [f"{ev.seq}-0", b.encode_event(ev, red)]
+            entry_json = b.encode_event(ev, red)
+            args += [f"{ev.seq}-0", entry_json, self.worker.signer.tag({"e": entry_json})]
         keys = [b.call_key(self.call_id), b.events_key(self.call_id), b.EVENTS, b.input_key(self.call_id)]
         if self.broker_down:
             return
@@ -318,6 +333,8 @@ class Worker:
         self.settings = settings
         self.models = models or Models(settings)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.signer = b.Signer(b.cluster_secret(settings))
+        self.rejects = b.Rejects(f"worker {self.name}")
         self.calls: dict[str, ClusterCall] = {}
         self.jobs: dict[str, str] = {}  # call id -> its job's entry id
         self.load = LoadMeter()
@@ -331,10 +348,8 @@ class Worker:
     # -- lifecycle --
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] = lambda: None) -> None:
-        self.redis = b.connect(self.settings.cluster.broker or "")
-        self.publish = self.redis.register_script(PUBLISH)
-        self._take = self.redis.register_script(TAKE)
-        await self._join()
+        await self.connect()
+        assert self.redis is not None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, recover_interrupted, self.settings, self.store)
         await loop.run_in_executor(self.executor, warm_up, self.models, self.settings)
@@ -358,6 +373,13 @@ class Worker:
             await self._drain()
             self._stop.set()
             await self.redis.aclose()
+
+    async def connect(self) -> None:
+        """The broker, the scripts, the consumer group (before taking calls)."""
+        self.redis = b.connect(self.settings.cluster.broker or "")
+        self.publish = self.redis.register_script(PUBLISH)
+        self._take = self.redis.register_script(TAKE)
+        await self._join()
 
     async def _join(self) -> None:
         """The consumer group, created by the first worker (a restarted Redis has none)."""
@@ -403,31 +425,71 @@ class Worker:
         assert self.redis is not None
         reply: Any = await self.redis.xreadgroup(b.GROUP, self.name, {b.JOBS: ">"}, count=1, block=200)
         for _, entries in reply or []:
-            for entry_id, fields in entries:
-                call_id = b.text(fields[b"call"]) or ""
-                if await self._take(keys=[b.call_key(call_id)], args=[self.name]) != 1:
-                    await self._done_with_job(call_id, b.text(entry_id) or "")
+            for raw_id, fields in entries:
+                entry_id = b.text(raw_id) or ""
+                call = await self._job(entry_id, fields)
+                if call is None:
                     continue
-                await self._start(call_id, b.text(entry_id) or "", None)
+                call_id, meta = call
+                if await self._take(keys=[b.call_key(call_id)], args=[self.name]) != 1:
+                    await self._done_with_job(call_id, entry_id)
+                    continue
+                await self._start(call_id, entry_id, None, meta)
                 return True
         return False
+
+    async def _job(self, entry_id: str, fields: dict[bytes, bytes]) -> tuple[str, b.CallMeta] | None:
+        """A job's call and its hash, checked; a job or hash no gateway wrote is refused (dead-lettered,
+        acknowledged, and a gateway waiting on the call is told), never fatal."""
+        assert self.redis is not None
+        call_id = None
+        try:
+            call_id = b.decode_job(fields, self.signer) if fields else None
+            if call_id is None:  # a job deleted meanwhile (XAUTOCLAIM returns it empty)
+                await self._done_with_job("", entry_id)
+                return None
+            return call_id, b.decode_meta(await self.redis.hgetall(b.call_key(call_id)))
+        except b.MalformedEntry as exc:
+            await self.rejects.record(self.redis, b.JOBS, entry_id, f"{exc} (call {call_id!r})")
+            if call_id is not None:
+                await self._refuse(call_id, f"the call's record on the broker is malformed ({exc})")
+            await self._done_with_job(call_id or "", entry_id)
+            return None
+
+    async def _refuse(self, call_id: str, why: str) -> None:
+        """A call this worker cannot run ends at once: its gateway refuses or ends its source."""
+        assert self.redis is not None
+        if await self.redis.hget(b.call_key(call_id), "state") not in (b"waiting", b"live"):
+            return
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(b.call_key(call_id), "state", "refused")
+            p.srem(b.LIVE, call_id)
+            p.expire(b.call_key(call_id), int(self.settings.cluster.ended_ttl_s))
+            p.xadd(b.EVENTS, self.signer.sign(b.control(call_id, saved=True, clean=False, failure=why)))
+            await p.execute()
 
     async def _take_over(self) -> bool:
         """A call whose worker stopped renewing its claim: take it over from its checkpoint."""
         assert self.redis is not None
         idle_ms = int(self.settings.cluster.takeover_after_s * 1000)
         reply: Any = await self.redis.xautoclaim(b.JOBS, b.GROUP, self.name, idle_ms, "0-0", count=1)
-        for entry_id, fields in reply[1]:
-            if not fields:
+        for raw_id, fields in reply[1]:
+            entry_id = b.text(raw_id) or ""
+            call = await self._job(entry_id, fields)
+            if call is None:
                 continue
-            call_id = b.text(fields[b"call"]) or ""
-            key = b.call_key(call_id)
-            meta = await self._meta(call_id)
-            if meta.get("state") != "live":
-                await self._done_with_job(call_id, b.text(entry_id) or "")
+            call_id, meta = call
+            if meta.state != "live":
+                await self._done_with_job(call_id, entry_id)
                 continue
-            await self.redis.hset(key, "worker", self.name)  # from now on the old one's writes are refused
-            resume = await self._resume_point(call_id, meta)
+            await self.redis.hset(b.call_key(call_id), "worker", self.name)  # the old one's writes are refused now
+            try:
+                resume = await self._resume_point(call_id, meta)
+            except b.MalformedEntry as exc:
+                await self.rejects.record(self.redis, b.call_key(call_id), "ckpt", str(exc))
+                await self._refuse(call_id, f"the call's checkpoint on the broker is malformed ({exc})")
+                await self._done_with_job(call_id, entry_id)
+                continue
             log.warning(
                 "worker %s takes over call %s from %s at %.1f s",
                 self.name,
@@ -435,47 +497,55 @@ class Worker:
                 resume.previous,
                 resume.at.samples / 16000,
             )
-            await self._start(call_id, b.text(entry_id) or "", resume, {**meta, "worker": self.name})
+            await self._start(call_id, entry_id, resume, meta)
             return True
         return False
 
-    async def _meta(self, call_id: str) -> dict[str, str]:
+    async def _resume_point(self, call_id: str, meta: b.CallMeta) -> Resume:
         assert self.redis is not None
-        return {b.text(k) or "": b.text(v) or "" for k, v in (await self.redis.hgetall(b.call_key(call_id))).items()}
-
-    async def _resume_point(self, call_id: str, meta: dict[str, str]) -> Resume:
-        assert self.redis is not None
-        roles = json.loads(meta["roles"])
-        saved = json.loads(meta["ckpt"]) if meta.get("ckpt") else None
+        saved = _checkpoint(meta)
         at = (
             Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")})
             if saved
-            else Checkpoint(0, [0] * len(roles), 0)
+            else Checkpoint(0, [0] * len(meta.roles), 0)
         )
         after = saved["seq"] if saved else 0
-        published = [b.raw_event(f) for _, f in await b.entries(self.redis, b.events_key(call_id))]
+        published = await self._published(call_id)
         keys = {k for ev in published if ev.seq > after and (k := identity(ev)) is not None} | {("call_started",)}
         last_seq = max((ev.seq for ev in published), default=0)
         last_t = max((ev.t for ev in published), default=0.0)
-        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.get("worker") or None, keys, published, last_t)
+        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.worker, keys, published, last_t)
 
-    async def _start(self, call_id: str, entry_id: str, resume: Resume | None, meta: dict[str, str] | None = None) -> None:
-        meta = meta or await self._meta(call_id)
+    async def _published(self, call_id: str) -> list[Event]:
+        """What consoles got of a call, from its event stream (entries no worker of ours wrote skipped)."""
+        assert self.redis is not None
+        return self._checked_events(b.events_key(call_id), await b.entries(self.redis, b.events_key(call_id)))
+
+    def _checked_events(self, key: str, found: list[b.Entry]) -> list[Event]:
+        events = []
+        for entry_id, fields in found:
+            try:
+                events.append(b.raw_event(fields, self.signer))
+            except b.MalformedEntry as exc:
+                self.rejects.note(key, entry_id, str(exc))
+        return events
+
+    async def _start(self, call_id: str, entry_id: str, resume: Resume | None, meta: b.CallMeta) -> None:
         pipe = CallPipeline(
             self.settings,
             self.models,
-            json.loads(meta["roles"]),
+            list(meta.roles),
             call_id=call_id,
-            operator_id=meta.get("operator") or None,
-            language=meta.get("language") or None,
-            source=meta["protocol"],
+            operator_id=meta.operator,
+            language=meta.language,
+            source=meta.protocol,
         )
         if resume is not None:
             pipe.resume(resume.at, resume.last_seq, resume.history)
         call = ClusterCall(self, call_id, meta, pipe, resume)
         self.calls[call_id], self.jobs[call_id] = call, entry_id
         self._last_taken = time.monotonic()
-        self.store.open_call(call_id, meta["protocol"], meta.get("operator") or None)
+        self.store.open_call(call_id, meta.protocol, meta.operator)
         call.task = asyncio.create_task(self._run(call))
 
     async def _run(self, call: ClusterCall) -> None:
@@ -507,7 +577,7 @@ class Worker:
                 p.expire(key, ttl)
             p.xadd(
                 b.EVENTS,
-                b.control(call_id, saved=True, clean=call.failure is None, failure=call.failure),
+                self.signer.sign(b.control(call_id, saved=True, clean=call.failure is None, failure=call.failure)),
                 maxlen=self.settings.cluster.events_maxlen,
                 approximate=True,
             )
@@ -524,4 +594,18 @@ class Worker:
     def call_events(self, call_id: str) -> list[Event]:
         """Every event consoles got for this call, in order (raw: the report redacts)."""
         found: Any = self.sync.xrange(b.events_key(call_id))
-        return [b.raw_event(f) for _, f in found]
+        return self._checked_events(b.events_key(call_id), [(b.text(i) or "", f) for i, f in found])
+
+
+def _checkpoint(meta: b.CallMeta) -> dict[str, Any] | None:
+    """The call's last checkpoint as its worker saved it; `MalformedEntry` if it is not one."""
+    if meta.ckpt is None:
+        return None
+    try:
+        saved = json.loads(meta.ckpt)
+        Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")})
+        if not isinstance(saved["seq"], int) or not isinstance(saved["entry"], str):
+            raise TypeError("seq and entry")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise b.MalformedEntry(f"malformed checkpoint ({type(exc).__name__}: {exc})") from None
+    return dict(saved)
