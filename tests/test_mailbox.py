@@ -45,3 +45,34 @@ def test_slow_console_drops_partials_first_and_never_finals(settings):
     assert console.too_slow, "finals are never dropped: a console that cannot take them is disconnected"
     assert [e.text for e in console.queue.items if e is not None] == ["f2", "f5", "f6"]
     assert console.queue.items[-1] is None
+
+
+def test_a_call_inbox_is_bounded_in_seconds_of_audio_not_in_frames(settings):
+    """Large 4-channel frames from a fast source: the inbox holds `call_queue_s` of audio (all channels
+    counted), whatever the frames' size (200 frames of 5 s on 4 channels used to be 250 MB)."""
+    import numpy as np
+
+    from callsense.audio.codecs import AudioChunk
+    from callsense.config import SAMPLE_RATE
+    from callsense.service.calls import Audio, End, _samples
+
+    settings.server.call_queue_s = 40.0
+
+    async def run() -> tuple[int, bool, bool]:
+        box = Mailbox(int(settings.server.call_queue_s * SAMPLE_RATE), _samples)
+        frame = Audio(AudioChunk(np.zeros((4, 5 * SAMPLE_RATE), np.float32), 0.0), arrived=0.0)
+        sent = 0
+        while box.size < box.maxsize and sent <= 10:
+            assert await box.put(frame)
+            sent += 1
+        put = asyncio.create_task(box.put(frame))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        blocked = not put.done()
+        await box.get()  # the call takes a frame: the source may send again
+        await asyncio.wait_for(put, 1)
+        box.take_while(lambda _: True)
+        return sent, blocked, box.size == 0 and await box.put(End("hangup"))
+
+    sent, blocked, drained = asyncio.run(run())
+    assert sent == 2 and blocked and drained  # 2 x 20 channel-seconds fill 40

@@ -308,6 +308,52 @@ def test_audiosocket_peers_outside_loopback_need_the_allow_list(settings):
     assert server._peer_allowed("10.1.2.3") and not server._peer_allowed("10.2.0.1")
 
 
+def test_trickling_audiosocket_peers_cannot_hold_the_call_slots(server, eventually, caplog):
+    """AudioSocket has no authentication: peers that open calls and send a frame now and then (they
+    used to hold every `max_calls` slot) are ended once past the grace, and the slots are free again;
+    a flood of frames before the uuid ends its connection after a few log lines."""
+    from callsense.audio.protocols import AudioSocketProtocol as AS
+
+    cfg = server.settings.server
+    cfg.max_calls, cfg.audiosocket_grace_s = 2, 2.0
+    frame = AS.frame(AS.AUDIO, bytes(320))  # 20 ms at 8 kHz
+
+    async def trickle(port: int, n: int) -> bool:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(AS.frame(AS.UUID, bytes([n]) * 16) + frame)
+        while True:  # a frame every 0.3 s: 7% of real time
+            try:
+                if await asyncio.wait_for(reader.read(1), 0.3) == b"":
+                    return True  # the server closed the connection
+            except TimeoutError:
+                writer.write(frame)
+            except ConnectionError:
+                return True
+
+    async def flood(port: int) -> bool:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(AS.frame(AS.AUDIO) * 100_000)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(1), 30) == b""
+        except ConnectionError:  # closed with the flood unread: a reset
+            return True
+
+    async def scenario() -> tuple[list[bool], bool]:
+        await server.start("127.0.0.1", 0, audiosocket_port=0)
+        port = server.audiosocket_port
+        ended = await asyncio.wait_for(asyncio.gather(trickle(port, 1), trickle(port, 2)), 60)
+        await eventually(lambda: not any(not c.ended for c in server.calls.values()), "the slots to be free", 30)
+        flooded = await flood(port)
+        await server.shutdown()
+        return ended, flooded
+
+    with caplog.at_level("WARNING", logger="callsense.ingest"):
+        ended, flooded = asyncio.run(scenario())
+    assert ended == [True, True] and flooded
+    assert len([r for r in caplog.records if "audiosocket" in r.getMessage()]) < 20, "a few lines, not one per frame"
+
+
 @pytest.mark.slow
 def test_kill_9_mid_call_keeps_what_was_heard(tmp_path):
     """A real `callsense serve` process killed mid-call: the next start shows the call as interrupted,

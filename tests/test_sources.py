@@ -102,6 +102,44 @@ def test_twilio_tracks_are_aligned_not_concatenated():
     assert p.ended
 
 
+def _twilio_start(p: TwilioProtocol, tracks: list[str]) -> None:
+    start = {"callSid": "CA1", "tracks": tracks, "mediaFormat": {"sampleRate": 8000}}
+    p.feed(json.dumps({"event": "start", "start": start}))
+
+
+def test_a_twilio_stream_that_sends_one_of_its_two_tracks_is_heard_and_says_so():
+    """A start announcing both tracks, then media for the inbound one only: the call used to wait for
+    the other track forever (0 s processed, `clean: true`) and buffer without bound."""
+    p = TwilioProtocol()
+    _twilio_start(p, ["inbound", "outbound"])
+    tone = (0.3 * np.sin(np.arange(160) / 8000 * 2 * np.pi * 440)).astype(np.float32)
+    frame = json.dumps(
+        {"event": "media", "media": {"track": "inbound", "payload": base64.b64encode(encode_mulaw(tone)).decode()}}
+    )
+    out = [c for _ in range(250) for c in p.feed(frame)]  # 5 s of 20 ms frames
+    heard = sum(c.audio.shape[1] for c in out) / 16000
+    assert heard >= 5.0 - TwilioProtocol.MAX_LEAD_S - 0.2, heard
+    operator = np.concatenate([c.audio[0] for c in out])
+    customer = np.concatenate([c.audio[1] for c in out])
+    assert np.abs(operator).max() == 0 and np.abs(customer).max() > 0.1
+    assert [code for code, _ in p.notices] == ["track_missing"], "said once"
+    assert max(len(v) for v in p._pending.values()) <= 2, "buffers stay small"
+
+
+def test_a_flood_before_the_audiosocket_uuid_ends_the_connection():
+    """300 KB of empty audio frames before the uuid: a few notices, then the stream ends (it used
+    to log each of 100,000 frames)."""
+    parser = AudioSocketProtocol()
+    flood = AudioSocketProtocol.frame(0x10) * 100_000
+    for i in range(0, len(flood), 4096):
+        parser.feed(flood[i : i + 4096])
+        if parser.ended:
+            break
+    assert parser.ended and parser.start is None
+    assert len(parser.notices) <= AudioSocketProtocol.PRE_UUID_FRAMES + 2
+    assert "before the uuid" in parser.notices[-1][1]
+
+
 def test_audiosocket_frames():
     frame = AudioSocketProtocol.frame
     parser = AudioSocketProtocol()

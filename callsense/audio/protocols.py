@@ -347,10 +347,14 @@ class TwilioProtocol(IngestProtocol):
     name = "twilio"
     TRACK_ROLES = {"outbound": "operator", "inbound": "customer"}
 
+    MAX_LEAD_S = 2.0  # one track this far ahead of another: the other is taken as silence, said once
+
     def __init__(self, limits: ProtocolLimits | None = None) -> None:
         super().__init__(limits)
         self._tracks: list[str] = []
         self._pending: dict[str, list[np.ndarray]] = {}
+        self._have: dict[str, int] = {}  # samples buffered per track
+        self._silent: set[str] = set()
 
     def feed(self, message: str | bytes) -> list[AudioChunk]:
         if isinstance(message, bytes):
@@ -384,7 +388,7 @@ class TwilioProtocol(IngestProtocol):
                 language=language,
             )
         )
-        self._tracks, self._pending = tracks, {t: [] for t in tracks}
+        self._tracks, self._pending, self._have = tracks, {t: [] for t in tracks}, dict.fromkeys(tracks, 0)
         return []
 
     def _media(self, media: TwilioMedia) -> list[AudioChunk]:
@@ -400,17 +404,35 @@ class TwilioProtocol(IngestProtocol):
         if len(payload) > self.limits.max_frame_s * self.start.sample_rate:
             raise ProtocolError(f"media frame holds more than {self.limits.max_frame_s:g} s", "frame_too_large")
         # Tracks arrive as separate frames: buffer each, emit the part every track has reached.
-        self._pending[track].append(decode_pcm(payload, "mulaw", 1)[0])
-        ready = min(sum(a.size for a in self._pending[t]) for t in self._tracks)
+        samples = decode_pcm(payload, "mulaw", 1)[0]
+        self._pending[track].append(samples)
+        self._have[track] += samples.size
+        self._fill_silent_tracks(self.start.sample_rate)
+        ready = min(self._have.values())
         if ready == 0:
             return []
         block = np.zeros((len(self._tracks), ready), np.float32)
         for ch, t in enumerate(self._tracks):
             data = np.concatenate(self._pending[t])
             block[ch] = data[:ready]
-            self._pending[t] = [data[ready:]]
+            self._pending[t], self._have[t] = [data[ready:]], data.size - ready
         chunk = self._chunker.push(block)
         return [chunk] if chunk else []
+
+    def _fill_silent_tracks(self, rate: int) -> None:
+        """A start that announces two tracks, and media for one: once the other falls `MAX_LEAD_S` behind
+        it is silence, kept level from then on (the call is processed, and says so, instead of waiting
+        forever)."""
+        lead = max(self._have.values())
+        for t in self._tracks:
+            if lead > self._have[t] and (t in self._silent or lead - self._have[t] > self.MAX_LEAD_S * rate):
+                self._pending[t].append(np.zeros(lead - self._have[t], np.float32))
+                self._have[t] = lead
+                if t not in self._silent:
+                    self._silent.add(t)
+                    self.notices.append(
+                        ("track_missing", f"the {t} track sends no audio: its channel ({self.TRACK_ROLES[t]}) is silence")
+                    )
 
 
 # --- FreeSWITCH mod_audio_fork ---------------------------------------------------------------------
@@ -475,9 +497,12 @@ class AudioSocketProtocol(IngestProtocol):
     name = "audiosocket"
     HANGUP, UUID, DTMF, AUDIO, ERROR = 0x00, 0x01, 0x03, 0x10, 0xFF
 
+    PRE_UUID_FRAMES = 50  # frames a peer may send before its uuid (Asterisk sends the uuid first)
+
     def __init__(self, limits: ProtocolLimits | None = None) -> None:
         super().__init__(limits)
         self._buf = bytearray()
+        self._early = 0
         self.dtmf: list[str] = []
 
     def feed(self, message: str | bytes) -> list[AudioChunk]:
@@ -486,16 +511,24 @@ class AudioSocketProtocol(IngestProtocol):
         self._buf.extend(message)
         chunks: list[AudioChunk] = []
         errors: list[ProtocolError] = []
-        while len(self._buf) >= 3 and not self.ended:
-            kind, length = self._buf[0], struct.unpack(">H", self._buf[1:3])[0]
-            if len(self._buf) < 3 + length:
+        buf, pos = self._buf, 0  # frames are read at an offset, the buffer cut once: linear in the bytes
+        while len(buf) - pos >= 3 and not self.ended:
+            kind, length = buf[pos], int.from_bytes(buf[pos + 1 : pos + 3], "big")
+            if len(buf) - pos < 3 + length:
                 break
-            payload = bytes(self._buf[3 : 3 + length])
-            del self._buf[: 3 + length]
+            payload = bytes(buf[pos + 3 : pos + 3 + length])
+            pos += 3 + length
             try:
                 chunks.extend(self._frame(kind, payload))
             except ProtocolError as exc:  # one bad frame: report it, keep the rest of the stream
                 errors.append(exc)
+                self._early += self.start is None
+            if self._early > self.PRE_UUID_FRAMES:
+                errors = [
+                    ProtocolError(f"{self._early} frames before the uuid frame: not an AudioSocket peer", "not_started")
+                ]
+                self._stop()
+        del buf[:pos]
         for err in errors:
             self.notices.append((err.code, str(err)))
         return chunks

@@ -140,7 +140,7 @@ class Call:
     ) -> None:
         self.call_id, self.operator_id, self.source = call_id, operator_id, source
         self.settings, self.store, self.executor, self.publish = settings, store, executor, publish
-        self.inbox: Mailbox[Message] = Mailbox(maxsize=settings.server.call_queue)
+        self.inbox: Mailbox[Message] = Mailbox(int(settings.server.call_queue_s * SAMPLE_RATE), _samples)
         self.pipeline: CallPipeline | None = pipeline
         self.ended = False
         self.failure: str | None = None  # why the call ended abnormally, if it did
@@ -288,6 +288,11 @@ async def sweep_retention(
         except Exception:  # a locked or damaged store must not stop the service; the next sweep tries again
             log.exception("retention sweep failed")
         await asyncio.sleep(every_s)
+
+
+def _samples(msg: Message) -> int:
+    """A message's weight in a call's inbox: its audio samples over all channels (others weigh one)."""
+    return msg.chunk.audio.size if isinstance(msg, Audio) else 1
 
 
 def call_status(events: list[Event]) -> str:

@@ -15,12 +15,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from callsense.audio.protocols import IngestProtocol, ProtocolError, StreamStart
+from callsense.config import SAMPLE_RATE
 from callsense.events import SOURCE_LOST, SOURCE_SILENT
 from callsense.service.calls import Audio, End, LiveCall, SourceError
 from callsense.service.fanout import error_json
@@ -72,6 +74,7 @@ class TcpTransport:
         self.reader, self.writer = reader, writer
         peer = writer.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "?"
+        self._said, self._quiet = 0.0, 0  # a line a second at most: a hostile peer cannot fill the log
 
     async def recv(self) -> str | bytes | None:
         try:
@@ -81,7 +84,13 @@ class TcpTransport:
         return data or None
 
     async def reply(self, message: str) -> None:
-        log.warning("audiosocket %s: %s", self.peer, message)
+        now = time.monotonic()
+        if now - self._said < 1.0:
+            self._quiet += 1
+            return
+        more = f" (and {self._quiet} more messages)" if self._quiet else ""
+        self._said, self._quiet = now, 0
+        log.warning("audiosocket %s: %s%s", self.peer, message[:500], more)
 
     async def close(self, code: int, reason: str) -> None:
         log.warning("audiosocket %s closed: %s", self.peer, reason)
@@ -91,18 +100,48 @@ class TcpTransport:
 OpenCall = Callable[[StreamStart, str], Awaitable[LiveCall]]  # start, protocol name -> call (or raises Refused)
 
 
-async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCall, idle_timeout_s: float) -> None:
+@dataclass
+class Starved:
+    """A source must deliver at least `min_rate` of real time, measured over the time ingest waited for
+    it (not the time the call held it back: backpressure is not starvation), once `grace_s` has passed."""
+
+    min_rate: float
+    grace_s: float
+    waited: float = 0.0
+    heard: float = 0.0
+
+    def starving(self) -> bool:
+        return self.waited > self.grace_s and self.heard < self.min_rate * self.waited
+
+
+async def ingest(
+    transport: Transport,
+    proto: IngestProtocol,
+    open_call: OpenCall,
+    idle_timeout_s: float,
+    starved: Starved | None = None,
+) -> None:
     """Read one source until it stops, hangs up or goes silent; the call ends with what was heard."""
     call: LiveCall | None = None
     reason = "source disconnected"
     try:
         while not proto.ended:
             try:
+                waiting = time.monotonic()
                 message = await asyncio.wait_for(transport.recv(), idle_timeout_s)
+                if starved is not None:
+                    starved.waited += time.monotonic() - waiting
             except TimeoutError:
                 if call is not None:
                     await call.inbox.put(SourceError(SOURCE_SILENT, f"no audio for {idle_timeout_s:.0f} s; ending the call"))
                 reason = "source silent"
+                break
+            if starved is not None and starved.starving():
+                why = f"{starved.heard:.1f} s of audio in {starved.waited:.0f} s: too little for a live call; ending it"
+                await transport.reply(error_json(SOURCE_SILENT, why))
+                if call is not None:
+                    await call.inbox.put(SourceError(SOURCE_SILENT, why))
+                reason = "source starved"
                 break
             if message is None:
                 break
@@ -120,6 +159,8 @@ async def ingest(transport: Transport, proto: IngestProtocol, open_call: OpenCal
                     await transport.close(exc.code, str(exc))
                     return
                 await transport.reply(json.dumps({"type": "accepted", "call_id": call.call_id}))
+            if starved is not None:
+                starved.heard += sum(c.audio.shape[1] for c in chunks) / SAMPLE_RATE
             if chunks and call is not None:
                 arrived = time.monotonic()
                 for chunk in chunks:  # put waits when the call is behind: backpressure

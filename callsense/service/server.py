@@ -41,7 +41,7 @@ from callsense.service.calls import (
 )
 from callsense.service.fanout import FanOut
 from callsense.service.http import Http, token_of
-from callsense.service.ingest import Refused, TcpTransport, WebsocketTransport, ingest
+from callsense.service.ingest import Refused, Starved, TcpTransport, WebsocketTransport, ingest
 from callsense.stages.packs import COUNTS as REVISIONS
 
 log = logging.getLogger("callsense.server")
@@ -257,7 +257,9 @@ class CallServer:
             return await self._open_call(start, name, None)
 
         try:
-            await ingest(transport, AudioSocketProtocol(self.limits), open_call, self.settings.server.idle_timeout_s)
+            cfg = self.settings.server
+            starved = Starved(cfg.audiosocket_min_rate, cfg.audiosocket_grace_s)
+            await ingest(transport, AudioSocketProtocol(self.limits), open_call, cfg.idle_timeout_s, starved)
         finally:
             writer.close()
 
