@@ -256,6 +256,11 @@ def test_a_call_id_in_use_gets_a_new_one_every_time(cluster_settings):
 
     ids = asyncio.run(scenario())
     assert ids[0] == "dup" and len(set(ids)) == 3 and all(i.startswith("dup-") for i in ids[1:])
+    # a reservation no worker took lapses (a gateway that died between reserving and submitting)
+    import redis
+
+    conn = redis.Redis.from_url(cluster_settings.cluster.broker)
+    assert 0 < conn.ttl(b.call_key("dup")) <= cluster_settings.cluster.assign_timeout_s + 30
 
 
 def test_a_cluster_process_without_a_secret_says_how_to_set_one(settings, monkeypatch):

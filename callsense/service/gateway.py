@@ -31,6 +31,13 @@ from callsense.service.server import CallServer
 
 log = logging.getLogger("callsense.gateway")
 
+# Reserves a call id: its hash, which lapses unless a worker takes the call in time (a gateway that
+# dies between reserving and submitting leaves nothing behind).
+RESERVE = """
+if redis.call('HSETNX', KEYS[1], 'state', 'waiting') == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 # Gives up on a call no worker took - unless one took it meanwhile.
 GIVE_UP = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return 0 end
@@ -117,6 +124,7 @@ class Gateway(CallServer):
         self.rejects = b.Rejects(f"gateway {name}")
         self.redis: aredis.Redis = b.connect(settings.cluster.broker)
         self._give_up = self.redis.register_script(GIVE_UP)
+        self._reserve_id = self.redis.register_script(RESERVE)
         self.delivery: deque[float] = deque(maxlen=2000)  # seconds the broker added, recent events
         self._view: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -209,9 +217,9 @@ class Gateway(CallServer):
     async def _reserve(self, wanted: str) -> str:
         """A call id no live or recent call in the cluster has (Twilio reuses callSids): the id asked
         for, else it with a random suffix. A few tries: a collision of random suffixes is a broken broker."""
-        call_id = wanted
+        call_id, lapse = wanted, int(self.settings.cluster.assign_timeout_s) + 30
         for _ in range(5):
-            if await self.redis.hsetnx(b.call_key(call_id), "state", "waiting"):
+            if await self._reserve_id(keys=[b.call_key(call_id)], args=[lapse]):
                 return call_id
             call_id = f"{wanted[:55]}-{uuid.uuid4().hex[:8]}"
         raise Refused(1013, "could not reserve a call id on the broker; try again")

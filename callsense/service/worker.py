@@ -87,6 +87,7 @@ return n
 TAKE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'live', 'worker', ARGV[1])
+redis.call('PERSIST', KEYS[1])
 return 1
 """
 
