@@ -218,7 +218,7 @@ def test_a_gateway_shows_only_what_its_workers_wrote(cluster_settings, local_red
         for ev in (started, TranscriptFinal(call_id="real", seq=2, speaker="ch1", start=0, end=1, text="hello")):
             conn.xadd(b.EVENTS, _signed_event(ev))
         got = await _console_events(url, lambda got: any(e["type"] == "transcript_final" for e in got))
-        healthy = await asyncio.to_thread(_health, port)
+        healthy = await _health_becomes(port, 200)
         original, failures = gateway._deliver, []
 
         async def failing_once(published):
@@ -238,7 +238,7 @@ def test_a_gateway_shows_only_what_its_workers_wrote(cluster_settings, local_red
     got, healthy, down, up, rejected = asyncio.run(scenario())
     assert [(e["type"], e["seq"]) for e in got if e["call_id"] == "real"] == [("call_started", 1), ("transcript_final", 2)]
     assert all(e["type"] != "hint" for e in got)
-    assert healthy == 200 and down and up
+    assert healthy and down and up
     assert rejected == {"ev": 1, "events": 4} and conn.xlen(b.DEAD) == 5
 
 

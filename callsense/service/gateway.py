@@ -146,6 +146,7 @@ class Gateway(CallServer):
             key = b.events_key(call_id[:200])
             for entry_id, fields in await b.entries(self.redis, key):
                 await self._receive(key, entry_id, fields)
+        await self._look()  # healthy from the first request, not from the watch's first round
         self._tasks = [
             asyncio.create_task(self._keep("events reader", self._tail)),
             asyncio.create_task(self._keep("cluster watch", self._watch)),
@@ -311,12 +312,15 @@ class Gateway(CallServer):
         """The cluster's state for /health and /metrics (those answer without waiting on Redis)."""
         while True:
             self._down.discard("cluster watch")
-            try:
-                workers = _recent_workers(await self.redis.hgetall(f"{b.PREFIX}workers"))
-                self._view = {"broker": "ok", "workers": workers, "cluster_calls": await self.redis.scard(b.LIVE)}
-            except redis.RedisError as exc:
-                self._view = {"broker": f"unreachable: {exc}"}
+            await self._look()
             await asyncio.sleep(1.0)
+
+    async def _look(self) -> None:
+        try:
+            workers = _recent_workers(await self.redis.hgetall(f"{b.PREFIX}workers"))
+            self._view = {"broker": "ok", "workers": workers, "cluster_calls": await self.redis.scard(b.LIVE)}
+        except redis.RedisError as exc:
+            self._view = {"broker": f"unreachable: {exc}"}
 
     def _health(self) -> dict[str, Any]:
         status = "ok" if self._view.get("broker") == "ok" and not self._down else "degraded"
