@@ -40,8 +40,10 @@ def test_latched_until_acknowledged():
     # the next turn is calmer: the customer's part of the risk falls, the latch holds it up
     (calmer,) = _turn(esc, 0.0, 0.9)
     assert calmer.latched and calmer.level >= LATCH and calmer.frustration < upset.frustration
-    assert esc.push(HintFeedback(hint_id="other", action="accepted")) == []
-    (released,) = esc.push(HintFeedback(hint_id="h1", action="dismissed"))
+    assert esc.push(HintFeedback(hint_id="other", action="accepted", by="supervisor:sup")) == []
+    # the operator's answer to the critical hint is theirs; the supervisor's alert stays until acknowledged
+    assert esc.push(HintFeedback(hint_id="h1", action="accepted", by="operator:op-1")) == []
+    (released,) = esc.push(HintFeedback(hint_id="h1", action="accepted", by="supervisor:sup"))
     assert not released.latched and released.level < LATCH
 
 

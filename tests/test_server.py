@@ -46,16 +46,31 @@ def test_live_call_reaches_consoles_with_resume_and_auth(server, samples):
         # a console that joins a live call gets it from the start: no need to wait for them
         result = await stream_file(samples / CALL, url, "op1", speed=3.0, operator_id="op-1")
         events = await asyncio.wait_for(sup, 120)
+        call_id = result["call_id"]
+        viewers = {who for _, who, seen, _ in server.store.access_log() if seen == call_id}  # before any resume
         # a console that reconnects halfway resumes without losing or repeating events
         finals = [e for e in events if e["type"] == "transcript_final"]
         cut = events.index(finals[1])
         resumed = await _collect(url, "sup", after={result["call_id"]: events[cut]["seq"]})
         health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/health"))
+        # hints are the operator's to answer: a supervisor's answer to one is refused, said so
+        hint = next(e for e in events if e["type"] == "hint" and not e["to_supervisor"])
+        async with websockets.connect(f"{url}/console?token=sup") as ws:
+            await ws.send(json.dumps({"type": "resume", "after": {result["call_id"]: 10**9}}))
+            await ws.send(
+                json.dumps(
+                    {"type": "feedback", "call_id": result["call_id"], "hint_id": hint["hint_id"], "action": "accepted"}
+                )
+            )
+            refused = json.loads(await asyncio.wait_for(ws.recv(), 10))
         await server.shutdown()
         other_op.cancel()
-        return result, events, cut, resumed, health, other_op
+        return result, events, cut, resumed, health, other_op, (refused, viewers)
 
-    result, events, cut, resumed, health, other_op = asyncio.run(scenario())
+    result, events, cut, resumed, health, other_op, (refused, viewers) = asyncio.run(scenario())
+    assert refused["type"] == "error" and "supervisors acknowledge escalations" in refused["message"]
+    # the supervisor watched the call from before it started: that view is in the access log too
+    assert "supervisor:sup" in viewers, viewers
     assert result["errors"] == []
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))

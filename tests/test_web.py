@@ -13,6 +13,12 @@ from callsense.service.client import stream_file
 from callsense.service.server import CallServer
 
 pytestmark = pytest.mark.slow
+NEWEST_LINE_IN_VIEW = """() => {
+  const box = document.getElementById("transcript"), lines = box.querySelectorAll(".final");
+  if (!lines.length) return false;
+  const last = lines[lines.length - 1].getBoundingClientRect(), pane = box.getBoundingClientRect();
+  return last.bottom <= pane.bottom + 1 && last.top >= pane.top - 1 && last.bottom <= window.innerHeight;
+}"""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -21,7 +27,7 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
-    settings.server.tokens = {"sup": {"role": "supervisor"}}
+    settings.server.tokens = {"sup": {"role": "supervisor"}, "op1": {"role": "operator", "operator_id": "op-1"}}
     server = CallServer(settings, models)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -50,11 +56,17 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
                     "--disable-sync",
                 ],
             )
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/?token=sup")
-            page.wait_for_function("document.getElementById('status').textContent === 'connected'", timeout=20000)
+            size = {"width": 1400, "height": 900}
+            page, operator = browser.new_page(viewport=size), browser.new_page(viewport=size)
+            # the operator has chosen a Russian interface (?lang=ru); the supervisor's follows the call (English)
+            for view, query in ((page, "token=sup"), (operator, "token=op1&lang=ru")):
+                view.goto(f"http://127.0.0.1:{port}/?{query}")
+                view.wait_for_function("document.getElementById('status').textContent === 'connected'", timeout=20000)
             call = asyncio.run_coroutine_threadsafe(
-                stream_file(SAMPLES / "en_escalation_call.flac", f"ws://127.0.0.1:{port}", "sup", speed=2.5), loop
+                stream_file(
+                    SAMPLES / "en_escalation_call.flac", f"ws://127.0.0.1:{port}", "sup", speed=2.5, operator_id="op-1"
+                ),
+                loop,
             )
             page.wait_for_selector("#transcript .final", timeout=60000)
             page.wait_for_selector("#calls tbody tr", timeout=5000)
@@ -62,6 +74,19 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             page.wait_for_selector("#alerts .banner", timeout=90000)
             assert page.query_selector("#calls .badge") is not None
             hint_id = page.get_attribute("#alerts .banner", "data-hint")
+            # roles: the operator answers hints and never sees the supervisor's alert; the supervisor
+            # acknowledges the alert and has no buttons on the operator's hints
+            operator.wait_for_selector("#now .hint .btn-accepted", timeout=30000)
+            assert operator.inner_text("#now .hint .btn-accepted") == "принять"
+            assert "оператор" in operator.inner_text("#calls thead") and "operator" in page.inner_text("#calls thead")
+            assert operator.query_selector("#alerts .banner") is None
+            assert page.query_selector("#now .hint button, #hints .hint button") is None
+            # the operator's newest transcript line is in view (its pane scrolls, the page does not)
+            assert operator.evaluate(NEWEST_LINE_IN_VIEW), "the newest line is visible"
+            # one card to act on now; answering it shows at once, and the next one takes its place
+            answered = operator.get_attribute("#now .hint", "data-hint")
+            operator.keyboard.press("KeyA")  # A answers the card to act on now
+            operator.wait_for_selector(f'#hints .hint[data-hint="{answered}"] .done', state="attached", timeout=5000)
             page.click("#alerts .banner .btn-ack")
             # released: the banner goes (a later critical escalation of the call may raise a new one)
             page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')", timeout=15000)

@@ -64,6 +64,7 @@ class Room:
     replay: deque[tuple[Event, Event | None]]  # each event and its redacted copy (None: raw views only)
     ended_at: float | None = None  # monotonic
     risk: float = 0.0
+    escalations: set[str] = field(default_factory=set)  # hints for a supervisor to acknowledge
 
 
 @dataclass(eq=False)  # identity-hashed: consoles live in a set
@@ -75,6 +76,7 @@ class Console:
     queue: Mailbox[Event | None] = field(default_factory=Mailbox)  # bounded by FanOut.offer
     dropped: int = 0
     too_slow: bool = False
+    viewed: set[str] = field(default_factory=set)  # calls whose view is in the access log
 
 
 OnFeedback = Callable[[str, str, str, str], Awaitable[bool]]  # call_id, hint_id, action, by -> delivered
@@ -111,6 +113,8 @@ class FanOut:
             room.replay.append((ev, red))
             if ev.type == "risk":  # computed once, by the call's escalation stage
                 room.risk = ev.level
+            elif ev.type == "hint" and ev.to_supervisor:
+                room.escalations.add(ev.hint_id)
             elif ev.type == "call_ended":
                 room.ended_at = time.monotonic()
             for console in list(self.consoles):
@@ -197,8 +201,7 @@ class FanOut:
                 continue
             if room.ended_at is not None and room.call_id not in after:
                 continue
-            if self.store is not None:
-                self.store.log_access(console.who, room.call_id, "console view")
+            self._log_view(console, room.call_id)
             raw = self.sees_raw(console, room)
             for pair in list(room.replay):
                 ev = pair[0] if raw else pair[1]
@@ -215,6 +218,7 @@ class FanOut:
                 return
             if ev.seq <= sent.get(ev.call_id, 0):
                 continue
+            self._log_view(console, ev.call_id)  # a call that started while this console watched
             if console.dropped > reported:
                 await ws.send(
                     json.dumps(
@@ -228,6 +232,14 @@ class FanOut:
             await ws.send(_with_delay(ev))
             sent[ev.call_id] = ev.seq
 
+    def _log_view(self, console: Console, call_id: str) -> None:
+        """Every console's view of a call is in the access log, once per connection: calls live when it
+        joined, and calls that started while it watched."""
+        if call_id not in console.viewed:
+            console.viewed.add(call_id)
+            if self.store is not None:
+                self.store.log_access(console.who, call_id, "console view")
+
     async def _receive(self, ws: ServerConnection, console: Console) -> None:
         async for raw in ws:
             try:
@@ -235,10 +247,18 @@ class FanOut:
                 room = self.rooms.get(msg.call_id)
                 if room is None or not self.may_see(console, room):
                     raise ValueError(f"no call {msg.call_id!r} that you may see")
+                _check_role(console, room, msg)
                 if not await self.on_feedback(msg.call_id, msg.hint_id, msg.action, console.who):
                     raise ValueError(f"call {msg.call_id!r} has ended; feedback is no longer recorded")
             except ValueError as exc:
                 await ws.send(error_json("bad_message", str(exc)))
+
+
+def _check_role(console: Console, room: Room, msg: FeedbackMessage) -> None:
+    """Operators accept or dismiss their hints; supervisors acknowledge escalations (which only they
+    release: an operator's answer to a critical hint is recorded, the supervisor's alert stays)."""
+    if console.role == "supervisor" and msg.hint_id not in room.escalations:
+        raise ValueError("supervisors acknowledge escalations; the operator accepts or dismisses the other hints")
 
 
 def _with_delay(ev: Event) -> str:

@@ -45,6 +45,11 @@ class Http:
             health = self.health()
             ok = health.get("status") == "ok"
             return _json(health, http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE)
+        if path == "/whoami":  # the dashboard shows each role its own controls
+            grant = self.grant(token_of(request))
+            if grant is None:
+                return _json({"error": "invalid or missing token"}, http.HTTPStatus.UNAUTHORIZED)
+            return _json({"role": grant.role, "operator_id": grant.operator_id})
         if path == "/metrics":
             grant = self.grant(token_of(request))
             if grant is None or grant.role != "supervisor":

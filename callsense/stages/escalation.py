@@ -2,8 +2,9 @@
 
 The customer's part is the customer state's probability that the customer is frustrated now
 (stages/customer_state.py, calibrated on labelled chats; the hint stage keeps it up to date). A critical
-hint (manager request, complaint threat, closing the account) latches: the risk stays high until an
-operator or supervisor acknowledges the hint (accepts or dismisses it), or the customer's state has
+hint (manager request, complaint threat, closing the account) latches: the risk stays high until a
+supervisor acknowledges the hint (the operator's own answer to it is recorded, and leaves the
+supervisor's alert standing), or the customer's state has
 stayed low for `recover_turns` turns in a row. Every change, and every customer turn, is a `risk` event,
 so the console, the dashboard, `/metrics` and the report show the same values.
 """
@@ -33,7 +34,8 @@ class EscalationState:
         if isinstance(item, Hint) and item.severity == "critical":
             self.latched, self._calm_turns = item, 0
         elif isinstance(item, HintFeedback) and self.latched is not None and item.hint_id == self.latched.hint_id:
-            self.latched = None
+            if item.by.startswith("supervisor"):  # the operator's answer is recorded; only a supervisor releases
+                self.latched = None
         elif isinstance(item, Emotion) and item.role == "customer":
             turn = True
             calm = self.customer < self.state.settings.rearm_probability

@@ -1,6 +1,6 @@
 // callsense web dashboard: operator view + supervisor wall. Plain JS, no build step.
 "use strict";
-const state = { calls: {}, selected: null, last: {}, ws: null, token: null };
+const state = { calls: {}, selected: null, last: {}, ws: null, token: null, role: null };
 
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
 
@@ -20,7 +20,7 @@ function apply(ev) {
   state.last[ev.call_id] = Math.max(state.last[ev.call_id] || 0, ev.seq);
   const c = call(ev.call_id); c.t = Math.max(c.t, ev.t);
   switch (ev.type) {
-    case "call_started": c.operator = ev.operator_id || ""; break;
+    case "call_started": c.operator = ev.operator_id || ""; c.language = ev.language; break;
     case "transcript_partial": c.partials[ev.speaker] = ev; break;
     case "transcript_final": final(c, ev); break;
     case "emotion": c.emotions.push(ev); if (ev.role === "customer") c.customer = ev; break;
@@ -37,33 +37,62 @@ function apply(ev) {
   if (!state.selected) state.selected = ev.call_id;
 }
 
-// what each reason means, in plain words (the events keep the ids)
-const REASON_WORDS = {
-  supervisor_request: "asks for a manager", complaint_threat: "threatens a complaint", close_account: "closing the account",
-  repeat_caller: "calling again about this", customer_frustrated: "customer frustrated", repeated_request: "repeating a request",
-  raised_voice: "raised voice", operator_tone: "your tone", operator_interrupting: "talking over the customer",
-  long_silence: "long silence", no_promises: "a promise to check",
+// the interface in the user's language (?lang=ru|en), else the selected call's, else the browser's
+const I18N = {
+  en: {
+    live_calls: "Live calls", by_risk: "(by risk)", call: "call", call_title: "Call", operator: "operator", customer: "customer",
+    unknown: "speaker", mood: "customer", risk: "risk", lag: "lag", earlier: "earlier hints", accept: "accept",
+    dismiss: "dismiss", acknowledge: "acknowledge", accepted: "accepted", dismissed: "dismissed", ended: "ended",
+    High: "High", Medium: "Medium", Low: "Low", frustrated: "frustrated", uneasy: "uneasy", calm: "calm",
+    cue: "CUSTOMER FRUSTRATED", critical: "CRITICAL", warning: "WARNING", info: "INFO",
+    reasons: {
+      supervisor_request: "asks for a manager", complaint_threat: "threatens a complaint", close_account: "closing the account",
+      repeat_caller: "calling again about this", customer_frustrated: "customer frustrated", repeated_request: "repeating a request",
+      raised_voice: "raised voice", operator_tone: "your tone", operator_interrupting: "talking over the customer",
+      long_silence: "long silence", no_promises: "a promise to check",
+    },
+  },
+  ru: {
+    live_calls: "Звонки сейчас", by_risk: "(по риску)", call: "звонок", call_title: "Звонок", operator: "оператор",
+    customer: "клиент", unknown: "говорящий", mood: "клиент", risk: "риск", lag: "задержка", earlier: "прошлые подсказки",
+    accept: "принять", dismiss: "отклонить", acknowledge: "принято", accepted: "принято", dismissed: "отклонено",
+    ended: "завершён", High: "Высокий", Medium: "Средний", Low: "Низкий", frustrated: "раздражён", uneasy: "напряжён",
+    calm: "спокоен", cue: "КЛИЕНТ РАЗДРАЖЁН", critical: "СРОЧНО", warning: "ВНИМАНИЕ", info: "К СВЕДЕНИЮ",
+    reasons: {
+      supervisor_request: "просит руководителя", complaint_threat: "грозит жалобой", close_account: "закрывает счёт",
+      repeat_caller: "звонит не первый раз", customer_frustrated: "клиент раздражён", repeated_request: "повторяет просьбу",
+      raised_voice: "повышает голос", operator_tone: "ваш тон", operator_interrupting: "вы перебиваете клиента",
+      long_silence: "долгая тишина", no_promises: "обещание проверить",
+    },
+  },
 };
-const words = reason => REASON_WORDS[reason] || reason;
+function lang() {
+  const asked = new URLSearchParams(location.search).get("lang");
+  const c = state.calls[state.selected];
+  const pick = asked || (c && c.language) || (navigator.language || "en").slice(0, 2);
+  return I18N[pick] ? pick : "en";
+}
+const t = key => I18N[lang()][key] ?? I18N.en[key] ?? key;
+const words = reason => I18N[lang()].reasons[reason] || I18N.en.reasons[reason] || reason;
 
 // risk as Low / Medium / High with its reason (High while a critical escalation waits for someone)
 function riskWords(c) {
-  if (c.latched) return "High: " + words(c.latched.reason);
-  return c.risk >= 0.35 ? "Medium: customer frustrated" : "Low";
+  if (c.latched) return t("High") + ": " + words(c.latched.reason);
+  return c.risk >= 0.35 ? t("Medium") + ": " + words("customer_frustrated") : t("Low");
 }
 
 // the customer state in plain words; the cue to the operator fires at 35% (hints.customer_state)
 function mood(c) {
   if (c.frustration === null || c.frustration === undefined) return "-";
   const pct = Math.round(c.frustration * 100) + "%";
-  return c.frustration >= 0.35 ? `frustrated (${pct})` : c.frustration >= 0.15 ? `uneasy (${pct})` : "calm";
+  return c.frustration >= 0.35 ? `${t("frustrated")} (${pct})` : c.frustration >= 0.15 ? `${t("uneasy")} (${pct})` : t("calm");
 }
 
 function renderWall() {
   const body = document.querySelector("#calls tbody"); body.replaceChildren();
   Object.values(state.calls).sort((a, b) => b.risk - a.risk).forEach(c => {
     const tr = el("tr", c.id === state.selected ? "sel" : ""); tr.dataset.call = c.id;
-    const name = el("td", "", c.id + (c.ended ? " (ended)" : ""));
+    const name = el("td", "", c.id + (c.ended ? ` (${t("ended")})` : ""));
     if (c.latched) name.append(el("span", "badge", "\u26a0 " + words(c.latched.reason)));
     tr.append(name, el("td", "", c.operator),
       el("td", "mood", mood(c)), el("td", "risk " + (c.latched ? "high" : c.risk >= 0.35 ? "medium" : "low"), riskWords(c)), el("td", "", c.lag.toFixed(1) + "s"));
@@ -87,61 +116,88 @@ function renderChart(c) {
   }
 }
 
+// an action shows at once; the call's own record (hint_feedback) confirms it
+function send(c, id, action) {
+  state.ws.send(JSON.stringify({ type: "feedback", call_id: c.id, hint_id: id, action }));
+  if (c.hints[id]) c.hints[id].action = c.hints[id].action || action + " \u2026";
+  render();
+}
+
 function renderAlerts() {
-  // supervisor alerts: every call with a latched critical escalation, until someone acknowledges it
+  // supervisor alerts: every call with a latched critical escalation, until a supervisor acknowledges
+  // it (operators act on their hint cards; the alert is the supervisor's)
   const box = document.getElementById("alerts"); box.replaceChildren();
+  if (state.role !== "supervisor") return;
   Object.values(state.calls).filter(c => c.latched && !c.ended).forEach(c => {
     const h = c.hints[c.latched.hint_id]; const banner = el("div", "banner"); banner.dataset.call = c.id; banner.dataset.hint = c.latched.hint_id;
     banner.append(el("b", "", "\u26a0 " + c.id + ": "), el("span", "", h ? h.ev.title : c.latched.reason));
-    const ack = el("button", "btn-ack", "acknowledge");
-    ack.onclick = () => state.ws.send(JSON.stringify({ type: "feedback", call_id: c.id, hint_id: c.latched.hint_id, action: "accepted" }));
+    const ack = el("button", "btn-ack", t("acknowledge"));
+    ack.onclick = () => { send(c, c.latched.hint_id, "accepted"); ack.disabled = true; ack.textContent = t("accepted") + " \u2026"; };
     banner.append(ack);
     box.append(banner);
   });
 }
 
+// the one card to act on now: the most urgent hint not yet answered. A critical one stays until it is
+// answered; the others go stale after STALE_S of the call (a hold card ends with the hold).
+const STALE_S = 45, RANK = { critical: 0, warning: 1, info: 2 };
+function pinned(c) {
+  const open = c.order.map(id => c.hints[id]).filter(h => !h.action && (h.ev.severity === "critical" || c.t - h.ev.t <= STALE_S));
+  open.sort((a, b) => RANK[a.ev.severity] - RANK[b.ev.severity] || b.ev.t - a.ev.t);
+  return open.length ? open[0].ev.hint_id : null;
+}
+
 function renderHints(c) {
+  const now = pinned(c);
+  const pin = document.getElementById("now"); pin.replaceChildren();
+  if (now) pin.append(card(c, now));
   const box = document.getElementById("hints"); box.replaceChildren();
-  c.order.slice(0, 4).forEach(id => {
-    const { ev, action } = c.hints[id];
-    // the customer state's cue is not an escalation: its own look, and the turns that show it
-    const cue = ev.reason === "customer_frustrated";
-    const card = el("div", "hint " + (cue ? "cue" : ev.severity)); card.dataset.hint = id;
-    card.append(el("b", "", (cue ? "CUSTOMER FRUSTRATED" : ev.severity.toUpperCase()) + ": "), el("span", "", ev.title));
-    if (cue) (ev.evidence.turns || []).forEach(t => card.append(el("div", "why", "\u201c" + t.quote + "\u201d")));
-    ev.phrases.forEach(p => card.append(el("div", "phr", "\u201c" + p + "\u201d")));
-    if (action) card.append(el("div", "done", action));
-    else for (const a of ["accepted", "dismissed"]) {
-      const b = el("button", "btn-" + a, a === "accepted" ? "accept" : "dismiss");
-      b.onclick = () => state.ws.send(JSON.stringify({ type: "feedback", call_id: c.id, hint_id: id, action: a }));
-      card.append(b);
-    }
-    box.append(card);
-  });
+  c.order.filter(id => id !== now).forEach(id => box.append(card(c, id)));
+}
+
+function card(c, id) {
+  const { ev, action } = c.hints[id];
+  // the customer state's cue is not an escalation: its own look, and the turns that show it
+  const cue = ev.reason === "customer_frustrated";
+  const box = el("div", "hint " + (cue ? "cue" : ev.severity)); box.dataset.hint = id;
+  box.append(el("b", "", t(cue ? "cue" : ev.severity) + ": "), el("span", "", ev.title));
+  if (cue) (ev.evidence.turns || []).forEach(t => box.append(el("div", "why", "\u201c" + t.quote + "\u201d")));
+  ev.phrases.forEach(p => box.append(el("div", "phr", "\u201c" + p + "\u201d")));
+  if (action) box.append(el("div", "done", t(action.split(" ")[0]) + action.slice(action.split(" ")[0].length)));
+  else if (state.role === "operator") for (const a of ["accepted", "dismissed"]) {
+    const b = el("button", "btn-" + a, t(a === "accepted" ? "accept" : "dismiss"));
+    b.onclick = () => send(c, id, a);
+    box.append(b);
+  }
+  return box;
 }
 
 function renderTranscript(c) {
   const box = document.getElementById("transcript"); box.replaceChildren();
   const emo = Object.fromEntries(c.emotions.map(e => [e.utterance_id, e]));
   c.finals.slice(-40).forEach(f => {
-    const line = el("div", "line final"); line.append(el("b", f.role, f.role + ": "), el("span", "", f.text));
+    const line = el("div", "line final"); line.append(el("b", f.role, t(f.role) + ": "), el("span", "", f.text));
     // only what a reader should notice: no tag for neutral or not-sure readings
     const e = emo[f.utterance_id]; if (e && e.label !== "uncertain" && e.label !== "neutral") line.append(el("span", "tag " + e.label, e.label));
     box.append(line);
   });
-  Object.values(c.partials).forEach(p => box.append(el("div", "line partial", p.role + ": " + p.text + " \u2026")));
+  Object.values(c.partials).forEach(p => box.append(el("div", "line partial", t(p.role) + ": " + p.text + " \u2026")));
+  box.scrollTop = box.scrollHeight;  // the newest line is always in view
 }
 
 function render() {
+  document.documentElement.lang = lang();
+  document.querySelectorAll("[data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
   renderAlerts(); renderWall();
   const c = state.calls[state.selected]; if (!c) return;
   document.getElementById("call-id").textContent = c.id;
-  document.getElementById("timer").textContent = `${Math.floor(c.t / 60)}:${String(Math.floor(c.t % 60)).padStart(2, "0")} lag ${c.lag.toFixed(1)}s`;
+  document.getElementById("timer").textContent = `${Math.floor(c.t / 60)}:${String(Math.floor(c.t % 60)).padStart(2, "0")} ${t("lag")} ${c.lag.toFixed(1)}s`;
   renderChart(c); renderHints(c); renderTranscript(c);
 }
 
 function connect(token) {
   state.token = token;
+  fetch(`/whoami?token=${encodeURIComponent(token)}`).then(r => r.ok ? r.json() : {}).then(w => { state.role = w.role || null; render(); });
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/console?token=${encodeURIComponent(token)}`);
   state.ws = ws;
   ws.onopen = () => { ws.send(JSON.stringify({ type: "resume", after: state.last })); document.getElementById("status").textContent = "connected"; };
@@ -152,5 +208,13 @@ function connect(token) {
   };
 }
 
+// keyboard: A accepts and D dismisses the card to act on now (operators), outside the token field
+document.addEventListener("keydown", e => {
+  const c = state.calls[state.selected], id = c && pinned(c);
+  if (!id || state.role !== "operator" || e.target.tagName === "INPUT" || e.ctrlKey || e.metaKey || e.altKey) return;
+  const action = { KeyA: "accepted", KeyD: "dismissed" }[e.code];  // by key position: any layout
+  if (action) send(c, id, action);
+});
+
 document.getElementById("login").onsubmit = e => { e.preventDefault(); connect(document.getElementById("token").value); };
-const t = new URLSearchParams(location.search).get("token"); if (t) { document.getElementById("token").value = t; connect(t); }
+const given = new URLSearchParams(location.search).get("token"); if (given) { document.getElementById("token").value = given; connect(given); }
