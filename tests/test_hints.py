@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -39,6 +40,18 @@ def test_russian_escalation_intents_fire_with_filled_phrases():
     # the customer gave a first name and a surname: a bank addresses by name and patronymic, never by surname
     assert sup.phrases and not any("Петров" in p or "Игорь" in p for p in sup.phrases)
     assert "руководител" in sup.evidence["quote"].lower()
+    # the card speaks the call's language: its title and its phrases
+    assert sup.title.startswith("клиент сказал") and all(re.search("[а-я]", h.title) for h in hints)
+
+
+def test_every_hint_title_is_written_in_both_languages():
+    from callsense.config import CONFIG_DIR
+    from callsense.service.console import REASON_WORDS
+    from callsense.stages.phrases import load_playbook
+
+    for language in ("en", "ru"):
+        titles = load_playbook(CONFIG_DIR / "playbooks", language).titles
+        assert set(REASON_WORDS) <= set(titles), (language, set(REASON_WORDS) - set(titles))
 
 
 def test_calm_call_and_operator_apology_raise_nothing():

@@ -168,6 +168,45 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    """A stored call's report: where it is, what it says in brief; `--open` shows it in the browser.
+    Reading it is a view of the call's data: it goes into the access log."""
+    import getpass
+    import webbrowser
+
+    from rich.console import Console
+
+    from callsense.reports.store import Store
+
+    settings = settings_from(args)
+    store_path = Path(args.store) if args.store else settings.server.store
+    console = Console()
+    if not store_path.exists():
+        console.print(f"[red]no call store at {store_path}[/red]: pass --store (a server's or worker's calls.sqlite)")
+        return 2
+    store = Store(store_path)
+    row = store.db.execute("SELECT status, report FROM calls WHERE call_id = ?", (args.call_id,)).fetchone()
+    page = store.call_dir("reports", args.call_id) / "report.html"
+    if row is None or not page.exists():
+        console.print(
+            f"[red]no report for call {args.call_id[:64]!r} in {store_path}[/red]: a report is written when the call "
+            "ends; in a cluster it is on the worker that ran the call (pass that worker's --store)."
+        )
+        return 2
+    store.log_access(f"cli:{getpass.getuser()}", args.call_id, "report view")
+    status, body = row
+    brief = json.loads(body) if body else {}
+    scores = brief.get("scores", {})
+    cx, conduct = scores.get("customer_experience") or {}, scores.get("operator_conduct") or {}
+    console.print(f"call [bold]{args.call_id}[/bold]: {status}")
+    console.print(f"customer experience {cx.get('score', '-')}, operator conduct {conduct.get('score', '-')}")
+    console.print(f"report: [bold]{page}[/bold]")
+    if args.open:
+        webbrowser.open(page.as_uri())
+    return 0
+
+
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
     from callsense.cli.demo import run_demo
@@ -223,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--language", choices=["ru", "en", "da", "auto"], default="auto")
     a.add_argument("--channels")
     a.add_argument("--mono", action="store_true", help="treat a stereo file as one mixed channel")
+
+    r = sub.add_parser("report", help="a stored call's report: its path and scores (--open: in the browser)")
+    r.add_argument("call_id")
+    r.add_argument("--store", help="the calls.sqlite to look in (default: server.store in the config)")
+    r.add_argument("--open", action="store_true", help="open report.html in the browser")
 
     demo = sub.add_parser("demo", help="stream a sample call live through the pipeline to the console")
     demo.add_argument("--file", default=str(DEMO_CALL))

@@ -157,7 +157,7 @@ class HintEngine:
             "long_silence",
             "info",
             _At(now),
-            f"silence for {silent:.0f} s so far (on hold?)",
+            {"seconds": round(silent)},
             {"silence_s": round(silent, 1), "since": round(last, 2), "ongoing": True},
         )
 
@@ -196,7 +196,7 @@ class HintEngine:
                 reason,
                 INTENTS[reason][0],
                 ev,
-                f"customer said: \u201c{evidence['quote']}\u201d",
+                {"quote": evidence["quote"]},
                 {"utterance_id": ev.utterance_id, "at": ev.start, **evidence},
             )
         return hints
@@ -235,7 +235,7 @@ class HintEngine:
                 "raised_voice",
                 "warning",
                 ev,
-                f"customer's voice is {z['loudness_db']:.1f} sd louder than their usual",
+                {"sd": round(z["loudness_db"], 1)},
                 {"utterance_id": ev.utterance_id, "loudness_z": z["loudness_db"]},
             )
         return hints
@@ -249,7 +249,7 @@ class HintEngine:
                 "operator_interrupting",
                 "warning",
                 ev,
-                f"you have talked over the customer {n} times",
+                {"count": n},
                 {"count": n, "at": ev.start},
             )
         return []
@@ -285,7 +285,7 @@ class HintEngine:
             "customer_frustrated",
             "warning",
             ev,
-            f"customer frustrated ({p:.0%} likely) \u2014 acknowledge it before you go on",
+            {"percent": round(100 * p)},
             {
                 "utterance_id": ev.utterance_id,
                 "probability": round(p, 2),
@@ -306,7 +306,7 @@ class HintEngine:
                 "operator_tone",
                 "warning",
                 ev,
-                f"you said \u201c{said[:120]}\u201d",
+                {"quote": said[:120]},
                 {
                     "utterance_id": ev.utterance_id,
                     "quote": said,
@@ -321,7 +321,7 @@ class HintEngine:
                 "no_promises",
                 "info",
                 ev,
-                "a promise the bank may not be able to keep",
+                {},
                 {"utterance_id": ev.utterance_id, "quote": ev.text[:120]},
             )
         return []
@@ -347,7 +347,7 @@ class HintEngine:
                     "repeated_request",
                     "warning",
                     ev,
-                    "the customer is repeating an earlier request",
+                    {},
                     {
                         "utterance_id": ev.utterance_id,
                         "repeats": uid,
@@ -360,8 +360,9 @@ class HintEngine:
         return hints
 
     def _fire(
-        self, reason: str, severity: str, ev: Any, title: str, evidence: dict[str, Any], cooldown: bool = True
+        self, reason: str, severity: str, ev: Any, values: dict[str, Any], evidence: dict[str, Any], cooldown: bool = True
     ) -> list[Hint]:
+        """A hint card: its title from the playbook of the call's language, filled with `values`."""
         t = getattr(ev, "end", getattr(ev, "t", 0.0))
         last = self.last_fired.get(reason)
         if cooldown and last is not None and t - last < self.settings.cooldown_s:
@@ -373,7 +374,7 @@ class HintEngine:
                 hint_id=f"h{self.count}",
                 severity=severity,
                 reason=reason,
-                title=title,
+                title=self._playbook().title(reason, values),
                 evidence=evidence,
                 phrases=self.phrases(reason),
                 speaker=getattr(ev, "speaker", None),

@@ -14,7 +14,7 @@ A phrase whose slot cannot be filled grammatically is not used; the generic phra
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,15 @@ class Playbook:
     address: str  # none | first_name | first_name_patronymic
     topics: dict[str, str]  # recognised word (lemma or stem) -> the topic's lemma as said to the customer
     situations: dict[str, list[str]]
+    titles: dict[str, str] = field(default_factory=dict)  # reason -> the card's title, str.format values
+
+    def title(self, reason: str, values: dict[str, Any]) -> str:
+        """A hint card's title in the playbook's language (the reason's id if it has none)."""
+        template = self.titles.get(reason)
+        try:
+            return template.format(**values) if template else reason
+        except (KeyError, IndexError, ValueError):  # a template naming a value this hint has not
+            return reason
 
 
 def load_playbook(directory: Path, language: str) -> Playbook:
@@ -54,6 +63,7 @@ def load_playbook(directory: Path, language: str) -> Playbook:
         str(data.get("address", "none")),
         {str(k): str(v) for k, v in (data.get("topics") or {}).items()},
         {k: list(v) for k, v in (data.get("situations") or {}).items()},
+        {str(k): str(v) for k, v in (data.get("titles") or {}).items()},
     )
 
 
