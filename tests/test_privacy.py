@@ -79,3 +79,9 @@ def test_file_names_are_redacted_in_exports():
     out = redact_path("2026/12/call_+79161234567_Ivan-Petrov.json", "en")
     assert "79161234567" not in out and "Ivan" not in out and out.startswith("2026/12/call_") and out.endswith(".json")
     assert redact_path("batch-07/recording_0042.flac", "en") == "batch-07/recording_0042.flac"
+
+
+def test_a_function_word_after_a_greeting_is_not_a_name():
+    """"My" is a first name in gender-guesser's list: "Hi, my name is John" kept "my" as [NAME]."""
+    assert redact("Hi, my name is John. My card payment failed.", "en") == "Hi, my name is [NAME]. My card payment failed."
+    assert redact("uh hi mary how are you", "en") == "uh hi [NAME] how are you"

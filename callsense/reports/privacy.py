@@ -488,10 +488,22 @@ _ADDRESS_WORDS = {"pal", "man", "mate", "dude", "bro", "buddy", "sir", "madam", 
 
 
 def _greeted(text: str) -> list[tuple[int, int]]:
-    """A first name right after a greeting or thanks, in any case ("uh hi mary", «спасибо, марина»)."""
+    """A first name right after a greeting or thanks, in any case ("uh hi mary", «спасибо, марина»);
+    not a function word that is also someone's name somewhere ("hi, my name is ...": "My")."""
     return [
-        m.span(1) for m in _GREETING.finditer(text) if m.group(1).lower() not in _ADDRESS_WORDS and _known_name(m.group(1))
+        m.span(1)
+        for m in _GREETING.finditer(text)
+        if (word := m.group(1).lower()) not in _ADDRESS_WORDS and word not in _stop_words() and _known_name(m.group(1))
     ]
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    """spaCy's English and Russian stop words (pronouns, articles, particles)."""
+    from spacy.lang.en.stop_words import STOP_WORDS as EN
+    from spacy.lang.ru.stop_words import STOP_WORDS as RU
+
+    return frozenset(EN) | frozenset(RU)
 
 
 def _russian_names(text: str) -> list[tuple[int, int]]:
