@@ -201,7 +201,7 @@ def test_ctrl_c_stops_an_audit_at_once_and_the_next_run_resumes(tmp_path):
 
     folder = tmp_path / "calls"
     folder.mkdir()
-    for i in range(3):
+    for i in range(2):  # Ctrl-C lands while the second is processed
         (folder / f"call{i}.flac").write_bytes((SAMPLES / "ru_call_stereo.flac").read_bytes())
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -225,7 +225,7 @@ def test_ctrl_c_stops_an_audit_at_once_and_the_next_run_resumes(tmp_path):
     deadline = time.monotonic() + 300
     while saved() < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert saved() >= 1 and proc.poll() is None, "the first call was saved while the others were still to do"
+    assert saved() >= 1 and proc.poll() is None, "the first call was saved while the second was still to do"
     os.killpg(proc.pid, signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=30)
@@ -234,7 +234,7 @@ def test_ctrl_c_stops_an_audit_at_once_and_the_next_run_resumes(tmp_path):
         pytest.fail("the audit went on after Ctrl-C")
     assert proc.returncode == 130 and "interrupted" in err, err[-500:]
     done = saved()
-    assert 1 <= done < 3
+    assert done == 1
     again = run("audit", str(folder), "--out", str(out), "--workers", "1")
     assert again.returncode == 0, again.stderr[-500:]
     assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == done

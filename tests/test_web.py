@@ -83,6 +83,9 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             assert page.query_selector("#now .hint button, #hints .hint button") is None
             # the operator's newest transcript line is in view (its pane scrolls, the page does not)
             assert operator.evaluate(NEWEST_LINE_IN_VIEW), "the newest line is visible"
+            shots = settings.server.store.parent  # kept with the test's files (docs/img has a pair from a run)
+            operator.screenshot(path=str(shots / "operator.png"))
+            page.screenshot(path=str(shots / "supervisor.png"))
             # one card to act on now; answering it shows at once, and the next one takes its place
             answered = operator.get_attribute("#now .hint", "data-hint")
             operator.keyboard.press("KeyA")  # A answers the card to act on now
@@ -91,7 +94,6 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             # released: the banner goes (a later critical escalation of the call may raise a new one)
             page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')", timeout=15000)
             assert page.query_selector("#chart polyline") is not None
-            page.screenshot(path=str(settings.server.store.parent / "dashboard.png"))
             browser.close()
         result = call.result(120)
         from callsense.reports.store import Store
