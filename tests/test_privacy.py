@@ -82,6 +82,6 @@ def test_file_names_are_redacted_in_exports():
 
 
 def test_a_function_word_after_a_greeting_is_not_a_name():
-    """"My" is a first name in gender-guesser's list: "Hi, my name is John" kept "my" as [NAME]."""
+    """ "My" is a first name in gender-guesser's list: "Hi, my name is John" kept "my" as [NAME]."""
     assert redact("Hi, my name is John. My card payment failed.", "en") == "Hi, my name is [NAME]. My card payment failed."
     assert redact("uh hi mary how are you", "en") == "uh hi [NAME] how are you"
