@@ -186,7 +186,7 @@ class ClusterCall(Call):
                 continue
             if not reply and not await self.redis.exists(b.call_key(self.call_id)):
                 return self._end("broker restarted", "the broker lost this call (Redis restarted)")
-            if reply:
+            if reply or len(self.inbox):  # input queued here: the gateway may be holding back (backpressure)
                 heard = time.monotonic()
             elif time.monotonic() - heard > self.settings.cluster.source_timeout_s:
                 return self._lost_source()
