@@ -504,18 +504,12 @@ class Worker:
 
     async def _resume_point(self, call_id: str, meta: b.CallMeta) -> Resume:
         assert self.redis is not None
-        saved = _checkpoint(meta)
-        at = (
-            Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")})
-            if saved
-            else Checkpoint(0, [0] * len(meta.roles), 0)
-        )
-        after = saved["seq"] if saved else 0
+        at, entry, after = _checkpoint(meta) or (Checkpoint(0, [0] * len(meta.roles), 0), "0-0", 0)
         published = await self._published(call_id)
         keys = {k for ev in published if ev.seq > after and (k := identity(ev)) is not None} | {("call_started",)}
         last_seq = max((ev.seq for ev in published), default=0)
         last_t = max((ev.t for ev in published), default=0.0)
-        return Resume(at, saved["entry"] if saved else "0-0", last_seq, meta.worker, keys, published, last_t)
+        return Resume(at, entry, last_seq, meta.worker, keys, published, last_t)
 
     async def _published(self, call_id: str) -> list[Event]:
         """What consoles got of a call, from its event stream (entries no worker of ours wrote skipped)."""
@@ -598,15 +592,16 @@ class Worker:
         return self._checked_events(b.events_key(call_id), [(b.text(i) or "", f) for i, f in found])
 
 
-def _checkpoint(meta: b.CallMeta) -> dict[str, Any] | None:
-    """The call's last checkpoint as its worker saved it; `MalformedEntry` if it is not one."""
+def _checkpoint(meta: b.CallMeta) -> tuple[Checkpoint, str, int] | None:
+    """The call's last checkpoint as its worker saved it, the input entry it was taken after and the
+    last sequence number then; `MalformedEntry` if it is not one."""
     if meta.ckpt is None:
         return None
     try:
         saved = json.loads(meta.ckpt)
-        Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")})
+        at = Checkpoint(**{k: v for k, v in saved.items() if k not in ("entry", "seq")})
         if not isinstance(saved["seq"], int) or not isinstance(saved["entry"], str):
             raise TypeError("seq and entry")
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise b.MalformedEntry(f"malformed checkpoint ({type(exc).__name__}: {exc})") from None
-    return dict(saved)
+    return at, saved["entry"], saved["seq"]
