@@ -84,6 +84,9 @@ class DiarizationSettings(_Strict):
     step_s: float = 0.5
     echo_dominance_db: float = 10.0
     own_process: bool = True  # live mono calls: diarize in a child process, off the calls' threads
+    # a server loads the mono-call diarizer before calls come (its first mono call would wait ~10 s);
+    # false where only stereo calls come (telephony trunks): no child process, less memory and start-up
+    preload: bool = True
 
 
 class EmotionSettings(_Strict):

@@ -411,10 +411,10 @@ def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:
         return
     tone = (0.1 * np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32)
     diarizer = None
-    if settings.diarization.own_process:  # live mono calls' diarizer: its child loads meanwhile
+    if settings.diarization.own_process and settings.diarization.preload:  # its child loads meanwhile
         diarizer = models.diarizer_host.open()
         diarizer.push(tone)
-    elif mono:
+    elif mono and settings.diarization.preload:
         _ = models.segmentation, models.embedding
     whisper = models.whisper
     workers = settings.models.whisper_workers

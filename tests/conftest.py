@@ -32,6 +32,22 @@ def samples() -> Path:
     return SAMPLES
 
 
+@pytest.fixture
+def clip(tmp_path) -> Callable[..., Path]:
+    """`clip(sample, seconds, name)`: the first `seconds` of a sample call as a file `name` under the test's folder
+    (real speech; a test that needs a whole recording, not a whole call, pays for less decoding)."""
+    import soundfile as sf
+
+    def cut(sample: str, seconds: float, name: str | None = None) -> Path:
+        audio, rate = sf.read(SAMPLES / sample, frames=int(seconds * sf.info(SAMPLES / sample).samplerate))
+        out = tmp_path / (name or f"{Path(sample).stem}_{seconds:g}s.flac")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(out, audio, rate)
+        return out
+
+    return cut
+
+
 Check = Callable[[], object]
 
 

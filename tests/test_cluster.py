@@ -30,8 +30,13 @@ TOKENS = {"sup": {"role": "supervisor"}, "op1": {"role": "operator", "operator_i
 def cluster(tmp_path_factory):
     from callsense.service.cluster import LocalCluster
 
-    # a call without input for 5 s has lost its gateway (the default, 30 s, would only slow the test)
-    config = {"server": {"tokens": TOKENS}, "cluster": {"source_timeout_s": 5.0}}
+    # a call without input for 5 s has lost its gateway (the default, 30 s, would only slow the test);
+    # only stereo calls come, as from a telephony trunk: no mono-call diarizer loads
+    config = {
+        "server": {"tokens": TOKENS},
+        "cluster": {"source_timeout_s": 5.0},
+        "diarization": {"preload": False},
+    }
     c = LocalCluster(tmp_path_factory.mktemp("cluster"), config, gateways=2, workers=2)
     try:
         yield c.start()

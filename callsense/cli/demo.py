@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 
-from callsense.config import Settings
+from callsense.config import Settings, TokenGrant
 from callsense.events import TranscriptFinal, parse_event
 from callsense.reports.store import Store
 from callsense.service.console import ConsoleView
@@ -84,7 +84,32 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
     return 0
 
 
+def _demo_tokens(settings: Settings) -> None:
+    """A config without a supervisor and an operator token gets one-time ones for this run (loopback only):
+    the demo needs both, and a user's own config need not list any."""
+    import secrets
+
+    roles = {g.role for g in settings.server.tokens.values()}
+    if "supervisor" not in roles:
+        settings.server.tokens[f"demo-sup-{secrets.token_urlsafe(8)}"] = TokenGrant(role="supervisor")
+    if not any(g.role == "operator" and g.operator_id for g in settings.server.tokens.values()):
+        grant = TokenGrant(role="operator", operator_id="op-001")
+        settings.server.tokens[f"demo-op-{secrets.token_urlsafe(8)}"] = grant
+
+
+def _is_stereo(path: Path) -> bool:
+    import soundfile
+
+    try:
+        return soundfile.info(str(path)).channels >= 2
+    except (RuntimeError, OSError):  # unreadable: streaming it says why
+        return False
+
+
 def run_demo(settings: Settings, path: Path, speed: float = 1.0, port: int = 0) -> int:
+    _demo_tokens(settings)
+    if _is_stereo(path):  # one stereo call: the mono-call diarizer would load for nothing
+        settings.diarization.preload = False
     if str(settings.server.store).startswith("callsense-data"):
         # keep demo results out of the user's store
         settings.server.store = Path(tempfile.gettempdir()) / "callsense-demo" / "calls.sqlite"
