@@ -11,22 +11,40 @@ pytestmark = pytest.mark.slow
 SAMPLE = "ru_call_stereo"
 
 
+class Run:
+    """One pass of the stereo sample through the live pipeline: the record it keeps, every event it gave
+    as it went (revisions included), and whether the call's stages left memory at once when it ended."""
+
+    def __init__(self, models) -> None:
+        import gc
+        import weakref
+
+        from callsense.config import load_settings
+
+        self.given: list = []
+        pipe = CallPipeline(load_settings(), models, ["operator", "customer"], call_id="t1")
+        self.record = pipe.run(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100), self.given.append)
+        gone = weakref.ref(pipe.asr[0])
+        gc.disable()
+        try:
+            del pipe
+            self.freed = gone() is None
+        finally:
+            gc.enable()
+
+
 @pytest.fixture(scope="module")
-def stereo_events(models):
-    from callsense.config import load_settings
-
-    pipe = CallPipeline(load_settings(), models, ["operator", "customer"], call_id="t1")
-    return pipe.run(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100))
+def stereo_run(models) -> Run:
+    return Run(models)
 
 
-def test_revised_finals_replace_the_live_ones_in_the_record(models):
-    from callsense.config import load_settings
+@pytest.fixture(scope="module")
+def stereo_events(stereo_run):
+    return stereo_run.record
 
-    settings = load_settings()
-    settings.asr.revise = True
-    given: list = []
-    pipe = CallPipeline(settings, models, ["operator", "customer"], call_id="t2")
-    record = pipe.run(FileSource(SAMPLES / f"{SAMPLE}.flac", chunk_ms=100), given.append)
+
+def test_revised_finals_replace_the_live_ones_in_the_record(stereo_run):
+    record, given = stereo_run.record, stereo_run.given
     finals = [e for e in record if e.type == "transcript_final"]
     ids = [f.utterance_id for f in finals]
     assert len(ids) == len(set(ids)), "one final per turn in the record"
@@ -42,16 +60,7 @@ def test_revised_finals_replace_the_live_ones_in_the_record(models):
             assert rev.utterance_id not in kept, "an empty revision withdraws the live final"
     # a finished call's stages go at once, not at the next full garbage collection: a reviser that
     # referred back to its transcriber made a cycle, and a server's memory climbed call by call
-    import gc
-    import weakref
-
-    gone = weakref.ref(pipe.asr[0])
-    gc.disable()
-    try:
-        del pipe
-        assert gone() is None, "nothing of the call is left for the cycle collector"
-    finally:
-        gc.enable()
+    assert stereo_run.freed, "nothing of the call is left for the cycle collector"
 
 
 def test_events_are_ordered_and_complete(stereo_events):

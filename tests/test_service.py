@@ -174,13 +174,15 @@ def test_a_source_still_sending_to_a_failed_call_is_told_and_let_go(server, monk
     assert after["clean"] and after["errors"] == []
 
 
-def test_fast_sender_loses_nothing_and_ended_calls_leave_memory(server, eventually):
+def test_fast_sender_loses_nothing_and_ended_calls_leave_memory(server, eventually, clip):
     server.settings.server.resume_window_s = 0.0
+    server.settings.server.call_queue_s = 5.0  # a 20 s burst outruns the call: the server pushes back
+    call = clip("ru_call_stereo.flac", 20)
 
     async def scenario():
         port = await server.start("127.0.0.1", 0)
         url = f"ws://127.0.0.1:{port}"
-        result = await stream_file(CALL, url, "op1", speed=0)  # as fast as the server takes it
+        result = await stream_file(call, url, "op1", speed=0)  # as fast as the server takes it
         await eventually(lambda: not server.fanout.rooms, "the ended call's room to leave memory")
         # a new console sees live calls only: the ended call is gone from memory, not replayed
         async with websockets.connect(f"{url}/console?token=sup") as console:
@@ -195,11 +197,11 @@ def test_fast_sender_loses_nothing_and_ended_calls_leave_memory(server, eventual
     assert result["clean"] and result["errors"] == []
     events = Store(server.settings.server.store).events(result["call_id"])
     ended = [e for e in events if e.type == "call_ended"][0]
-    assert abs(ended.duration_s - probe(CALL).duration) < 0.1, "every frame of the burst was processed"
+    assert abs(ended.duration_s - probe(call).duration) < 0.1, "every frame of the burst was processed"
     assert rooms == 0 and calls == 0
 
 
-def test_a_call_far_behind_keeps_its_connection_and_all_its_audio(server, monkeypatch):
+def test_a_call_far_behind_keeps_its_connection_and_all_its_audio(server, monkeypatch, clip):
     """While a call is behind, its socket is not read (backpressure), so pongs wait unread: a keepalive
     timeout used to close such calls (1011) and store them cut short as complete. Here the pipeline stalls
     for many ping intervals while a fast source keeps sending; the call ends clean, every second heard."""
@@ -208,6 +210,8 @@ def test_a_call_far_behind_keeps_its_connection_and_all_its_audio(server, monkey
     from callsense.stages.emotion import EmotionStage
 
     server.settings.server.ping_interval_s = 0.2
+    server.settings.server.call_queue_s = 5.0  # the inbox fills within the 20 s burst: reading pauses
+    call = clip("ru_call_stereo.flac", 20)
     stalled = threading.Event()
     push = EmotionStage.push
 
@@ -221,7 +225,7 @@ def test_a_call_far_behind_keeps_its_connection_and_all_its_audio(server, monkey
 
     async def scenario():
         port = await server.start("127.0.0.1", 0)
-        result = await stream_file(CALL, f"ws://127.0.0.1:{port}", "op1", speed=0)
+        result = await stream_file(call, f"ws://127.0.0.1:{port}", "op1", speed=0)
         await server.shutdown()
         return result
 
@@ -229,7 +233,7 @@ def test_a_call_far_behind_keeps_its_connection_and_all_its_audio(server, monkey
     assert stalled.is_set() and result["clean"] and result["errors"] == [], result
     events = Store(server.settings.server.store).events(result["call_id"])
     ended = next(e for e in events if e.type == "call_ended")
-    assert abs(ended.duration_s - probe(CALL).duration) < 0.1, "every frame was processed"
+    assert abs(ended.duration_s - probe(call).duration) < 0.1, "every frame was processed"
 
 
 def test_a_source_gone_without_a_stop_leaves_an_incomplete_call(server, eventually):

@@ -148,11 +148,11 @@ def test_offline_transcripts_are_the_same_every_run(settings, data):
     from callsense.cli.main import run_file
 
     path = data / "asr" / "ru_read_msu" / "audio" / "ru_0004.flac"
-    runs = [
+    runs = [  # each run loads its own models, as a rerun of an audit would
         [(e.start, e.end, e.text) for e in run_file(path, settings, progress=False).events if e.type == "transcript_final"]
-        for _ in range(3)
+        for _ in range(2)
     ]
-    assert runs[0] and runs[0] == runs[1] == runs[2]
+    assert runs[0] and runs[0] == runs[1]
 
 
 READ = {  # the references of the ru_read_msu clips in tests/data (the dataset's transcripts.tsv)
