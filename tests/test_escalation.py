@@ -107,3 +107,26 @@ def test_the_customer_state_cue_is_shown_apart_from_escalations():
     assert "customer: frustrated (62%)" in screen and "risk Medium: customer frustrated" in screen
     assert "CUSTOMER FRUSTRATED" in screen and "CRITICAL" in screen
     assert screen.count("WARNING") == 0, "the cue is not labelled as a warning like an escalation"
+
+
+def test_the_terminal_shows_the_card_to_act_on_now_as_the_dashboard_does():
+    """A critical card stays until answered, whatever came after; an answered one goes; a hold card ends
+    when someone speaks again; other cards go stale after 45 s of the call."""
+    from callsense.events import HintFeedback, TranscriptFinal
+    from callsense.service.console import ConsoleView
+
+    def hint(hid: str, severity: str, reason: str, t: float) -> Hint:
+        return Hint(call_id="c", hint_id=hid, severity=severity, reason=reason, title=hid, phrases=[], t=t)
+
+    view = ConsoleView()
+    view.apply(hint("hold", "info", "long_silence", 10.0))
+    assert [h.hint_id for h in view.open_hints()] == ["hold"]
+    view.apply(TranscriptFinal(call_id="c", speaker="ch0", role="operator", start=12.0, end=13.0, text="I'm back", t=13.0))
+    assert view.open_hints() == [], "the hold ended"
+    view.apply(_critical("crit"))
+    view.apply(hint("warn", "warning", "repeated_request", 20.0))
+    assert [h.hint_id for h in view.open_hints()] == ["crit", "warn"]
+    view.apply(TranscriptFinal(call_id="c", speaker="ch1", role="customer", start=70.0, end=71.0, text="ok", t=71.0))
+    assert [h.hint_id for h in view.open_hints()] == ["crit"], "the warning went stale; the critical card stays"
+    view.apply(HintFeedback(call_id="c", hint_id="crit", action="accepted", t=72.0))
+    assert view.open_hints() == []

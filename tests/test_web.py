@@ -1,10 +1,14 @@
 """The web dashboard in a real headless Chromium (Debian's chromium, driven by Playwright):
 connect, see live events of a streamed sample call, see the supervisor alert banner of a critical
-escalation, acknowledge it (the latch is released), and see that recorded."""
+escalation, acknowledge it (the latch is released), and see that recorded; after the call, its report
+from the recent-calls list (token rules and the access log included)."""
 
 import asyncio
+import json
 import shutil
 import threading
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -27,7 +31,11 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
-    settings.server.tokens = {"sup": {"role": "supervisor"}, "op1": {"role": "operator", "operator_id": "op-1"}}
+    settings.server.tokens = {
+        "sup": {"role": "supervisor"},
+        "op1": {"role": "operator", "operator_id": "op-1"},
+        "op2": {"role": "operator", "operator_id": "op-2"},
+    }
     server = CallServer(settings, models)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -94,10 +102,26 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             # released: the banner goes (a later critical escalation of the call may raise a new one)
             page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')", timeout=15000)
             assert page.query_selector("#chart polyline") is not None
+            # the chart says what it shows: a scale, the call's time, a legend
+            axis = page.text_content("#chart") or ""
+            assert "negative" in axis and "0:00" in axis and "customer" in axis, axis
+            result = call.result(120)
+            # after the call: the recent-calls list links its report, opened through the same token
+            link = f'#recent a:text-is("{result["call_id"]}")'
+            page.wait_for_selector(link, timeout=60000)
+            operator.wait_for_selector(link, timeout=60000)
+            href = page.get_attribute(link, "href")
+            report = browser.new_page()
+            report.goto(f"http://127.0.0.1:{port}{href}")
+            assert result["call_id"] in report.title()
             browser.close()
-        result = call.result(120)
+        base = f"http://127.0.0.1:{port}"
+        assert _get(f"{base}/api/calls?token=op2") == (200, []), "another operator's calls are not listed"
+        assert _get(f"{base}{href.replace('token=sup', 'token=op2')}")[0] == 404, "nor their reports served"
         from callsense.reports.store import Store
 
+        log = [(who, seen, action) for _, who, seen, action in Store(settings.server.store).access_log()]
+        assert ("supervisor:sup", result["call_id"], "report view") in log
         events = Store(settings.server.store).events(result["call_id"])
         feedback = [e for e in events if e.type == "hint_feedback"]
         assert (hint_id, "accepted") in [(f.hint_id, f.action) for f in feedback]
@@ -107,3 +131,11 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
     finally:
         asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(120)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def _get(url: str) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None

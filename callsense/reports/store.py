@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS access_log (ts REAL, who TEXT, call_id TEXT, action T
 """
 
 
+def _cx(report: str | None) -> float | None:
+    scores = (json.loads(report) if report else {}).get("scores") or {}
+    return (scores.get("customer_experience") or {}).get("score")
+
+
 def storage_name(call_id: str) -> str:
     """The folder/file name of a call's artefacts: a hash, so no id can reach outside the store."""
     return hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
@@ -88,6 +93,12 @@ class Store:
         with self._lock:
             return self.db.execute("SELECT call_id, source, operator_id FROM calls WHERE status = 'live'").fetchall()
 
+    def operator_of(self, call_id: str) -> tuple[bool, str | None]:
+        """(whether the call is stored, whose it is)."""
+        with self._lock:
+            row = self.db.execute("SELECT operator_id FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        return (row is not None, row[0] if row else None)
+
     def known(self, call_id: str) -> bool:
         with self._lock:
             return self.db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone() is not None
@@ -132,6 +143,25 @@ class Store:
                 "SELECT call_id, source, operator_id, report FROM calls WHERE status IN ('done', 'interrupted')"
             ).fetchall()
         return [{"call_id": c, "source": s, "operator_id": o, **json.loads(r)} for c, s, o, r in rows if r]
+
+    def recent(self, limit: int = 50, operators: set[str] | None = None) -> list[dict[str, Any]]:
+        """The newest ended calls, newest first (only these operators' calls when given): what a
+        recent-calls page lists."""
+        only, args = "", list[object]([limit])
+        if operators is not None:
+            only = f" AND operator_id IN ({','.join('?' * len(operators))})"
+            args = [*sorted(operators), limit]
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT call_id, operator_id, status, started, duration_s, report FROM calls "
+                f"WHERE status != 'live'{only} ORDER BY COALESCE(finished, started) DESC LIMIT ?",
+                args,
+            ).fetchall()
+        return [
+            {"call_id": c, "operator_id": o, "status": st, "started": t, "duration_s": d}
+            | {"customer_experience": _cx(report)}
+            for c, o, st, t, d, report in rows
+        ]
 
     def failures(self) -> list[tuple[str, str]]:
         with self._lock:

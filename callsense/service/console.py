@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.layout import Layout
 from rich.live import Live
@@ -27,11 +28,13 @@ from callsense.events import (
     Error,
     Event,
     Hint,
+    HintFeedback,
     Metrics,
     Risk,
     TranscriptFinal,
     TranscriptPartial,
     WorkerChanged,
+    parse_event,
 )
 
 ROLE_STYLE = {"operator": "cyan", "customer": "magenta", "supervisor": "yellow", "unknown": "white"}
@@ -81,6 +84,12 @@ def hint_badge(h: Hint) -> tuple[str, str]:
     return f" {h.severity.upper()} ", SEVERITY_STYLE[h.severity]
 
 
+# the card to act on now, as on the dashboard: a critical one stays until answered, others go stale after
+# STALE_S of the call; a hold card ends when someone speaks again
+STALE_S = 45.0
+RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
 def mood_words(frustration: float) -> tuple[str, str]:
     """The customer state in plain words (the cue fires from `hints.customer_state.cue_probability`)."""
     if frustration >= 0.35:
@@ -94,7 +103,8 @@ def mood_words(frustration: float) -> tuple[str, str]:
 class ConsoleView:
     lines: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=200))  # [final, emotion or None]
     partials: dict[str, TranscriptPartial] = field(default_factory=dict)
-    hints: deque[Hint] = field(default_factory=lambda: deque(maxlen=3))
+    hints: deque[Hint] = field(default_factory=lambda: deque(maxlen=50))
+    answered: set[str] = field(default_factory=set)  # hints the operator accepted or dismissed
     state: dict[str, Emotion] = field(default_factory=dict)  # role -> last emotion event
     call_id: str = "-"
     t: float = 0.0
@@ -133,6 +143,8 @@ class ConsoleView:
                     break
         elif isinstance(ev, Hint):
             self.hints.appendleft(ev)
+        elif isinstance(ev, HintFeedback):
+            self.answered.add(ev.hint_id)
         elif isinstance(ev, Metrics):
             self.shedding = ev.shedding
         elif isinstance(ev, Risk):
@@ -169,11 +181,24 @@ class ConsoleView:
         if ev.text:
             self._final(ev.model_copy(update={"revision": 0}))
 
+    def open_hints(self) -> list[Hint]:
+        """Hints still to act on, the most urgent first (the first is the card to act on now)."""
+
+        def hold_over(h: Hint) -> bool:
+            return h.reason == "long_silence" and any(line[0].start >= h.t for line in self.lines)
+
+        def live(h: Hint) -> bool:
+            fresh = h.severity == "critical" or self.t - h.t <= STALE_S
+            return h.hint_id not in self.answered and fresh and not hold_over(h)
+
+        return sorted((h for h in self.hints if live(h)), key=lambda h: (RANK[h.severity], -h.t))
+
     # -- rendering --
 
     def render(self, height: int = 24) -> Layout:
         layout = Layout()
-        hint_rows = 2 + 4 * min(len(self.hints), 2) if self.hints else 3
+        shown = len(self.open_hints()[:2])
+        hint_rows = 2 + 4 * shown if shown else 3
         layout.split_column(
             Layout(self._header(), size=3),
             Layout(self._transcript(height - 3 - hint_rows)),
@@ -219,10 +244,11 @@ class ConsoleView:
         return Panel(body, title="transcript", title_align="left", padding=(0, 1))
 
     def _hints(self) -> Panel:
-        if not self.hints:
-            return Panel(Text("no hints", style="dim"), title="hints", title_align="left")
+        open_hints = self.open_hints()
+        if not open_hints:
+            return Panel(Text("nothing to act on", style="dim"), title="hints", title_align="left")
         cards = []
-        for h in list(self.hints)[:2]:
+        for h in open_hints[:2]:
             grid = Table.grid(padding=(0, 1))
             grid.add_row(Text(*hint_badge(h)), Text(h.title, "bold"))
             for phrase in h.phrases[:1]:
@@ -292,9 +318,11 @@ async def run_console(url: str, token: str, call_id: str | None = None, once: bo
                         if data.get("type") in (None, "notice"):
                             view.notice = data.get("message", "")
                             continue
-                        from callsense.events import parse_event
-
-                        ev = parse_event(data)
+                        try:
+                            ev = parse_event(data)
+                        except ValidationError:  # a message this console does not know (a newer server)
+                            view.notice = str(data.get("message") or f"(a {data.get('type')!r} message)")[:200]
+                            continue
                         last[ev.call_id] = max(last.get(ev.call_id, 0), ev.seq)
                         view.apply(ev)
                         live.update(view.render(console.size.height))

@@ -1,4 +1,5 @@
-"""HTTP beside the websockets: `/health` (open liveness), `/metrics` (supervisor token), the dashboard."""
+"""HTTP beside the websockets: `/health` (open liveness), `/metrics` (supervisor token), the dashboard,
+the recent calls (`/api/calls`) and their reports (`/reports/CALL_ID`) under the consoles' token rules."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import mimetypes
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from callsense.config import TokenGrant
+from callsense.reports.store import Store
 
 STATIC = Path(__file__).parent / "static"
 WEBSOCKET_PATHS = ("/console", "/ingest", "/twilio", "/audio_fork")
@@ -28,14 +30,25 @@ def token_of(request: Request) -> str | None:
     return query.get("token") or request.headers.get("X-Callsense-Token")
 
 
+def who_of(grant: TokenGrant, token: str | None) -> str:
+    """Who a token is, as the access log names them (never the whole token)."""
+    return f"{grant.role}:{grant.operator_id or (token or '')[:6]}"
+
+
+def operators_of(grant: TokenGrant) -> set[str] | None:
+    """Whose calls a console or page may show: every call for supervisors (None), else the token's own."""
+    return None if grant.role == "supervisor" else {o for o in (grant.operator_id, *grant.operators) if o}
+
+
 class Http:
     def __init__(
         self,
         grant: Callable[[str | None], TokenGrant | None],
         health: Callable[[], dict[str, Any]],
         metrics: Callable[[], dict[str, Any]],
+        store: Callable[[], Store | None] = lambda: None,
     ) -> None:
-        self.grant, self.health, self.metrics = grant, health, metrics
+        self.grant, self.health, self.metrics, self.store = grant, health, metrics, store
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -57,7 +70,29 @@ class Http:
                     {"error": "metrics need a supervisor token (Authorization: Bearer ...)"}, http.HTTPStatus.UNAUTHORIZED
                 )
             return _json(self.metrics())
+        if path == "/api/calls" or path.startswith("/reports/"):
+            return self._calls(request, path)
         return _static(path)
+
+    def _calls(self, request: Request, path: str) -> Response:
+        """The recent calls and each one's report: a console token's calls (all for supervisors); every
+        report read is in the access log."""
+        token = token_of(request)
+        grant, store = self.grant(token), self.store()
+        if grant is None or grant.role == "ingest":
+            return _json({"error": "a console token is needed (?token=...)"}, http.HTTPStatus.UNAUTHORIZED)
+        if store is None:
+            return _json({"error": "this process keeps no calls"}, http.HTTPStatus.NOT_FOUND)
+        mine = operators_of(grant)
+        if path == "/api/calls":
+            return _json(store.recent(operators=mine))
+        call_id = unquote(path.removeprefix("/reports/"))
+        stored, owner = store.operator_of(call_id)
+        page = store.call_dir("reports", call_id) / "report.html"
+        if not stored or (mine is not None and owner not in mine) or not page.is_file():
+            return _json({"error": "no such report for this token"}, http.HTTPStatus.NOT_FOUND)
+        store.log_access(who_of(grant, token), call_id, "report view")
+        return Response(200, "OK", Headers({"Content-Type": "text/html; charset=utf-8"}), page.read_bytes())
 
 
 def _static(path: str) -> Response:

@@ -40,7 +40,7 @@ from callsense.service.calls import (
     sweep_retention,
 )
 from callsense.service.fanout import FanOut
-from callsense.service.http import Http, token_of
+from callsense.service.http import Http, token_of, who_of
 from callsense.service.ingest import Refused, Starved, TcpTransport, WebsocketTransport, ingest
 from callsense.stages.packs import COUNTS as REVISIONS
 
@@ -85,7 +85,7 @@ class CallServer:
         if s.certfile:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(s.certfile, s.keyfile)
-        http = Http(self.grant, self._health, self._metrics)
+        http = Http(self.grant, self._health, self._metrics, lambda: self.store)
         self._server = await serve(
             self._route,
             host,
@@ -234,7 +234,7 @@ class CallServer:
             return
         if url.path == "/console":
             follow = parse_qs(url.query).get("call", [None])[0]
-            who = f"{grant.role}:{grant.operator_id or (token or '')[:6]}"
+            who = who_of(grant, token)
             await self.fanout.serve(ws, grant, who, follow)
             return
         if grant.role == "operator" and grant.operator_id is None:

@@ -5,7 +5,7 @@ const state = { calls: {}, selected: null, last: {}, ws: null, token: null, role
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
 
 function call(id) {
-  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], hints: {}, order: [], risk: 0, frustration: null, latched: null, lag: 0, t: 0, customer: null, ended: false };
+  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], frustrations: [], hints: {}, order: [], risk: 0, frustration: null, latched: null, lag: 0, t: 0, customer: null, ended: false };
 }
 
 // a revised final (the turn decoded again with the speaker's others) corrects its line, or withdraws it
@@ -26,10 +26,11 @@ function apply(ev) {
     case "emotion": c.emotions.push(ev); if (ev.role === "customer") c.customer = ev; break;
     case "hint": c.hints[ev.hint_id] = { ev, action: null }; c.order.unshift(ev.hint_id); break;
     // the risk is computed once, on the server (escalation state): the dashboard only shows it
-    case "risk": c.risk = ev.level; c.frustration = ev.frustration; c.latched = ev.latched ? ev : null; break;
+    case "risk": c.risk = ev.level; c.frustration = ev.frustration; c.latched = ev.latched ? ev : null;
+      if (ev.frustration !== null && ev.frustration !== undefined) c.frustrations.push([ev.t, ev.frustration]); break;
     case "hint_feedback": if (c.hints[ev.hint_id]) c.hints[ev.hint_id].action = ev.action; break;
     case "metrics": c.lag = ev.lag_s; break;
-    case "call_ended": c.ended = true; break;
+    case "call_ended": c.ended = true; loadRecent(ev.call_id); break;
     // a cluster worker stopped and another took the call over: nothing was lost, say so
     case "worker_changed": document.getElementById("status").textContent =
       `call ${ev.call_id} moved to worker ${ev.worker} at ${ev.resumed_from.toFixed(0)} s; nothing was lost`; break;
@@ -45,6 +46,8 @@ const I18N = {
     dismiss: "dismiss", acknowledge: "acknowledge", accepted: "accepted", dismissed: "dismissed", ended: "ended",
     High: "High", Medium: "Medium", Low: "Low", frustrated: "frustrated", uneasy: "uneasy", calm: "calm",
     cue: "CUSTOMER FRUSTRATED", critical: "CRITICAL", warning: "WARNING", info: "INFO",
+    positive: "positive", neutral: "neutral", negative: "negative", frustration_line: "customer frustration",
+    waiting: "waiting for calls", recent: "Recent calls", report: "report", cx: "customer experience",
     reasons: {
       supervisor_request: "asks for a manager", complaint_threat: "threatens a complaint", close_account: "closing the account",
       repeat_caller: "calling again about this", customer_frustrated: "customer frustrated", repeated_request: "repeating a request",
@@ -58,6 +61,8 @@ const I18N = {
     accept: "принять", dismiss: "отклонить", acknowledge: "принято", accepted: "принято", dismissed: "отклонено",
     ended: "завершён", High: "Высокий", Medium: "Средний", Low: "Низкий", frustrated: "раздражён", uneasy: "напряжён",
     calm: "спокоен", cue: "КЛИЕНТ РАЗДРАЖЁН", critical: "СРОЧНО", warning: "ВНИМАНИЕ", info: "К СВЕДЕНИЮ",
+    positive: "позитив", neutral: "нейтрально", negative: "негатив", frustration_line: "раздражение клиента",
+    waiting: "ждём звонков", recent: "Недавние звонки", report: "отчёт", cx: "опыт клиента",
     reasons: {
       supervisor_request: "просит руководителя", complaint_threat: "грозит жалобой", close_account: "закрывает счёт",
       repeat_caller: "звонит не первый раз", customer_frustrated: "клиент раздражён", repeated_request: "повторяет просьбу",
@@ -101,18 +106,44 @@ function renderWall() {
   });
 }
 
+// mood over the call: each party's valence per turn (-1 negative .. +1 positive) against the call's time,
+// the customer's frustration probability dashed; axes, minute ticks and a legend
+const CHART = { w: 600, h: 140, left: 62, right: 34, top: 18, bottom: 22 };
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  Object.entries(attrs).forEach(([k, v]) => e.setAttribute(k, v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function mmss(s) { return `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`; }
 function renderChart(c) {
   const svg = document.getElementById("chart"); svg.replaceChildren();
-  const ns = "http://www.w3.org/2000/svg", dur = Math.max(c.t, 1);
-  const mid = document.createElementNS(ns, "line");
-  Object.entries({ x1: 0, y1: 60, x2: 600, y2: 60, stroke: "#bbb", "stroke-dasharray": "4" }).forEach(([k, v]) => mid.setAttribute(k, v));
-  svg.append(mid);
-  for (const [role, color] of [["operator", "#0b6e99"], ["customer", "#8e24aa"]]) {
-    const pts = c.emotions.filter(e => e.role === role).map(e => `${(e.end / dur * 600).toFixed(1)},${(60 - e.valence * 54).toFixed(1)}`);
+  const { w, h, left, right, top, bottom } = CHART, dur = Math.max(c.t, 30);
+  const x = s => left + (s / dur) * (w - left - right), y = v => top + (1 - v) / 2 * (h - top - bottom);
+  for (const [v, key] of [[1, "positive"], [0, "neutral"], [-1, "negative"]]) {
+    svg.append(svgEl("line", { x1: left, x2: w - right, y1: y(v), y2: y(v), stroke: v ? "#eee" : "#bbb", "stroke-dasharray": v ? "" : "4" }));
+    svg.append(svgEl("text", { x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "axis" }, t(key)));
+  }
+  const step = dur > 600 ? 300 : dur > 240 ? 60 : 30;
+  for (let s = 0; s <= dur; s += step) svg.append(svgEl("text", { x: x(s), y: h - 6, "text-anchor": "middle", class: "axis" }, mmss(s)));
+  const series = [["operator", "#0b6e99", e => e.valence], ["customer", "#8e24aa", e => e.valence]];
+  let lx = left;
+  for (const [role, color, value] of series) {
+    const pts = c.emotions.filter(e => e.role === role).map(e => `${x(e.end).toFixed(1)},${y(value(e)).toFixed(1)}`);
+    svg.append(svgEl("rect", { x: lx, y: 4, width: 10, height: 4, fill: color }));
+    svg.append(svgEl("text", { x: lx + 14, y: 10, class: "axis" }, t(role)));
+    lx += 110;
     if (!pts.length) continue;
-    const pl = document.createElementNS(ns, "polyline");
-    pl.setAttribute("points", pts.join(" ")); pl.setAttribute("fill", "none"); pl.setAttribute("stroke", color); pl.setAttribute("stroke-width", "2");
+    const pl = svgEl("polyline", { points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 2 });
     pl.dataset.role = role; svg.append(pl);
+  }
+  if (c.frustrations.length) {  // the customer state: 0 .. 100% on the same height, dashed
+    const pts = c.frustrations.map(([s, p]) => `${x(s).toFixed(1)},${(top + (1 - p) * (h - top - bottom)).toFixed(1)}`);
+    svg.append(svgEl("polyline", { points: pts.join(" "), fill: "none", stroke: "#c62828", "stroke-width": 1.5, "stroke-dasharray": "5 3", "data-role": "frustration" }));
+    svg.append(svgEl("line", { x1: lx, x2: lx + 12, y1: 6, y2: 6, stroke: "#c62828", "stroke-dasharray": "4 2" }));
+    svg.append(svgEl("text", { x: lx + 16, y: 10, class: "axis" }, t("frustration_line")));
+    for (const [p, label] of [[1, "100%"], [0, "0%"]])  // its own scale, on the right
+      svg.append(svgEl("text", { x: w - right + 3, y: y(2 * p - 1) + 4, class: "axis frus" }, label));
   }
 }
 
@@ -141,8 +172,10 @@ function renderAlerts() {
 // the one card to act on now: the most urgent hint not yet answered. A critical one stays until it is
 // answered; the others go stale after STALE_S of the call (a hold card ends with the hold).
 const STALE_S = 45, RANK = { critical: 0, warning: 1, info: 2 };
+const holdOver = (c, h) => h.ev.reason === "long_silence" && c.finals.some(f => f.start >= h.ev.t);  // someone spoke since
 function pinned(c) {
-  const open = c.order.map(id => c.hints[id]).filter(h => !h.action && (h.ev.severity === "critical" || c.t - h.ev.t <= STALE_S));
+  const open = c.order.map(id => c.hints[id])
+    .filter(h => !h.action && !holdOver(c, h) && (h.ev.severity === "critical" || c.t - h.ev.t <= STALE_S));
   open.sort((a, b) => RANK[a.ev.severity] - RANK[b.ev.severity] || b.ev.t - a.ev.t);
   return open.length ? open[0].ev.hint_id : null;
 }
@@ -185,19 +218,49 @@ function renderTranscript(c) {
   box.scrollTop = box.scrollHeight;  // the newest line is always in view
 }
 
+// ended calls with a link to each report (the server lists this token's calls only; reading one is logged)
+// a call's report is written after its end (its last revisions first): after `call_ended` the list is
+// asked for every 3 s until the call is in it (for 3 minutes at most), and every half minute in any case
+const awaited = new Map();  // call id -> when we stop asking
+function loadRecent(id) { awaited.set(id, Date.now() + 180000); fetchRecent(); }
+setInterval(() => fetchRecent(), 30000);
+function fetchRecent() {
+  if (!state.token) return;
+  fetch(`/api/calls?token=${encodeURIComponent(state.token)}`).then(r => r.ok ? r.json() : []).then(calls => {
+    state.recent = calls; renderRecent();
+    calls.forEach(r => awaited.delete(r.call_id));
+    for (const [id, until] of awaited) if (Date.now() > until) awaited.delete(id);
+    if (awaited.size) setTimeout(fetchRecent, 3000);
+  });
+}
+function renderRecent() {
+  const list = document.getElementById("recent"); list.replaceChildren();
+  (state.recent || []).forEach(r => {
+    const li = el("li"), a = el("a", "", r.call_id);
+    a.href = `/reports/${encodeURIComponent(r.call_id)}?token=${encodeURIComponent(state.token)}`; a.target = "_blank";
+    const when = r.started ? new Date(r.started * 1000).toLocaleString(lang()) : "";
+    const info = [r.operator_id, when, r.duration_s ? mmss(r.duration_s) : "", r.status !== "done" ? r.status : "",
+      r.customer_experience !== null && r.customer_experience !== undefined ? `${t("cx")} ${Math.round(r.customer_experience)}` : ""];
+    li.append(a, el("small", "", " " + info.filter(Boolean).join(" \u00b7 ")));
+    list.append(li);
+  });
+}
+
 function render() {
   document.documentElement.lang = lang();
   document.querySelectorAll("[data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
-  renderAlerts(); renderWall();
-  const c = state.calls[state.selected]; if (!c) return;
+  renderAlerts(); renderWall(); renderRecent();
+  const c = state.calls[state.selected];
+  if (!c) { document.getElementById("call-id").textContent = t("waiting"); return; }
   document.getElementById("call-id").textContent = c.id;
-  document.getElementById("timer").textContent = `${Math.floor(c.t / 60)}:${String(Math.floor(c.t % 60)).padStart(2, "0")} ${t("lag")} ${c.lag.toFixed(1)}s`;
+  document.getElementById("timer").textContent = `${mmss(c.t)} ${t("lag")} ${c.lag.toFixed(1)}s`;
   renderChart(c); renderHints(c); renderTranscript(c);
 }
 
 function connect(token) {
   state.token = token;
   fetch(`/whoami?token=${encodeURIComponent(token)}`).then(r => r.ok ? r.json() : {}).then(w => { state.role = w.role || null; render(); });
+  fetchRecent();
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/console?token=${encodeURIComponent(token)}`);
   state.ws = ws;
   ws.onopen = () => { ws.send(JSON.stringify({ type: "resume", after: state.last })); document.getElementById("status").textContent = "connected"; };
