@@ -7,9 +7,11 @@ copy, so nothing of it is written).
 The model is a logistic regression on leaky sums of each customer turn's evidence. Its target is "the
 customer's current or previous turn shows frustration or anger" (`--window 2`): a state that lasts,
 not one sentence. For each decay it prints the log-loss over five folds of whole dialogues (no dialogue
-is in both the fit and the check), then, for the best decay, what a cue at each probability would do
-on those held-out folds (the share of dialogues with two or more frustrated sentences that get it, of
-calm ones that get it), and the weights fitted on every dialogue: put them in `CustomerStateSettings`.
+is in both the fit and the check) and what the operator's cue would do on those held-out folds (the
+share of dialogues with two or more frustrated sentences that get it, of calm ones that get it), at each
+probability, with and without the rule that frustration shows in two of the customer's last four turns;
+then the weights fitted on every dialogue for the decay asked for (`--decay`; else the one with the
+lowest log-loss): put them in `CustomerStateSettings`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import GroupKFold
 
 from callsense.bench.datasets import LabelledDialogue, maia_dialogues
-from callsense.config import Settings, load_settings
+from callsense.config import CustomerStateSettings, Settings, load_settings
 from callsense.stages.customer_state import TurnEvidence
 from callsense.stages.hints import complaint_evidence
 from callsense.stages.intents import classifier_for
@@ -70,6 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--window", type=int, default=2, help="customer turns a shown frustration counts for")
+    ap.add_argument("--decay", type=float, default=None, help="fit at this decay (default: lowest log-loss)")
     args = ap.parse_args()
     settings = load_settings()
     data = evidence(settings, maia_dialogues(args.data))
@@ -77,18 +80,19 @@ def main() -> None:
     groups = np.concatenate([np.full(len(labels), i) for i, (_, labels) in enumerate(data)])
     print(f"{len(data)} dialogues, {y.size} customer turns, {int(y.sum())} with frustration or anger")
     best = None
-    for decay in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9):
+    for decay in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
         x = np.concatenate([design(turns, decay) for turns, _ in data])
         p = np.zeros(y.size)
         for fit, check in GroupKFold(5).split(x, y, groups):
             p[check] = LogisticRegression(C=1.0).fit(x[fit], y[fit]).predict_proba(x[check])[:, 1]
         loss = log_loss(y, p)
-        print(f"decay {decay:.1f}: cross-validated log-loss {loss:.4f}")
+        print(f"\ndecay {decay:.2f}: cross-validated log-loss {loss:.4f}")
+        cues(data, p, settings.hints.customer_state)
         if best is None or loss < best[0]:
-            best = (loss, decay, x, p)
+            best = (loss, decay)
     assert best is not None
-    _, decay, x, p = best
-    cues(data, p)
+    decay = best[1] if args.decay is None else args.decay
+    x = np.concatenate([design(turns, decay) for turns, _ in data])
     lr = LogisticRegression(C=1.0).fit(x, y)
     w = lr.coef_[0]
     print(
@@ -97,19 +101,30 @@ def main() -> None:
     )
 
 
-def cues(data: list[tuple[list[TurnEvidence], list[int]]], p: np.ndarray) -> None:
-    """Dialogue by dialogue, on the held-out predictions: who would get a cue at each probability."""
-    peaks, kinds, at = [], [], 0
+def shown(turns: list[TurnEvidence], i: int, s: CustomerStateSettings) -> bool:
+    """The cue's second condition at turn i: `cue_turns` of the last `cue_window` turns read negative."""
+    return sum(x.negative >= s.cue_negative for x in turns[max(0, i - s.cue_window + 1) : i + 1]) >= s.cue_turns
+
+
+def cues(data: list[tuple[list[TurnEvidence], list[int]]], p: np.ndarray, s: CustomerStateSettings) -> None:
+    """Dialogue by dialogue, on the held-out predictions: who would get a cue at each probability, on the
+    probability alone and with the negative-turns rule."""
+    alone, ruled, kinds, at = [], [], [], 0
     for turns, labels in data:
-        peaks.append(p[at : at + len(turns)].max() if turns else 0.0)
+        q = p[at : at + len(turns)]
+        alone.append(q.max() if turns else 0.0)
+        ruled.append(max((q[i] for i in range(len(turns)) if shown(turns, i, s)), default=0.0))
         kinds.append("frustrated" if sum(labels) >= 2 else "calm" if sum(labels) == 0 else "one")
         at += len(turns)
-    peak, kind = np.asarray(peaks), np.asarray(kinds)
-    for cut in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6):
-        print(
-            f"cue at p >= {cut:.2f}: frustrated dialogues {np.mean(peak[kind == 'frustrated'] >= cut):.2f}, "
-            f"calm {np.mean(peak[kind == 'calm'] >= cut):.2f}, one sentence {np.mean(peak[kind == 'one'] >= cut):.2f}"
-        )
+    kind = np.asarray(kinds)
+    for cut in (0.25, 0.3, 0.35, 0.4):
+        row = []
+        for name, peak in (("p alone", np.asarray(alone)), (f"{s.cue_turns} of {s.cue_window} negative", np.asarray(ruled))):
+            row.append(
+                f"{name}: frustrated {np.mean(peak[kind == 'frustrated'] >= cut):.2f}, "
+                f"calm {np.mean(peak[kind == 'calm'] >= cut):.2f}"
+            )
+        print(f"  cue at p >= {cut:.2f}: " + "; ".join(row))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,24 @@ def test_the_operator_is_cued_once_per_episode_with_the_turns_that_show_it():
     assert all(t["quote"] in said[:4] for t in first.evidence["turns"])
 
 
+def test_one_sharp_sentence_is_no_cue_a_second_one_is():
+    """The cue needs frustration in more than one turn: mildly unhappy turns and one very negative sentence
+    ("It didn't work again.") raise the probability past the cue's, yet stay quiet; a second negative
+    turn soon after cues."""
+    engine = HintEngine(HintSettings(cooldown_s=0), language="en")
+    cfg = engine.settings.customer_state
+    said = ["I need help.", "Hm, not great.", "That is a pity.", "It didn't work again.", "OK, I'll try.", "Still nothing."]
+    negative = [0.45, 0.45, 0.45, 0.99, 0.3, 0.9]  # below, below, below, above, below, above cue_negative
+    cued, high = [], []
+    for i, (text, neg) in enumerate(zip(said, negative, strict=True)):
+        fin = _final(text, i, "en")
+        engine.on_final(fin)
+        cued += [i for h in engine.on_emotion(_emotion(fin, neg, 0.0)) if h.reason == "customer_frustrated"]
+        high += [i] if engine.customer.probability >= cfg.cue_probability else []
+    assert 3 in high and 4 in high, "the probability alone would have cued at the sharp sentence"
+    assert cued == [5], "no cue on one sharp sentence; one when frustration shows in a second turn"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("lang", "text"),

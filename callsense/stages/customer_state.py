@@ -69,6 +69,11 @@ class CustomerState:
             return 0.0
         return 1.0 / (1.0 + math.exp(-(self.level + self.settings.bias)))
 
+    def negative_turns(self) -> int:
+        """How many of the customer's last `cue_window` turns read negative (or escalated)."""
+        s = self.settings
+        return sum(x.negative >= s.cue_negative or x.escalation > 0 for x, _ in self.turns[-s.cue_window :])
+
     def why(self, k: int = 3) -> list[TurnEvidence]:
         """The turns that contribute most to the state now (their evidence, decayed by their age),
         newest first among equals: what the operator is shown as the reason."""

@@ -277,7 +277,8 @@ class HintEngine:
         if p < cfg.rearm_probability:
             self._cue_armed = True
         # a turn that escalated has its critical card, which already acknowledges: no second card for it
-        if p < cfg.cue_probability or not self._cue_armed or x.escalation:
+        shown = self.customer.negative_turns() >= cfg.cue_turns  # more than one sharp sentence
+        if p < cfg.cue_probability or not shown or not self._cue_armed or x.escalation:
             return []
         self._cue_armed = False
         why = self.customer.why()
