@@ -11,9 +11,9 @@ from callsense.config import SAMPLES_DIR as SAMPLES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(*args, **kw):
+def run(*args, timeout: float = 600, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "callsense.cli.main", *args], capture_output=True, text=True, cwd=ROOT, timeout=600, **kw
+        [sys.executable, "-m", "callsense.cli.main", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, **kw
     )
 
 
@@ -68,7 +68,7 @@ def test_audit_is_resumable_and_survives_corrupt_files(tmp_path, clip):
     (folder / "bad_Maria_Smith.wav").write_bytes(b"RIFF....WAVEjunk")
     out = tmp_path / "out"
     first = run("audit", str(folder), "--out", str(out))
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1 and "1 recording(s) failed" in first.stderr, first.stderr  # the bad file
     summary = json.loads((out / "summary.json").read_text())
     assert summary["calls"] == 1 and summary["failed"] == 1
     assert summary["failures"][0]["source"].startswith("bad_[NAME]")
@@ -154,6 +154,45 @@ def test_audit_runs_on_a_local_dask_cluster(settings, tmp_path, clip):
     assert summary["calls"] == 1 and summary["failed"] == 0
     table = pq.read_table(tmp_path / "out" / "calls.parquet")
     assert table.num_rows == 1 and "operator_conduct" in table.column_names
+
+
+def test_a_port_in_use_is_one_line_before_any_model_loads():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run("serve", "--port", str(port), timeout=60)  # model loading alone takes longer on any machine
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in proc.stderr and "--port" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8765", "use ws://127.0.0.1:8765"),
+        ("127.0.0.1:8765", "use ws://HOST:PORT"),
+        ("ws://127.0.0.1:{closed}", "is `callsense serve` running?"),
+    ],
+)
+def test_stream_to_a_wrong_address_is_one_line(url, says):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    proc = run("stream", str(SAMPLES / "ru_call_stereo.flac"), "--url", url.format(closed=closed), "--token", "x")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and says in proc.stderr, proc.stderr[-500:]
+
+
+def test_an_audit_of_nothing_fails_plainly(tmp_path):
+    missing = run("audit", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert missing.returncode == 2 and "no folder" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a call")
+    empty = run("audit", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+    assert empty.returncode == 1 and "no recordings found" in empty.stderr, empty.stderr
 
 
 def test_version():

@@ -146,14 +146,44 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_url(url: str) -> str | None:
+    """What is wrong with a server address, in a line (None: nothing)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return f"{url} is a web address: use {'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}"
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        return f"{url} is not a server address: use ws://HOST:PORT (wss:// when the server has TLS)"
+    return None
+
+
+def _reach(url: str, job: Any) -> Any:
+    """Run a client coroutine against a server; a server that is not there, or refuses, is one line."""
+    import websockets.exceptions
+
+    try:
+        return asyncio.run(job)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # the file, not the server: main says so
+    except websockets.exceptions.InvalidStatus as exc:
+        print(f"callsense: {url} refused the connection: HTTP {exc.response.status_code}", file=sys.stderr)
+    except (OSError, websockets.exceptions.InvalidHandshake) as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        print(f"callsense: no callsense server answers at {url} ({why}): is `callsense serve` running?", file=sys.stderr)
+    raise SystemExit(2)
+
+
 @command("stream")
 def cmd_stream(args: argparse.Namespace) -> int:
     from callsense.service.client import stream_file
 
+    if problem := _server_url(args.url):
+        print(f"callsense: {problem}", file=sys.stderr)
+        return 2
     roles = args.channels.split(",") if args.channels else None
-    result = asyncio.run(
-        stream_file(args.file, args.url, args.token, args.protocol, roles=roles, call_id=args.call_id, speed=args.speed)
-    )
+    job = stream_file(args.file, args.url, args.token, args.protocol, roles=roles, call_id=args.call_id, speed=args.speed)
+    result = _reach(args.url, job)
     for err in result["errors"]:
         print(f"server reported: {err}", file=sys.stderr)
     if not result["clean"]:
@@ -171,7 +201,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from callsense.service.console import run_console
 
-    return asyncio.run(run_console(args.url, args.token, args.call))
+    if problem := _server_url(args.url):
+        print(f"callsense: {problem}", file=sys.stderr)
+        return 2
+    return int(asyncio.run(run_console(args.url, args.token, args.call)))
 
 
 @command("enroll")
@@ -187,13 +220,26 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 @command("audit")
 def cmd_audit(args: argparse.Namespace) -> int:
-    from callsense.reports.audit import run_audit
+    """Exit 0 when every recording was audited (now or by an earlier run), 1 when one failed or none was
+    found, 2 when the folder is not there: a scheduled audit's failure shows in its exit status."""
+    from callsense.reports.audit import AUDIO, CHATS, run_audit
 
-    summary = run_audit(Path(args.folder), Path(args.out), settings_from(args), args.workers, args.engine, args.address)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"callsense: no folder {folder}: pass the folder that holds the recordings", file=sys.stderr)
+        return 2
+    summary = run_audit(folder, Path(args.out), settings_from(args), args.workers, args.engine, args.address)
     print(
         f"audited {summary['calls']} calls ({summary['audio_hours']} h), {summary['failed']} failed; "
         f"summary: {Path(args.out) / 'summary.html'}"
     )
+    if not summary["calls"] and not summary["failed"] and not summary.get("skipped_already_done"):
+        kinds = " ".join(sorted(AUDIO | CHATS))
+        print(f"callsense: no recordings found in {folder} (looked for {kinds}, in sub-folders too)", file=sys.stderr)
+        return 1
+    if summary["failed"]:
+        print(f"callsense: {summary['failed']} recording(s) failed: the summary lists why", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -79,6 +79,10 @@ class CallServer:
         s = self.settings.server
         host = host or s.host
         self.check_bind(host)
+        # before a minute of model loading: a port another program holds is said at once
+        _port_free(host, s.port if port is None else port, "--port")
+        if audiosocket_port:
+            _port_free(host, audiosocket_port, "--audiosocket-port")
         self.store = self.fanout.store = Store(s.store)
         await self._prepare()
         tls = None
@@ -301,6 +305,30 @@ class CallServer:
             "optional_decodes_skipped": self.models.decode_gate.skipped if self.models.loaded("decode_gate") else 0,
             "revision_packs": REVISIONS.as_dict(),
         }
+
+
+def _port_free(host: str, port: int, option: str) -> None:
+    """SystemExit with what to do when `port` cannot be bound (0 = any free port: nothing to check)."""
+    import errno
+    import socket
+
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {host}: {exc.strerror or exc}; pass an address of this machine") from exc
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SystemExit(
+                    f"port {port} on {host} is in use (another callsense server?): stop it or pass {option} with a free port"
+                ) from exc
+            raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def _is_loopback(host: str) -> bool:
