@@ -156,6 +156,7 @@ def test_no_raw_personal_data_after_a_live_call(tmp_path, config, models):
     call = tmp_path / "call.flac"
     _speak_call("Thank you for calling, how can I help you?", spoken, call)
     settings = load_settings(config)
+    settings.report.keep_audio = True  # the kept recording is checked by ear too (Whisper's)
 
     async def scenario() -> tuple[dict, list[dict]]:
         server = CallServer(settings, models)
@@ -180,6 +181,19 @@ def test_no_raw_personal_data_after_a_live_call(tmp_path, config, models):
     assert not any(n in supervisor_view for n in needles), "supervisors see what the disk holds"
     stored = " ".join(e.get("text", "") for e in seen if e["type"] == "transcript_final")
     assert "[CARD]" in stored or "[DOB]" in stored, f"redaction ran on what ASR heard: {stored!r}"
+    # the kept audio: sealed with the values silenced, the spool gone; Whisper hears none of them in it
+    from callsense.reports.store import Store
+
+    store = Store(settings.server.store)
+    kept = store.call_dir("audio", result["call_id"]).with_suffix(".flac")
+    assert kept.exists() and not list(kept.parent.glob("*.partial.flac"))
+    report = json.loads(store.db.execute("SELECT report FROM calls").fetchone()[0])
+    assert report["audio"]["kept"] and report["audio"]["silenced_spans"] >= 2, report["audio"]
+    audio, rate = sf.read(kept, dtype="float32", always_2d=True)
+    heard = " ".join(seg.text for ch in audio.T for seg in models.whisper.transcribe(ch, language="en", beam_size=1)[0])
+    digits = re.sub(r"\D", "", heard)
+    assert "blue river" not in heard.lower() and "4111" not in digits and "5550132" not in digits, heard
+    assert "calling" in heard.lower() or "help" in heard.lower(), f"the rest is still there: {heard!r}"
 
 
 def _speak_call(operator: str, customer: str, path: Path) -> None:

@@ -85,3 +85,77 @@ def test_a_function_word_after_a_greeting_is_not_a_name():
     """ "My" is a first name in gender-guesser's list: "Hi, my name is John" kept "my" as [NAME]."""
     assert redact("Hi, my name is John. My card payment failed.", "en") == "Hi, my name is [NAME]. My card payment failed."
     assert redact("uh hi mary how are you", "en") == "uh hi [NAME] how are you"
+
+
+def test_kept_audio_is_silenced_where_a_value_was_said_and_only_there(tmp_path):
+    """The words that held a card number are silenced on both channels (with a little margin); the rest
+    of the call, and a turn without personal data, keep their sound; the spool is gone."""
+    import numpy as np
+    import soundfile as sf
+
+    from callsense.events import TranscriptFinal, Word
+    from callsense.reports.audio_redaction import PAD_S, seal, spans_to_silence, spool_path
+
+    said = ["My", "card", "is", "4111", "1111", "1111", "1111,", "thanks."]
+    words = [Word(start=1.0 + 0.5 * i, end=1.4 + 0.5 * i, word=" " + w) for i, w in enumerate(said)]
+    card = TranscriptFinal(speaker="ch1", role="customer", start=1.0, end=5.0, text=" ".join(said), words=words)
+    plain = TranscriptFinal(speaker="ch0", role="operator", start=6.0, end=7.0, text="How can I help?", words=[])
+    from callsense.reports.privacy import find_pii
+
+    spans = spans_to_silence(card, find_pii(card.text, "en")) + spans_to_silence(plain, find_pii(plain.text, "en"))
+    assert spans == [(w.start, w.end) for w in words[3:7]], spans
+
+    rate = 16000
+    tone = (0.3 * np.sin(np.arange(8 * rate) * 2 * np.pi * 200 / rate)).astype(np.float32)
+    out = tmp_path / "call.flac"
+    sf.write(spool_path(out), np.stack([tone, tone], axis=1), rate, format="FLAC")
+    note = seal(spool_path(out), out, spans)
+    kept, _ = sf.read(out, dtype="float32", always_2d=True)
+    assert not spool_path(out).exists() and note["kept"] and note["silenced_spans"] == 4
+
+    def loud(a: float, b: float) -> float:
+        return float(np.abs(kept[int(a * rate) : int(b * rate)]).max())
+
+    assert loud(words[3].start - PAD_S, words[6].end + PAD_S) == 0.0, "the number is silent on both channels"
+    assert loud(0.0, words[3].start - PAD_S - 0.05) > 0.2 and loud(words[6].end + PAD_S + 0.05, 8.0) > 0.2
+
+
+def test_a_turn_whose_words_cannot_be_placed_is_silenced_whole():
+    from callsense.events import TranscriptFinal, Word
+    from callsense.reports.audio_redaction import spans_to_silence
+    from callsense.reports.privacy import find_pii
+
+    odd = [Word(start=2.0, end=2.5, word=" something"), Word(start=2.5, end=3.0, word=" else")]
+    fin = TranscriptFinal(speaker="ch1", role="customer", start=2.0, end=4.0, text="card 4111 1111 1111 1111", words=odd)
+    assert spans_to_silence(fin, find_pii(fin.text, "en")) == [(2.0, 4.0)]
+
+
+def test_a_number_read_over_two_turns_is_redacted_in_both():
+    """ASR ends a turn at a pause in the middle of a card number: the first half goes with its cue, the
+    second as its continuation (the speaker's previous turn); the other party's turn between, and a turn
+    that only starts with a number, are read on their own."""
+    from callsense.events import TranscriptFinal
+    from callsense.reports.privacy import redact_events
+
+    def final(i: int, speaker: str, text: str, revision: int = 0) -> TranscriptFinal:
+        role = "customer" if speaker == "ch1" else "operator"
+        return TranscriptFinal(
+            speaker=speaker, role=role, start=i, end=i + 1, text=text, utterance_id=f"u{i}", revision=revision
+        )
+
+    events = [
+        final(0, "ch1", "My card number is 4111 1111"),
+        final(1, "ch0", "Go on."),
+        final(2, "ch1", "1111 1111, that's it."),
+        final(3, "ch1", "2024 was a bad year for me."),
+        final(2, "ch1", "1111 1111 that's it", revision=1),
+    ]
+    texts = [e.text for e in redact_events(events)]
+    assert "4111" not in texts[0] and texts[0].startswith("My card number is [CARD]"), texts[0]
+    assert texts[1] == "Go on."
+    assert "1111" not in texts[2] and texts[2].startswith("[CARD]"), texts[2]
+    assert texts[3] == "2024 was a bad year for me.", "a year after a sentence is no continuation"
+    assert "1111" not in texts[4], "a revised turn is read after what preceded its live version"
+    ru = redact_events([final(0, "ch1", "Номер карты 5469 3800"), final(1, "ch1", "1234 5678")], "ru")
+    assert "5469" not in ru[0].text and "5678" not in ru[1].text, [e.text for e in ru]
+    assert redact("My card ending in 1234 was blocked.") == "My card ending in 1234 was blocked."

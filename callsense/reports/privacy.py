@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from callsense.events import Event
+from callsense.events import Event, TranscriptFinal
 from callsense.models import english_ner, first_names, russian_ner
 
 DIGITS = re.compile(r"\D")
@@ -322,6 +322,9 @@ RULES: list[Rule] = [
     ("CARD", re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), luhn_ok),
     # named as a card, a long number goes even when its check digit fails: ASR drops or mishears a digit
     ("CARD", re.compile(r"(?i)(?:карт\w*|card)(?: number| номер)?\D{0,20}?((?:\d[ -]?){11,18}\d)(?!\d)"), None),
+    # named as a card's number, part of one goes too (6+ digits: a number read in two turns, or cut by
+    # ASR); "card ending in 1234", a card's last four digits, stays
+    ("CARD", re.compile(r"(?i)(?:card number|номер\w* карты|карт\w* номер\w*)\D{0,12}?((?:\d[ -]?){5,10}\d)(?!\d)"), None),
     ("ACCOUNT", re.compile(r"(?<!\d)(?:\d[ .]?){19}\d(?!\d)"), None),  # 20-digit Russian account
     (
         "ACCOUNT",
@@ -579,9 +582,33 @@ def _trim(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
-def redact(text: str, language: str = "en") -> str:
+CONTEXT_CHARS = 80  # the end of a speaker's previous turn: a number begun there, finished in this one
+
+
+def find_pii_after(text: str, language: str, before: str) -> list[tuple[int, int, str]]:
+    """Spans in `text`, read also as the continuation of `before` (the end of the speaker's previous turn):
+    a value that runs over the boundary is redacted in this turn from where it starts here."""
+    own = find_pii(text, language)
+    if not before or not text:
+        return own
+    shift = len(before) + 1
+    joined = [(max(0, a - shift), b - shift, label) for a, b, label in find_pii(f"{before} {text}", language) if b > shift]
+    spans = sorted(own + joined)
+    merged: list[tuple[int, int, str]] = []
+    for a, b, label in spans:
+        if merged and a < merged[-1][1]:
+            pa, pb, plabel = merged[-1]
+            merged[-1] = (pa, max(pb, b), plabel)
+        else:
+            merged.append((a, b, label))
+    return [(*_trim(text, a, b), label) for a, b, label in merged]
+
+
+def redact(text: str, language: str = "en", before: str = "") -> str:
     out, last = [], 0
-    for a, b, label in find_pii(text, language):
+    for a, b, label in find_pii_after(text, language, before):
+        if b <= a:
+            continue
         out.append(text[last:a])
         out.append(f"[{label}]")
         last = b
@@ -626,15 +653,16 @@ def _redact_value(value: Any, language: str) -> Any:
     return value
 
 
-def redact_event(ev: Event, language: str = "en") -> Event:
+def redact_event(ev: Event, language: str = "en", before: str = "") -> Event:
     """A copy of the event with personal data redacted in every text it carries (transcript, quotes
     in evidence, hint titles and phrases). When a transcript's text changes, its per-word texts are
-    dropped (their timings stay in start/end): a number read word by word must not survive in them."""
+    dropped (their timings stay in start/end): a number read word by word must not survive in them.
+    `before`: the end of the speaker's previous turn, for the transcript's text (`Redactor`)."""
     update: dict[str, Any] = {}
     for name in ("text", "stable_text", "title", "message"):
         value = getattr(ev, name, None)
         if isinstance(value, str) and value:
-            red = redact(value, language)
+            red = redact(value, language, before if name == "text" else "")
             if red != value:
                 update[name] = red
     for name in ("evidence", "phrases"):
@@ -648,5 +676,34 @@ def redact_event(ev: Event, language: str = "en") -> Event:
     return ev.model_copy(update=update) if update else ev
 
 
+class Redactor:
+    """One call's redaction, event after event: it remembers the end of each speaker's last turn, so a
+    number a speaker began in one turn and finished in the next (ASR cuts turns at pauses) is found in
+    the second too. A revised turn is read after what preceded its live version. `found` holds the
+    spans found in each turn's text (by utterance id), for silencing kept audio."""
+
+    def __init__(self, language: str = "en") -> None:
+        self.language = language
+        self._tails: dict[str, str] = {}
+        self._before: dict[str, str] = {}  # utterance id -> what preceded its live final
+        self.found: dict[str, list[tuple[int, int, str]]] = {}
+
+    def __call__(self, events: Iterable[Event]) -> list[Event]:
+        return [self._one(ev) for ev in events]
+
+    def _one(self, ev: Event) -> Event:
+        language = getattr(ev, "language", None) or self.language
+        if not isinstance(ev, TranscriptFinal) or not ev.text:
+            return redact_event(ev, language)
+        if ev.revision:
+            before = self._before.get(ev.utterance_id, "")
+        else:
+            before = self._before[ev.utterance_id] = self._tails.get(ev.speaker, "")
+            self._tails[ev.speaker] = ev.text[-CONTEXT_CHARS:]
+        self.found[ev.utterance_id] = find_pii_after(ev.text, language, before)
+        return redact_event(ev, language, before)
+
+
 def redact_events(events: Iterable[Event], language: str = "en") -> list[Event]:
-    return [redact_event(ev, getattr(ev, "language", None) or language) for ev in events]
+    """A whole call's events (or one batch of them) redacted in order, with the turns' context."""
+    return Redactor(language)(events)

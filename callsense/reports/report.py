@@ -288,7 +288,9 @@ def compliance(events: list[Event], checklist: list[dict[str, Any]]) -> list[dic
 # --- report --------------------------------------------------------------------------------------
 
 
-def build_report(events: list[Event], settings: Settings, source: str = "") -> dict[str, Any]:
+def build_report(
+    events: list[Event], settings: Settings, source: str = "", audio: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The call's report. With `report.redact_pii` every text in it (transcript, compliance evidence,
     hint titles and phrases, errors) comes from redacted events: one redaction step for all of it."""
     from callsense.reports.privacy import redact_events
@@ -327,6 +329,7 @@ def build_report(events: list[Event], settings: Settings, source: str = "") -> d
             if isinstance(h, Hint)
         ],
         "errors": [e.message for e in events if e.type == "error"],
+        "audio": audio,  # kept audio: how much of it was silenced for personal data (None: not kept)
     }
     report["customer_summary"] = customer_summary(report)
     return report
@@ -366,10 +369,12 @@ def flags(events: list[Event], metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def write_report(events: list[Event], out: Path, settings: Settings, source: str = "") -> Path:
+def write_report(
+    events: list[Event], out: Path, settings: Settings, source: str = "", audio: dict[str, Any] | None = None
+) -> Path:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    report = build_report(events, settings, source)
+    report = build_report(events, settings, source, audio)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())

@@ -20,16 +20,17 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import soundfile as sf
 
 from callsense.audio.codecs import AudioChunk
 from callsense.config import SAMPLE_RATE, Settings
-from callsense.events import INCOMPLETE, Error, Event
+from callsense.events import INCOMPLETE, Error, Event, TranscriptFinal
 from callsense.pipeline import CallPipeline, StageFailed
-from callsense.reports.privacy import redact_events
+from callsense.reports.audio_redaction import Span, seal, seal_interrupted, spans_to_silence, spool_path
+from callsense.reports.privacy import Redactor
 from callsense.reports.report import build_report, write_report
 from callsense.reports.store import Store
 from callsense.service.mailbox import Mailbox
@@ -149,10 +150,13 @@ class Call:
         self.task: asyncio.Task[None] | None = None
         self.consumed: Message | None = None  # the last message the pipeline has been through
         self._recording: sf.SoundFile | None = None
+        self._silence: list[Span] = []  # where personal data was said: silenced in the kept audio
+        self._redactor = Redactor()  # the call's turns in order: a number may run over two of them
         if settings.report.keep_audio and store is not None:
-            path = store.call_dir("audio", call_id).with_suffix(".flac")
+            path = kept_audio(store, call_id)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._recording = sf.SoundFile(path, "w", SAMPLE_RATE, len(pipeline.roles), format="FLAC")
+            # spooled while the call runs; sealed with the values silenced when it ends
+            self._recording = sf.SoundFile(spool_path(path), "w", SAMPLE_RATE, len(pipeline.roles), format="FLAC")
 
     @property
     def stream_time(self) -> float:
@@ -228,8 +232,13 @@ class Call:
             if self.store is not None:
                 self.store.append_events(self.call_id, events)
             return list(events)
-        lasting = iter(redact_events([e for e in events if e.type != "transcript_partial"], self.language))
+        self._redactor.language = self.language
+        lasting = iter(self._redactor([e for e in events if e.type != "transcript_partial"]))
         redacted = [None if e.type == "transcript_partial" else next(lasting) for e in events]
+        if self._recording is not None:
+            for ev in events:
+                if isinstance(ev, TranscriptFinal):
+                    self._silence += spans_to_silence(ev, self._redactor.found.get(ev.utterance_id, []))
         if self.store is not None:
             self.store.append_events(self.call_id, [e for e in redacted if e is not None])
         return redacted
@@ -254,10 +263,19 @@ class Call:
         events = list(pipe.events)
         status = call_status(events)
         try:
-            persist_report(self.settings, self.store, self.call_id, events, self.source, status)
+            persist_report(self.settings, self.store, self.call_id, events, self.source, status, self.seal_audio())
         except Exception:  # persisting must not take the server down
             log.exception("could not persist call %s", self.call_id)
         return []
+
+    def seal_audio(self) -> dict[str, Any] | None:
+        """The kept audio with personal data silenced (None when audio is not kept)."""
+        if self._recording is None or self.store is None:
+            return None
+        if not self._recording.closed:
+            self._recording.close()
+        path = kept_audio(self.store, self.call_id)
+        return seal(spool_path(path), path, self._silence)
 
 
 PURGE_EVERY_S = 3600.0  # retention is swept at start and then hourly, in one process and in every worker
@@ -271,7 +289,8 @@ def purge_expired(settings: Settings, store: Store) -> list[str]:
     gone = store.purge_older_than(settings.report.retention_days)
     for call_id in gone:
         shutil.rmtree(store.call_dir("reports", call_id), ignore_errors=True)
-        store.call_dir("audio", call_id).with_suffix(".flac").unlink(missing_ok=True)
+        kept_audio(store, call_id).unlink(missing_ok=True)
+        spool_path(kept_audio(store, call_id)).unlink(missing_ok=True)
     return gone
 
 
@@ -304,14 +323,24 @@ def call_status(events: list[Event]) -> str:
 
 
 def persist_report(
-    settings: Settings, store: Store | None, call_id: str, events: list[Event], source: str, status: str
+    settings: Settings,
+    store: Store | None,
+    call_id: str,
+    events: list[Event],
+    source: str,
+    status: str,
+    audio: dict[str, Any] | None = None,
 ) -> None:
-    """Write a call's report files and close its row in the store."""
+    """Write a call's report files and close its row in the store (`audio`: what was done to kept audio)."""
     if store is None:
         return
     out: Path = store.call_dir("reports", call_id)
-    write_report(events, out, settings, source=source)
-    store.finish_call(call_id, build_report(events, settings, source), status=status)
+    write_report(events, out, settings, source=source, audio=audio)
+    store.finish_call(call_id, build_report(events, settings, source, audio=audio), status=status)
+
+
+def kept_audio(store: Store, call_id: str) -> Path:
+    return store.call_dir("audio", call_id).with_suffix(".flac")
 
 
 def recover_interrupted(settings: Settings, store: Store) -> list[str]:
@@ -320,8 +349,9 @@ def recover_interrupted(settings: Settings, store: Store) -> list[str]:
     for call_id, source, _operator in store.live_calls():
         events = store.events(call_id, who="system:recovery")
         log.warning("call %s was interrupted (%d events kept)", call_id, len(events))
+        audio = seal_interrupted(spool_path(kept_audio(store, call_id)), kept_audio(store, call_id), events)
         try:
-            persist_report(settings, store, call_id, events, source, "interrupted")
+            persist_report(settings, store, call_id, events, source, "interrupted", audio)
         except Exception:
             log.exception("could not rebuild the report of interrupted call %s", call_id)
             store.finish_call(call_id, None, "interrupted", "report could not be rebuilt")

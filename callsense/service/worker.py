@@ -309,7 +309,7 @@ class ClusterCall(Call):
                 self.call_id, redact_events(earlier, self.language) if self.settings.report.redact_pii else earlier
             )
         try:
-            persist_report(self.settings, self.store, self.call_id, events, self.source, status)
+            persist_report(self.settings, self.store, self.call_id, events, self.source, status, self.seal_audio())
         except Exception:  # persisting must not take the worker down
             log.exception("could not persist call %s", self.call_id)
         return []
