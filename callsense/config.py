@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,14 @@ SAMPLE_RATE = 16000
 CONFIG_DIR = Path(str(files("callsense") / "configs"))
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 SAMPLES_DIR = Path(str(files("callsense") / "samples"))  # the sample calls, shipped in the package too
+
+
+def data_dir() -> Path:
+    """Where a server keeps its calls by default: $CALLSENSE_HOME/data, else ~/.local/share/callsense."""
+    home = os.environ.get("CALLSENSE_HOME")
+    if home:
+        return Path(home) / "data"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "callsense"
 
 
 class _Strict(BaseModel):
@@ -175,7 +184,8 @@ class ServerSettings(_Strict):
     audiosocket_grace_s: float = 10.0
     certfile: Path | None = None
     keyfile: Path | None = None
-    store: Path = Path("callsense-data/calls.sqlite")
+    # under CALLSENSE_HOME (or ~/.local/share/callsense), never the working directory
+    store: Path = Field(default_factory=lambda: data_dir() / "calls.sqlite")
 
 
 class ClusterSettings(_Strict):
@@ -224,7 +234,12 @@ class ConfigError(Exception):
     """A config file is missing or invalid; the message says where and why."""
 
 
+ENV_PREFIX = "CALLSENSE_"
+
+
 def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """The config file (the shipped defaults without one), then the environment (`env_overrides`), then
+    `overrides` (command-line options)."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -232,11 +247,76 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         raise ConfigError(f"config file not found: {path}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    for keys, value in env_overrides():
+        node = data
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value  # a mapping from the environment replaces the file's (tokens: no dev tokens left)
     _merge(data, overrides or {})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid settings:\n{exc}") from exc
+        raise ConfigError(f"{path} (with CALLSENSE_* variables): invalid settings:\n{_explain(exc)}") from exc
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> list[tuple[list[str], Any]]:
+    """Settings from the environment, for what differs between deployments: `CALLSENSE_SERVER__PORT=9000`
+    sets server.port (`__` between levels, values read as YAML: numbers, true/false, lists, mappings);
+    `CALLSENSE_CLUSTER__SECRET_FILE=/run/secrets/cluster` takes the value from that file, as text (secrets
+    stay out of the environment and of process listings). Variables without `__` (CALLSENSE_HOME, ...) are not
+    settings."""
+    out: list[tuple[list[str], Any]] = []
+    for name, raw in sorted((environ if environ is not None else os.environ).items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        if keys[-1].endswith("_file"):  # a secret (text as it is) or, for a mapping such as tokens, YAML
+            keys[-1] = keys[-1].removesuffix("_file")
+            try:
+                text = Path(raw).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{name}: cannot read {raw}: {exc.strerror or exc}") from exc
+            out.append((keys, text if _is_text(keys) else yaml.safe_load(text)))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        out.append((keys, value))
+    return out
+
+
+def _is_text(keys: list[str]) -> bool:
+    """Whether the setting at `keys` holds text (a password must not be read as YAML)."""
+    model: Any = Settings
+    for key in keys:
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return True
+        model = field.annotation
+    return "str" in str(model) and "dict" not in str(model)
+
+
+def _explain(exc: ValidationError) -> str:
+    """pydantic's errors in a line each; an unknown key with the nearest valid one."""
+    import difflib
+
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        line = f"  {where}: {err['msg']}"
+        if err["type"] == "extra_forbidden":
+            model: Any = Settings
+            for part in err["loc"][:-1]:
+                field = getattr(model, "model_fields", {}).get(str(part))
+                model = field.annotation if field is not None else None
+            known = list(getattr(model, "model_fields", {}))
+            near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            line = f"  {where}: unknown setting" + (f" - did you mean {near[0]!r}?" if near else "")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:

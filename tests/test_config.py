@@ -19,3 +19,33 @@ def test_unknown_key_is_a_clear_error(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_settings_from_the_environment_and_secrets_from_files(tmp_path, monkeypatch):
+    """What differs between deployments comes from CALLSENSE_SECTION__KEY variables (YAML values); a
+    mapping replaces the file's (no development token survives), a secret comes from a file."""
+    secret = tmp_path / "cluster-secret"
+    secret.write_text("s3cr3t: not yaml\n")
+    monkeypatch.setenv("CALLSENSE_SERVER__PORT", "9001")
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("ops-lead: {role: supervisor}\n")
+    monkeypatch.setenv("CALLSENSE_SERVER__TOKENS_FILE", str(tokens))
+    monkeypatch.setenv("CALLSENSE_CLUSTER__SECRET_FILE", str(secret))
+    monkeypatch.setenv("CALLSENSE_REPORT__REDACT_PII", "true")
+    s = load_settings()
+    assert s.server.port == 9001 and list(s.server.tokens) == ["ops-lead"]
+    assert s.cluster.secret == "s3cr3t: not yaml" and s.report.redact_pii is True
+    assert load_settings(overrides={"server": {"port": 9002}}).server.port == 9002, "the command line wins"
+    monkeypatch.delenv("CALLSENSE_SERVER__TOKENS_FILE")
+    monkeypatch.setenv("CALLSENSE_SERVER__TOKENS", "{a1: {role: operator, operator_id: op-7}}")
+    assert load_settings().server.tokens["a1"].operator_id == "op-7"
+    monkeypatch.setenv("CALLSENSE_SERVER__PROT", "1")
+    with pytest.raises(ConfigError, match="server.prot: unknown setting - did you mean 'port'"):
+        load_settings()
+
+
+def test_the_default_store_is_never_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALLSENSE_HOME", str(tmp_path))
+    assert load_settings().server.store == tmp_path / "data" / "calls.sqlite"
+    monkeypatch.delenv("CALLSENSE_HOME")
+    assert load_settings().server.store.is_absolute()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 
-from callsense.config import Settings, TokenGrant
+from callsense.config import Settings, TokenGrant, data_dir
 from callsense.events import TranscriptFinal, parse_event
 from callsense.reports.store import Store
 from callsense.service.console import ConsoleView
@@ -110,7 +110,7 @@ def run_demo(settings: Settings, path: Path, speed: float = 1.0, port: int = 0) 
     _demo_tokens(settings)
     if _is_stereo(path):  # one stereo call: the mono-call diarizer would load for nothing
         settings.diarization.preload = False
-    if str(settings.server.store).startswith("callsense-data"):
+    if settings.server.store == data_dir() / "calls.sqlite":
         # keep demo results out of the user's store
         settings.server.store = Path(tempfile.gettempdir()) / "callsense-demo" / "calls.sqlite"
     return asyncio.run(_demo(settings, path, speed, port))
