@@ -195,6 +195,19 @@ def test_an_audit_of_nothing_fails_plainly(tmp_path):
     assert empty.returncode == 1 and "no recordings found" in empty.stderr, empty.stderr
 
 
+def test_every_command_explains_its_options_and_shows_an_example():
+    import argparse
+
+    from callsense.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, cmd in sub.choices.items():
+        text = cmd.format_help()
+        assert "examples:\n  callsense " + name in text, name
+        for action in cmd._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
 def test_version():
     proc = run("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("callsense ")

@@ -16,8 +16,8 @@ from callsense.config import Settings
 
 def add_parsers(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the live service (ingest + consoles + web dashboard)")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
+    s.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port for websockets, the dashboard and HTTP (default: server.port, 8765)")
     s.add_argument("--audiosocket-port", type=int, help="also accept Asterisk AudioSocket on this TCP port")
     s.add_argument(
         "--role",
@@ -33,28 +33,30 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--name", help="this worker's name in the cluster (default: host-pid)")
 
     st = sub.add_parser("stream", help="feed a recording to a server as a live call, in real time")
-    st.add_argument("file")
-    st.add_argument("--url", default="ws://127.0.0.1:8765")
-    st.add_argument("--token", default="dev-operator")
-    st.add_argument("--protocol", choices=["plain", "twilio", "audio_fork"], default="plain")
+    st.add_argument("file", help="a recording (wav, flac, ogg, mp3; stereo: one party per channel)")
+    st.add_argument("--url", default="ws://127.0.0.1:8765", help="the server (ws:// or wss://)")
+    st.add_argument("--token", default="dev-operator", help="an operator's or ingest token of that server")
+    st.add_argument(
+        "--protocol", choices=["plain", "twilio", "audio_fork"], default="plain", help="which telephony protocol to speak"
+    )
     st.add_argument("--channels", help="roles of the file's channels, e.g. operator,customer")
     st.add_argument("--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible")
-    st.add_argument("--call-id")
+    st.add_argument("--call-id", help="the call's id (default: the file's name and a random suffix)")
 
     c = sub.add_parser("console", help="the operator's terminal console")
-    c.add_argument("--url", default="ws://127.0.0.1:8765")
-    c.add_argument("--token", default="dev-operator")
+    c.add_argument("--url", default="ws://127.0.0.1:8765", help="the server (ws:// or wss://)")
+    c.add_argument("--token", default="dev-operator", help="an operator's token (their calls) or a supervisor's (all)")
     c.add_argument("--call", help="follow one call only")
 
     e = sub.add_parser("enroll", help="store an operator's voiceprint from recordings of them")
-    e.add_argument("operator_id")
-    e.add_argument("files", nargs="+")
+    e.add_argument("operator_id", help="the id their calls carry (token grants' operator_id)")
+    e.add_argument("files", nargs="+", help="recordings of the operator alone (10 s or more in all)")
 
     au = sub.add_parser("audit", help="audit every recording in a folder (resumable, parallel)")
-    au.add_argument("folder")
-    au.add_argument("--out", default="out/audit")
-    au.add_argument("--workers", type=int, default=1)
-    au.add_argument("--engine", choices=["local", "dask"], default="local")
+    au.add_argument("folder", help="recordings and chat transcripts (.json), sub-folders included")
+    au.add_argument("--out", default="out/audit", help="where the store, reports and exports go (rerun: resumes)")
+    au.add_argument("--workers", type=int, default=1, help="calls processed at once (one core each)")
+    au.add_argument("--engine", choices=["local", "dask"], default="local", help="local processes, or a dask cluster")
     au.add_argument("--address", help="dask scheduler address (default: a local cluster)")
 
     b = sub.add_parser("bench", help="measure speed, latency, load and accuracy on this machine")

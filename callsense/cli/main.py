@@ -241,43 +241,83 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     m = sub.add_parser("models", help="list the models in use; `models check` loads each one")
-    m.add_argument("action", nargs="?", choices=["list", "check"], default="list")
+    m.add_argument("action", nargs="?", choices=["list", "check"], default="list", help="check: load each model once")
     sub.add_parser("schema", help="print the JSON schema of the events")
 
     t = sub.add_parser("transcribe", help="transcribe a recording through the streaming pipeline")
-    t.add_argument("file")
-    t.add_argument("--language", choices=["ru", "en", "da", "auto"], default="auto")
+    t.add_argument("file", help="a recording (wav, flac, ogg, mp3)")
+    t.add_argument("--language", choices=["ru", "en", "da", "auto"], default="auto", help="auto: detected per speaker")
     t.add_argument("--channels", help="roles of a stereo file's channels, e.g. operator,customer")
-    t.add_argument("--format", choices=["json", "text", "srt"], default="json")
+    t.add_argument("--format", choices=["json", "text", "srt"], default="json", help="output format (on stdout)")
 
     d = sub.add_parser("diarize", help="who spoke when (pyannote.audio), as RTTM or JSON")
-    d.add_argument("file")
-    d.add_argument("--num-speakers", type=int)
-    d.add_argument("--format", choices=["rttm", "json"], default="rttm")
+    d.add_argument("file", help="a recording")
+    d.add_argument("--num-speakers", type=int, help="when known (default: found, at most diarization.max_speakers)")
+    d.add_argument("--format", choices=["rttm", "json"], default="rttm", help="output format (on stdout)")
     d.add_argument("--streaming", action="store_true", help="use the live (rolling-window) diarizer")
 
     a = sub.add_parser("analyze", help="post-call report for a recording or a chat transcript (.json)")
-    a.add_argument("file")
-    a.add_argument("--out", default="out/report")
-    a.add_argument("--language", choices=["ru", "en", "da", "auto"], default="auto")
-    a.add_argument("--channels")
+    a.add_argument("file", help="a recording, or a chat transcript (.json, docs/protocol.md)")
+    a.add_argument("--out", default="out/report", help="folder for report.html and report.json")
+    a.add_argument("--language", choices=["ru", "en", "da", "auto"], default="auto", help="auto: detected per speaker")
+    a.add_argument("--channels", help="roles of a stereo file's channels, e.g. customer,operator")
     a.add_argument("--mono", action="store_true", help="treat a stereo file as one mixed channel")
 
     r = sub.add_parser("report", help="a stored call's report: its path and scores (--open: in the browser)")
-    r.add_argument("call_id")
+    r.add_argument("call_id", help="the call's id (as the dashboard and the stream command show it)")
     r.add_argument("--store", help="the calls.sqlite to look in (default: server.store in the config)")
     r.add_argument("--open", action="store_true", help="open report.html in the browser")
 
     demo = sub.add_parser("demo", help="stream a sample call live through the pipeline to the console")
-    demo.add_argument("--file", default=str(DEMO_CALL))
+    demo.add_argument("--file", default=str(DEMO_CALL), help="the call to stream (default: the escalation sample)")
     demo.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
     demo.add_argument("--port", type=int, default=0, help="server port (0 = any free port)")
     cdemo = sub.add_parser("cluster-demo", help="Redis, one gateway and two workers on this machine; two calls at once")
-    cdemo.add_argument("--files", nargs="+", default=[str(DEMO_CALL), str(DEMO_CALL.parent / "ru_call_stereo.flac")])
+    cdemo.add_argument(
+        "--files",
+        nargs="+",
+        default=[str(DEMO_CALL), str(DEMO_CALL.parent / "ru_call_stereo.flac")],
+        help="calls streamed at once (default: two samples)",
+    )
     cdemo.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
     cdemo.add_argument("--workdir", type=Path, default=Path("out/cluster-demo"), help="logs and the workers' stores")
     live.add_parsers(sub)
+    for name, cmd in sub.choices.items():  # every command's options with their defaults, and examples
+        cmd.formatter_class = HelpFormatter
+        cmd.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.get(name, ()))
     return p
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (unless the help says it); the examples as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings
+        return text if quiet else f"{text} (default: %(default)s)"
+
+
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "models": ("callsense models check",),
+    "schema": ("callsense schema > events.schema.json",),
+    "transcribe": ("callsense transcribe call.flac --channels operator,customer --format text",),
+    "diarize": ("callsense diarize meeting.wav --num-speakers 2",),
+    "analyze": ("callsense analyze call.flac --out out/report", "callsense analyze chat.json --language ru"),
+    "report": ("callsense report en_escalation_call-1a2b3c --open",),
+    "demo": ("callsense demo", "callsense demo --file my_call.flac --speed 2"),
+    "cluster-demo": ("callsense cluster-demo --speed 2",),
+    "serve": (
+        "callsense serve --port 8765",
+        "callsense serve --host 0.0.0.0 --audiosocket-port 9092   # with your own tokens in the config",
+        "callsense serve --role gateway --broker redis://redis:6379/0",
+    ),
+    "worker": ("callsense worker --broker redis://redis:6379/0 --name worker-1",),
+    "stream": ("callsense stream call.flac --url ws://127.0.0.1:8765 --token dev-operator --speed 2",),
+    "console": ("callsense console --token dev-supervisor", "callsense console --call CALL_ID"),
+    "enroll": ("callsense enroll op-001 op-001-greeting.wav op-001-call.flac",),
+    "audit": ("callsense audit /data/calls --out out/audit --workers 2",),
+    "bench": ("callsense bench --quick", "callsense bench --only hints,privacy --data ../shared/data"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
