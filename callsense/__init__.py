@@ -9,10 +9,15 @@ Names are imported lazily, so `import callsense` stays cheap and loads no model.
 
 from __future__ import annotations
 
+import warnings
 from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
+
+# pyannote.audio warns on import that torchcodec (its file decoder) cannot load; callsense hands it audio
+# it decoded itself (soundfile), so every worker's and diarizer child's start printed 6 lines for nothing
+warnings.filterwarnings("ignore", message=r"\s*torchcodec is not installed")
 
 _EXPORTS = {
     "CallPipeline": "callsense.pipeline",
