@@ -69,6 +69,9 @@ class Http:
                 return _json(
                     {"error": "metrics need a supervisor token (Authorization: Bearer ...)"}, http.HTTPStatus.UNAUTHORIZED
                 )
+            if _wants_prometheus(request):  # a Prometheus scrape (bearer_token_file), or ?format=prometheus
+                body = prometheus_text(self.metrics())
+                return Response(200, "OK", Headers({"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}), body)
             return _json(self.metrics())
         if path == "/api/calls" or path.startswith("/reports/"):
             return self._calls(request, path)
@@ -106,3 +109,54 @@ def _static(path: str) -> Response:
 
 def _json(data: Any, status: http.HTTPStatus = http.HTTPStatus.OK) -> Response:
     return Response(status.value, status.phrase, Headers({"Content-Type": "application/json"}), json.dumps(data).encode())
+
+
+def _wants_prometheus(request: Request) -> bool:
+    query = parse_qs(urlsplit(request.path).query)
+    accept = request.headers.get("Accept", "")
+    return query.get("format", [""])[0] == "prometheus" or (
+        ("text/plain" in accept or "openmetrics" in accept) and "application/json" not in accept
+    )
+
+
+def prometheus_text(metrics: dict[str, Any]) -> bytes:
+    """The JSON metrics as Prometheus gauges (prometheus_client writes the format): live calls counted
+    and summed (no call or operator id becomes a label: ids may carry personal data), every other number
+    as `callsense_<name>`, a mapping of numbers as one gauge with a `key` label."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"callsense_{_metric_name(name)}", doc, value=float(value))
+
+    class Snapshot(Collector):
+        def collect(self) -> Any:
+            calls = metrics.get("calls") or []
+            yield gauge("calls_live", "calls in progress in this process", len(calls))
+            lag = max((c["lag_s"] for c in calls), default=0)
+            yield gauge("call_lag_max_seconds", "the most any live call is behind", lag)
+            queued = sum(c["queued_frames"] for c in calls)
+            yield gauge("call_queued_frames", "audio frames waiting in live calls' inboxes", queued)
+            for key, value in metrics.items():
+                if isinstance(value, bool) or key == "calls":
+                    continue
+                if isinstance(value, int | float):
+                    yield gauge(key, key.replace("_", " "), value)
+                elif (
+                    isinstance(value, dict)
+                    and value
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values())
+                ):
+                    family = GaugeMetricFamily(f"callsense_{_metric_name(key)}", key.replace("_", " "), labels=["key"])
+                    for k, v in value.items():
+                        family.add_metric([str(k)], float(v))
+                    yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot())
+    return generate_latest(registry)
+
+
+def _metric_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in key).lower()
