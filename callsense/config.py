@@ -161,6 +161,8 @@ class TokenGrant(_Strict):
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = 8765
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for a log collector
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     tokens: dict[str, TokenGrant] = {}
     max_message_bytes: int = 1 << 20  # a larger websocket message closes the connection (1009)
     max_console_message_bytes: int = 4096  # feedback and resume messages from consoles

@@ -95,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from callsense.service.server import CallServer
 
     settings = _with_broker(args)
+    _logging(settings)
     if args.role == "gateway" and not settings.cluster.broker:
         print("--role gateway needs a broker: --broker redis://HOST:PORT/DB", file=sys.stderr)
         return 2
@@ -133,6 +134,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from callsense.service.worker import Worker
 
     settings = _with_broker(args)
+    _logging(settings)
     if not settings.cluster.broker:
         print("a worker needs a broker: --broker redis://HOST:PORT/DB", file=sys.stderr)
         return 2
@@ -146,6 +148,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _logging(settings: Settings) -> None:
+    import logging
+
+    from callsense.service.logs import setup_logging
+
+    setup_logging(settings.server.log_format, settings.server.log_level)
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection is the access log's job
 
 
 def _server_url(url: str) -> str | None:

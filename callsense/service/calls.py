@@ -165,6 +165,10 @@ class Call:
     async def work(self) -> None:
         assert self.pipeline is not None
         pipe = self.pipeline
+        log.info(
+            "call started",
+            extra={"call_id": self.call_id, "source": self.source, "operator_id": self.operator_id, "event": "call_start"},
+        )
         try:
             await self._emit(await self._run(pipe.start))
             while True:
@@ -266,7 +270,26 @@ class Call:
             persist_report(self.settings, self.store, self.call_id, events, self.source, status, self.seal_audio())
         except Exception:  # persisting must not take the server down
             log.exception("could not persist call %s", self.call_id)
+        self.log_end(events, status)
         return []
+
+    def log_end(self, events: list[Event], status: str) -> None:
+        """One line per call end for operations: ids, length, status, error codes (never call text)."""
+        ended = next((e for e in reversed(events) if e.type == "call_ended"), None)
+        errors = sorted({e.code for e in events if isinstance(e, Error)})
+        log.info(
+            "call ended: %s",
+            status,
+            extra={
+                "call_id": self.call_id,
+                "source": self.source,
+                "operator_id": self.operator_id,
+                "event": "call_end",
+                "status": status,
+                "duration_s": round(getattr(ended, "duration_s", 0.0) or 0.0, 1),
+                "errors": errors,
+            },
+        )
 
     def seal_audio(self) -> dict[str, Any] | None:
         """The kept audio with personal data silenced (None when audio is not kept)."""

@@ -312,6 +312,7 @@ class ClusterCall(Call):
             persist_report(self.settings, self.store, self.call_id, events, self.source, status, self.seal_audio())
         except Exception:  # persisting must not take the worker down
             log.exception("could not persist call %s", self.call_id)
+        self.log_end(events, status)
         return []
 
 
