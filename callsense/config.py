@@ -207,6 +207,9 @@ class ClusterSettings(_Strict):
     backlog_s: float = 30.0  # audio a gateway may queue for a call before it stops reading the source
     events_maxlen: int = 20000  # the cluster-wide event stream gateways tail (approximate trim)
     ended_ttl_s: float = 300.0  # a finished call's streams stay this long for consoles that resume
+    # a worker's /health (and /metrics, supervisor token) on this port for liveness/readiness probes
+    # (None: none; 0: any free port, printed at start)
+    health_port: int | None = None
 
 
 class ReportSettings(_Strict):

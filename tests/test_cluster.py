@@ -34,7 +34,7 @@ def cluster(tmp_path_factory):
     # only stereo calls come, as from a telephony trunk: no mono-call diarizer loads
     config = {
         "server": {"tokens": TOKENS},
-        "cluster": {"source_timeout_s": 5.0},
+        "cluster": {"source_timeout_s": 5.0, "health_port": 0},
         "diarization": {"preload": False},
     }
     c = LocalCluster(tmp_path_factory.mktemp("cluster"), config, gateways=2, workers=2)
@@ -205,6 +205,31 @@ def test_a_call_whose_gateway_died_ends_incomplete_and_frees_its_worker(cluster,
         return row[0] if row and row[0] != "live" and not cluster.is_live("orphan") else None
 
     assert asyncio.run(eventually(status, "the worker to save the call and let it go", 60)) == "incomplete"
+
+
+def test_workers_answer_health_probes_and_metrics(cluster):
+    """A worker's own port (`cluster.health_port`) answers liveness/readiness probes and scrapes; it
+    serves no pages and takes no websockets."""
+    import urllib.error
+    import urllib.request
+
+    def get(url: str, token: str | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    alive = {name: w for name, w in cluster.workers.items() if w.proc.poll() is None}  # one was killed above
+    assert alive
+    for name, worker in alive.items():
+        base = worker.wait_for(r"health on (http://\S+)/health", 60).group(1)
+        status, body = get(f"{base}/health")
+        assert status == 200 and json.loads(body)["ready"] and json.loads(body)["worker"] == name, body
+        assert get(f"{base}/")[0] == 404 and get(f"{base}/metrics")[0] == 401
+        status, body = get(f"{base}/metrics?format=prometheus", "sup")
+        assert status == 200 and b"callsense_calls_live" in body
 
 
 def test_no_process_prints_the_broker_password(cluster):

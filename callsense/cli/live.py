@@ -31,6 +31,9 @@ def add_parsers(sub: Any) -> None:
     w = sub.add_parser("worker", help="process live calls that gateways put on the broker")
     w.add_argument("--broker", help="redis://HOST:PORT/DB (default: cluster.broker in the config)")
     w.add_argument("--name", help="this worker's name in the cluster (default: host-pid)")
+    w.add_argument(
+        "--health-port", type=int, help="serve /health and /metrics on this port (0: any free port; default: none)"
+    )
 
     st = sub.add_parser("stream", help="feed a recording to a server as a live call, in real time")
     st.add_argument("file", help="a recording (wav, flac, ogg, mp3; stereo: one party per channel)")
@@ -134,6 +137,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from callsense.service.worker import Worker
 
     settings = _with_broker(args)
+    if args.health_port is not None:
+        settings.cluster.health_port = args.health_port
     _logging(settings)
     if not settings.cluster.broker:
         print("a worker needs a broker: --broker redis://HOST:PORT/DB", file=sys.stderr)

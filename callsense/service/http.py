@@ -47,8 +47,10 @@ class Http:
         health: Callable[[], dict[str, Any]],
         metrics: Callable[[], dict[str, Any]],
         store: Callable[[], Store | None] = lambda: None,
+        dashboard: bool = True,
     ) -> None:
         self.grant, self.health, self.metrics, self.store = grant, health, metrics, store
+        self.dashboard = dashboard  # a worker's health port serves no pages
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -75,7 +77,7 @@ class Http:
             return _json(self.metrics())
         if path == "/api/calls" or path.startswith("/reports/"):
             return self._calls(request, path)
-        return _static(path)
+        return _static(path) if self.dashboard else _json({"error": "not found"}, http.HTTPStatus.NOT_FOUND)
 
     def _calls(self, request: Request, path: str) -> Response:
         """The recent calls and each one's report: a console token's calls (all for supervisors); every

@@ -32,7 +32,7 @@ import psutil
 import redis
 import redis.asyncio as aredis
 
-from callsense.config import SAMPLE_RATE, Settings
+from callsense.config import SAMPLE_RATE, Settings, TokenGrant
 from callsense.events import SOURCE_LOST, Event, WorkerChanged
 from callsense.pipeline import CallPipeline, Checkpoint, warm_up
 from callsense.registry import Models
@@ -346,6 +346,8 @@ class Worker:
         self.executor = call_executor()
         self._stop = threading.Event()
         self._last_taken = 0.0
+        self.ready = False  # models warm, taking calls
+        self.broker_ok = True  # the last round with the broker went through
 
     # -- lifecycle --
 
@@ -359,22 +361,65 @@ class Worker:
         beat.start()
         # retention holds on every worker (each keeps its own calls' reports, events and audio)
         sweep = asyncio.create_task(sweep_retention(self.settings, self.store, self.executor))
+        health = await self._serve_health()
+        self.ready = True
         on_ready()
         try:
             while not stop.is_set():
                 try:
                     if not self.has_room() or not (await self._take_over() or await self._take_new()):
                         await asyncio.sleep(0.2)
+                    self.broker_ok = True
                 except redis.RedisError as exc:  # Redis away or restarted (empty): wait, then join again
+                    self.broker_ok = False
                     log.warning("worker %s: broker unavailable (%s); retrying", self.name, exc)
                     await asyncio.sleep(1.0)
                     with contextlib.suppress(redis.RedisError):
                         await self._join()
         finally:
             sweep.cancel()
+            self.ready = False  # draining: a readiness probe sends nothing new here
             await self._drain()
+            if health is not None:
+                health.close()
             self._stop.set()
             await self.redis.aclose()
+
+    async def _serve_health(self) -> Any:
+        """`cluster.health_port`: /health (200 when warm and the broker answers, else 503) and /metrics
+        (supervisor token; JSON or Prometheus) for the orchestrator's probes and scrapes."""
+        port = self.settings.cluster.health_port
+        if port is None:
+            return None
+        from websockets.asyncio.server import ServerConnection, serve
+
+        from callsense.service.http import Http
+
+        async def no_websockets(ws: ServerConnection) -> None:
+            await ws.close(1008, "a worker takes calls from the broker, not from sources")
+
+        def grant(token: str | None) -> TokenGrant | None:
+            return self.settings.server.tokens.get(token or "")
+
+        http = Http(grant, self.health, self.metrics, dashboard=False)
+        server = await serve(no_websockets, self.settings.server.host, port, process_request=http)
+        bound = server.sockets[0].getsockname()[1]
+        print(f"callsense worker {self.name}: health on http://{self.settings.server.host}:{bound}/health", flush=True)
+        return server
+
+    def health(self) -> dict[str, Any]:
+        ok = self.ready and self.broker_ok
+        return {"status": "ok" if ok else "degraded", "worker": self.name, "ready": self.ready} | {
+            "broker": self.broker_ok,
+            "calls": len(self.calls),
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        calls = [
+            {"call_id": cid, "operator_id": c.operator_id, "lag_s": c.last_lag, "queued_frames": len(c.inbox)}
+            for cid, c in self.calls.items()
+        ]
+        return {"calls": calls, "load": round(self.load.share, 3), "broker_rejected": dict(self.rejects.counts)}
 
     async def connect(self) -> None:
         """The broker, the scripts, the consumer group (before taking calls)."""
