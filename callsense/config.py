@@ -202,6 +202,7 @@ class ClusterSettings(_Strict):
     heartbeat_s: float = 0.5  # a worker renews its claim on its calls this often
     takeover_after_s: float = 2.5  # a call whose worker stopped renewing this long is taken over
     max_load: float = 0.85  # a worker takes a new call only while its CPU use is under this share of its cores
+    cores: float | None = None  # a worker's cores (default: its container's CPU quota, else the CPUs it may run on)
     max_lag_s: float = 1.0  # ... and every call it has is within this of live
     max_calls: int = 16  # hard cap per worker, whatever the load
     backlog_s: float = 30.0  # audio a gateway may queue for a call before it stops reading the source

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -317,15 +318,43 @@ class ClusterCall(Call):
 
 
 class LoadMeter:
-    """The machine's CPU use, smoothed over a few seconds (co-located workers share the cores)."""
+    """This worker's own CPU use (its process and children: the diarizer) as a share of the cores it may
+    use, smoothed over a few seconds. Another program on the machine does not count (it made a worker
+    refuse every call while it used one core of two); the lag rule still notices a machine that is short."""
 
-    def __init__(self) -> None:
+    def __init__(self, cores: float | None = None) -> None:
+        self.cores = cores or cpu_quota() or len(os.sched_getaffinity(0))
         self.share = 0.0
-        psutil.cpu_percent()
+        self._proc = psutil.Process()
+        self._last = (time.monotonic(), self._cpu())
+
+    def _cpu(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system + self._live_children()
+
+    def _live_children(self) -> float:
+        total = 0.0
+        for child in self._proc.children(recursive=True):  # children's times count only once they exit
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return total
 
     def sample(self) -> float:
-        self.share = 0.6 * self.share + 0.4 * psutil.cpu_percent() / 100
+        now, cpu = time.monotonic(), self._cpu()
+        (then, before), self._last = self._last, (now, cpu)
+        used = max(0.0, cpu - before) / max(now - then, 1e-3) / self.cores
+        self.share = 0.6 * self.share + 0.4 * min(used, 1.0)
         return self.share
+
+
+def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> float | None:
+    """The container's CPU limit in cores (cgroup v2 `cpu.max`: "200000 100000" is 2), None if unlimited."""
+    try:
+        quota, period = Path(path).read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
 
 
 class Worker:
@@ -339,7 +368,7 @@ class Worker:
         self.rejects = b.Rejects(f"worker {self.name}")
         self.calls: dict[str, ClusterCall] = {}
         self.jobs: dict[str, str] = {}  # call id -> its job's entry id
-        self.load = LoadMeter()
+        self.load = LoadMeter(settings.cluster.cores)
         self.redis: aredis.Redis | None = None
         self.sync: redis.Redis = b.connect_sync(settings.cluster.broker)
         self.store = Store(settings.server.store)
