@@ -103,7 +103,8 @@ def test_kept_audio_is_silenced_where_a_value_was_said_and_only_there(tmp_path):
     from callsense.reports.privacy import find_pii
 
     spans = spans_to_silence(card, find_pii(card.text, "en")) + spans_to_silence(plain, find_pii(plain.text, "en"))
-    assert spans == [(w.start, w.end) for w in words[3:7]], spans
+    # from the end of the word before each to the start of the word after it
+    assert spans == [(words[i - 1].end, words[i + 1].start) for i in range(3, 7)], spans
 
     rate = 16000
     tone = (0.3 * np.sin(np.arange(8 * rate) * 2 * np.pi * 200 / rate)).astype(np.float32)
@@ -116,8 +117,8 @@ def test_kept_audio_is_silenced_where_a_value_was_said_and_only_there(tmp_path):
     def loud(a: float, b: float) -> float:
         return float(np.abs(kept[int(a * rate) : int(b * rate)]).max())
 
-    assert loud(words[3].start - PAD_S, words[6].end + PAD_S) == 0.0, "the number is silent on both channels"
-    assert loud(0.0, words[3].start - PAD_S - 0.05) > 0.2 and loud(words[6].end + PAD_S + 0.05, 8.0) > 0.2
+    assert loud(words[2].end - PAD_S, words[7].start + PAD_S) == 0.0, "the number is silent on both channels"
+    assert loud(0.0, words[2].end - PAD_S - 0.05) > 0.2 and loud(words[7].start + PAD_S + 0.05, 8.0) > 0.2
 
 
 def test_a_turn_whose_words_cannot_be_placed_is_silenced_whole():

@@ -37,8 +37,8 @@ def spans_to_silence(final: TranscriptFinal, found: list[tuple[int, int, str]]) 
     whole = [(final.start, final.end)]
     if not final.words:
         return whole
-    spans, pos = [], 0
-    for w in final.words:
+    words, spans, pos = final.words, [], 0
+    for i, w in enumerate(words):
         token = w.word.strip()
         at = final.text.find(token, pos) if token else pos
         if at < 0:
@@ -46,7 +46,11 @@ def spans_to_silence(final: TranscriptFinal, found: list[tuple[int, int, str]]) 
         end = at + len(token)
         pos = end
         if any(a < end and at < b for a, b, _ in found):
-            spans.append((w.start, w.end))
+            # word ends are the least reliable timings (a long number's often ends early): the value's
+            # span reaches from the word before it to the word after it
+            start = min(w.start, words[i - 1].end) if i else final.start
+            stop = max(w.end, words[i + 1].start) if i + 1 < len(words) else max(w.end, final.end)
+            spans.append((start, stop))
     return spans or whole
 
 
