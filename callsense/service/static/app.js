@@ -108,7 +108,7 @@ function renderWall() {
 
 // mood over the call: each party's valence per turn (-1 negative .. +1 positive) against the call's time,
 // the customer's frustration probability dashed; axes, minute ticks and a legend
-const CHART = { w: 600, h: 140, left: 62, right: 34, top: 18, bottom: 22 };
+const CHART = { w: 600, h: 140, left: 76, right: 34, top: 18, bottom: 22 };
 function svgEl(tag, attrs, text) {
   const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
   Object.entries(attrs).forEach(([k, v]) => e.setAttribute(k, v));
