@@ -94,6 +94,12 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             shots = settings.server.store.parent  # kept with the test's files (docs/img has a pair from a run)
             operator.screenshot(path=str(shots / "operator.png"))
             page.screenshot(path=str(shots / "supervisor.png"))
+            # the page is updated in place: a button stays the same element while events arrive (a rebuild
+            # on every event replaced it under the pointer)
+            button = operator.query_selector("#now .hint .btn-accepted")
+            lines = operator.eval_on_selector_all("#transcript .line", "ls => ls.length")
+            operator.wait_for_function(f"document.querySelectorAll('#transcript .line').length !== {lines}", timeout=30000)
+            assert button.evaluate("b => b.isConnected"), "the card's button survived the update"
             # one card to act on now; answering it shows at once, and the next one takes its place
             answered = operator.get_attribute("#now .hint", "data-hint")
             operator.keyboard.press("KeyA")  # A answers the card to act on now

@@ -180,42 +180,67 @@ function pinned(c) {
   return open.length ? open[0].ev.hint_id : null;
 }
 
+// The children of `box` become `nodes`, in order, moving only what is out of place: a card or line that
+// did not change stays the same element (a full rebuild replaced buttons under the operator's pointer)
+function place(box, nodes) {
+  nodes.forEach((n, i) => { if (box.children[i] !== n) box.insertBefore(n, box.children[i] || null); });
+  while (box.children.length > nodes.length) box.lastChild.remove();
+}
+
+// elements by key, rebuilt only when what they show (their signature) changed
+const built = new Map();
+function keep(key, sig, make) {
+  const had = built.get(key);
+  if (had && had.sig === sig) return had.node;
+  const node = make();
+  built.delete(key);
+  built.set(key, { sig, node });
+  if (built.size > 5000) built.delete(built.keys().next().value);  // an all-day wall: the oldest go
+  return node;
+}
+
 function renderHints(c) {
   const now = pinned(c);
-  const pin = document.getElementById("now"); pin.replaceChildren();
-  if (now) pin.append(card(c, now));
-  const box = document.getElementById("hints"); box.replaceChildren();
-  c.order.filter(id => id !== now).forEach(id => box.append(card(c, id)));
+  place(document.getElementById("now"), now ? [card(c, now)] : []);
+  place(document.getElementById("hints"), c.order.filter(id => id !== now).map(id => card(c, id)));
 }
 
 function card(c, id) {
   const { ev, action } = c.hints[id];
-  // the customer state's cue is not an escalation: its own look, and the turns that show it
-  const cue = ev.reason === "customer_frustrated";
-  const box = el("div", "hint " + (cue ? "cue" : ev.severity)); box.dataset.hint = id;
-  box.append(el("b", "", t(cue ? "cue" : ev.severity) + ": "), el("span", "", ev.title));
-  if (cue) (ev.evidence.turns || []).forEach(t => box.append(el("div", "why", "\u201c" + t.quote + "\u201d")));
-  ev.phrases.forEach(p => box.append(el("div", "phr", "\u201c" + p + "\u201d")));
-  if (action) box.append(el("div", "done", t(action.split(" ")[0]) + action.slice(action.split(" ")[0].length)));
-  else if (state.role === "operator") for (const a of ["accepted", "dismissed"]) {
-    const b = el("button", "btn-" + a, t(a === "accepted" ? "accept" : "dismiss"));
-    b.onclick = () => send(c, id, a);
-    box.append(b);
-  }
-  return box;
+  return keep(`hint|${c.id}|${id}`, [action, state.role, lang()].join("|"), () => {
+    // the customer state's cue is not an escalation: its own look, and the turns that show it
+    const cue = ev.reason === "customer_frustrated";
+    const box = el("div", "hint " + (cue ? "cue" : ev.severity)); box.dataset.hint = id;
+    box.append(el("b", "", t(cue ? "cue" : ev.severity) + ": "), el("span", "", ev.title));
+    if (cue) (ev.evidence.turns || []).forEach(t => box.append(el("div", "why", "\u201c" + t.quote + "\u201d")));
+    ev.phrases.forEach(p => box.append(el("div", "phr", "\u201c" + p + "\u201d")));
+    if (action) box.append(el("div", "done", t(action.split(" ")[0]) + action.slice(action.split(" ")[0].length)));
+    else if (state.role === "operator") for (const a of ["accepted", "dismissed"]) {
+      const b = el("button", "btn-" + a, t(a === "accepted" ? "accept" : "dismiss"));
+      b.onclick = () => send(c, id, a);
+      box.append(b);
+    }
+    return box;
+  });
 }
 
 function renderTranscript(c) {
-  const box = document.getElementById("transcript"); box.replaceChildren();
+  const box = document.getElementById("transcript");
+  const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 40;  // reading back: left alone
   const emo = Object.fromEntries(c.emotions.map(e => [e.utterance_id, e]));
-  c.finals.slice(-40).forEach(f => {
-    const line = el("div", "line final"); line.append(el("b", f.role, t(f.role) + ": "), el("span", "", f.text));
+  const lines = c.finals.slice(-40).map(f => {
+    const e = emo[f.utterance_id];
     // only what a reader should notice: no tag for neutral or not-sure readings
-    const e = emo[f.utterance_id]; if (e && e.label !== "uncertain" && e.label !== "neutral") line.append(el("span", "tag " + e.label, e.label));
-    box.append(line);
+    const tag = e && e.label !== "uncertain" && e.label !== "neutral" ? e.label : "";
+    return keep(`line|${c.id}|${f.utterance_id}`, [f.text, f.role, tag, lang()].join("|"), () => {
+      const line = el("div", "line final"); line.append(el("b", f.role, t(f.role) + ": "), el("span", "", f.text));
+      if (tag) line.append(el("span", "tag " + tag, tag));
+      return line;
+    });
   });
-  Object.values(c.partials).forEach(p => box.append(el("div", "line partial", t(p.role) + ": " + p.text + " \u2026")));
-  box.scrollTop = box.scrollHeight;  // the newest line is always in view
+  const partials = Object.values(c.partials).map(p => el("div", "line partial", t(p.role) + ": " + p.text + " \u2026"));
+  place(box, [...lines, ...partials]);
+  if (atEnd) box.scrollTop = box.scrollHeight;  // the newest line in view
 }
 
 // ended calls with a link to each report (the server lists this token's calls only; reading one is logged)
