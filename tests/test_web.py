@@ -117,6 +117,8 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             page.wait_for_selector(link, timeout=60000)
             operator.wait_for_selector(link, timeout=60000)
             href = page.get_attribute(link, "href")
+            # the wall's row of the ended call links its report too
+            assert page.get_attribute("#calls a.report-link", "href", timeout=20000) == href
             report = browser.new_page()
             report.goto(f"http://127.0.0.1:{port}{href}")
             assert result["call_id"] in report.title()

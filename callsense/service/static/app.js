@@ -42,6 +42,7 @@ function apply(ev) {
 const I18N = {
   en: {
     live_calls: "Live calls", by_risk: "(by risk)", call: "call", call_title: "Call", operator: "operator", customer: "customer",
+    duration: "time",
     unknown: "speaker", mood: "customer", risk: "risk", lag: "lag", earlier: "earlier hints", accept: "accept",
     dismiss: "dismiss", acknowledge: "acknowledge", accepted: "accepted", dismissed: "dismissed", ended: "ended",
     High: "High", Medium: "Medium", Low: "Low", frustrated: "frustrated", uneasy: "uneasy", calm: "calm",
@@ -57,6 +58,7 @@ const I18N = {
   },
   ru: {
     live_calls: "Звонки сейчас", by_risk: "(по риску)", call: "звонок", call_title: "Звонок", operator: "оператор",
+    duration: "время",
     customer: "клиент", unknown: "говорящий", mood: "клиент", risk: "риск", lag: "задержка", earlier: "прошлые подсказки",
     accept: "принять", dismiss: "отклонить", acknowledge: "принято", accepted: "принято", dismissed: "отклонено",
     ended: "завершён", High: "Высокий", Medium: "Средний", Low: "Низкий", frustrated: "раздражён", uneasy: "напряжён",
@@ -95,11 +97,19 @@ function mood(c) {
 
 function renderWall() {
   const body = document.querySelector("#calls tbody"); body.replaceChildren();
-  Object.values(state.calls).sort((a, b) => b.risk - a.risk).forEach(c => {
+  // live calls first; among them a waiting escalation first, then by risk
+  const rank = (a, b) => (a.ended - b.ended) || (!!b.latched - !!a.latched) || b.risk - a.risk;
+  Object.values(state.calls).sort(rank).forEach(c => {
     const tr = el("tr", c.id === state.selected ? "sel" : ""); tr.dataset.call = c.id;
     const name = el("td", "", c.id + (c.ended ? ` (${t("ended")})` : ""));
     if (c.latched) name.append(el("span", "badge", "\u26a0 " + words(c.latched.reason)));
-    tr.append(name, el("td", "", c.operator),
+    if (c.ended && (state.recent || []).some(r => r.call_id === c.id)) {  // after the call: its report
+      const a = el("a", "report-link", t("report"));
+      a.href = `/reports/${encodeURIComponent(c.id)}?token=${encodeURIComponent(state.token)}`; a.target = "_blank";
+      a.onclick = e => e.stopPropagation();
+      name.append(" ", a);
+    }
+    tr.append(name, el("td", "", c.operator), el("td", "", mmss(c.t)),
       el("td", "mood", mood(c)), el("td", "risk " + (c.latched ? "high" : c.risk >= 0.35 ? "medium" : "low"), riskWords(c)), el("td", "", c.lag.toFixed(1) + "s"));
     tr.onclick = () => { state.selected = c.id; render(); };
     body.append(tr);
@@ -252,7 +262,7 @@ setInterval(() => fetchRecent(), 30000);
 function fetchRecent() {
   if (!state.token) return;
   fetch(`/api/calls?token=${encodeURIComponent(state.token)}`).then(r => r.ok ? r.json() : []).then(calls => {
-    state.recent = calls; renderRecent();
+    state.recent = calls; render();  // the list, and the wall's report links
     calls.forEach(r => awaited.delete(r.call_id));
     for (const [id, until] of awaited) if (Date.now() > until) awaited.delete(id);
     if (awaited.size) setTimeout(fetchRecent, 3000);
