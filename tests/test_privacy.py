@@ -160,3 +160,15 @@ def test_a_number_read_over_two_turns_is_redacted_in_both():
     ru = redact_events([final(0, "ch1", "Номер карты 5469 3800"), final(1, "ch1", "1234 5678")], "ru")
     assert "5469" not in ru[0].text and "5678" not in ru[1].text, [e.text for e in ru]
     assert redact("My card ending in 1234 was blocked.") == "My card ending in 1234 was blocked."
+
+
+def test_a_spool_cut_mid_write_is_deleted_not_kept(tmp_path):
+    """A process killed mid-call can leave a spool libsndfile cannot read: nothing unredacted may stay."""
+    from callsense.reports.audio_redaction import seal_interrupted, spool_path
+
+    out = tmp_path / "call.flac"
+    spool_path(out).write_bytes(b"fLaC" + b"\x00" * 64)
+    note = seal_interrupted(spool_path(out), out, [])
+    assert note == {"kept": False, "silenced_spans": 0, "silenced_s": 0.0}
+    assert not spool_path(out).exists() and not out.exists()
+    assert seal_interrupted(spool_path(out), out, []) is None, "no spool: nothing to do"

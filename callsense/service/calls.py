@@ -298,7 +298,13 @@ class Call:
         if not self._recording.closed:
             self._recording.close()
         path = kept_audio(self.store, self.call_id)
-        return seal(spool_path(path), path, self._silence)
+        try:
+            return seal(spool_path(path), path, self._silence)
+        except (RuntimeError, OSError, ValueError):  # the report is still written; no raw audio stays
+            log.exception("could not seal the kept audio of call %s; it is deleted", self.call_id)
+            spool_path(path).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            return {"kept": False, "silenced_spans": 0, "silenced_s": 0.0}
 
 
 PURGE_EVERY_S = 3600.0  # retention is swept at start and then hourly, in one process and in every worker
