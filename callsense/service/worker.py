@@ -323,7 +323,8 @@ class LoadMeter:
     refuse every call while it used one core of two); the lag rule still notices a machine that is short."""
 
     def __init__(self, cores: float | None = None) -> None:
-        self.cores = cores or cpu_quota() or len(os.sched_getaffinity(0))
+        allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
+        self.cores = cores or cpu_quota() or allowed
         self.share = 0.0
         self._proc = psutil.Process()
         self._last = (time.monotonic(), self._cpu())
