@@ -294,15 +294,21 @@ def env_overrides(environ: dict[str, str] | None = None) -> list[tuple[list[str]
     return out
 
 
-def _is_text(keys: list[str]) -> bool:
-    """Whether the setting at `keys` holds text (a password must not be read as YAML)."""
+def _annotation(keys: list[str] | tuple[Any, ...]) -> Any:
+    """The type of the setting at `keys` (a model for a section), None where no setting is."""
     model: Any = Settings
     for key in keys:
-        field = getattr(model, "model_fields", {}).get(key)
+        field = getattr(model, "model_fields", {}).get(str(key))
         if field is None:
-            return True
+            return None
         model = field.annotation
-    return "str" in str(model) and "dict" not in str(model)
+    return model
+
+
+def _is_text(keys: list[str]) -> bool:
+    """Whether the setting at `keys` holds text (a password must not be read as YAML)."""
+    model = _annotation(keys)
+    return model is None or ("str" in str(model) and "dict" not in str(model))
 
 
 def _explain(exc: ValidationError) -> str:
@@ -314,11 +320,7 @@ def _explain(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"])
         line = f"  {where}: {err['msg']}"
         if err["type"] == "extra_forbidden":
-            model: Any = Settings
-            for part in err["loc"][:-1]:
-                field = getattr(model, "model_fields", {}).get(str(part))
-                model = field.annotation if field is not None else None
-            known = list(getattr(model, "model_fields", {}))
+            known = list(getattr(_annotation(err["loc"][:-1]), "model_fields", {}))
             near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
             line = f"  {where}: unknown setting" + (f" - did you mean {near[0]!r}?" if near else "")
         lines.append(line)

@@ -98,11 +98,12 @@ def _demo_tokens(settings: Settings) -> None:
 
 
 def _is_stereo(path: Path) -> bool:
-    import soundfile
+    from callsense.audio.codecs import AudioError
+    from callsense.audio.files import probe
 
     try:
-        return soundfile.info(str(path)).channels >= 2
-    except (RuntimeError, OSError):  # unreadable: streaming it says why
+        return probe(path).channels >= 2
+    except AudioError:  # unreadable: streaming it says why
         return False
 
 

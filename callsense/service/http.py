@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import http
 import json
+import logging
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from callsense.config import TokenGrant
+from callsense.config import Settings, TokenGrant
 from callsense.reports.store import Store
 
+log = logging.getLogger("callsense.server")
 STATIC = Path(__file__).parent / "static"
 WEBSOCKET_PATHS = ("/console", "/ingest", "/twilio", "/audio_fork")
 
@@ -28,6 +31,18 @@ def token_of(request: Request) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return query.get("token") or request.headers.get("X-Callsense-Token")
+
+
+def grant_in(settings: Settings, token: str | None) -> TokenGrant | None:
+    """What the configured `token` may do (None: no such token, or its grant in the config is invalid)."""
+    raw: Any = settings.server.tokens.get(token or "")
+    if raw is None:
+        return None
+    try:
+        return raw if isinstance(raw, TokenGrant) else TokenGrant.model_validate(raw)
+    except ValidationError:
+        log.error("token %s… has an invalid grant in the config", (token or "")[:4])
+        return None
 
 
 def who_of(grant: TokenGrant, token: str | None) -> str:

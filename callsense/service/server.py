@@ -21,7 +21,6 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from callsense.audio.protocols import PROTOCOLS, AudioSocketProtocol, ProtocolLimits, StreamStart
@@ -40,7 +39,7 @@ from callsense.service.calls import (
     sweep_retention,
 )
 from callsense.service.fanout import FanOut
-from callsense.service.http import Http, token_of, who_of
+from callsense.service.http import Http, grant_in, operators_of, token_of, who_of
 from callsense.service.ingest import Refused, Starved, TcpTransport, WebsocketTransport, ingest
 from callsense.stages.packs import COUNTS as REVISIONS
 
@@ -159,14 +158,7 @@ class CallServer:
     # -- identity --
 
     def grant(self, token: str | None) -> TokenGrant | None:
-        raw: Any = self.settings.server.tokens.get(token or "")
-        if raw is None:
-            return None
-        try:
-            return raw if isinstance(raw, TokenGrant) else TokenGrant.model_validate(raw)
-        except ValidationError:
-            log.error("token %s… has an invalid grant in the config", (token or "")[:4])
-            return None
+        return grant_in(self.settings, token)
 
     def _operator_for(self, grant: TokenGrant | None, asked: str | None) -> str | None:
         """Whose call this is: bound to the token, never taken from the client's JSON alone."""
@@ -174,7 +166,7 @@ class CallServer:
             return self.settings.server.audiosocket_operator
         if grant.role == "supervisor":
             return asked
-        allowed = {grant.operator_id, *grant.operators} - {None}
+        allowed = operators_of(grant) or set()
         if asked is None or asked in allowed:
             return asked or grant.operator_id
         raise Refused(4003, f"this token may not start calls for operator {asked[:64]!r}")

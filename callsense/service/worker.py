@@ -33,7 +33,7 @@ import psutil
 import redis
 import redis.asyncio as aredis
 
-from callsense.config import SAMPLE_RATE, Settings, TokenGrant
+from callsense.config import SAMPLE_RATE, Settings
 from callsense.events import SOURCE_LOST, Event, WorkerChanged
 from callsense.pipeline import CallPipeline, Checkpoint, warm_up
 from callsense.registry import Models
@@ -423,15 +423,12 @@ class Worker:
             return None
         from websockets.asyncio.server import ServerConnection, serve
 
-        from callsense.service.http import Http
+        from callsense.service.http import Http, grant_in
 
         async def no_websockets(ws: ServerConnection) -> None:
             await ws.close(1008, "a worker takes calls from the broker, not from sources")
 
-        def grant(token: str | None) -> TokenGrant | None:
-            return self.settings.server.tokens.get(token or "")
-
-        http = Http(grant, self.health, self.metrics, dashboard=False)
+        http = Http(lambda token: grant_in(self.settings, token), self.health, self.metrics, dashboard=False)
         server = await serve(no_websockets, self.settings.server.host, port, process_request=http)
         bound = server.sockets[0].getsockname()[1]
         print(f"callsense worker {self.name}: health on http://{self.settings.server.host}:{bound}/health", flush=True)
