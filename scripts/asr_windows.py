@@ -32,7 +32,7 @@ def wer_of_finals(data: Path, window: float) -> None:
         audio = read_audio(item.path)[0]
         audio_s += audio.size / 16000
         tr = StreamingTranscriber(decoder, settings.asr, "b")
-        tr.skip_partials = True
+        tr.set_partials(False)
         finals = [e for i in range(0, audio.size, 1600) for e in tr.push(audio[i : i + 1600])] + tr.flush()
         refs.append(normalize(item.text))
         hyps.append(normalize(" ".join(f.text for f in finals if f.type == "transcript_final")))

@@ -49,3 +49,23 @@ def test_the_default_store_is_never_in_the_working_directory(tmp_path, monkeypat
     assert load_settings().server.store == tmp_path / "data" / "calls.sqlite"
     monkeypatch.delenv("CALLSENSE_HOME")
     assert load_settings().server.store.is_absolute()
+
+
+def test_a_call_profile_names_only_what_it_changes(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("profiles:\n  recording: {beam_size: 2}\n")
+    profiles = load_settings(cfg).profiles
+    assert profiles.recording.beam_size == 2 and profiles.recording.pack and not profiles.recording.partials
+    assert profiles.live == load_settings().profiles.live  # the other profile keeps its defaults
+    cfg.write_text("profiles:\n  batch: {beam_size: 2}\n")
+    with pytest.raises(ConfigError, match="profiles.batch"):
+        load_settings(cfg)
+
+
+def test_a_setting_that_became_a_profile_setting_says_where_it_went(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("asr:\n  offline_beam_size: 3\ndiarization:\n  own_process: false\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "asr.offline_beam_size: moved to profiles.recording.beam_size" in str(err.value)
+    assert "diarization.own_process: moved to profiles.live.diarizer_process" in str(err.value)

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from callsense.stages.transcription import DecodeGate, WhisperDecoder
+from callsense.stages.decode_gate import DecodeGate
+from callsense.stages.whisper import WhisperDecoder
 
 
 def _hold_final(gate: DecodeGate, entered: threading.Event, release: threading.Event) -> threading.Thread:
@@ -133,7 +134,7 @@ def test_finals_prompted_with_different_histories_decode_in_one_batch(models, se
     ]
     clips = [_clip(data, "ru_0002.flac"), _clip(data, "ru_0004.flac")]
     dec = WhisperDecoder(models.whisper, settings.asr)
-    assert len({len(dec._previous(p)) for p in said}) == 2
+    assert len({len(dec.fw.prompt_tokens(p)) for p in said}) == 2
     requests = [DecodeRequest(c, "ru", prompt=p) for c, p in zip(clips, said, strict=True)]
     alone = [dec.decode_batch([r])[0] for r in requests]
     together = dec.decode_batch(requests)

@@ -116,7 +116,9 @@ def test_mono_call_is_diarized_and_roles_are_marked_as_guesses(models):
 
     settings = load_settings()
     settings.diarization.max_speakers = 2
-    pipe = CallPipeline(settings, models, ["unknown"], call_id="m1", partials=False)
+    pipe = CallPipeline(
+        settings, models, ["unknown"], call_id="m1", profile=settings.profiles.live.model_copy(update={"partials": False})
+    )
     events = pipe.run(FileSource(SAMPLES / "en_call_mono.flac", chunk_ms=100))
     finals = [e for e in events if e.type == "transcript_final"]
     ref = json.loads((SAMPLES / "en_call_mono.json").read_text())["turns"]
@@ -144,7 +146,7 @@ def test_enrolled_voiceprint_decides_roles_on_a_live_mono_call(models, data, mon
     enroll("op-jfk", [read_audio(data / "asr" / "en_faster_whisper_testdata" / "audio" / "jfk.flac")[0]], models.embedding)
     settings = load_settings()
     settings.diarization.max_speakers = 2
-    pipe = CallPipeline(settings, models, ["unknown"], operator_id="op-jfk", offline=True)
+    pipe = CallPipeline(settings, models, ["unknown"], operator_id="op-jfk", profile="recording")
     finals = [e for e in pipe.run(FileSource(SAMPLES / "en_call_mono.flac", chunk_ms=100)) if e.type == "transcript_final"]
     ref = json.loads((SAMPLES / "en_call_mono.json").read_text())["turns"]
     jfk = [t for t in ref if t["role"] == "customer"]  # the reference's customer is JFK's voice
@@ -158,7 +160,7 @@ def test_escalation_sample_shows_the_hints_end_to_end(models):
     talking over the customer (overlap -> hint), a red flag, the latched risk."""
     from callsense.config import load_settings
 
-    pipe = CallPipeline(load_settings(), models, ["operator", "customer"], offline=True)
+    pipe = CallPipeline(load_settings(), models, ["operator", "customer"], profile="recording")
     events = pipe.run(FileSource(SAMPLES / "en_escalation_call.flac", chunk_ms=500))
     reasons = {e.reason for e in events if e.type == "hint"}
     assert {"supervisor_request", "close_account", "operator_interrupting", "long_silence", "operator_tone"} <= reasons

@@ -9,12 +9,12 @@ from callsense.service.console import ConsoleView
 
 
 def test_revisions_run_at_the_lowest_cpu_priority_outside_the_decode_gate():
-    from callsense.stages import packs
+    from callsense.stages import revision
 
     def priority() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-    assert packs._executor().submit(priority).result(timeout=10) == packs.NICE, "live calls get the cores first"
+    assert revision._executor().submit(priority).result(timeout=10) == revision.NICE, "live calls get the cores first"
 
 
 def _final(uid: str, text: str, start: float, revision: int = 0) -> TranscriptFinal:
@@ -56,13 +56,14 @@ def test_packs_left_unrevised_under_load_are_counted(models, settings):
 
     import numpy as np
 
-    from callsense.stages import packs
+    from callsense.stages import revision
+    from callsense.stages.revision import RevisionCounts
     from callsense.stages.whisper import WhisperDecoder
 
     busy = threading.Event()
-    packs._executor().submit(busy.wait, 30)  # the one background thread is taken
-    reviser = packs.Reviser(WhisperDecoder(models.whisper, settings.asr), 28.0, lambda: models.whisper)
-    before = packs.COUNTS.as_dict()
+    revision._executor().submit(busy.wait, 30)  # the one background thread is taken
+    counts = RevisionCounts()
+    reviser = revision.Reviser(WhisperDecoder(models.whisper, settings.asr), 28.0, lambda: models.whisper, counts)
     turn = np.zeros(10 * 16000, np.float32)
     try:
         for count in range(6):  # three packs of two 10 s turns: the second finds the first pending
@@ -71,5 +72,4 @@ def test_packs_left_unrevised_under_load_are_counted(models, settings):
         assert reviser.rest(time.monotonic()) == []  # the record cannot wait: live finals stand
     finally:
         busy.set()
-    after = packs.COUNTS.as_dict()
-    assert {k: after[k] - before[k] for k in after} == {"revised": 0, "skipped": 1, "dropped": 2}
+    assert counts.as_dict() == {"revised": 0, "skipped": 1, "dropped": 2}

@@ -6,8 +6,8 @@ import pytest
 
 from callsense.audio.files import FileSource, read_audio
 from callsense.bench.wer import normalize
-from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder, agreed_prefix
-from callsense.stages.whisper import DecodeRequest
+from callsense.stages.transcription import StreamingTranscriber, agreed_prefix
+from callsense.stages.whisper import DecodeRequest, WhisperDecoder
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def _stream(models, settings, path, language=None, partials=True):
     dec = WhisperDecoder(models.whisper, settings.asr)
     tr = StreamingTranscriber(dec, settings.asr, "ch0", language=language)
-    tr.skip_partials = not partials
+    tr.set_partials(partials)
     events = []
     for chunk in FileSource(path, chunk_ms=100):
         events += tr.push(chunk.audio.mean(axis=0))
@@ -85,7 +85,7 @@ def test_speculative_finals_equal_plain_finals(models, settings, data):
         asr = settings.asr.model_copy(update={"speculate_after_s": after})
         dec = CountingDecoder(models.whisper, asr)
         tr = StreamingTranscriber(dec, asr, "ch0", language="ru")
-        tr.skip_partials = True
+        tr.set_partials(False)
         events = [e for i in range(0, audio.size, 1600) for e in tr.push(audio[i : i + 1600])] + tr.flush()
         runs[after] = ([(f.text, f.start, f.end, f.words) for f in events if f.type == "transcript_final"], dec.modes)
     (plain, plain_modes), (spec, spec_modes) = runs[0.0], runs[0.4]
@@ -123,7 +123,7 @@ def test_a_final_is_decoded_with_what_the_speaker_said_before(models, settings, 
     asr = settings.asr.model_copy(update={"prompt_chars": 200})
     dec = CountingDecoder(models.whisper, asr)
     tr = StreamingTranscriber(dec, asr, "ch0", language="ru")
-    tr.skip_partials = True
+    tr.set_partials(False)
     finals = [e for i in range(0, audio.size, 1600) for e in tr.push(audio[i : i + 1600])] + tr.flush()
     finals = [f for f in finals if f.type == "transcript_final"]
     assert len(finals) == 2
@@ -182,7 +182,7 @@ def test_a_recordings_turns_are_decoded_together_and_keep_their_own_words(models
     for pack in (False, True):
         dec = CountingDecoder(models.whisper, asr)
         tr = StreamingTranscriber(dec, asr, "ch0", language="ru", pack=pack)
-        tr.skip_partials = True
+        tr.set_partials(False)
         runs[pack] = (_finals(tr, audio), dec.modes)
     (alone, alone_modes), (packed, packed_modes) = runs[False], runs[True]
     assert len(alone_modes) == 3 and len(packed_modes) == 1, "three turns, one window"
@@ -200,7 +200,7 @@ def test_real_repeated_speech_is_kept_whole(models, settings, data):
     it was said: the guard keeps it. (Whisper base itself drops one or two of the three readings.)"""
     from faster_whisper.transcribe import get_compression_ratio
 
-    from callsense.stages.whisper import _Segment
+    from callsense.stages.whisper_adapter import Guarded
 
     once = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0003.flac")[0]
     pause = np.zeros(3000, np.float32)
@@ -209,7 +209,7 @@ def test_real_repeated_speech_is_kept_whole(models, settings, data):
     hyp = dec.decode(np.concatenate([once, pause, once, pause, once]), "ru", "final", 0.0)
     assert normalize(hyp.text).count("городе") >= 2
     ratio = get_compression_ratio(hyp.text)
-    seg = _Segment(hyp.text, -0.3, 0.0, ratio, hyp.words)
+    seg = Guarded(hyp.text, -0.3, 0.0, ratio, hyp.words)
     assert not dec._degenerate(seg) and not dec._hallucinated(seg), f"kept at compression ratio {ratio:.2f}"
 
 
@@ -217,7 +217,7 @@ def test_a_run_of_one_word_faster_than_speech_is_a_loop(models, settings):
     """Whisper base on a Harper Valley caller's line noise (call 0091a706bc604188, 1.2 s in, as decoded
     in `callsense bench --only wholecall`): "fair" eight times in 0.68 s, three of them 0-20 ms long.
     Its compression ratio (2.0) passes the 2.4 guard; the words' own timings give it away."""
-    from callsense.stages.whisper import _Segment, _Timed
+    from callsense.stages.whisper_adapter import Guarded, Timed
 
     said = [
         ("That's", 0.26, 0.46),
@@ -233,10 +233,10 @@ def test_a_run_of_one_word_faster_than_speech_is_a_loop(models, settings):
     ]
     text = " ".join(w for w, _, _ in said)
     dec = WhisperDecoder(models.whisper, settings.asr)
-    loop = _Segment(text, -0.77, 0.55, 2.0, [_Timed(w, a, b, 0.9) for w, a, b in said])
+    loop = Guarded(text, -0.77, 0.55, 2.0, [Timed(w, a, b, 0.9) for w, a, b in said])
     assert loop.compression_ratio < settings.asr.compression_ratio_threshold and dec._degenerate(loop)
     # the same words at the pace of a person saying one word over and over (4 a second) are kept
-    paced = _Segment(text, -0.77, 0.55, 2.0, [_Timed(w, 0.25 * i, 0.25 * i + 0.2, 0.9) for i, (w, _, _) in enumerate(said)])
+    paced = Guarded(text, -0.77, 0.55, 2.0, [Timed(w, 0.25 * i, 0.25 * i + 0.2, 0.9) for i, (w, _, _) in enumerate(said)])
     assert not dec._degenerate(paced)
 
 
@@ -265,7 +265,7 @@ def test_a_long_turn_is_cut_once_and_no_word_is_lost_or_doubled_at_the_cut(model
         tr = StreamingTranscriber(
             WhisperDecoder(models.whisper, settings.asr), settings.asr, "ch0", language="ru", pack=pack
         )
-        tr.skip_partials = True
+        tr.set_partials(False)
         runs[pack] = _finals(tr, audio)
     for finals in runs.values():
         assert len(finals) >= 2 and finals[0].end <= settings.asr.max_utterance_s + 0.1
@@ -287,7 +287,7 @@ def test_a_long_turn_is_cut_where_the_speaker_pauses(models, settings, data):
     audio = read_audio(data / "asr" / "ru_read_msu" / "audio" / "ru_0001.flac")[0]
     dec = WhisperDecoder(models.whisper, settings.asr)
     tr = StreamingTranscriber(dec, settings.asr, "ch0", language="ru")
-    tr.skip_partials = True
+    tr.set_partials(False)
     finals = _finals(tr, audio)
     assert len(finals) == 2 and finals[0].text.rstrip()[-1] in ".,;:!?"
     level = np.sqrt(np.convolve(audio**2, np.ones(480) / 480, "same"))  # 30 ms RMS
@@ -311,10 +311,10 @@ def test_a_one_word_turn_does_not_vote_on_the_speakers_language(models, settings
     word = speech[int(0.4 * 16000) : int(0.9 * 16000)]
     gap = np.zeros(2 * 16000, np.float32)
     tr = StreamingTranscriber(WhisperDecoder(models.whisper, settings.asr), settings.asr, "ch0")
-    tr.skip_partials = True
+    tr.set_partials(False)
     first = np.concatenate([gap, word, gap])
     for i in range(0, first.size, 1600):  # the word's turn ends in the gap after it
         tr.push(first[i : i + 1600])
-    assert tr.utterances == 1 and tr.state()["votes"] == [] and tr.language is None
+    assert tr.utterances == 1 and tr.state().decoding["votes"] == [] and tr.language is None
     _finals(tr, np.concatenate([speech, gap]))
     assert tr.language == "ru"

@@ -131,7 +131,8 @@ def _harper_valley_audio(settings: Settings, models: Models, data: Path) -> dict
     for _, audio in harper_valley_calls(data):
         calls += 1
         n = audio.shape[1]
-        pipe = CallPipeline(settings, models, ["operator", "customer"], language="en", partials=False)
+        live = settings.profiles.live.model_copy(update={"partials": False})  # nobody reads along
+        pipe = CallPipeline(settings, models, ["operator", "customer"], language="en", profile=live)
         step = SAMPLE_RATE // 2
         events: list[Event] = pipe.run(AudioChunk(audio[:, i : i + step], i / SAMPLE_RATE) for i in range(0, n, step))
         for ev in events:

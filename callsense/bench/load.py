@@ -14,8 +14,7 @@ import numpy as np
 import psutil
 
 from callsense.config import Settings, TokenGrant
-from callsense.stages.packs import COUNTS as REVISIONS
-from callsense.stages.whisper import BatchStats
+from callsense.stages.decode_gate import BatchStats
 
 LIVE_CALL = Path(__file__).resolve().parent.parent / "samples" / "ru_call_stereo.flac"
 MONO_CALL = LIVE_CALL.with_name("en_call_mono.flac")
@@ -121,7 +120,7 @@ def bench_load(
     for i, (name, calls) in enumerate(rounds.items()):
         gate = models.decode_gate
         gate.skipped, gate.stats = 0, BatchStats()
-        before = REVISIONS.as_dict()
+        before = models.revisions.as_dict()
 
         async def run(calls: list[Path] = calls, tag: str = f"load{i}") -> dict[str, Any]:
             server = CallServer(settings, models)
@@ -134,7 +133,7 @@ def bench_load(
         out[name] = {
             **asyncio.run(run()),
             **_batching(gate.stats),
-            "revision_packs": {k: v - before[k] for k, v in REVISIONS.as_dict().items()},
+            "revision_packs": {k: v - before[k] for k, v in models.revisions.as_dict().items()},
         }
     return out
 

@@ -73,10 +73,12 @@ def bench_asr(data: Path, settings: Settings, models: Any, per_set: int | None) 
     from callsense.audio.codecs import decode_pcm, encode_mulaw
     from callsense.audio.files import read_audio
     from callsense.bench.datasets import asr_items
-    from callsense.stages.transcription import StreamingTranscriber, WhisperDecoder
+    from callsense.stages.transcription import StreamingTranscriber
+    from callsense.stages.whisper import WhisperDecoder
 
     whisper = models.whisper
-    decoder = WhisperDecoder(whisper, settings.asr)
+    beam = settings.profiles.live.beam_size
+    decoder = WhisperDecoder(whisper, settings.asr, beam_size=beam)
     by_set: dict[str, list] = defaultdict(list)
     for item in asr_items(data):
         by_set[item.set].append(item)
@@ -95,13 +97,11 @@ def bench_asr(data: Path, settings: Settings, models: Any, per_set: int | None) 
             finals = []
             for i in range(0, mono.size, 1600):
                 finals += [e for e in tr.push(mono[i : i + 1600]) if e.type == "transcript_final"]
-            finals += tr.flush()
+            finals += [e for e in tr.flush() if e.type == "transcript_final"]
             stream_s += time.perf_counter() - t0
             stream_hyp.append(normalize(" ".join(f.text for f in finals)))
             t0 = time.perf_counter()
-            segs, _ = whisper.transcribe(
-                mono, beam_size=settings.asr.beam_size, vad_filter=True, condition_on_previous_text=False
-            )
+            segs, _ = whisper.transcribe(mono, beam_size=beam, vad_filter=True, condition_on_previous_text=False)
             offline_hyp.append(normalize(" ".join(s.text for s in segs)))
             offline_s += time.perf_counter() - t0
             if name == "ru_read_msu":  # what the telephone channel costs: 8 kHz mu-law and back
@@ -110,7 +110,7 @@ def bench_asr(data: Path, settings: Settings, models: Any, per_set: int | None) 
                 phone = decode_pcm(encode_mulaw(soxr.resample(mono, 16000, 8000)), "mulaw")[0]
                 segs, _ = whisper.transcribe(
                     soxr.resample(phone, 8000, 16000),
-                    beam_size=settings.asr.beam_size,
+                    beam_size=beam,
                     vad_filter=True,
                     condition_on_previous_text=False,
                 )

@@ -72,7 +72,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def run_file(path: Path, settings: Any, *, mono: bool = False, progress: bool = True) -> Any:
-    """A file through the streaming pipeline, as a recording (offline: no partials, the wider beam)."""
+    """A file through the streaming pipeline, as a recording (`profiles.recording`)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from callsense.audio.codecs import AudioChunk
@@ -82,7 +82,7 @@ def run_file(path: Path, settings: Any, *, mono: bool = False, progress: bool = 
 
     source = FileSource(path, chunk_ms=500)
     roles = roles_for(1 if mono else source.channels, settings)
-    pipe = CallPipeline(settings, Models(settings), roles, source="file", offline=True)
+    pipe = CallPipeline(settings, Models(settings), roles, source="file", profile="recording")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

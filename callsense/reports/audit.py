@@ -126,7 +126,7 @@ def process_call(call: dict[str, Any], settings_json: str) -> dict[str, Any]:
         source = FileSource(call["path"], chunk_ms=500)
         roles = roles_for(source.channels, settings)
         pipe = CallPipeline(
-            settings, _MODELS, roles, operator_id=call.get("operator_id"), source=call["source"], offline=True
+            settings, _MODELS, roles, operator_id=call.get("operator_id"), source=call["source"], profile="recording"
         )
         events = pipe.run(source)
         if source.error:

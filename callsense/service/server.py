@@ -41,7 +41,6 @@ from callsense.service.calls import (
 from callsense.service.fanout import FanOut
 from callsense.service.http import Http, grant_in, operators_of, token_of, who_of
 from callsense.service.ingest import Refused, Starved, TcpTransport, WebsocketTransport, ingest
-from callsense.stages.packs import COUNTS as REVISIONS
 
 log = logging.getLogger("callsense.server")
 DEV_TOKENS = {"dev-supervisor", "dev-operator"}
@@ -295,7 +294,7 @@ class CallServer:
             "rooms_in_memory": len(self.fanout.rooms),
             "dropped_partials": sum(c.dropped for c in self.fanout.consoles),
             "optional_decodes_skipped": self.models.decode_gate.skipped if self.models.loaded("decode_gate") else 0,
-            "revision_packs": REVISIONS.as_dict(),
+            "revision_packs": self.models.revisions.as_dict(),
         }
 
 

@@ -24,11 +24,11 @@ class EmotionStage:
     """final transcript -> [Emotion] (none for an empty turn without usable voice)."""
 
     def __init__(
-        self, settings: EmotionSettings, voice: SpeechEmotionModel, words: TextEmotion, channels: int, offline: bool = False
+        self, settings: EmotionSettings, voice: SpeechEmotionModel, words: TextEmotion, channels: int, eager: bool = True
     ) -> None:
-        """`offline`: a recording - a turn's voice is measured when it is scored (`VoiceTrack`)."""
+        """`eager`: the voice is measured as it arrives (live); else when a turn is scored (`VoiceTrack`)."""
         self.settings, self.voice, self.words = settings, voice, words
-        self.tracks = [VoiceTrack(KEEP_S, eager=not offline) for _ in range(channels)]
+        self.tracks = [VoiceTrack(KEEP_S, eager=eager) for _ in range(channels)]
         self.baselines: dict[str, SpeakerBaseline] = {}
         self.fuser = Fuser(settings)
 
@@ -42,7 +42,6 @@ class EmotionStage:
             track.seek(sample)
 
     def push(self, fin: TranscriptFinal) -> list[Emotion]:
-        channel = int(fin.speaker[2:]) if fin.speaker.startswith("ch") else 0  # stereo speakers are ch<N>
         baseline = self.baselines.setdefault(fin.speaker, self.voice.new_baseline(self.settings.baseline_turns))
         start, end = fin.start, fin.end
         if end - start > VOICE_S:
@@ -51,7 +50,7 @@ class EmotionStage:
         # the words' pieces (mostly embedded in the pause already) are embedded on the e5 threads; the
         # voice was measured as it arrived, only its last frames are measured now
         embed_early(fin.text, self.words.settings)
-        scored = self.voice.score_frames(self.tracks[channel].window(start, end), baseline)
+        scored = self.voice.score_frames(self.tracks[fin.channel].window(start, end), baseline)
         voice = scored[0] if scored is not None else None
         words = self.words.score([fin.text])[0] if fin.text.strip() else None
         emo = self.fuser.fuse(fin.speaker, fin.role, fin.start, fin.end, fin.utterance_id, fin.text, words, voice)

@@ -15,7 +15,7 @@ keeps the operator from being flooded; critical hints also go to the supervisor.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -123,10 +123,11 @@ class HintEngine:
     count: int = 0  # hints made so far (their ids)
     _embeddings: list[tuple[str, np.ndarray, set[str], float]] = field(default_factory=list)
     _hold_announced: float = -1.0
+    customer_state: InitVar[CustomerState | None] = None  # shared with the escalation stage, else its own
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, customer_state: CustomerState | None) -> None:
         self._playbooks: dict[str, Playbook] = {}
-        self.customer = CustomerState(self.settings.customer_state)
+        self.customer = customer_state or CustomerState(self.settings.customer_state)
         self._complaint: dict[str, float] = {}  # utterance id -> the complaint class's probability
         self._escalated: set[str] = set()  # utterance ids with an explicit critical request or threat
         self._cue_armed = True
@@ -143,6 +144,13 @@ class HintEngine:
 
     def flush(self) -> list[Hint]:
         return []
+
+    def state(self) -> int:
+        """A checkpoint needs only how many hints were made (the next hint's id)."""
+        return self.count
+
+    def restore(self, state: int) -> None:
+        self.count = state
 
     def tick(self, now: float, speaking: bool, heard_until: float = 0.0) -> list[Hint]:
         """Driven by stream time: a hold or silence is announced while it lasts (once per silence).

@@ -15,9 +15,10 @@ a partial. All decodes of a process pass one `DecodeGate` (`stages.whisper`): fi
 and are decoded in batches with other calls' finals; partials and speculative decodes only run on
 spare capacity and are skipped otherwise (never queued).
 
-Recordings (`pack=True`: transcribe, analyze, audit) do not pay a 30 s encoder pass per turn: a
-speaker's turns are packed into shared windows (`Pack`) and each word goes back to its turn, so
-the events are those of the live path.
+Recordings (`pack=True`, the `recording` call profile: transcribe, analyze, audit) do not pay a
+30 s encoder pass per turn: a speaker's turns are packed into shared windows (`stages.packing`) and
+each word goes back to its turn, so the events are those of the live path. Live finals may be
+decoded again in the background (`stages.revision`).
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from callsense.audio.vad import FRAME, Endpointer, SileroVAD
 from callsense.config import SAMPLE_RATE, AsrSettings
 from callsense.events import Role, TranscriptFinal, TranscriptPartial, Word
-from callsense.stages.packs import Pack, Reviser
-from callsense.stages.whisper import DecodeGate, Hypothesis, Mode, WhisperDecoder, _norm
-
-__all__ = ["DecodeGate", "Hypothesis", "StreamingTranscriber", "WhisperDecoder", "agreed_prefix"]
+from callsense.stages.base import TranscriberState
+from callsense.stages.packing import Pack
+from callsense.stages.revision import Reviser
+from callsense.stages.whisper import Hypothesis, Mode, WhisperDecoder, norm_word
 
 Vote = tuple[str, float]  # a language and its probability
 MIN_CUT_SHARE = 1 / 3  # a long turn's first final keeps at least this share of max_utterance_s
@@ -69,14 +69,15 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
     """Number of leading words two hypotheses agree on (case and punctuation ignored)."""
     n = 0
     for a, b in zip(previous, current, strict=False):
-        if _norm(a) != _norm(b):
+        if norm_word(a) != norm_word(b):
             break
         n += 1
     return n
 
 
 class StreamingTranscriber:
-    """Feeds one speaker stream; `push` returns partial and final transcript events as they are ready."""
+    """Feeds one speaker stream; `push` returns partial and final transcript events as they are ready
+    (the `stages.base.Transcriber` protocol)."""
 
     def __init__(
         self,
@@ -87,13 +88,16 @@ class StreamingTranscriber:
         language: str | None = None,
         vad: SileroVAD | None = None,
         pack: bool = False,
-        revise: Callable[[], Any] | None = None,
+        reviser: Reviser | None = None,
+        channel: int = 0,
+        on_speculation: Callable[[str], None] | None = None,
     ) -> None:
-        """`pack`: a recording, not a live call: finals are decoded in packs (see `Pack`). `revise`:
-        the background Whisper model with which a live speaker's finals are decoded again in packs
-        (`Reviser`)."""
+        """`pack`: a recording, not a live call: finals are decoded in packs (see `Pack`). `reviser`:
+        decodes a live speaker's finals again in packs. `channel`: the call's channel this stream is
+        (on its events). `on_speculation` is called with a speculative final's text: later stages may
+        start on it during the pause."""
         self.decoder, self.settings = decoder, settings
-        self.speaker, self.role = speaker, role
+        self.speaker, self.role, self.channel = speaker, role, channel
         self.language = language or settings.language
         self._language_votes: list[tuple[str, float]] = []
         self.vad = vad or SileroVAD()
@@ -103,12 +107,15 @@ class StreamingTranscriber:
         self._utt: Utterance | None = None
         self._count = 0
         self._said: deque[str] = deque(maxlen=8)  # this speaker's last finals: the next final's prompt
-        self.skip_partials = False
+        self._partials = True
         self.pack = Pack(settings.pack_s) if pack else None
-        self.reviser = Reviser(decoder, settings.pack_s, revise) if revise and not pack else None
+        self.reviser = reviser if not pack else None
         self.heard_until = 0.0  # stream time where the last utterance (of at least 0.2 s) ended
-        # called with a speculative final's text: later stages may start on it during the pause
-        self.on_speculation: Callable[[str], None] | None = None
+        self.on_speculation = on_speculation
+
+    def set_partials(self, on: bool) -> None:
+        """Partials on or off (off: recordings, and live calls shedding load while behind)."""
+        self._partials = on
 
     def push(self, audio: np.ndarray) -> list[TranscriptPartial | TranscriptFinal]:
         audio = np.asarray(audio, np.float32)
@@ -146,37 +153,38 @@ class StreamingTranscriber:
     def utterances(self) -> int:
         return self._count
 
-    def state(self) -> dict[str, Any]:
-        """What a worker taking this stream over needs to decode the rest as this one would: the
-        speaker's language (votes so far, or locked) and what they said (the next prompt)."""
+    def state(self) -> TranscriberState:
+        """What a worker taking this stream over needs to go on as this one would: where the stream
+        is, the VAD's state, the speaker's language (votes so far, or locked) and what they said (the
+        next prompt). Only taken while nobody speaks."""
         said = list(self._said) if self.settings.prompt_chars > 0 else []  # words travel only when used
-        return {"language": self.language, "votes": list(self._language_votes), "said": said}
+        decoding = {"language": self.language, "votes": list(self._language_votes), "said": said}
+        return TranscriberState(self._samples, self._count, self.vad.state(), decoding)
 
-    def seek(
-        self, sample: int, utterances: int, vad: dict[str, str] | None = None, state: dict[str, Any] | None = None
-    ) -> None:
-        """Continue a stream another worker heard up to `sample` (nobody speaking there), where it had
-        finished `utterances` utterances: ids and times go on from there. With its `vad` state the
-        speech is cut into the same utterances as it would have been without the change, and with
-        its `state` each utterance is decoded in the same language, with the same prompt."""
-        self._samples, self._count, self._utt = sample, utterances, None
-        if vad is not None:
-            self.vad.restore(vad)
-        self.endpointer.seek((sample - self.vad.pending) // FRAME)
-        if state:
-            language = state.get("language")
-            self.language = language if isinstance(language, str) else self.language
-            self._language_votes = [(str(lg), float(p)) for lg, p in state.get("votes", [])]
-            self._said.extend(str(t) for t in state.get("said", []))
+    def restore(self, state: TranscriberState) -> None:
+        """Continue a stream another worker heard up to `state.sample` (nobody speaking there): ids
+        and times go on from there. With its VAD state the speech is cut into the same utterances
+        as it would have been without the change, and with its decoding state each utterance is
+        decoded in the same language, with the same prompt."""
+        self._samples, self._count, self._utt = state.sample, state.utterances, None
+        if state.vad is not None:
+            self.vad.restore(state.vad)
+        self.endpointer.seek((state.sample - self.vad.pending) // FRAME)
+        decoding = state.decoding or {}
+        language = decoding.get("language")
+        self.language = language if isinstance(language, str) else self.language
+        self._language_votes = [(str(lg), float(p)) for lg, p in decoding.get("votes", [])]
+        self._said.extend(str(t) for t in decoding.get("said", []))
 
     @property
     def speaking(self) -> bool:
         """Someone is talking on this stream now (an utterance is open)."""
         return self._utt is not None
 
-    def flush(self) -> list[TranscriptFinal]:
+    def flush(self) -> list[TranscriptPartial | TranscriptFinal]:
         """End of stream: whatever is being said is final now."""
-        events = self._finalize() if self._utt is not None and self._utt.samples > 0 else []
+        events: list[TranscriptPartial | TranscriptFinal] = []
+        events += self._finalize() if self._utt is not None and self._utt.samples > 0 else []
         return events + self._decode_pack()
 
     def end_revisions(self) -> None:
@@ -205,7 +213,7 @@ class StreamingTranscriber:
             utt.voted = True
             self._maybe_detect_language(utt.array()[: int(EARLY_VOTE_S * SAMPLE_RATE)])
         due = utt.samples - utt.last_partial_at >= self.settings.partial_interval_s * SAMPLE_RATE
-        if not due or self.skip_partials or utt.samples < 0.8 * SAMPLE_RATE:
+        if not due or not self._partials or utt.samples < 0.8 * SAMPLE_RATE:
             return []
         if self.endpointer.silent_frames > 0:
             return []  # the speaker is pausing: the final may be moments away, keep the decoder free for it
@@ -220,6 +228,7 @@ class StreamingTranscriber:
         return TranscriptPartial(
             speaker=self.speaker,
             role=self.role,
+            channel=self.channel,
             start=utt.start_sample / SAMPLE_RATE,
             end=(utt.start_sample + samples) / SAMPLE_RATE,
             text=hyp.text,
@@ -338,6 +347,7 @@ class StreamingTranscriber:
         return TranscriptFinal(
             speaker=self.speaker,
             role=self.role,
+            channel=self.channel,
             start=round(start, 3),
             end=round(end, 3),
             text=hyp.text,

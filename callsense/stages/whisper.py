@@ -1,34 +1,27 @@
 """Whisper decoding for the transcription stage: batched, guarded, deterministic.
 
 `WhisperDecoder.decode_batch` decodes several pieces of audio as one CTranslate2 batch: one encoder
-pass over the stacked 30 s windows, one beam search over every item's prompt, one alignment for word
-timings (faster-whisper's own building blocks, as its `BatchedInferencePipeline` uses them). A piece
-may hold several utterances of one speaker packed into one window (recordings, see
-`StreamingTranscriber`): the window is paid once instead of once per utterance.
-
-`DecodeGate` is the process-wide admission to Whisper and the batcher of finals: finals of every
-call queue there and the oldest waits at most `batch_wait_s` for company before its batch is
-decoded; partials and speculative finals only run on spare capacity and are never queued.
+pass over the stacked windows, one beam search over every item's prompt, one alignment for word
+timings (faster-whisper's own building blocks, as its `BatchedInferencePipeline` uses them, reached
+through `stages.whisper_adapter`). A piece may hold several utterances of one speaker packed into one
+window (recordings, see `stages.packing`): the window is paid once instead of once per utterance.
+Every decode of a process passes one `DecodeGate` (`stages.decode_gate`).
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-import threading
-import time
-import weakref
-from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from callsense.config import SAMPLE_RATE, AsrSettings
 from callsense.events import Word
-from callsense.models import encoder_frames
+from callsense.stages.decode_gate import DecodeGate
+from callsense.stages.whisper_adapter import FasterWhisper, Guarded, encoder_frames
 
 Mode = Literal["final", "partial", "speculative"]
 # Phrases Whisper is known to invent on silence, music and noise (subtitle credits and sign-offs).
@@ -38,8 +31,6 @@ HALLUCINATIONS = re.compile(
     r"www\.|\.com\b)",
     re.IGNORECASE,
 )
-PREPEND = "\"'“¿([{-"  # punctuation merged into the next word (faster-whisper's defaults)
-APPEND = "\"'.。,，!！?？:：”)]}、"
 MAX_INITIAL_TIMESTAMP = 50  # the first timestamp within 1 s (faster-whisper's default for one window)
 MIN_REST_S = 0.3  # audio left after Whisper stopped early that is decoded again
 FULL_WINDOW = 3000  # mel frames in Whisper's 30 s window
@@ -87,179 +78,17 @@ class DecodeRequest:
     prompt: str = ""
 
 
-@dataclass
-class _Segment:
-    """What the guards look at, from faster-whisper's sequential or batched path alike."""
-
-    text: str
-    avg_logprob: float
-    no_speech_prob: float
-    compression_ratio: float
-    words: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class _Pending:
-    key: Hashable
-    request: Any
-    arrived: float
-    caller: object = None
-    taken: bool = False
-    done: bool = False
-    result: Any = None
-    error: BaseException | None = None
-
-
-@dataclass
-class BatchStats:
-    batches: int = 0
-    items: int = 0
-    # per batch: its oldest final's wait for company (the last 1000 batches)
-    waited_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-
-    def add(self, size: int, waited: float) -> None:
-        self.batches += 1
-        self.items += size
-        self.waited_s.append(waited)
-
-
-class DecodeGate:
-    """Admission to the Whisper workers, shared by every stream of a process.
-
-    Finals are batched: the oldest waiting final leads a batch, waits until `max_batch` finals of its
-    language are waiting or `batch_wait_s` has passed since it arrived (its latency budget), then
-    decodes them together in a free slot. It waits only while another caller (another call's
-    decoder) is open: a lone call, or an audit worker's one recording, has nobody to wait for.
-    Optional decodes (partials, speculative finals) never wait: they run only when a slot is free,
-    no final is waiting, and (with several slots) one slot stays free for finals. Under load
-    partials thin out instead of pushing every call behind live.
-    """
-
-    def __init__(self, slots: int, batch_wait_s: float = 0.0, max_batch: int = 8) -> None:
-        self.slots = max(1, slots)
-        self.batch_wait_s, self.max_batch = batch_wait_s, max(1, max_batch)
-        self.busy = self.waiting = 0
-        self.skipped = 0
-        self.stats = BatchStats()
-        self._pending: list[_Pending] = []
-        self._leading = False
-        self._cond = threading.Condition()
-        # open callers; a call's decoder that was never closed (a failed call) leaves when collected
-        self._callers: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    def join(self, caller: object) -> None:
-        with self._cond:
-            self._callers.add(caller)
-
-    def leave(self, caller: object) -> None:
-        with self._cond:
-            self._callers.discard(caller)
-
-    @contextmanager
-    def final(self) -> Iterator[None]:
-        """One slot for work that is not batched (language detection), queued like a final."""
-        with self._cond:
-            self.waiting += 1
-            self._cond.wait_for(lambda: self.busy < self.slots and not self._leading)
-            self.waiting -= 1
-            self.busy += 1
-        try:
-            yield
-        finally:
-            self._release()
-
-    def batched(self, key: Hashable, request: Any, run: Callable[[list[Any]], list[Any]], caller: object = None) -> Any:
-        """Decode `request` with other waiting requests of the same `key` through `run` (a list in,
-        a result per item out, in order); returns this request's result."""
-        me = _Pending(key, request, time.monotonic(), caller)
-        with self._cond:
-            self._pending.append(me)
-            self.waiting += 1
-            self._cond.notify_all()
-            while not me.taken:
-                if not self._leading and self.busy < self.slots and self._pending[0] is me:
-                    batch = self._lead(me)
-                    break
-                self._cond.wait()
-            else:
-                self._cond.wait_for(lambda: me.done)
-                if me.error is not None:
-                    raise me.error
-                return me.result
-        self._run(batch, run)
-        if me.error is not None:
-            raise me.error
-        return me.result
-
-    def _lead(self, me: _Pending) -> list[_Pending]:
-        """Called with the lock held: wait for company within the budget, then take the batch."""
-        self._leading = True
-
-        def waiting() -> list[_Pending]:
-            return [p for p in self._pending if p.key == me.key][: self.max_batch]
-
-        company = any(c is not me.caller for c in self._callers)
-        deadline = me.arrived + (self.batch_wait_s if company else 0.0)
-        while len(waiting()) < self.max_batch and (left := deadline - time.monotonic()) > 0:
-            self._cond.wait(left)
-        batch = waiting()
-        for p in batch:
-            p.taken = True
-            self._pending.remove(p)
-        self.waiting -= len(batch)
-        self.busy += 1
-        self._leading = False
-        self.stats.add(len(batch), time.monotonic() - me.arrived)
-        self._cond.notify_all()
-        return batch
-
-    def _run(self, batch: list[_Pending], run: Callable[[list[Any]], list[Any]]) -> None:
-        try:
-            results = run([p.request for p in batch])
-            for p, r in zip(batch, results, strict=True):
-                p.result = r
-        except BaseException as exc:  # every waiter of the batch gets the error, not a hang
-            for p in batch:
-                p.error = exc
-        finally:
-            with self._cond:
-                for p in batch:
-                    p.done = True
-                self.busy -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def optional(self) -> Iterator[bool]:
-        """Yields whether the decode may run now; a refused one is counted in `skipped`."""
-        with self._cond:
-            limit = self.slots - 1 if self.slots > 1 else 1
-            admitted = not self.waiting and self.busy < limit
-            if admitted:
-                self.busy += 1
-            else:
-                self.skipped += 1
-        try:
-            yield admitted
-        finally:
-            if admitted:
-                self._release()
-
-    def _release(self) -> None:
-        with self._cond:
-            self.busy -= 1
-            self._cond.notify_all()
-
-
 class WhisperDecoder:
     """A faster-whisper model with the hallucination guards always on."""
 
-    def __init__(
-        self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None, beam_size: int | None = None
-    ) -> None:
+    def __init__(self, model: Any, settings: AsrSettings, gate: DecodeGate | None = None, beam_size: int = 5) -> None:
+        """`model`: a faster-whisper model (`whisper_adapter.load_whisper`); `beam_size`: the call
+        profile's (`profiles.live/recording.beam_size`)."""
         self.model, self.settings = model, settings
+        self.fw = FasterWhisper(model)
         self.gate = gate or DecodeGate(1)
         self.gate.join(self)
-        self.beam_size = beam_size or settings.beam_size
+        self.beam_size = beam_size
 
     def close(self) -> None:
         """The call is over: its finals no longer keep other calls' finals waiting for company."""
@@ -268,7 +97,7 @@ class WhisperDecoder:
     def detect_language(self, audio: np.ndarray, allowed: Sequence[str]) -> tuple[str, float]:
         # an encoder pass like any decode, over a final's window: the language is as clear in 15 s
         with self.gate.final(), encoder_frames(self._window(audio.size)):
-            _, _, probs = self.model.detect_language(audio)
+            probs = self.fw.detect_language(audio)
         return _best_language(probs, allowed)
 
     def decode(
@@ -338,89 +167,35 @@ class WhisperDecoder:
     # -- internals --
 
     def _batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
-        from faster_whisper.audio import pad_or_trim
-
-        m = self.model
-        feats = [m.feature_extractor(r.audio)[..., :-1] for r in requests]
-        frames = [f.shape[-1] for f in feats]
-        encoded = m.encode(np.stack([pad_or_trim(f) for f in feats]))
+        encoded, frames = self.fw.encode([r.audio for r in requests])
         languages = self._languages(requests, encoded)
-        previous = [self._previous(r.prompt) for r in requests]
+        previous = [self.fw.prompt_tokens(r.prompt) for r in requests]
         keys = [(lang, len(p)) for lang, p in zip(languages, previous, strict=True)]
         groups = {key: [i for i, k in enumerate(keys) if k == key] for key in dict.fromkeys(keys)}
         if len(groups) == 1:
             return self._generate(requests, frames, encoded, languages[0], previous)
-        # one alignment needs one language, one beam search one prompt length: each group is decoded
-        # alone, on its rows of this encoder pass
-        from ctranslate2 import StorageView
-
-        rows = np.asarray(encoded)
+        # one alignment needs one language, one beam search one prompt length (CTranslate2 needs
+        # <|startoftranscript|> at one position across a batch): each group is decoded alone, on
+        # its rows of this encoder pass
         out: dict[int, Hypothesis] = {}
         for (lang, _), idx in groups.items():
-            part = StorageView.from_array(np.ascontiguousarray(rows[idx]))
-            out.update(
-                zip(
-                    idx,
-                    self._generate(
-                        [requests[i] for i in idx], [frames[i] for i in idx], part, lang, [previous[i] for i in idx]
-                    ),
-                    strict=True,
-                )
+            part = self.fw.rows(encoded, idx)
+            hyps = self._generate(
+                [requests[i] for i in idx], [frames[i] for i in idx], part, lang, [previous[i] for i in idx]
             )
+            out.update(zip(idx, hyps, strict=True))
         return [out[i] for i in range(len(requests))]
-
-    def _previous(self, prompt: str) -> list[int]:
-        """The prompt's tokens (the same in every language; only the start sequence differs). CTranslate2
-        needs <|startoftranscript|> at one position across a batch, so only prompts of one length share
-        a beam search. Trimming prompts to common lengths (steps of 16 tokens) let more finals batch but
-        cost 2 WER points on the constructed calls; live finals rarely meet in a batch anyway."""
-        text = prompt.strip()
-        return self.model.hf_tokenizer.encode(" " + text, add_special_tokens=False).ids if text else []
 
     def _generate(
         self, requests: list[DecodeRequest], frames: list[int], encoded: Any, language: str, previous: list[list[int]]
     ) -> list[Hypothesis]:
         """Beam search and word timings for pieces of one language and prompt length, from their
-        encoder output."""
-        m = self.model
-        tok = self._tokenizer(language)
-        prompts = [m.get_prompt(tok, p) for p in previous]
+        encoder output. Prompts are not trimmed to common lengths: that let more finals batch but
+        cost 2 WER points on the constructed calls, and live finals rarely meet in a batch anyway."""
         new_tokens = max(_token_cap(r.audio.size / SAMPLE_RATE, timestamps=True) for r in requests)
-        results = m.model.generate(
-            encoded,
-            prompts,
-            beam_size=self.beam_size,
-            patience=1,
-            length_penalty=1,
-            max_length=min(m.max_length, max(len(p) for p in prompts) + new_tokens),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=self._suppressed(tok),
-            max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP,
-        )
-        split = [self._split(tok, res, n) for res, n in zip(results, frames, strict=True)]
-        segments = [segs for segs, _ in split]
-        if any(segments):
-            m.add_word_timestamps(segments, tok, encoded, frames, PREPEND, APPEND, 0.0)
-        hyps = [
-            self._hypothesis(
-                (
-                    _Segment(
-                        s["text"],
-                        s["avg_logprob"],
-                        s["no_speech_prob"],
-                        s["compression_ratio"],
-                        [_Timed(**w) for w in s.get("words", [])],
-                    )
-                    for s in segs
-                ),
-                language,
-                r.offset,
-            )
-            for segs, r in zip(segments, requests, strict=True)
-        ]
-        return self._rest(requests, hyps, [seek for _, seek in split], language)
+        decoded = self.fw.generate(encoded, frames, language, previous, self.beam_size, new_tokens, MAX_INITIAL_TIMESTAMP)
+        hyps = [self._hypothesis(d.segments, language, r.offset) for d, r in zip(decoded, requests, strict=True)]
+        return self._rest(requests, hyps, [d.stopped_s for d in decoded], language)
 
     def _rest(
         self, requests: list[DecodeRequest], hyps: list[Hypothesis], seeks: list[float], language: str
@@ -448,72 +223,21 @@ class WhisperDecoder:
     def _languages(self, requests: list[DecodeRequest], encoded: Any) -> list[str]:
         if all(r.language for r in requests):
             return [str(r.language) for r in requests]
-        detected = self.model.model.detect_language(encoded)  # from the encoder pass already paid for
-        return [
-            r.language or _best_language([(t[2:-2], p) for t, p in d], self.settings.languages)[0]
-            for r, d in zip(requests, detected, strict=True)
-        ]
-
-    def _tokenizer(self, language: str) -> Any:
-        from faster_whisper.tokenizer import Tokenizer
-
-        return Tokenizer(self.model.hf_tokenizer, True, task="transcribe", language=language)
-
-    @staticmethod
-    def _suppressed(tok: Any) -> list[int]:
-        from faster_whisper.transcribe import get_suppressed_tokens
-
-        return list(get_suppressed_tokens(tok, [-1]))
-
-    def _split(self, tok: Any, result: Any, frames: int) -> tuple[list[dict[str, Any]], float]:
-        """One window's tokens as faster-whisper segments, and where decoding has to go on from
-        (the end of the window, or the last timestamp when Whisper stopped early)."""
-        from faster_whisper.transcribe import get_compression_ratio
-
-        tokens = list(result.sequences_ids[0])
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        subs, seek, _ = self.model._split_segments_by_timestamps(
-            tokenizer=tok, tokens=tokens, time_offset=0.0, segment_size=frames, segment_duration=frames / 100, seek=0
-        )
-        out = []
-        for s in subs:
-            text = tok.decode(s["tokens"])
-            if text.strip():
-                out.append(
-                    {
-                        **s,
-                        "text": text,
-                        "avg_logprob": avg_logprob,
-                        "no_speech_prob": result.no_speech_prob,
-                        "compression_ratio": get_compression_ratio(text),
-                    }
-                )
-        return out, min(seek, frames) / 100
+        detected = self.fw.languages(encoded)  # from the encoder pass already paid for
+        return [r.language or _best_language(d, self.settings.languages)[0] for r, d in zip(requests, detected, strict=True)]
 
     def _greedy(self, audio: np.ndarray, language: str | None, offset: float) -> Hypothesis:
         """A partial: faster-whisper's own sequential path, greedy, no timestamps."""
         s = self.settings
-        segments, info = self.model.transcribe(
+        segments, detected = self.fw.greedy(
             audio,
-            language=language,
-            beam_size=1,
-            word_timestamps=False,
-            vad_filter=False,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            no_speech_threshold=s.no_speech_threshold,
-            log_prob_threshold=s.log_prob_threshold,
-            compression_ratio_threshold=s.compression_ratio_threshold,
-            temperature=[0.0],
-            max_new_tokens=_token_cap(audio.size / SAMPLE_RATE, timestamps=False),
+            language,
+            (s.no_speech_threshold, s.log_prob_threshold, s.compression_ratio_threshold),
+            _token_cap(audio.size / SAMPLE_RATE, timestamps=False),
         )
-        return self._hypothesis(
-            (_Segment(seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio) for seg in segments),
-            info.language,
-            offset,
-        )
+        return self._hypothesis(segments, detected, offset)
 
-    def _hypothesis(self, segments: Iterable[_Segment], language: str | None, offset: float) -> Hypothesis:
+    def _hypothesis(self, segments: Iterable[Guarded], language: str | None, offset: float) -> Hypothesis:
         kept, out_words, logprobs, nsp = [], [], [], []
         degenerate = 0
         for seg in segments:
@@ -543,7 +267,7 @@ class WhisperDecoder:
             degenerate,
         )
 
-    def _degenerate(self, seg: _Segment) -> bool:
+    def _degenerate(self, seg: Guarded) -> bool:
         """A decoding loop: text without a single letter or digit, or one phrase over and over
         (a long scripted disclosure compresses well too: only a real loop counts) that either
         compresses like a loop or whose repeated word comes faster than anyone says it."""
@@ -553,19 +277,11 @@ class WhisperDecoder:
             return False
         return seg.compression_ratio > self.settings.compression_ratio_threshold or _run_too_fast(seg.words)
 
-    def _hallucinated(self, seg: _Segment) -> bool:
+    def _hallucinated(self, seg: Guarded) -> bool:
         s = self.settings
         if seg.no_speech_prob > s.no_speech_threshold and seg.avg_logprob < s.log_prob_threshold:
             return True
         return bool(HALLUCINATIONS.search(seg.text))
-
-
-@dataclass
-class _Timed:
-    word: str
-    start: float
-    end: float
-    probability: float
 
 
 def _token_cap(seconds: float, timestamps: bool) -> int:
@@ -586,7 +302,7 @@ def _best_language(probs: Iterable[tuple[str, float]], allowed: Sequence[str]) -
 def _looping(text: str) -> bool:
     """Whisper's failure mode on noise: the same few words over and over. True when one word 3-gram
     covers at least a third of the text, or one word repeats four or more times in a row."""
-    words = [_norm(w) for w in text.split() if _norm(w)]
+    words = [norm_word(w) for w in text.split() if norm_word(w)]
     if len(words) < 6:
         return False
     grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
@@ -605,17 +321,17 @@ def _longest_run(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
 
 def _run_too_fast(words: Sequence[Any]) -> bool:
     """The longest run of one word (by the words' own timings) is said faster than a person can."""
-    run = _longest_run(words, lambda w: _norm(w.word))
+    run = _longest_run(words, lambda w: norm_word(w.word))
     return len(run) >= MIN_RUN and run[-1].end - run[0].start < len(run) / MAX_RUN_WORDS_PER_S
 
 
 def _echoes(prompt: str, text: str, n: int = 4) -> bool:
     """The hypothesis repeats `n` words in a row of its prompt (or loops): prompt-induced, not heard."""
-    said = [_norm(w) for w in text.split() if _norm(w)]
-    context = [_norm(w) for w in prompt.split() if _norm(w)]
+    said = [norm_word(w) for w in text.split() if norm_word(w)]
+    context = [norm_word(w) for w in prompt.split() if norm_word(w)]
     grams = {tuple(context[i : i + n]) for i in range(len(context) - n + 1)}
     return any(tuple(said[i : i + n]) in grams for i in range(len(said) - n + 1)) or _looping(text)
 
 
-def _norm(word: str) -> str:
+def norm_word(word: str) -> str:
     return re.sub(r"[^\w]", "", word.lower())

@@ -1,11 +1,9 @@
-"""A speaker's turns decoded together: recordings' packed windows, and live finals revised.
-
-Recordings (`Pack`): see its docstring.
+"""Live finals revised: a speaker's turns decoded again together, in the background.
 
 A live final is decoded alone, moments after its turn ends. Whisper base misreads short turns heard
 alone («Нажмите» as «Нажми тебя», "is there anything else" as "it's very interesting") that it reads
 right among the same speaker's other turns, as offline decoding over a whole channel does: the
-encoder hears more of the voice. So a live speaker's turns are also collected into a `Pack` (the
+encoder hears more of the voice. So a live speaker's turns are also collected into a `Pack` (`stages.packing`, the
 recordings' packed window) and, when the pack is full, stale or the call ends, decoded once more
 there; each turn whose words changed gets a revised final (`revision` 1, same `utterance_id`) that
 replaces the live one in the call's record, the report and the consoles. Live signals (emotion,
@@ -31,9 +29,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from callsense.config import SAMPLE_RATE
-from callsense.events import Word
-from callsense.stages.whisper import DecodeGate, DecodeRequest, Hypothesis, WhisperDecoder, _norm
+from callsense.stages.decode_gate import DecodeGate
+from callsense.stages.packing import Pack
+from callsense.stages.whisper import DecodeRequest, Hypothesis, WhisperDecoder, norm_word
 
 log = logging.getLogger(__name__)
 
@@ -47,67 +45,6 @@ NICE = 19  # the revision thread's CPU priority (the lowest)
 # keep a finished call's stages until a full garbage collection)
 Revised = tuple[int, int, Hypothesis, int]
 Model = Callable[[], Any]  # the background model, loaded on first use by the thread that calls it
-
-
-@dataclass
-class Pack:
-    """Utterances of one speaker waiting to be decoded together (a recording's, or a live call's
-    revision).
-
-    Whisper pays for a 30 s window however short the audio; a call's turns are mostly a few seconds,
-    so a recording's turns are packed, in order and separated by a short silence, into windows of up
-    to `seconds` and each window is decoded once (as offline Whisper decodes a whole channel). The
-    words go back to the utterance they were heard in. A pack is also decoded once its first
-    utterance is `MAX_WAIT_S` old in stream time, so the call's later stages get their finals soon.
-    """
-
-    seconds: float
-    items: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (count, start sample, audio)
-
-    GAP = int(0.3 * SAMPLE_RATE)
-    MAX_WAIT_S = 60.0
-
-    def fits(self, audio: np.ndarray) -> bool:
-        used = sum(a.size + self.GAP for _, _, a in self.items)
-        return not self.items or used + audio.size <= self.seconds * SAMPLE_RATE
-
-    def add(self, count: int, start_sample: int, audio: np.ndarray) -> None:
-        self.items.append((count, start_sample, audio))
-
-    def stale(self, now_sample: int) -> bool:
-        return bool(self.items) and now_sample - self.items[0][1] > self.MAX_WAIT_S * SAMPLE_RATE
-
-    def take(self) -> tuple[np.ndarray, list[tuple[int, int, int, float]]]:
-        """The window's audio and each utterance's (count, start sample, size, start within the window)."""
-        gap = np.zeros(self.GAP, np.float32)
-        parts, spans, at = [], [], 0
-        for count, start, audio in self.items:
-            parts += [audio, gap]
-            spans.append((count, start, audio.size, at / SAMPLE_RATE))
-            at += audio.size + gap.size
-        self.items = []
-        return np.concatenate(parts[:-1]), spans
-
-    @staticmethod
-    def parts(hyp: Hypothesis, spans: list[tuple[int, int, int, float]]) -> list[tuple[int, int, int, Hypothesis]]:
-        """The window's decode split into its utterances: (count, start sample, size, their words
-        on the call's clock)."""
-        out = []
-        for (count, start_sample, size, at), words in zip(spans, Pack.assign(hyp.words, spans), strict=True):
-            shift = start_sample / SAMPLE_RATE - at
-            mine = [w.model_copy(update={"start": round(w.start + shift, 3), "end": round(w.end + shift, 3)}) for w in words]
-            out.append((count, start_sample, size, hyp.only(mine)))
-        return out
-
-    @staticmethod
-    def assign(words: list[Word], spans: list[tuple[int, int, int, float]]) -> list[list[Word]]:
-        """Each word to the utterance whose span (widened by half a gap) holds its midpoint, else the nearest."""
-        out: list[list[Word]] = [[] for _ in spans]
-        for w in words:
-            mid = (w.start + w.end) / 2
-            dist = [max(at - mid, mid - at - size / SAMPLE_RATE, 0.0) for _, _, size, at in spans]
-            out[int(np.argmin(dist))].append(w)
-        return out
 
 
 @dataclass
@@ -130,7 +67,6 @@ class RevisionCounts:
         return {"revised": self.revised, "skipped": self.skipped, "dropped": self.dropped}
 
 
-COUNTS = RevisionCounts()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -155,9 +91,10 @@ def _lowest() -> None:
 class Reviser:
     """One live speaker's turns, decoded again in packs (see the module's docstring)."""
 
-    def __init__(self, decoder: WhisperDecoder, pack_s: float, model: Model) -> None:
-        """`decoder`: the live one (its settings and beam); `model`: the background copy."""
-        self.decoder, self.model = decoder, model
+    def __init__(self, decoder: WhisperDecoder, pack_s: float, model: Model, counts: RevisionCounts) -> None:
+        """`decoder`: the live one (its settings and beam); `model`: the background copy; `counts`:
+        the process's tally (`Models.revisions`)."""
+        self.decoder, self.model, self.counts = decoder, model, counts
         self.pack = Pack(pack_s)
         self._texts: dict[int, str] = {}  # the live text of each turn in the pack
         self._prompt = ""  # what the speaker said before the pack's first turn
@@ -193,7 +130,7 @@ class Reviser:
         as long as they take). What is not done by then is dropped: the live finals stand."""
         futures = [f for f in (self._running, self._ending) if f is not None]
         self._running = self._ending = None
-        return [final for fut in futures for final in _result(fut, deadline)]
+        return [final for fut in futures for final in _result(fut, deadline, self.counts)]
 
     # -- internals --
 
@@ -202,7 +139,7 @@ class Reviser:
         if job is None:
             return
         if self._running is not None and not self._running.done():
-            COUNTS.count("skipped")  # the speaker's previous pack is still pending: this one's live finals stand
+            self.counts.count("skipped")  # the speaker's previous pack is still pending: this one's live finals stand
             return
         self._running = _executor().submit(job)
 
@@ -219,7 +156,7 @@ class Reviser:
         def job() -> list[Revised]:
             decoder = WhisperDecoder(self.model(), live.settings, DecodeGate(1), beam_size=live.beam_size)
             revised = self._revised(decoder.decode_batch([request])[0], spans, texts)
-            COUNTS.count("revised")
+            self.counts.count("revised")
             return revised
 
         return job
@@ -240,10 +177,10 @@ class Reviser:
         if fut is None or not fut.done():
             return []
         self._running = None
-        return _result(fut, None)
+        return _result(fut, None, self.counts)
 
 
-def _result(fut: Future[list[Revised]], deadline: float | None) -> list[Revised]:
+def _result(fut: Future[list[Revised]], deadline: float | None, counts: RevisionCounts) -> list[Revised]:
     """A revision's finals, waited for until `deadline` (None: as long as it takes); one not done by
     then, or failed, gives none: the live finals stand and the call goes on."""
     try:
@@ -252,9 +189,9 @@ def _result(fut: Future[list[Revised]], deadline: float | None) -> list[Revised]
         fut.cancel()
     except Exception:
         log.exception("revising finals failed")
-    COUNTS.count("dropped")
+    counts.count("dropped")
     return []
 
 
 def _same(a: str, b: str) -> bool:
-    return [_norm(w) for w in a.split()] == [_norm(w) for w in b.split()]
+    return [norm_word(w) for w in a.split()] == [norm_word(w) for w in b.split()]
