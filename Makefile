@@ -5,7 +5,7 @@ export PYANNOTE_METRICS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test check setup bench cluster-demo
+.PHONY: demo test check lint setup bench cluster-demo
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -13,12 +13,15 @@ setup:
 demo: setup
 	$(VENV)/bin/callsense demo
 
-# the fast loop (under two minutes once set up): lint, format, types, layers, and the tests that load no model
-check: setup
+# ruff, its formatting, mypy (strict) and the import layers
+lint: setup
 	$(VENV)/bin/ruff check callsense tests scripts
 	$(VENV)/bin/ruff format --check callsense tests scripts
 	$(VENV)/bin/mypy callsense
 	$(VENV)/bin/lint-imports
+
+# the fast loop (under two minutes once set up): lint, and the tests that load no model
+check: lint
 	$(VENV)/bin/python -m pytest -q -ra -m "not slow"
 
 # what CI runs: the same checks, the models' presence, then every test (the slowest are listed at the end).
@@ -27,11 +30,7 @@ check: setup
 # program it failed tests there (docs/benchmarks.md > Test suite), so one process is the default.
 TEST_WORKERS ?= 1
 PARALLEL = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
-test: setup
-	$(VENV)/bin/ruff check callsense tests scripts
-	$(VENV)/bin/ruff format --check callsense tests scripts
-	$(VENV)/bin/mypy callsense
-	$(VENV)/bin/lint-imports
+test: lint
 	$(VENV)/bin/callsense models check
 	$(VENV)/bin/python -m pytest -q -ra $(PARALLEL) --durations=25
 

@@ -37,7 +37,7 @@ class ModelSettings(_Strict):
     whisper_compute_type: str = "int8"
     # threads per Whisper decode: on the 2-core machine one thread decodes a window as fast as two (beam
     # search steps are too small to split) and leaves the other core to a second decode; live final p95
-    # 1.87 -> 1.33-1.40 s, K = 6 calls max lag 2.78 -> 1.46 s (docs/benchmarks.md, Session 11)
+    # 1.87 -> 1.33-1.40 s, K = 6 calls max lag 2.78 -> 1.46 s (docs/changelog.md › Live latency)
     whisper_threads: int = 1
     # parallel Whisper decodes (one per call channel at most); 1 serialises all calls of a server
     whisper_workers: int = 2
@@ -51,7 +51,7 @@ class AsrSettings(_Strict):
     languages: list[str] = ["ru", "en", "da"]
     # finals decoded with this much of the speaker's previous finals as Whisper's prompt (whisper_streaming's
     # 200 characters): with beam 5 whole-call WER 0.159 -> 0.132 constructed, 0.170 -> 0.143 real calls;
-    # 0 = off (docs/benchmarks.md, Session 11)
+    # 0 = off (docs/changelog.md › Speech recognition)
     prompt_chars: int = 200
     partial_interval_s: float = 1.5  # how often a partial is decoded while someone speaks
     partial_window_s: float = 10.0  # partials run Whisper's encoder on this window, not 30 s (about 6x cheaper)

@@ -1,4 +1,4 @@
-"""Live-path finals on ru_read_msu with a given encoder window for finals (docs/benchmarks.md, session 5).
+"""Live-path finals on ru_read_msu with a given encoder window for finals (docs/benchmarks.md › Speech recognition).
 
 .venv/bin/python scripts/asr_windows.py --data ../shared/data --window 15      # WER over all 81
 .venv/bin/python scripts/asr_windows.py --data ../shared/data --timing         # decode time per window/beam

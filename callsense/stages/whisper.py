@@ -147,7 +147,7 @@ class WhisperDecoder:
         """The encoder window for finals of up to `samples`: `final_window_s` when the piece and 1 s
         fit in it, else Whisper's own 30 s (None). The encoder is most of a final's cost and a 15 s
         window decodes turns of a call as well; sizes in between (a 22 s piece in a 24-28 s window)
-        sent Whisper into loops and lost words of packed recordings (docs/benchmarks.md, Session 9)."""
+        sent Whisper into loops and lost words of packed recordings (docs/changelog.md › Speech recognition)."""
         window = self.settings.final_window_s
         if window <= 0 or samples / SAMPLE_RATE + 1.0 > window:
             return None
