@@ -123,8 +123,24 @@ class CustomerStateSettings(_Strict):
     rearm_probability: float = Field(0.15, gt=0.0, lt=1.0, description="a new cue only after the state fell below this")
 
 
+class DeliverySettings(_Strict):
+    """Quiet cues about the operator's own delivery (stages/delivery.py); never an input to a score."""
+
+    enabled: bool = True
+    cooldown_s: float = Field(60.0, ge=0.0, description="at most one delivery cue this often")
+    pace_factor: float = Field(1.4, gt=1.0, description="a turn this many times the operator's usual words/s")
+    pace_min_turn_s: float = 3.0  # shorter turns say little about pace
+    pace_baseline_turns: int = Field(3, ge=1, description="turns of the operator's own pace before any pace cue")
+    monologue_s: float = Field(45.0, gt=0.0, description="the operator talking this long without the customer")
+    talk_ratio: float = Field(0.7, gt=0.0, le=1.0, description="the operator's share of the talk that gives a cue")
+    talk_ratio_after_s: float = 120.0  # ... judged only once the call is this long
+
+
 class HintSettings(_Strict):
     cooldown_s: float = 20.0
+    # the script checklist (report.audit_dir) ticked live on the operator's console as they speak
+    live_checklist: bool = True
+    delivery: DeliverySettings = DeliverySettings()
     silence_hold_s: float = 10.0
     # a critical escalation from the intent classifier alone (no pattern matched) needs this probability
     critical_probability: float = Field(0.7, gt=0.0, le=1.0)

@@ -121,6 +121,16 @@ class HintFeedback(_Base):
     by: str = "operator"
 
 
+NOTE_CHARS = 280
+
+
+class SupervisorNote(_Base):
+    type: Literal["note"] = "note"
+    text: str = Field(max_length=NOTE_CHARS, description="a supervisor's note to the call's operator")
+    by: str = Field(description="who wrote it (`supervisor:<token name>`)")
+    joining: bool = Field(False, description="the supervisor is joining the call (taking over an escalation)")
+
+
 class Overlap(_Base):
     type: Literal["overlap"] = "overlap"
     start: float
@@ -173,6 +183,22 @@ class Risk(_Base):
     hint_id: str | None = None
 
 
+class ChecklistItem(BaseModel):
+    id: str
+    title: str
+    status: Literal["pending", "due", "done", "missed", "failed"]
+    at_end: bool = Field(False, description="judged on the operator's last turns: may be undone by later ones")
+
+
+class ChecklistUpdate(_Base):
+    type: Literal["checklist"] = "checklist"
+    items: list[ChecklistItem] = Field(
+        description="every item of the call's script checklist with its status now: what the post-call verdict "
+        "would be if the call ended here, `due` while its window is closing (say it now)"
+    )
+    evidence: dict[str, Any] = Field({}, description="item id -> {t, text}: the operator's words that ticked (or failed) it")
+
+
 class CallEnded(_Base):
     type: Literal["call_ended"] = "call_ended"
     duration_s: float
@@ -210,9 +236,11 @@ Event = Annotated[
     | Emotion
     | Hint
     | HintFeedback
+    | SupervisorNote
     | Overlap
     | Metrics
     | Risk
+    | ChecklistUpdate
     | CallEnded
     | Error
     | WorkerChanged,
@@ -220,7 +248,18 @@ Event = Annotated[
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 FINAL_TYPES = frozenset(
-    {"transcript_final", "emotion", "hint", "risk", "call_started", "call_ended", "error", "worker_changed"}
+    {
+        "transcript_final",
+        "emotion",
+        "hint",
+        "risk",
+        "checklist",
+        "note",
+        "call_started",
+        "call_ended",
+        "error",
+        "worker_changed",
+    }
 )
 
 

@@ -34,6 +34,7 @@ from callsense.events import (
     Metrics,
     Overlap,
     Sequencer,
+    SupervisorNote,
     TranscriptFinal,
 )
 from callsense.hooks import Hooks, TimingHook
@@ -48,6 +49,7 @@ from callsense.stages.base import (
     TranscriberState,
     Transcript,
 )
+from callsense.stages.checklist import ScriptStage
 from callsense.stages.customer_state import CustomerState
 from callsense.stages.emotion import EmotionStage
 from callsense.stages.escalation import EscalationState
@@ -137,6 +139,10 @@ class CallPipeline:
             settings.hints, language=(self.language or "en"), embed=TextEmbedder(settings.models), customer_state=customer
         )
         self.escalation: RiskStage = EscalationState(customer, settings.hints.recover_turns)
+        # the script checklist, ticked as the operator speaks (the report judges it with the same rules)
+        self.script: ScriptStage | None = (
+            ScriptStage(settings.report.audit_dir, self.language) if settings.hints.live_checklist else None
+        )
         # what the call has said so far (no partials: they are superseded by finals)
         self.events: list[Event] = []
         self.samples = 0
@@ -221,7 +227,9 @@ class CallPipeline:
         holds = self.hints.tick(
             self.stream_time, any(asr.speaking for asr in self.asr), max(asr.heard_until for asr in self.asr)
         )
-        return self._emit([*turns, *holds, *self._metrics(arrived)], arrived)
+        # a recording's finals come in packs, long after their words: its checklist moves with them only
+        script = self.script.tick(self.stream_time) if self.script is not None and not self.profile.pack else []
+        return self._emit([*turns, *holds, *script, *self._metrics(arrived)], arrived)
 
     def finish(self, reason: str = "hangup") -> list[Event]:
         if self._ended:
@@ -247,6 +255,10 @@ class CallPipeline:
         """The operator accepted or dismissed a hint: recorded in the call like any event."""
         fb = HintFeedback(hint_id=hint_id, action=action, by=by)
         return self._emit([fb, *self.escalation.push(fb)])
+
+    def note(self, text: str, joining: bool, by: str) -> list[Event]:
+        """A supervisor's note to the operator (or "I'm joining"): recorded in the call like any event."""
+        return self._emit([SupervisorNote(text=text, joining=joining, by=by)])
 
     def fail(self, code: str, message: str) -> list[Event]:
         """Something outside the stages went wrong for this call: an `error` event in its stream."""
@@ -302,6 +314,8 @@ class CallPipeline:
         for ev in history:
             if isinstance(ev, Emotion | Hint | HintFeedback):
                 self.escalation.push(ev)
+            elif isinstance(ev, TranscriptFinal) and self.script is not None:
+                self.script.push(ev)  # what was ticked stays ticked
         self.samples = at.samples
         self.seq.restart(after_seq)
         if at.gate:
@@ -367,7 +381,8 @@ class CallPipeline:
             hints = [h for item in items for h in self.hints.push(item)]
         signals: list[Emotion | Hint] = [*emotions, *hints]
         risk = [r for item in signals for r in self.escalation.push(item)]
-        return [*overlaps, *emotions, *hints, *risk]
+        script = self.script.push(fin) if self.script is not None else []
+        return [*overlaps, *emotions, *hints, *risk, *script]
 
     # -- lag and load shedding --
 

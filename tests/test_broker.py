@@ -16,7 +16,7 @@ from callsense.audio.codecs import AudioChunk
 from callsense.config import SAMPLES_DIR as SAMPLES
 from callsense.events import TranscriptFinal
 from callsense.service import broker as b
-from callsense.service.calls import Audio, End, Feedback, SourceError
+from callsense.service.calls import Audio, End, Feedback, Note, SourceError
 
 needs_redis = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed: apt-get install redis-server"
@@ -33,7 +33,13 @@ def test_every_inbox_message_survives_the_stream():
     audio = b.decode_message(_fields(b.encode_message(Audio(AudioChunk(pcm, 12.5), arrived=0.0))))
     assert isinstance(audio, Audio) and audio.chunk.start == 12.5
     np.testing.assert_array_equal(audio.chunk.audio, pcm)  # 16-bit samples come back exactly
-    for msg in (Feedback("h3", "accepted", "operator:op-1"), SourceError("bad_frame", "x"), End("hangup")):
+    for msg in (
+        Feedback("h3", "accepted", "operator:op-1"),
+        Note("offer the fee refund", False, "supervisor:sup"),
+        Note("I'm joining", True, "supervisor:sup"),
+        SourceError("bad_frame", "x"),
+        End("hangup"),
+    ):
         assert b.decode_message(_fields(b.encode_message(msg))) == msg
 
 

@@ -31,7 +31,7 @@ from callsense.audio.protocols import (
     TwilioProtocol,
 )
 from callsense.config import ServerSettings
-from callsense.service.fanout import FanOut, FeedbackMessage, ResumeMessage
+from callsense.service.fanout import INPUT, FanOut, ResumeMessage
 
 EXAMPLES = 300  # per message type: bounded so `make test` stays quick
 
@@ -162,15 +162,17 @@ def test_float_audio_with_nan_and_inf_is_repaired_not_lost(float_frame):
 @given(
     resume=mutate({"type": "resume", "after": {"c1": 3}}),
     feedback=mutate({"type": "feedback", "call_id": "c1", "hint_id": "h1", "action": "accepted"}),
+    note=mutate({"type": "note", "call_id": "c1", "text": "offer the fee refund", "joining": False}),
     raw=st.text(max_size=200) | st.binary(max_size=200),
 )
-def test_console_messages(resume, feedback, raw):
-    fanout = FanOut(ServerSettings(), None, on_feedback=None)  # type: ignore[arg-type]
+def test_console_messages(resume, feedback, note, raw):
+    fanout = FanOut(ServerSettings(), None, on_input=None)  # type: ignore[arg-type]
     for message, model in (
         (dumps(resume), ResumeMessage),
-        (dumps(feedback), FeedbackMessage),
+        (dumps(feedback), INPUT),
+        (dumps(note), INPUT),
         (raw, ResumeMessage),
-        (raw, FeedbackMessage),
+        (raw, INPUT),
     ):
         with contextlib.suppress(ValueError):
             fanout._parse(message, model)
@@ -258,12 +260,13 @@ def _entry_field(value: Any) -> bytes:
 @given(
     fields=st.dictionaries(
         st.sampled_from(
-            [b"k", b"ch", b"start", b"at", b"pcm", b"hint", b"action", b"by", b"code", b"message", b"reason", b"\xff"]
+            [b"k", b"ch", b"start", b"at", b"pcm", b"hint", b"action", b"by", b"code", b"message", b"reason"]
+            + [b"text", b"joining", b"\xff"]
         ),
         st.one_of(
             st.binary(max_size=40),
             junk.map(_entry_field),
-            st.sampled_from([b"audio", b"feedback", b"error", b"end", b"nan", b"0", b"-3"]),
+            st.sampled_from([b"audio", b"feedback", b"note", b"error", b"end", b"nan", b"0", b"1", b"-3"]),
         ),
         max_size=7,
     ),
@@ -272,8 +275,9 @@ def _entry_field(value: Any) -> bytes:
 def test_broker_entries_decode_or_raise_malformed(fields, base):
     """A worker reads whatever is in a call's stream: it decodes it or names it malformed (the call
     then ends with an error event), never another exception that would kill the reader silently."""
+    from callsense.events import NOTE_CHARS
     from callsense.service.broker import MalformedEntry, decode_message
-    from callsense.service.calls import Audio
+    from callsense.service.calls import Audio, Note
 
     entry = {**ENTRY, **fields} if base else fields
     try:
@@ -282,6 +286,8 @@ def test_broker_entries_decode_or_raise_malformed(fields, base):
         return
     if isinstance(msg, Audio):
         assert 1 <= msg.chunk.audio.shape[0] <= 8 and np.isfinite(msg.chunk.audio).all()
+    if isinstance(msg, Note):
+        assert 0 < len(msg.text) <= NOTE_CHARS
 
 
 # -- what gateways and workers read from the cluster's other streams --

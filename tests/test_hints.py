@@ -9,9 +9,9 @@ from callsense.events import TranscriptFinal
 from callsense.stages.hints import HintEngine
 
 
-def _final(role, text, start, lang="ru"):
+def _final(role, text, start, lang="ru", seconds=2.0):
     return TranscriptFinal(
-        speaker=role, role=role, start=start, end=start + 2, text=text, language=lang, utterance_id=f"u{start:g}"
+        speaker=role, role=role, start=start, end=start + seconds, text=text, language=lang, utterance_id=f"u{start:g}"
     )
 
 
@@ -213,3 +213,59 @@ def test_raised_voice_needs_more_than_one_loud_word(models):
     assert old_rule_word >= 1  # level and arousal alone would have fired on a single word
     assert not any(fired["word"])
     assert sum(fired["sentence"]) >= len(fired["sentence"]) / 2
+
+
+def test_delivery_cues_come_from_the_operators_own_turns_quietly():
+    """Pace against the operator's own usual pace, a long monologue, the talk ratio: info cues with their
+    numbers, one per delivery cooldown; the customer's turns never make one."""
+    settings = HintSettings(delivery={"cooldown_s": 30.0, "monologue_s": 40.0, "talk_ratio_after_s": 60.0})
+    engine = HintEngine(settings, language="en")
+    usual = "I will look at the payment and the fee on your card right now for you"  # 16 words in 6 s
+    got = []
+    for i in range(3):
+        got += engine.on_final(_final("operator", usual, 10.0 * i, "en", seconds=6.0))
+        got += engine.on_final(_final("customer", "Okay, thank you.", 10.0 * i + 7, "en"))
+    assert got == [], "the operator's own usual pace is no cue"
+    fast = engine.on_final(_final("operator", usual + " " + usual, 40.0, "en", seconds=5.0))  # 32 words in 5 s
+    assert [(h.reason, h.severity) for h in fast] == [("operator_pace", "info")]
+    assert fast[0].evidence["rate"] == 6.4 and "6.4 words/s" in fast[0].title
+    # the operator goes on without the customer: a monologue, but not within the cooldown of the last cue
+    for start in (46.0, 53.0, 60.0, 67.0):
+        assert engine.on_final(_final("operator", usual, start, "en", seconds=6.0)) == []
+    later = engine.on_final(_final("operator", usual, 74.0, "en", seconds=6.0))
+    assert [h.reason for h in later] == ["operator_monologue"] and later[0].evidence["seconds"] >= 40
+    assert not [h for h in later if h.severity != "info"]
+    ratio = engine.on_final(_final("operator", usual, 120.0, "en", seconds=6.0))
+    assert [h.reason for h in ratio] == ["talk_ratio"], "held back by the cooldown, not lost"
+    assert ratio[0].evidence["percent"] >= 70
+
+
+def test_a_silence_after_an_announced_hold_reads_differently():
+    announced = HintEngine(HintSettings(silence_hold_s=10), language="en")
+    announced.on_final(_final("operator", "One moment, please hold.", 0.0, "en"))
+    (hold,) = announced.tick(12.5, speaking=False)
+    assert hold.evidence["hold_announced"] and "no hold announced" not in hold.title
+    silent = HintEngine(HintSettings(silence_hold_s=10), language="en")
+    silent.on_final(_final("operator", "Your card is blocked.", 0.0, "en"))
+    (gap,) = silent.tick(12.5, speaking=False)
+    assert not gap.evidence["hold_announced"] and "no hold announced" in gap.title
+
+
+def test_a_customer_turn_decoded_late_still_ends_the_operators_stretch():
+    """Each channel's finals come when they are decoded: the customer's word inside the operator's stretch
+    breaks it even when its final arrives after the operator's next one."""
+
+    def stretch(customer_late: bool) -> list[str]:
+        engine = HintEngine(HintSettings(delivery={"monologue_s": 45.0}), language="en")
+        reasons = []
+        for fin in (
+            _final("operator", "Let me read you the terms of the new account in full now.", 0.0, "en", seconds=20.0),
+            _final("operator", "The second part is about the fees and the limits on it.", 21.0, "en", seconds=20.0),
+            *([_final("customer", "Right.", 20.2, "en", seconds=0.6)] if customer_late else []),
+            _final("operator", "And the third part is about closing it if you wish.", 42.0, "en", seconds=8.0),
+        ):
+            reasons += [h.reason for h in engine.on_final(fin)]
+        return reasons
+
+    assert "operator_monologue" in stretch(customer_late=False)
+    assert "operator_monologue" not in stretch(customer_late=True)

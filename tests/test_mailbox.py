@@ -34,7 +34,7 @@ def _final(i: int) -> TranscriptFinal:
 
 def test_slow_console_drops_partials_first_and_never_finals(settings):
     settings.server.console_queue = 3
-    fanout = FanOut(settings.server, None, on_feedback=None)  # type: ignore[arg-type]
+    fanout = FanOut(settings.server, None, on_input=None)  # type: ignore[arg-type]
     console = Console(who="t", role="supervisor", operator_id=None)
     for ev in [_part(1), _final(2), _part(3), _part(4), _final(5)]:
         fanout.offer(console, ev)

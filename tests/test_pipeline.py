@@ -111,6 +111,26 @@ def test_report_from_the_same_events(stereo_events, settings, tmp_path):
     assert json.loads((out / "report.json").read_text())["call_id"] == "t1"
 
 
+def test_the_checklist_is_ticked_live_with_the_operators_words(stereo_run, settings):
+    from callsense.stages.checklist import load_items
+
+    updates = [e for e in stereo_run.given if e.type == "checklist"]
+    assert updates and updates[0].t < 1.0, "the operator sees the script from the call's start"
+    assert {i.title for i in updates[-1].items} == {i.title for i in load_items(settings.report.audit_dir, "ru")}
+    said = {e.text[:160] for e in stereo_run.given if e.type == "transcript_final" and e.role == "operator"}
+    for update in updates:
+        assert all(update.evidence[i.id]["text"] in said for i in update.items if i.status == "done")
+    seen = {i.id: [u_i.status for u in updates for u_i in u.items if u_i.id == i.id] for i in updates[-1].items}
+    for item, statuses in seen.items():
+        if statuses[-1] == "missed":
+            assert "due" in statuses, f"{item}: reminded before it was missed"
+    last = {i.id: i.status for i in updates[-1].items if not i.at_end}
+    report = {c["id"]: c["passed"] for c in build_report(stereo_run.record, settings, SAMPLE)["compliance"]}
+    for item, status in last.items():
+        if status in ("done", "failed", "missed"):
+            assert report[item] == (status == "done"), f"{item}: one checklist, live and after the call"
+
+
 def test_mono_call_is_diarized_and_roles_are_marked_as_guesses(models):
     from callsense.config import load_settings
 

@@ -89,6 +89,10 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             assert "оператор" in operator.inner_text("#calls thead") and "operator" in page.inner_text("#calls thead")
             assert operator.query_selector("#alerts .banner") is None
             assert page.query_selector("#now .hint button, #hints .hint button") is None
+            # the script checklist, ticked as the operator speaks: the greeting and the disclosure are said
+            operator.wait_for_selector('#script li.done[data-item="greeting"]', timeout=30000)
+            assert len(operator.query_selector_all("#script li")) >= 5
+            assert operator.query_selector('#script li[data-item="disclosure_recording"].done') is not None
             # the operator's newest transcript line is in view (its pane scrolls, the page does not)
             assert operator.evaluate(NEWEST_LINE_IN_VIEW), "the newest line is visible"
             shots = settings.server.store.parent  # kept with the test's files (docs/img has a pair from a run)
@@ -104,6 +108,16 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             answered = operator.get_attribute("#now .hint", "data-hint")
             operator.keyboard.press("KeyA")  # A answers the card to act on now
             operator.wait_for_selector(f'#hints .hint[data-hint="{answered}"] .done', state="attached", timeout=5000)
+            # the supervisor takes the escalation over and writes to the operator: the operator sees both at once
+            page.click("#alerts .banner .btn-join")
+            operator.wait_for_selector("#notes .note.joining", timeout=15000)
+            page.fill("#note-text", "offer the fee refund")
+            page.click("#note-send")
+            operator.wait_for_function(
+                "[...document.querySelectorAll('#notes .note')].some(n => n.textContent.includes('offer the fee refund'))",
+                timeout=15000,
+            )
+            assert operator.is_hidden("#note"), "operators do not write notes"
             page.click("#alerts .banner .btn-ack")
             # released: the banner goes (a later critical escalation of the call may raise a new one)
             page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')", timeout=15000)
@@ -130,7 +144,10 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
 
         log = [(who, seen, action) for _, who, seen, action in Store(settings.server.store).access_log()]
         assert ("supervisor:sup", result["call_id"], "report view") in log
+        assert ("supervisor:sup", result["call_id"], "note") in log, "every note is in the access log"
         events = Store(settings.server.store).events(result["call_id"])
+        notes = [(e.by, e.joining, e.text) for e in events if e.type == "note"]
+        assert ("supervisor:sup", False, "offer the fee refund") in notes and any(j for _, j, _ in notes)
         feedback = [e for e in events if e.type == "hint_feedback"]
         assert (hint_id, "accepted") in [(f.hint_id, f.action) for f in feedback]
         acked = min(f.seq for f in feedback if f.hint_id == hint_id)

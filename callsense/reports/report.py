@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from callsense.config import Settings
 from callsense.events import Emotion, Event, Hint, Risk, TranscriptFinal
+from callsense.stages.checklist import Checklist
 
 # --- transcripts --------------------------------------------------------------------------------
 
@@ -247,42 +245,13 @@ def operator_conduct(metrics: dict[str, Any], compliance: list[dict[str, Any]]) 
 # --- compliance -----------------------------------------------------------------------------------
 
 
-def load_checklist(directory: Path, language: str) -> list[dict[str, Any]]:
-    path = directory / f"{language}.yaml"
-    if not path.exists():
-        path = directory / "en.yaml"
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("items", [])
-
-
-def compliance(events: list[Event], checklist: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each checklist item: pass/fail with the timestamped utterance that decided it. A call whose end may
-    be missing (`incomplete`) leaves its end-of-call items unjudged (`passed` None), never failed."""
-    fins = [f for f in finals(events) if f.role == "operator"]
-    cut = incomplete(events) is not None
-    results = []
-    for item in checklist:
-        if cut and item.get("at_end"):
-            results.append({"id": item["id"], "title": item["title"], "passed": None, "evidence": None})
-            continue
-        window = item.get("within_first_s")
-        pool = [f for f in fins if window is None or f.start <= window]
-        if item.get("at_end"):
-            pool = fins[-3:]
-        hit = next((f for f in pool if re.search(item["pattern"], f.text, re.IGNORECASE)), None)
-        passed = (hit is None) if item.get("prohibited") else (hit is not None)
-        if item.get("before_pattern") and hit is not None:
-            # e.g. identity must be verified before account details are given
-            later = next((f for f in fins if re.search(item["before_pattern"], f.text, re.IGNORECASE)), None)
-            passed = later is None or hit.start <= later.start
-        results.append(
-            {
-                "id": item["id"],
-                "title": item["title"],
-                "passed": passed,
-                "evidence": None if hit is None else {"t": hit.start, "text": hit.text[:160]},
-            }
-        )
-    return results
+def compliance(events: list[Event], judge: Checklist) -> list[dict[str, Any]]:
+    """Each checklist item: pass/fail with the timestamped utterance that decided it - the live
+    checklist's rules over the call's record (`stages.checklist`). A call whose end may be missing
+    (`incomplete`) leaves its end-of-call items unjudged (`passed` None), never failed."""
+    for fin in finals(events):
+        judge.push(fin)
+    return judge.verdict(cut=incomplete(events) is not None)
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -303,7 +272,7 @@ def build_report(
         events = redact_events(events, lang)
         fins = finals(events)
     metrics = call_metrics(events, settings.report.hold_s)
-    checks = compliance(events, load_checklist(settings.report.audit_dir, lang))
+    checks = compliance(events, Checklist.load(settings.report.audit_dir, lang))
     emotions = [e for e in events if isinstance(e, Emotion)]
     report = {
         "call_id": events[0].call_id if events else "",

@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from callsense.audio.codecs import AudioChunk
 from callsense.audio.protocols import ChannelRole, language_code, valid_call_id
 from callsense.config import Settings
-from callsense.events import Event, parse_event
-from callsense.service.calls import Audio, End, Feedback, Message, SourceError
+from callsense.events import NOTE_CHARS, Event, parse_event
+from callsense.service.calls import Audio, End, Feedback, Message, Note, SourceError
 
 log = logging.getLogger("callsense.broker")
 
@@ -216,6 +216,8 @@ def encode_message(msg: Message) -> dict[Any, Any]:
         }
     if isinstance(msg, Feedback):
         return {"k": "feedback", "hint": msg.hint_id, "action": msg.action, "by": msg.by}
+    if isinstance(msg, Note):
+        return {"k": "note", "text": msg.text, "joining": "1" if msg.joining else "0", "by": msg.by}
     if isinstance(msg, SourceError):
         return {"k": "error", "code": msg.code, "message": msg.message}
     return {"k": "end", "reason": msg.reason}
@@ -242,6 +244,11 @@ def _decode(fields: dict[bytes, bytes]) -> Message:
         return Audio(AudioChunk(np.ascontiguousarray(pcm), start), arrived)
     if kind == "feedback":
         return Feedback(f["hint"].decode(), f["action"].decode(), f["by"].decode())
+    if kind == "note":
+        text = f["text"].decode()
+        if not 0 < len(text) <= NOTE_CHARS or f["joining"] not in (b"0", b"1"):
+            raise ValueError(f"note entry of {len(text)} characters, joining {f['joining']!r}")
+        return Note(text, f["joining"] == b"1", f["by"].decode())
     if kind == "error":
         return SourceError(f["code"].decode(), f["message"].decode())
     if kind == "end":

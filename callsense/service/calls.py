@@ -82,6 +82,15 @@ class Feedback(_Message):
 
 
 @dataclass
+class Note(_Message):
+    """A supervisor's note to the call's operator; `joining`: they are joining the call."""
+
+    text: str
+    joining: bool
+    by: str
+
+
+@dataclass
 class SourceError(_Message):
     code: str
     message: str
@@ -92,7 +101,8 @@ class End(_Message):
     reason: str
 
 
-Message = Audio | Feedback | SourceError | End
+Message = Audio | Feedback | Note | SourceError | End
+FromConsole = Feedback | Note  # what a console may put into a call
 # call id, events, their redacted copies (None: not for redacted views - partials, see _redact_and_store)
 Publish = Callable[[str, list[Event], list[Event | None]], Awaitable[None]]
 
@@ -196,6 +206,8 @@ class Call:
     async def _handle(self, pipe: CallPipeline, msg: Message) -> list[Event]:
         if isinstance(msg, Feedback):
             return pipe.feedback(msg.hint_id, msg.action, msg.by)
+        if isinstance(msg, Note):
+            return pipe.note(msg.text, msg.joining, msg.by)
         if isinstance(msg, SourceError):
             return pipe.fail(msg.code, msg.message)
         assert isinstance(msg, Audio)

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from callsense.events import (
     CallEnded,
+    ChecklistUpdate,
     Emotion,
     Error,
     Event,
@@ -31,6 +32,7 @@ from callsense.events import (
     HintFeedback,
     Metrics,
     Risk,
+    SupervisorNote,
     TranscriptFinal,
     TranscriptPartial,
     WorkerChanged,
@@ -64,6 +66,9 @@ REASON_WORDS = {
     "operator_interrupting": "talking over the customer",
     "long_silence": "long silence",
     "no_promises": "a promise to check",
+    "operator_pace": "your pace",
+    "operator_monologue": "a long monologue",
+    "talk_ratio": "your share of the talk",
 }
 
 
@@ -88,6 +93,13 @@ def hint_badge(h: Hint) -> tuple[str, str]:
 # STALE_S of the call; a hold card ends when someone speaks again
 STALE_S = 45.0
 RANK = {"critical": 0, "warning": 1, "info": 2}
+SCRIPT_MARK = {
+    "done": ("\u2713", "green"),
+    "due": ("!", "bold yellow"),
+    "missed": ("\u2717", "red"),
+    "failed": ("\u2717", "red"),
+    "pending": ("\u25cb", "dim"),
+}
 
 
 def mood_words(frustration: float) -> tuple[str, str]:
@@ -117,6 +129,8 @@ class ConsoleView:
     risk: float = 0.0
     frustration: float | None = None  # the customer state: probability the customer is frustrated now
     latched: Risk | None = None  # a critical escalation waiting for acknowledgement
+    script: ChecklistUpdate | None = None  # the script checklist as the server judges it now
+    note: SupervisorNote | None = None  # the supervisor's latest note to the operator
 
     @property
     def lag(self) -> float:
@@ -149,6 +163,10 @@ class ConsoleView:
             self.shedding = ev.shedding
         elif isinstance(ev, Risk):
             self.risk, self.latched, self.frustration = ev.level, ev if ev.latched else None, ev.frustration
+        elif isinstance(ev, ChecklistUpdate):
+            self.script = ev
+        elif isinstance(ev, SupervisorNote):
+            self.note = ev
         elif isinstance(ev, CallEnded):
             self.ended = True
         elif isinstance(ev, Error):
@@ -198,9 +216,9 @@ class ConsoleView:
     def render(self, height: int = 24) -> Layout:
         layout = Layout()
         shown = len(self.open_hints()[:2])
-        hint_rows = 2 + 4 * shown if shown else 3
+        hint_rows = (2 + 4 * shown if shown else 3) + (1 if self.note and shown else 0)
         layout.split_column(
-            Layout(self._header(), size=3),
+            Layout(self._header(), size=4 if self.script else 3),
             Layout(self._transcript(height - 3 - hint_rows)),
             Layout(self._hints(), size=hint_rows),
         )
@@ -224,7 +242,23 @@ class ConsoleView:
             words, style = mood_words(self.frustration)
             head.append("  customer: ")
             head.append(words, style)
+        if self.script:
+            head = Text.assemble(head, "\n", self._script())
         return Panel(head, title=f"callsense \u2022 {self.call_id}", title_align="left", padding=(0, 1))
+
+    def _script(self) -> Text:
+        """One line: each item's mark and the start of its title; a due item whole, to say now."""
+        assert self.script is not None
+        line = Text("script ", "dim")
+        for item in self.script.items:
+            mark, style = SCRIPT_MARK[item.status]
+            line.append(f"{mark} ", style)
+            if item.status == "due":
+                line.append(f"{item.title} (say it now)  ", "bold yellow")
+            else:
+                short = item.title if len(item.title) <= 16 else item.title[:15].rstrip() + "\u2026"
+                line.append(f"{short}  ", style)
+        return line
 
     def _transcript(self, rows: int) -> Panel:
         body = Text()
@@ -245,9 +279,9 @@ class ConsoleView:
 
     def _hints(self) -> Panel:
         open_hints = self.open_hints()
-        if not open_hints:
+        cards: list[Any] = [self._note()] if self.note else []
+        if not open_hints and not cards:
             return Panel(Text("nothing to act on", style="dim"), title="hints", title_align="left")
-        cards = []
         for h in open_hints[:2]:
             grid = Table.grid(padding=(0, 1))
             grid.add_row(Text(*hint_badge(h)), Text(h.title, "bold"))
@@ -255,6 +289,11 @@ class ConsoleView:
                 grid.add_row(Text("say:", "dim"), Text(f"\u201c{phrase}\u201d", "italic"))
             cards.append(grid)
         return Panel(Group(*cards), title="hints", title_align="left", padding=(0, 1))
+
+    def _note(self) -> Text:
+        assert self.note is not None
+        said = "is joining the call" if self.note.joining else f"\u201c{self.note.text}\u201d"
+        return Text.assemble(("supervisor ", "bold blue"), (said, "bold"))
 
 
 @dataclass

@@ -22,13 +22,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from callsense.config import ServerSettings, TokenGrant
-from callsense.events import FINAL_TYPES, Event
+from callsense.events import FINAL_TYPES, NOTE_CHARS, Event
 from callsense.reports.store import Store
+from callsense.service.calls import Feedback, FromConsole, Note
 from callsense.service.mailbox import Mailbox
 
 CallIdText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -50,7 +51,18 @@ class FeedbackMessage(_Message):
     action: Literal["accepted", "dismissed"]
 
 
-M = TypeVar("M", ResumeMessage, FeedbackMessage)
+class NoteMessage(_Message):
+    """A supervisor's note to the operator of a call they watch; `joining`: "I'm joining"."""
+
+    type: Literal["note"]
+    call_id: CallIdText
+    text: Annotated[str, StringConstraints(min_length=1, max_length=NOTE_CHARS, strip_whitespace=True)]
+    joining: bool = False
+
+
+ConsoleInput = Annotated[FeedbackMessage | NoteMessage, Field(discriminator="type")]
+INPUT: TypeAdapter[FeedbackMessage | NoteMessage] = TypeAdapter(ConsoleInput)
+M = TypeVar("M", ResumeMessage, FeedbackMessage | NoteMessage)
 
 
 def error_json(code: str, message: str) -> str:
@@ -79,14 +91,14 @@ class Console:
     viewed: set[str] = field(default_factory=set)  # calls whose view is in the access log
 
 
-OnFeedback = Callable[[str, str, str, str], Awaitable[bool]]  # call_id, hint_id, action, by -> delivered
+OnInput = Callable[[str, FromConsole], Awaitable[bool]]  # call id, what a console put into it -> delivered
 
 
 class FanOut:
     def __init__(
-        self, settings: ServerSettings, store: Store | None, on_feedback: OnFeedback, redact_operator_view: bool = False
+        self, settings: ServerSettings, store: Store | None, on_input: OnInput, redact_operator_view: bool = False
     ) -> None:
-        self.settings, self.store, self.on_feedback = settings, store, on_feedback
+        self.settings, self.store, self.on_input = settings, store, on_input
         self.redact_operator_view = redact_operator_view
         self.rooms: dict[str, Room] = {}
         self.consoles: set[Console] = set()
@@ -182,13 +194,14 @@ class FanOut:
                 await ws.send(error_json("bad_message", str(exc)))
         return {}
 
-    def _parse(self, raw: str | bytes, model: type[M]) -> M:
+    def _parse(self, raw: str | bytes, model: TypeAdapter[M] | type[M]) -> M:
         if len(raw) > self.settings.max_console_message_bytes:
             raise ValueError(
                 f"message of {len(raw)} bytes; consoles may send at most {self.settings.max_console_message_bytes}"
             )
         try:
-            return model.model_validate_json(raw)
+            adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+            return adapter.validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -243,20 +256,32 @@ class FanOut:
     async def _receive(self, ws: ServerConnection, console: Console) -> None:
         async for raw in ws:
             try:
-                msg = self._parse(raw, FeedbackMessage)
+                msg = self._parse(raw, INPUT)
                 room = self.rooms.get(msg.call_id)
                 if room is None or not self.may_see(console, room):
                     raise ValueError(f"no call {msg.call_id!r} that you may see")
                 _check_role(console, room, msg)
-                if not await self.on_feedback(msg.call_id, msg.hint_id, msg.action, console.who):
-                    raise ValueError(f"call {msg.call_id!r} has ended; feedback is no longer recorded")
+                given: FromConsole = (
+                    Feedback(msg.hint_id, msg.action, console.who)
+                    if isinstance(msg, FeedbackMessage)
+                    else Note(msg.text, msg.joining, console.who)
+                )
+                if not await self.on_input(msg.call_id, given):
+                    raise ValueError(f"call {msg.call_id!r} has ended; nothing more is recorded in it")
+                if isinstance(msg, NoteMessage) and self.store is not None:
+                    self.store.log_access(console.who, msg.call_id, "note")  # who spoke into which call
             except ValueError as exc:
                 await ws.send(error_json("bad_message", str(exc)))
 
 
-def _check_role(console: Console, room: Room, msg: FeedbackMessage) -> None:
+def _check_role(console: Console, room: Room, msg: FeedbackMessage | NoteMessage) -> None:
     """Operators accept or dismiss their hints; supervisors acknowledge escalations (which only they
-    release: an operator's answer to a critical hint is recorded, the supervisor's alert stays)."""
+    release: an operator's answer to a critical hint is recorded, the supervisor's alert stays) and
+    write notes to the operator."""
+    if isinstance(msg, NoteMessage):
+        if console.role != "supervisor":
+            raise ValueError("only supervisors send notes to a call's operator")
+        return
     if console.role == "supervisor" and msg.hint_id not in room.escalations:
         raise ValueError("supervisors acknowledge escalations; the operator accepts or dismisses the other hints")
 

@@ -25,7 +25,7 @@ from callsense.audio.protocols import StreamStart
 from callsense.config import SAMPLE_RATE, Settings, TokenGrant
 from callsense.registry import Models
 from callsense.service import broker as b
-from callsense.service.calls import Audio, Feedback, LiveCall, Message
+from callsense.service.calls import Audio, FromConsole, LiveCall, Message
 from callsense.service.ingest import Refused
 from callsense.service.server import CallServer
 
@@ -232,11 +232,11 @@ class Gateway(CallServer):
             call.ended = True
             self.calls.pop(call.call_id, None)
 
-    async def _feedback(self, call_id: str, hint_id: str, action: str, by: str) -> bool:
+    async def _from_console(self, call_id: str, msg: FromConsole) -> bool:
         """From a console on any gateway, into the call's input (its worker records it)."""
         if await self.redis.hget(b.call_key(call_id), "state") != b"live":
             return False
-        await self.redis.xadd(b.input_key(call_id), self.signer.sign(b.encode_message(Feedback(hint_id, action, by))))
+        await self.redis.xadd(b.input_key(call_id), self.signer.sign(b.encode_message(msg)))
         return True
 
     # -- events from the workers --

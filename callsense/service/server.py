@@ -31,7 +31,7 @@ from callsense.reports.store import Store
 from callsense.service.calls import (
     PURGE_EVERY_S,
     Call,
-    Feedback,
+    FromConsole,
     LiveCall,
     call_executor,
     purge_expired,
@@ -55,7 +55,7 @@ class CallServer:
         self.executor = call_executor()
         self.store: Store | None = None
         # with redact_pii off, supervisors see what the disk holds: raw
-        self.fanout = FanOut(settings.server, None, self._feedback, settings.report.redact_operator_view)
+        self.fanout = FanOut(settings.server, None, self._from_console, settings.report.redact_operator_view)
         self.limits = ProtocolLimits(settings.server.max_channels, settings.server.max_frame_s)
         self.finished: list[str] = []
         self._server: Server | None = None
@@ -210,11 +210,12 @@ class CallServer:
             self.finished.append(call.call_id)
             del self.finished[:-1000]
 
-    async def _feedback(self, call_id: str, hint_id: str, action: str, by: str) -> bool:
+    async def _from_console(self, call_id: str, msg: FromConsole) -> bool:
+        """An operator's feedback or a supervisor's note, into the call's inbox (its worker records it)."""
         call = self.calls.get(call_id)
         if call is None or call.ended:
             return False
-        await call.inbox.put(Feedback(hint_id, action, by))
+        await call.inbox.put(msg)
         return True
 
     # -- websocket routing --

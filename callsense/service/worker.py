@@ -137,6 +137,8 @@ def identity(ev: Event) -> tuple[str, ...] | None:
         return (ev.type, ev.hint_id, ev.action, ev.by)
     if ev.type == "overlap":
         return (ev.type, ev.interrupter, f"{ev.start:.2f}")
+    if ev.type == "note":
+        return (ev.type, ev.by, ev.text, str(ev.joining))
     return None
 
 

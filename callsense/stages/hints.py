@@ -23,6 +23,7 @@ import numpy as np
 from callsense.config import HintSettings
 from callsense.events import Emotion, Hint, Overlap, TranscriptFinal
 from callsense.stages.customer_state import CustomerState, TurnEvidence
+from callsense.stages.delivery import Delivery
 from callsense.stages.intents import Reading
 from callsense.stages.phrases import CallContext, Playbook, load_playbook, render
 
@@ -131,6 +132,8 @@ class HintEngine:
         self._complaint: dict[str, float] = {}  # utterance id -> the complaint class's probability
         self._escalated: set[str] = set()  # utterance ids with an explicit critical request or threat
         self._cue_armed = True
+        self.delivery = Delivery(self.settings.delivery)
+        self._delivery_at = -1e9  # stream time of the last delivery cue
 
     # -- inputs --
 
@@ -161,21 +164,37 @@ class HintEngine:
         if speaking or not last or silent < self.settings.silence_hold_s or self._hold_announced == last:
             return []
         self._hold_announced = last
+        # the operator's last turn said the customer would wait (a hold): else say what is going on
+        announced = abs(self.delivery.hold_announced_at - self.last_speech_end) < 1.0
         return self._fire(
             "long_silence",
             "info",
             _At(now),
             {"seconds": round(silent)},
-            {"silence_s": round(silent, 1), "since": round(last, 2), "ongoing": True},
+            {"silence_s": round(silent, 1), "since": round(last, 2), "ongoing": True, "hold_announced": announced},
+            title="long_silence" if announced else "long_silence_unannounced",
         )
+
+    def _delivery(self, ev: TranscriptFinal) -> list[Hint]:
+        """The operator's delivery (stages/delivery.py): quiet cues, one per `delivery.cooldown_s`."""
+        if not self.settings.delivery.enabled:
+            return []
+        cues = self.delivery.push(ev)
+        if not cues or ev.end - self._delivery_at < self.settings.delivery.cooldown_s:
+            return []
+        self._delivery_at = ev.end
+        reason, values, evidence = cues[0]
+        self.delivery.fired(reason)
+        return self._fire(reason, "info", ev, values, evidence, cooldown=False)
 
     def on_final(self, ev: TranscriptFinal) -> list[Hint]:
         self.parties.setdefault(ev.speaker, _Party()).finals.append(ev)
         if ev.language:
             self.language = ev.language if ev.role == "customer" or self.language == "en" else self.language
         self.last_speech_end = max(self.last_speech_end, ev.end)
+        delivery = self._delivery(ev)
         if ev.role == "operator":
-            return self._operator_checks(ev)
+            return self._operator_checks(ev) + delivery
         if ev.role != "customer":
             return []
         self._learn_context(ev)
@@ -369,9 +388,17 @@ class HintEngine:
         return hints
 
     def _fire(
-        self, reason: str, severity: str, ev: Any, values: dict[str, Any], evidence: dict[str, Any], cooldown: bool = True
+        self,
+        reason: str,
+        severity: str,
+        ev: Any,
+        values: dict[str, Any],
+        evidence: dict[str, Any],
+        cooldown: bool = True,
+        title: str | None = None,
     ) -> list[Hint]:
-        """A hint card: its title from the playbook of the call's language, filled with `values`."""
+        """A hint card: its title (`title`, else the reason's) from the playbook of the call's language,
+        filled with `values`."""
         t = getattr(ev, "end", getattr(ev, "t", 0.0))
         last = self.last_fired.get(reason)
         if cooldown and last is not None and t - last < self.settings.cooldown_s:
@@ -383,7 +410,7 @@ class HintEngine:
                 hint_id=f"h{self.count}",
                 severity=severity,
                 reason=reason,
-                title=self._playbook().title(reason, values),
+                title=self._playbook().title(title or reason, values),
                 evidence=evidence,
                 phrases=self.phrases(reason),
                 speaker=getattr(ev, "speaker", None),

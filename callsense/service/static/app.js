@@ -5,7 +5,7 @@ const state = { calls: {}, selected: null, last: {}, ws: null, token: null, role
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
 
 function call(id) {
-  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], frustrations: [], hints: {}, order: [], risk: 0, frustration: null, latched: null, lag: 0, t: 0, customer: null, ended: false };
+  return state.calls[id] ||= { id, operator: "", finals: [], partials: {}, emotions: [], frustrations: [], hints: {}, order: [], notes: [], risk: 0, frustration: null, latched: null, lag: 0, t: 0, customer: null, ended: false };
 }
 
 // a revised final (the turn decoded again with the speaker's others) corrects its line, or withdraws it
@@ -30,6 +30,8 @@ function apply(ev) {
       if (ev.frustration !== null && ev.frustration !== undefined) c.frustrations.push([ev.t, ev.frustration]); break;
     case "hint_feedback": if (c.hints[ev.hint_id]) c.hints[ev.hint_id].action = ev.action; break;
     case "metrics": c.lag = ev.lag_s; break;
+    case "checklist": c.script = ev; break;
+    case "note": c.notes.push(ev); break;
     case "call_ended": c.ended = true; loadRecent(ev.call_id); break;
     // a cluster worker stopped and another took the call over: nothing was lost, say so
     case "worker_changed": document.getElementById("status").textContent =
@@ -49,11 +51,15 @@ const I18N = {
     cue: "CUSTOMER FRUSTRATED", critical: "CRITICAL", warning: "WARNING", info: "INFO",
     positive: "positive", neutral: "neutral", negative: "negative", frustration_line: "customer frustration",
     waiting: "waiting for calls", recent: "Recent calls", report: "report", cx: "customer experience",
+    say_now: "say it now", missed: "missed", failed: "not as the script says", at_end: "at the end",
+    note_to_operator: "note to the operator", send: "send", joining: "I'm joining", supervisor: "supervisor",
+    supervisor_joining: "your supervisor is joining the call",
     reasons: {
       supervisor_request: "asks for a manager", complaint_threat: "threatens a complaint", close_account: "closing the account",
       repeat_caller: "calling again about this", customer_frustrated: "customer frustrated", repeated_request: "repeating a request",
       raised_voice: "raised voice", operator_tone: "your tone", operator_interrupting: "talking over the customer",
       long_silence: "long silence", no_promises: "a promise to check",
+      operator_pace: "your pace", operator_monologue: "a long monologue", talk_ratio: "your share of the talk",
     },
   },
   ru: {
@@ -65,11 +71,15 @@ const I18N = {
     calm: "спокоен", cue: "КЛИЕНТ РАЗДРАЖЁН", critical: "СРОЧНО", warning: "ВНИМАНИЕ", info: "К СВЕДЕНИЮ",
     positive: "позитив", neutral: "нейтрально", negative: "негатив", frustration_line: "раздражение клиента",
     waiting: "ждём звонков", recent: "Недавние звонки", report: "отчёт", cx: "опыт клиента",
+    say_now: "скажите сейчас", missed: "пропущено", failed: "не по скрипту", at_end: "в конце",
+    note_to_operator: "заметка оператору", send: "отправить", joining: "подключаюсь", supervisor: "руководитель",
+    supervisor_joining: "руководитель подключается к звонку",
     reasons: {
       supervisor_request: "просит руководителя", complaint_threat: "грозит жалобой", close_account: "закрывает счёт",
       repeat_caller: "звонит не первый раз", customer_frustrated: "клиент раздражён", repeated_request: "повторяет просьбу",
       raised_voice: "повышает голос", operator_tone: "ваш тон", operator_interrupting: "вы перебиваете клиента",
       long_silence: "долгая тишина", no_promises: "обещание проверить",
+      operator_pace: "ваш темп", operator_monologue: "долгий монолог", talk_ratio: "ваша доля разговора",
     },
   },
 };
@@ -164,6 +174,24 @@ function send(c, id, action) {
   render();
 }
 
+// a supervisor's note to the call's operator (recorded in the call and in the access log)
+function note(c, text, joining) {
+  if (text.trim()) state.ws.send(JSON.stringify({ type: "note", call_id: c.id, text: text.trim(), joining }));
+}
+
+// notes from the supervisor, newest first, for the operator (and the supervisor's own, as sent)
+function renderNotes(c) {
+  place(document.getElementById("notes"), c.notes.slice(-3).reverse().map(n => keep(`note|${c.id}|${n.seq}`, lang(), () => {
+    const box = el("div", "note" + (n.joining ? " joining" : "")); box.dataset.seq = n.seq;
+    box.append(el("b", "", t("supervisor") + ": "), el("span", "", n.joining ? t("supervisor_joining") : n.text));
+    return box;
+  })));
+  const form = document.getElementById("note");
+  form.hidden = state.role !== "supervisor" || c.ended;
+  document.getElementById("note-text").placeholder = t("note_to_operator");
+  document.getElementById("note-send").textContent = t("send");
+}
+
 function renderAlerts() {
   // supervisor alerts: every call with a latched critical escalation, until a supervisor acknowledges
   // it (operators act on their hint cards; the alert is the supervisor's)
@@ -174,7 +202,10 @@ function renderAlerts() {
     banner.append(el("b", "", "\u26a0 " + c.id + ": "), el("span", "", h ? h.ev.title : c.latched.reason));
     const ack = el("button", "btn-ack", t("acknowledge"));
     ack.onclick = () => { send(c, c.latched.hint_id, "accepted"); ack.disabled = true; ack.textContent = t("accepted") + " \u2026"; };
-    banner.append(ack);
+    // take the escalation over: the operator sees at once that their supervisor is joining
+    const join = el("button", "btn-join", t("joining"));
+    join.onclick = () => { note(c, t("joining"), true); join.disabled = true; };
+    banner.append(ack, join);
     box.append(banner);
   });
 }
@@ -234,6 +265,22 @@ function card(c, id) {
   });
 }
 
+// the script checklist as the server judges it now: ticked with the words that ticked it, due items
+// first-class (say it now), end-of-call items marked as such
+const MARK = { done: "\u2713", due: "!", missed: "\u2717", failed: "\u2717", pending: "\u25cb" };
+function renderScript(c) {
+  const box = document.getElementById("script"), ev = c.script;
+  place(box, !ev ? [] : ev.items.map(i => keep(`script|${c.id}|${i.id}`, [i.status, (ev.evidence[i.id] || {}).text, lang()].join("|"), () => {
+    const li = el("li", "item " + i.status); li.dataset.item = i.id;
+    li.append(el("b", "", MARK[i.status] + " "), el("span", "", i.title));
+    const note = { due: t("say_now"), missed: t("missed"), failed: t("failed") }[i.status] || (i.at_end && i.status === "pending" ? t("at_end") : "");
+    if (note) li.append(el("small", "", " \u2014 " + note));
+    const said = ev.evidence[i.id];
+    if (said) li.title = "\u201c" + said.text + "\u201d";  // the words that ticked it, on hover
+    return li;
+  })));
+}
+
 function renderTranscript(c) {
   const box = document.getElementById("transcript");
   const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 40;  // reading back: left alone
@@ -289,7 +336,7 @@ function render() {
   if (!c) { document.getElementById("call-id").textContent = t("waiting"); return; }
   document.getElementById("call-id").textContent = c.id;
   document.getElementById("timer").textContent = `${mmss(c.t)} ${t("lag")} ${c.lag.toFixed(1)}s`;
-  renderChart(c); renderHints(c); renderTranscript(c);
+  renderChart(c); renderNotes(c); renderHints(c); renderScript(c); renderTranscript(c);
 }
 
 function connect(token) {
@@ -314,5 +361,9 @@ document.addEventListener("keydown", e => {
   if (action) send(c, id, action);
 });
 
+document.getElementById("note").onsubmit = e => {
+  e.preventDefault(); const c = state.calls[state.selected], box = document.getElementById("note-text");
+  if (c) { note(c, box.value, false); box.value = ""; }
+};
 document.getElementById("login").onsubmit = e => { e.preventDefault(); connect(document.getElementById("token").value); };
 const given = new URLSearchParams(location.search).get("token"); if (given) { document.getElementById("token").value = given; connect(given); }
