@@ -118,7 +118,8 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
                 timeout=15000,
             )
             assert operator.is_hidden("#note"), "operators do not write notes"
-            page.click("#alerts .banner .btn-ack")
+            hint_id = page.get_attribute("#alerts .banner", "data-hint")  # the latch may have moved on meanwhile
+            page.click(f'#alerts .banner[data-hint="{hint_id}"] .btn-ack')
             # released: the banner goes (a later critical escalation of the call may raise a new one)
             page.wait_for_function(f"!document.querySelector('#alerts .banner[data-hint=\"{hint_id}\"]')", timeout=15000)
             assert page.query_selector("#chart polyline") is not None

@@ -5,6 +5,10 @@
   hints on calm dialogues, and the valence of sarcastic turns after negative events.
 - Harper Valley dev calls (real speech, calm scripted tasks): hints per call on the human
   transcripts (18 calls) and through the whole audio pipeline on the 4 calls with two-channel audio.
+- Harper Valley's agent dialog acts (human labels per turn) against the live checklist and the hold
+  detection: per call, was the greeting (first 30 s) and the closing said, and did the checklist tick
+  it (precision / recall over calls); per agent turn, a hold announced ("bear with me") or not. Cue
+  rates: delivery cues (info) per calm call in both Harper Valley blocks.
 - MAIA-DQE dev chats (real customers, human frustration labels per sentence, task success per
   dialogue): the share of dialogues with two or more frustrated or angry customer sentences that got
   a warning-or-stronger cue, the share of calm ones (no such sentence) with any alert, critical hints,
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -141,15 +146,64 @@ def _harper_valley_audio(settings: Settings, models: Models, data: Path) -> dict
     return _per_call(counts, calls)
 
 
+DELIVERY = ("operator_pace", "operator_monologue", "talk_ratio", "operator_interrupting")
+
+
 def _per_call(counts: Counter[str], calls: int) -> dict[str, Any]:
     critical = sum(v for k, v in counts.items() if k.startswith("critical"))
     warnings = sum(v for k, v in counts.items() if k.startswith("warning"))
+    delivery = sum(v for k, v in counts.items() if k.split(":")[1] in DELIVERY)
     return {
         "calls": calls,
         "critical": critical,
         "warnings": warnings,
         "warnings_per_call": round(warnings / max(calls, 1), 3),
+        "delivery_cues_per_call": round(delivery / max(calls, 1), 3),
         "by_reason": dict(counts),
+    }
+
+
+def _prf(pairs: list[tuple[bool, bool]]) -> dict[str, Any]:
+    """Precision and recall of (said, detected) pairs, with the counts they rest on."""
+    tp = sum(s and d for s, d in pairs)
+    said, detected = sum(s for s, _ in pairs), sum(d for _, d in pairs)
+    return {
+        "said": said,
+        "detected": detected,
+        "precision": round(tp / detected, 3) if detected else None,
+        "recall": round(tp / said, 3) if said else None,
+    }
+
+
+def _harper_valley_checklist(settings: Settings, data: Path) -> dict[str, Any]:
+    """The live checklist and the hold detection against Harper Valley's labelled agent acts."""
+    from callsense.bench.datasets import harper_valley_dialogues
+    from callsense.events import TranscriptFinal
+    from callsense.stages.checklist import Checklist
+    from callsense.stages.delivery import HOLD_ANNOUNCED
+
+    steps: dict[str, list[tuple[bool, bool]]] = {"greeting": [], "farewell": []}
+    holds: list[tuple[bool, bool]] = []
+    for call in harper_valley_dialogues(data):
+        check = Checklist.load(settings.report.audit_dir, "en")
+        said = [t for t in call["turns"] if t["speaker"] == "agent" and t.get("text")]
+        agent = [t for t in said if not re.fullmatch(r"(\s*\[[^\]]*\])+\s*", t["text"])]  # not "[noise]" alone
+        for i, t in enumerate(agent):
+            check.push(
+                TranscriptFinal(
+                    speaker="ch0", role="operator", start=t["start"], end=t["end"], text=t["text"], utterance_id=f"a{i}"
+                )
+            )
+            holds.append(("gridspace_bear_with_me" in t["dialog_acts"], bool(HOLD_ANNOUNCED.search(t["text"]))))
+        passed = {c["id"]: c["passed"] for c in check.verdict()}
+        greeted = any("gridspace_greeting" in t["dialog_acts"] and t["start"] <= 30 for t in agent)
+        closed = any("gridspace_closing" in t["dialog_acts"] for t in agent[-3:])
+        steps["greeting"].append((greeted, bool(passed.get("greeting"))))
+        steps["farewell"].append((closed, bool(passed.get("farewell"))))
+    return {
+        "calls": len(steps["greeting"]),
+        **{f"step_{k}": _prf(v) for k, v in steps.items()},
+        "hold_announced_turns": _prf(holds),
     }
 
 
@@ -220,4 +274,5 @@ def bench_hints(settings: Settings, models: Models, data: Path) -> dict[str, Any
     if (data / HARPER_VALLEY).exists():
         out["harper_valley_transcripts"] = _harper_valley_text(settings, data)
         out["harper_valley_audio"] = _harper_valley_audio(settings, models, data)
+        out["harper_valley_checklist"] = _harper_valley_checklist(settings, data)
     return out
