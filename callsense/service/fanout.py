@@ -200,8 +200,7 @@ class FanOut:
                 f"message of {len(raw)} bytes; consoles may send at most {self.settings.max_console_message_bytes}"
             )
         try:
-            adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
-            return adapter.validate_json(raw)
+            return model.validate_json(raw) if isinstance(model, TypeAdapter) else model.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

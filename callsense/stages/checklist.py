@@ -76,6 +76,7 @@ class Checklist:
     _hits: dict[str, TranscriptFinal] = field(default_factory=dict)  # item id -> the turn that said it first
     _before: dict[str, TranscriptFinal] = field(default_factory=dict)  # item id -> first turn of its before_pattern
     _last: deque[TranscriptFinal] = field(default_factory=lambda: deque(maxlen=END_TURNS))
+    _end_hits: dict[str, TranscriptFinal] = field(default_factory=dict)  # end-of-call item id -> among _last
     _now: float = 0.0
     _shown: dict[str, Status] = field(default_factory=dict)
 
@@ -91,6 +92,12 @@ class Checklist:
         if fin.role != "operator" or not fin.text:
             return self._changed()
         self._last.append(fin)
+        # an end-of-call item's turn changes only with the last turns: found here, not on every tick
+        self._end_hits = {}
+        for end in (i for i in self.items if i.at_end):
+            said = next((f for f in self._last if _said(end.pattern, f.text)), None)
+            if said is not None:
+                self._end_hits[end.id] = said
         for item in self.items:
             window = item.within_first_s
             if item.id not in self._hits and (window is None or fin.start <= window) and _said(item.pattern, fin.text):
@@ -109,7 +116,7 @@ class Checklist:
         return self._changed()
 
     def status(self, item: Item, ended: bool = False) -> Status:
-        hit = self._end_hit(item) if item.at_end else self._hits.get(item.id)
+        hit = self._hit(item)
         if item.prohibited:
             return "failed" if hit is not None else "done" if ended else "pending"
         before = self._before.get(item.id)
@@ -132,7 +139,7 @@ class Checklist:
             if cut and item.at_end:
                 out.append({"id": item.id, "title": item.title, "passed": None, "evidence": None})
                 continue
-            hit = self._end_hit(item) if item.at_end else self._hits.get(item.id)
+            hit = self._hit(item)
             out.append(
                 {
                     "id": item.id,
@@ -143,8 +150,9 @@ class Checklist:
             )
         return out
 
-    def _end_hit(self, item: Item) -> TranscriptFinal | None:
-        return next((f for f in self._last if _said(item.pattern, f.text)), None)
+    def _hit(self, item: Item) -> TranscriptFinal | None:
+        """The turn that said the item (for an end-of-call item: among the operator's last turns)."""
+        return (self._end_hits if item.at_end else self._hits).get(item.id)
 
     def _changed(self) -> list[ChecklistUpdate]:
         now = {item.id: self.status(item) for item in self.items}
@@ -153,7 +161,7 @@ class Checklist:
         self._shown = now
         evidence = {}
         for item in self.items:
-            turn = self._end_hit(item) if item.at_end else self._hits.get(item.id)
+            turn = self._hit(item)
             if now[item.id] == "failed" and item.id in self._before and not item.prohibited:
                 turn = self._before[item.id]
             if turn is not None and now[item.id] in ("done", "failed"):

@@ -7,9 +7,10 @@ Each is a quiet cue (an `info` hint) with its number, rate-limited by `hints.del
 - `operator_monologue`: the operator has spoken for a long stretch without the customer saying a word;
 - `talk_ratio`: over the call so far the operator does most of the talking.
 
-Talking over the customer (`operator_interrupting`) and silence (`long_silence`, later when the operator
-announced a hold) are the hint stage's. None of these is an input to any score: the report's
-operator-conduct score reads the call's metrics (interruptions, long silences, red-flag phrases) only.
+Talking over the customer (`operator_interrupting`) and silence (`long_silence`, whose card says whether
+the operator announced a hold: `hold_announced_at`) are the hint stage's. None of these is an input to
+any score: the report's operator-conduct score reads the call's metrics (interruptions, long silences,
+red-flag phrases) only.
 """
 
 from __future__ import annotations
