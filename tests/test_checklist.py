@@ -144,3 +144,17 @@ def test_what_is_still_to_say_is_due_once_the_call_is_closing():
     status = _status(check)
     assert status["identity_verification"] == "due" and status["farewell"] == "due", "say it before the call ends"
     assert status["no_prohibited"] == "pending" and status["greeting"] == "done"
+
+
+def test_the_words_a_checklist_or_a_note_quotes_are_redacted_like_a_transcript():
+    """Both carry the operator's or the supervisor's words to disk and to supervisors' views."""
+    from callsense.events import SupervisorNote
+    from callsense.reports.privacy import redact_events
+
+    check = Checklist(EN)
+    (update,) = check.push(_turn("operator", "Hello, Harbour Bank, my name is Anna, call me on +44 7700 900123.", 1.0))
+    note = SupervisorNote(text="call him back on +44 7700 900123", by="supervisor:sup")
+    red_update, red_note = redact_events([update, note], "en")
+    assert "900123" in update.evidence["greeting"]["text"]
+    assert "900123" not in red_update.evidence["greeting"]["text"] and "[PHONE]" in red_update.evidence["greeting"]["text"]
+    assert "900123" not in red_note.text
