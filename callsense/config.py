@@ -167,6 +167,38 @@ class TokenGrant(_Strict):
     operators: list[str] = []
 
 
+class AudioHookKey(_Strict):
+    """One Genesys AudioHook integration's credentials: its API key (the key of `audiohook.keys`) and
+    client secret. Calls it opens belong to `operator_id`, or to one of `operators` that the session's
+    customConfig names (as an ingest token's)."""
+
+    secret: str | None = Field(None, repr=False)  # the client secret as Genesys shows it (base64)
+    secret_file: Path | None = None  # ... or the file that holds it (a mounted secret)
+    organization_id: str | None = None  # only this Genesys organization may use the key
+    operator_id: str | None = None
+    operators: list[str] = []
+
+    def client_secret(self) -> bytes:
+        """The HMAC key; ValueError with what to fix when it is missing or not base64."""
+        import base64
+        import binascii
+
+        text = self.secret_file.read_text().strip() if self.secret_file else self.secret
+        if not text:
+            raise ValueError("an AudioHook key needs its client secret: set secret or secret_file")
+        try:
+            return base64.b64decode(text, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"the AudioHook client secret is not base64 ({exc}); paste it as Genesys shows it") from exc
+
+
+class AudioHookSettings(_Strict):
+    """Genesys AudioHook on /audiohook: requests are signed (HTTP message signatures, HMAC-SHA256)."""
+
+    keys: dict[str, AudioHookKey] = {}
+    max_signature_age_s: float = 30.0  # a signed request older than this (or a nonce seen before) is refused
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = 8765
@@ -186,6 +218,7 @@ class ServerSettings(_Strict):
     idle_timeout_s: float = 15.0  # no message from a source this long ends its call
     ping_interval_s: float = 20.0  # websocket pings (kept NAT and proxies open); a missing pong never closes
     shutdown_timeout_s: float = 30.0  # SIGTERM: calls in flight get this long to finish, then end as interrupted
+    audiohook: AudioHookSettings = AudioHookSettings()
     audiosocket_peers: list[str] = []  # addresses/networks allowed besides loopback (AudioSocket has no auth)
     audiosocket_operator: str | None = None  # whose calls AudioSocket calls are
     # AudioSocket has no authentication, and a PBX streams without pause: a connection that delivers

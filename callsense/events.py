@@ -210,6 +210,9 @@ class CallEnded(_Base):
 SOURCE_LOST = "source_lost"
 SOURCE_SILENT = "source_silent"
 INCOMPLETE = frozenset({SOURCE_LOST, SOURCE_SILENT})
+# The source withheld or dropped audio mid-call (AudioHook's pause and `discarded`): silence stands in
+# for it, and the report is flagged `audio_gap`.
+AUDIO_DISCARDED = "audio_discarded"
 
 
 class Error(_Base):

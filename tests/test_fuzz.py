@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from callsense.audio.audiohook import AudioHookProtocol
 from callsense.audio.protocols import (
     AudioForkProtocol,
     AudioSocketProtocol,
@@ -90,6 +91,29 @@ TWILIO_START = {
     },
 }
 TWILIO_MEDIA = {"event": "media", "media": {"track": "inbound", "payload": base64.b64encode(b"\x7f" * 160).decode()}}
+AH_SESSION, AH_ORG = "6a4b1c2d-0000-4000-8000-00000000000a", "6a4b1c2d-0000-4000-8000-00000000000b"
+
+
+def _ah(kind: str, seq: int, parameters: dict[str, Any]) -> dict[str, Any]:
+    """An AudioHook client message (docs/protocol.md)."""
+    common = {"version": "2", "id": AH_SESSION, "seq": seq, "serverseq": 0, "position": "PT1.5S"}
+    return {**common, "type": kind, "parameters": parameters}
+
+
+AH_MEDIA = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000}
+AH_OPEN = _ah(
+    "open",
+    1,
+    {
+        "organizationId": AH_ORG,
+        "conversationId": "6a4b1c2d-0000-4000-8000-00000000000c",
+        "participant": {"id": AH_ORG, "ani": "+15551234", "aniName": "x", "dnis": "+1800"},
+        "media": [AH_MEDIA],
+        "language": "en-US",
+        "customConfig": {"operator_id": "op-1"},
+    },
+)
+AH_GAP = _ah("discarded", 3, {"start": "PT1S", "discarded": "PT0.5S"})
 FORK_START = {"uuid": "u1", "sampleRate": 16000, "channels": 2, "roles": ["customer", "operator"], "language": "ru"}
 
 
@@ -130,6 +154,25 @@ def test_audio_fork_frames(start, audio, other):
     p = AudioForkProtocol()
     for message in (dumps(start), audio, dumps(other)):
         _feed_ok(p, message)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    opening=mutate(AH_OPEN),
+    ping=mutate(_ah("ping", 2, {"rtt": "PT0.1S"})),
+    gap=mutate(AH_GAP) | mutate(_ah("resumed", 3, {"start": "PT1S", "discarded": "PT2S"})),
+    other=mutate(_ah("update", 4, {"language": "ru-RU"})) | mutate(_ah("error", 4, {"code": 500, "message": "x"})),
+    audio=st.binary(max_size=2000),
+    close=mutate(_ah("close", 5, {"reason": "end"})),
+)
+def test_audiohook_messages(opening, ping, gap, other, audio, close):
+    p = AudioHookProtocol(session_id=AH_SESSION)
+    for message in (dumps(opening), audio, dumps(ping), dumps(gap), audio, dumps(other), dumps(close)):
+        _feed_ok(p, message)
+        if p.start is not None and p.state == "opening":
+            assert json.loads(p.accepted("c1") or "")["type"] == "opened"
+        for reply in p.outbox:  # whatever came in, what goes out is a well-formed server message
+            assert {"version", "type", "seq", "clientseq", "id", "parameters"} <= set(json.loads(reply))
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
@@ -184,9 +227,15 @@ def test_a_real_server_never_closes_with_1011(settings, models):
     import websockets
     from websockets.sync.client import connect
 
+    from callsense.config import AudioHookKey, AudioHookSettings
+    from callsense.service.audiohook_client import Credentials, signed_headers
     from callsense.service.server import CallServer
 
     settings.server.tokens = {"t": {"role": "supervisor"}}
+    creds = Credentials("k1", b"fuzz-secret", AH_ORG)
+    settings.server.audiohook = AudioHookSettings(
+        keys={"k1": AudioHookKey(secret=base64.b64encode(b"fuzz-secret").decode())}
+    )
     settings.server.idle_timeout_s = 2.0
     server = CallServer(settings, models)
     loop = asyncio.new_event_loop()
@@ -198,13 +247,15 @@ def test_a_real_server_never_closes_with_1011(settings, models):
 
     @settings_for_server
     @given(
-        path=st.sampled_from(["/ingest", "/twilio", "/audio_fork", "/console"]),
+        path=st.sampled_from(["/ingest", "/twilio", "/audio_fork", "/console", "/audiohook"]),
         frames=st.lists(
             st.one_of(
                 mutate(PLAIN_START).map(dumps),
                 mutate(TWILIO_START).map(dumps),
                 mutate(TWILIO_MEDIA).map(dumps),
                 mutate(FORK_START).map(dumps),
+                mutate(AH_OPEN).map(dumps),
+                mutate(AH_GAP).map(dumps),
                 mutate({"type": "feedback", "call_id": "c1", "hint_id": "h", "action": "accepted"}).map(dumps),
                 st.binary(max_size=600),
                 st.text(max_size=100),
@@ -215,7 +266,9 @@ def test_a_real_server_never_closes_with_1011(settings, models):
     )
     def exchange(path, frames):
         tried["count"] += 1
-        with connect(f"ws://127.0.0.1:{port}{path}?token=t", open_timeout=10) as ws:
+        url = f"ws://127.0.0.1:{port}{path}?token=t"
+        signed = signed_headers(url, creds, AH_SESSION) if path == "/audiohook" else {}
+        with connect(url, open_timeout=10, additional_headers=signed) as ws:
             try:
                 for frame in frames:
                     ws.send(frame)

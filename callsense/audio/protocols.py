@@ -149,6 +149,10 @@ class ProtocolLimits:
     max_frame_s: float = 5.0  # audio in one frame; a longer frame is refused (a client bug or an attack)
 
 
+def error_json(code: str, message: str) -> str:
+    return json.dumps({"type": "error", "code": code, "message": message})
+
+
 def valid_call_id(value: str) -> str:
     """Call ids become data, never paths; they are checked here and made unique by the server."""
     if not CALL_ID.match(value) or value.strip(".") == "":
@@ -212,6 +216,7 @@ class IngestProtocol:
         self.start: StreamStart | None = None
         self.ended = False
         self.notices: list[tuple[str, str]] = []
+        self.outbox: list[str] = []
         self._chunker: Chunker | None = None
 
     def _begin(self, start: StreamStart) -> None:
@@ -253,6 +258,25 @@ class IngestProtocol:
 
     def feed(self, message: str | bytes) -> list[AudioChunk]:
         raise NotImplementedError
+
+    # What the server says back, in this protocol's words (None: nothing to say). `outbox` holds replies
+    # the protocol itself owes the source (AudioHook's pong, closed); ingest sends them after each message.
+    def accepted(self, call_id: str) -> str | None:
+        return json.dumps({"type": "accepted", "call_id": call_id})
+
+    def problem(self, code: str, message: str) -> str | None:
+        """A message that could not be used."""
+        return error_json(code, message)
+
+    def notice(self, code: str, message: str) -> str | None:
+        """Something that did not stop the audio."""
+        return error_json(code, message)
+
+    def refused(self, reason: str) -> str | None:
+        return None  # the close frame carries the reason
+
+    def ended_reply(self, call_id: str, clean: bool, failure: str | None) -> str | None:
+        return json.dumps({"type": "ended", "call_id": call_id, "clean": clean, "failure": failure})
 
     def _stop(self) -> list[AudioChunk]:
         """End of stream: the resampler's tail is audio too."""

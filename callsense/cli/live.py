@@ -38,9 +38,16 @@ def add_parsers(sub: Any) -> None:
     st = sub.add_parser("stream", help="feed a recording to a server as a live call, in real time")
     st.add_argument("file", help="a recording (wav, flac, ogg, mp3; stereo: one party per channel)")
     st.add_argument("--url", default="ws://127.0.0.1:8765", help="the server (ws:// or wss://)")
-    st.add_argument("--token", default="dev-operator", help="an operator's or ingest token of that server")
     st.add_argument(
-        "--protocol", choices=["plain", "twilio", "audio_fork"], default="plain", help="which telephony protocol to speak"
+        "--token",
+        default="dev-operator",
+        help="an operator's or ingest token of that server; for audiohook, API_KEY:CLIENT_SECRET (base64)",
+    )
+    st.add_argument(
+        "--protocol",
+        choices=["plain", "twilio", "audio_fork", "audiohook"],
+        default="plain",
+        help="which telephony protocol to speak (audiohook: as Genesys Cloud does, signed)",
     )
     st.add_argument("--channels", help="roles of the file's channels, e.g. operator,customer")
     st.add_argument("--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible")

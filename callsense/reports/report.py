@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from callsense.config import Settings
-from callsense.events import Emotion, Event, Hint, Risk, TranscriptFinal
+from callsense.events import AUDIO_DISCARDED, Emotion, Error, Event, Hint, Risk, TranscriptFinal
 from callsense.stages.checklist import Checklist
 
 # --- transcripts --------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def build_report(
 
 def incomplete(events: list[Event]) -> str | None:
     """Why the call's audio may be cut short (the source left without a stop, or went silent), or None."""
-    from callsense.events import INCOMPLETE, Error
+    from callsense.events import INCOMPLETE
 
     return next((e.message for e in events if isinstance(e, Error) and e.code in INCOMPLETE), None)
 
@@ -320,6 +320,15 @@ def flags(events: list[Event], metrics: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "flag": "incomplete",
                 "text": f"{cut}. The end of the call may be missing: the checklist's end-of-call items are not judged",
+            }
+        )
+    gaps = [e.message for e in events if isinstance(e, Error) and e.code == AUDIO_DISCARDED]
+    if gaps:
+        out.append(
+            {
+                "flag": "audio_gap",
+                "text": f"the source withheld or discarded audio {len(gaps)} time(s) ({gaps[0]}): what was said "
+                "then is not in this report",
             }
         )
     if metrics["no_speech"]:

@@ -1,5 +1,5 @@
 """`callsense stream`: feed a recording to a server as a live call, in real time, over any ingest
-protocol (plain, twilio, audio_fork). Used by the demo, the load benchmark and the tests."""
+protocol (plain, twilio, audio_fork, audiohook). Used by the demo, the load benchmark and the tests."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ async def stream_file(
 
     Returns {"call_id", "errors": [...], "clean": bool}: clean when the server confirmed that the
     call ended and was saved without a fatal error."""
+    if protocol == "audiohook":  # its own session protocol: audiohook_client.py (the token is API_KEY:SECRET)
+        from callsense.service.audiohook_client import Credentials, stream_audiohook
+
+        return await stream_audiohook(path, url, Credentials.parse(token), roles=roles, speed=speed, language=language)
     info = probe(path)
     call_id = call_id or f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
     roles = (roles or (["operator", "customer"] if info.channels == 2 else ["unknown"]))[: info.channels]
@@ -51,7 +55,7 @@ async def stream_file(
         async with websockets.connect(target, max_size=2**22, ping_timeout=None) as ws:
             await ws.send(json.dumps(_start_message(protocol, call_id, roles, operator_id, language)))
             replies = asyncio.create_task(_read_replies(ws, result))
-            mulaw = _Mulaw8k()
+            mulaw = Mulaw8k()
             try:
                 async for chunk in aiter_file(path, chunk_ms=chunk_ms, realtime=speed > 0, speed=speed or 1.0):
                     for message in _frames(protocol, chunk.audio, len(roles), mulaw):
@@ -124,7 +128,7 @@ def _start_message(
     }
 
 
-class _Mulaw8k:
+class Mulaw8k:
     """16 kHz float -> 8 kHz mu-law, as a phone network would deliver it (soxr, streaming)."""
 
     def __init__(self) -> None:
@@ -139,7 +143,7 @@ class _Mulaw8k:
         return encode_mulaw(self.streams[channel].resample_chunk(audio.astype(np.float32)))
 
 
-def _frames(protocol: str, audio: np.ndarray, channels: int, mulaw: _Mulaw8k) -> list[str | bytes]:
+def _frames(protocol: str, audio: np.ndarray, channels: int, mulaw: Mulaw8k) -> list[str | bytes]:
     if protocol != "twilio":
         return [_s16(audio[:channels])]
     tracks = ["outbound", "inbound"] if channels == 2 else ["inbound"]

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from callsense.audio.protocols import error_json
 from callsense.config import ServerSettings, TokenGrant
 from callsense.events import FINAL_TYPES, NOTE_CHARS, Event
 from callsense.reports.store import Store
@@ -63,10 +64,6 @@ class NoteMessage(_Message):
 ConsoleInput = Annotated[FeedbackMessage | NoteMessage, Field(discriminator="type")]
 INPUT: TypeAdapter[FeedbackMessage | NoteMessage] = TypeAdapter(ConsoleInput)
 M = TypeVar("M", ResumeMessage, FeedbackMessage | NoteMessage)
-
-
-def error_json(code: str, message: str) -> str:
-    return json.dumps({"type": "error", "code": code, "message": message})
 
 
 @dataclass

@@ -22,7 +22,7 @@ from callsense.reports.store import Store
 
 log = logging.getLogger("callsense.server")
 STATIC = Path(__file__).parent / "static"
-WEBSOCKET_PATHS = ("/console", "/ingest", "/twilio", "/audio_fork")
+WEBSOCKET_PATHS = ("/console", "/ingest", "/twilio", "/audio_fork", "/audiohook")
 
 
 def token_of(request: Request) -> str | None:
@@ -63,12 +63,17 @@ class Http:
         metrics: Callable[[], dict[str, Any]],
         store: Callable[[], Store | None] = lambda: None,
         dashboard: bool = True,
+        audiohook: Callable[[Request], str | None] | None = None,
     ) -> None:
         self.grant, self.health, self.metrics, self.store = grant, health, metrics, store
         self.dashboard = dashboard  # a worker's health port serves no pages
+        self.audiohook = audiohook  # None when the server takes no AudioHook sessions
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
+        if path == "/audiohook":  # Genesys signs the upgrade request: a bad signature never gets a websocket
+            why = self.audiohook(request) if self.audiohook else "AudioHook is not configured (server.audiohook.keys)"
+            return None if why is None else _json({"error": why}, http.HTTPStatus.UNAUTHORIZED)
         if path in WEBSOCKET_PATHS:
             return None
         if path == "/health":  # 503 when a part the process needs is failing: load balancers move on

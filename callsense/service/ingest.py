@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,6 @@ from callsense.audio.protocols import IngestProtocol, ProtocolError, StreamStart
 from callsense.config import SAMPLE_RATE
 from callsense.events import SOURCE_LOST, SOURCE_SILENT
 from callsense.service.calls import Audio, End, LiveCall, SourceError
-from callsense.service.fanout import error_json
 
 log = logging.getLogger("callsense.ingest")
 
@@ -138,7 +136,7 @@ async def ingest(
                 break
             if starved is not None and starved.starving():
                 why = f"{starved.heard:.1f} s of audio in {starved.waited:.0f} s: too little for a live call; ending it"
-                await transport.reply(error_json(SOURCE_SILENT, why))
+                await _say(transport, proto.notice(SOURCE_SILENT, why))
                 if call is not None:
                     await call.inbox.put(SourceError(SOURCE_SILENT, why))
                 reason = "source starved"
@@ -148,17 +146,23 @@ async def ingest(
             try:
                 chunks = proto.feed(message)
             except ProtocolError as exc:
-                await _problem(transport, call, exc.code, str(exc))
-                continue
+                await _record(call, exc.code, str(exc))
+                await _say(transport, proto.problem(exc.code, str(exc)))
+                chunks = []
             while proto.notices:
-                await _problem(transport, call, *proto.notices.pop(0))
+                code, text = proto.notices.pop(0)
+                await _record(call, code, text)
+                await _say(transport, proto.notice(code, text))
+            while proto.outbox:
+                await transport.reply(proto.outbox.pop(0))
             if call is None and proto.start is not None:
                 try:
                     call = await open_call(proto.start, proto.name)
                 except Refused as exc:
+                    await _say(transport, proto.refused(str(exc)))
                     await transport.close(exc.code, str(exc))
                     return
-                await transport.reply(json.dumps({"type": "accepted", "call_id": call.call_id}))
+                await _say(transport, proto.accepted(call.call_id))
             if starved is not None:
                 starved.heard += sum(c.audio.shape[1] for c in chunks) / SAMPLE_RATE
             if chunks and call is not None:
@@ -182,18 +186,21 @@ async def ingest(
                 )
             await call.inbox.put(End(reason))
     if call is not None and call.task is not None and reason in ("hangup", "call ended"):
-        await _report_end(transport, call)
+        await _report_end(transport, proto, call)
 
 
-async def _report_end(transport: Transport, call: LiveCall) -> None:
+async def _report_end(transport: Transport, proto: IngestProtocol, call: LiveCall) -> None:
     """After a stop, the source learns whether everything it sent was processed and saved."""
     await asyncio.wait({call.task} if call.task else set())
-    await transport.reply(
-        json.dumps({"type": "ended", "call_id": call.call_id, "clean": call.failure is None, "failure": call.failure})
-    )
+    await _say(transport, proto.ended_reply(call.call_id, call.failure is None, call.failure))
 
 
-async def _problem(transport: Transport, call: LiveCall | None, code: str, message: str) -> None:
-    await transport.reply(error_json(code, message))
+async def _say(transport: Transport, message: str | None) -> None:
+    if message is not None:
+        await transport.reply(message)
+
+
+async def _record(call: LiveCall | None, code: str, message: str) -> None:
+    """A problem with the source is part of the call's record (its events, its report)."""
     if call is not None:
         await call.inbox.put(SourceError(code, message))

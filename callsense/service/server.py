@@ -22,12 +22,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request
 
-from callsense.audio.protocols import PROTOCOLS, AudioSocketProtocol, ProtocolLimits, StreamStart
+from callsense.audio.audiohook import AudioHookProtocol
+from callsense.audio.protocols import PROTOCOLS, AudioSocketProtocol, IngestProtocol, ProtocolLimits, StreamStart
 from callsense.config import Settings, TokenGrant
 from callsense.pipeline import CallPipeline, warm_up
 from callsense.registry import Models
 from callsense.reports.store import Store
+from callsense.service.audiohook_auth import AudioHookAuth
 from callsense.service.calls import (
     PURGE_EVERY_S,
     Call,
@@ -57,6 +60,7 @@ class CallServer:
         # with redact_pii off, supervisors see what the disk holds: raw
         self.fanout = FanOut(settings.server, None, self._from_console, settings.report.redact_operator_view)
         self.limits = ProtocolLimits(settings.server.max_channels, settings.server.max_frame_s)
+        self.audiohook = AudioHookAuth(settings.server.audiohook)
         self.finished: list[str] = []
         self._server: Server | None = None
         self._tcp: asyncio.Server | None = None
@@ -87,7 +91,7 @@ class CallServer:
         if s.certfile:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(s.certfile, s.keyfile)
-        http = Http(self.grant, self._health, self._metrics, lambda: self.store)
+        http = Http(self.grant, self._health, self._metrics, lambda: self.store, audiohook=self.audiohook.check)
         self._server = await serve(
             self._route,
             host,
@@ -223,6 +227,9 @@ class CallServer:
     async def _route(self, ws: ServerConnection) -> None:
         assert ws.request is not None  # set once the handshake is done
         url = urlsplit(ws.request.path)
+        if url.path == "/audiohook":  # its signature was checked before the upgrade (Http)
+            await self._ingest(ws, self.audiohook.grant(ws.request), _audiohook(ws.request, self.limits))
+            return
         token = token_of(ws.request)
         grant = self.grant(token)
         if grant is None:
@@ -236,7 +243,12 @@ class CallServer:
         if grant.role == "operator" and grant.operator_id is None:
             await ws.close(4003, "this operator token is bound to no operator_id; it cannot stream calls")
             return
-        proto = PROTOCOLS[INGEST_PATHS[url.path]](self.limits)
+        await self._ingest(ws, grant, PROTOCOLS[INGEST_PATHS[url.path]](self.limits))
+
+    async def _ingest(self, ws: ServerConnection, grant: TokenGrant | None, proto: IngestProtocol) -> None:
+        if grant is None:
+            await ws.close(4001, "no grant for this source")
+            return
 
         async def open_call(start: StreamStart, name: str) -> LiveCall:
             return await self._open_call(start, name, grant)
@@ -297,6 +309,13 @@ class CallServer:
             "optional_decodes_skipped": self.models.decode_gate.skipped if self.models.loaded("decode_gate") else 0,
             "revision_packs": self.models.revisions.as_dict(),
         }
+
+
+def _audiohook(request: Request, limits: ProtocolLimits) -> AudioHookProtocol:
+    headers = request.headers
+    return AudioHookProtocol(
+        limits, session_id=headers.get("Audiohook-Session-Id"), organization_id=headers.get("Audiohook-Organization-Id")
+    )
 
 
 def _port_free(host: str, port: int, option: str) -> None:
