@@ -47,6 +47,8 @@ def test_a_name_is_found_where_the_context_says_person():
     # a first name in another case, introduced by nothing but the sentence
     assert redact("Я говорил со Светой из вашего банка", "ru") == "Я говорил со [NAME] из вашего банка"
     assert redact("живу на улице Ленина, дом 5", "ru") == "живу на [ADDRESS]"
+    # the recogniser's span takes the request with the name; only the name goes
+    assert redact("Позовите Ивана Петровича к телефону", "ru") == "Позовите [NAME] к телефону"
 
 
 @pytest.mark.parametrize(

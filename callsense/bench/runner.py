@@ -401,7 +401,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     if isinstance(v, dict):
-        return json.dumps(v)
+        return json.dumps(v, ensure_ascii=False)
     return "" if v is None else str(v)
 
 

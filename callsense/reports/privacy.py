@@ -519,7 +519,41 @@ def _russian_names(text: str) -> list[tuple[int, int]]:
     doc = Doc(text)
     doc.segment(segmenter)
     doc.tag_ner(tagger)
-    return [(s.start, s.stop) for s in doc.spans if s.type == "PER" and _a_person(text, s.start, s.stop)]
+    spans = [_tighten(text, s.start, s.stop) for s in doc.spans if s.type == "PER"]
+    return [(a, b) for a, b in spans if b > a and _a_person(text, a, b)]
+
+
+def _name_and_patronymic(text: str) -> list[tuple[int, int]]:
+    """«Ивана Петровича», «Анна Сергеевна»: a first name followed by a patronymic is a person whatever the
+    recogniser says (it misses them at the start of a request)."""
+    from callsense.stages.phrases import morph
+
+    def tagged(word: str, tag: str) -> bool:
+        return any(p.score >= MIN_NAME_SCORE and tag in p.tag for p in morph().parse(word))
+
+    pairs = re.finditer(r"\b(?=([А-ЯЁ][а-яё]+)\s+([А-ЯЁ][а-яё]+)\b)", text)  # overlapping: every two in a row
+    return [(m.start(1), m.end(2)) for m in pairs if tagged(m.group(1), "Name") and tagged(m.group(2), "Patr")]
+
+
+NOT_NAME_POS = {"VERB", "INFN", "PRCL", "CONJ", "PREP", "INTJ", "ADVB", "PRED", "NPRO"}
+
+
+def _tighten(text: str, a: int, b: int) -> tuple[int, int]:
+    """A recogniser's person span without a verb or function word at its edges («Позовите Ивана
+    Петровича»: the request stays readable, the name goes)."""
+    from callsense.stages.phrases import morph
+
+    words = [(m.start() + a, m.end() + a) for m in re.finditer(r"\S+", text[a:b])]
+
+    def not_name(w: tuple[int, int]) -> bool:
+        best = morph().parse(text[w[0] : w[1]].strip(".,!?:;\"'«»()"))[0]
+        return best.tag.POS in NOT_NAME_POS and best.score >= 0.5
+
+    while words and not_name(words[0]):
+        words.pop(0)
+    while words and not_name(words[-1]):
+        words.pop()
+    return (words[0][0], words[-1][1]) if words else (a, a)
 
 
 def _english_names(text: str) -> list[tuple[int, int]]:
@@ -564,7 +598,7 @@ def _find_pii(text: str, language: str) -> tuple[tuple[int, int, str], ...]:
                 if b > a and free(a, b):
                     spans.append((a, b, label))
     cyrillic = language.startswith("ru") or re.search(r"[А-Яа-яЁё]", text) is not None
-    names = _russian_names(text) if cyrillic else []
+    names = _russian_names(text) + _name_and_patronymic(text) if cyrillic else []
     if re.search(r"[A-Za-z]{2}", text):
         names += _english_names(text)
     names += _greeted(text)
