@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -308,6 +309,23 @@ class ReportSettings(_Strict):
     retention_days: int = 90
     hold_s: float = 5.0
     audit_dir: Path = CONFIG_DIR / "audit"
+
+    @model_validator(mode="after")
+    def _checklists_compile(self) -> ReportSettings:
+        """A checklist's patterns are compiled with the config, not when the first call needs them."""
+        for path in sorted(self.audit_dir.glob("*.yaml")) if self.audit_dir.is_dir() else []:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            items = data.get("items", []) if isinstance(data, dict) else []
+            named = [("closing", data.get("closing"))] if isinstance(data, dict) else []
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict):
+                    named += [(f"{item.get('id')}.{key}", item.get(key)) for key in ("pattern", "before_pattern")]
+            for where, pattern in named:
+                try:
+                    re.compile(pattern or "")
+                except (re.error, TypeError) as exc:
+                    raise ValueError(f"{path}: {where}: not a regular expression ({exc})") from None
+        return self
 
 
 class Settings(_Strict):

@@ -69,3 +69,14 @@ def test_a_setting_that_became_a_profile_setting_says_where_it_went(tmp_path):
         load_settings(cfg)
     assert "asr.offline_beam_size: moved to profiles.recording.beam_size" in str(err.value)
     assert "diarization.own_process: moved to profiles.live.diarizer_process" in str(err.value)
+
+
+def test_a_checklist_pattern_that_is_not_a_regex_fails_with_the_config(tmp_path):
+    """Found when the settings load (serve, analyze), not when the first call needs the checklist."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "en.yaml").write_text('items:\n  - {id: greet, title: Greeting, pattern: "(hello"}\n', encoding="utf-8")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"report:\n  audit_dir: {audit}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"en.yaml: greet.pattern: not a regular expression"):
+        load_settings(cfg)

@@ -84,6 +84,7 @@ class Delivery:
         rate = words / seconds
         usual = statistics.median(self._rates) if len(self._rates) >= s.pace_baseline_turns else None
         self._rates.append(rate)
+        del self._rates[: -s.pace_baseline_turns * 4]  # the operator's recent turns: bounded, and their pace today
         if usual is None or rate < usual * s.pace_factor:
             return None
         values = {"rate": round(rate, 1), "usual": round(usual, 1)}
