@@ -180,13 +180,18 @@ def call_metrics(events: list[Event], hold_s: float = 5.0) -> dict[str, Any]:
     }
 
 
+ENDING_TURNS = 2  # the customer's thanks often comes one turn before the closing "no, thanks, that's all"
+
+
 def customer_course(events: list[Event], customer: list[Emotion]) -> dict[str, Any]:
     """The customer state's course over the call (the last `risk` of each moment: one per customer turn)
-    and how positive the customer's last turn was (thanks, relief)."""
+    and how positive the customer ended: the most positive of their last `ENDING_TURNS` turns (thanks,
+    relief)."""
     by_moment = {e.t: e.frustration for e in events if isinstance(e, Risk)}
     course = list(by_moment.values())
-    text = customer[-1].evidence.get("text") if customer else None
-    last = text.get("sentiment", {}).get("positive") if isinstance(text, dict) else None
+    texts = [e.evidence.get("text") for e in customer[-ENDING_TURNS:]]
+    positive = [t.get("sentiment", {}).get("positive") for t in texts if isinstance(t, dict)]
+    last = max((p for p in positive if p is not None), default=None)
     return {
         "customer_frustration": {"mean": round(sum(course) / len(course), 3), "end": course[-1], "peak": max(course)}
         if course
@@ -197,8 +202,8 @@ def customer_course(events: list[Event], customer: list[Emotion]) -> dict[str, A
 
 def customer_experience(metrics: dict[str, Any]) -> dict[str, Any] | None:
     """How the call went for the customer (0-100; per call; uses emotion readings). Never an input to
-    anything about the operator. Half of it is how the customer ended (the last turn's positive
-    probability), less the strain over the whole call (the mean probability that the customer was
+    anything about the operator. Half of it is how the customer ended (the positive probability of their
+    last turns, `customer_course`), less the strain over the whole call (the mean probability that the customer was
     frustrated); critical escalations and long waits take points off. On labelled support chats its rank
     correlation with the task's success is in docs/benchmarks.md (`callsense bench --only hints`)."""
     if metrics["no_speech"]:
