@@ -136,7 +136,11 @@ class CallPipeline:
         )
         customer = CustomerState(settings.hints.customer_state)  # the hints keep it, the risk reads it
         self.hints: HintStage = HintEngine(
-            settings.hints, language=(self.language or "en"), embed=TextEmbedder(settings.models), customer_state=customer
+            settings.hints,
+            language=(self.language or "en"),
+            embed=TextEmbedder(settings.models),
+            silence_at_end=self.profile.pack,
+            customer_state=customer,
         )
         self.escalation: RiskStage = EscalationState(customer, settings.hints.recover_turns)
         # the script checklist, ticked as the operator speaks (the report judges it with the same rules)
@@ -243,7 +247,9 @@ class CallPipeline:
         for asr in self.asr:
             asr.end_revisions()
         self.decoder.close()
-        return self._emit([*self._turns(transcripts), CallEnded(duration_s=round(self.stream_time, 3), reason=reason)])
+        turns = self._turns(transcripts)
+        ended = CallEnded(duration_s=round(self.stream_time, 3), reason=reason)
+        return self._emit([*turns, *self.hints.flush(), ended])
 
     def revisions(self, wait_s: float | None = None) -> list[Event]:
         """After `finish`: the call's last revised finals, which follow its `call_ended` (the live

@@ -251,6 +251,27 @@ def test_a_silence_after_an_announced_hold_reads_differently():
     assert not gap.evidence["hold_announced"] and "no hold announced" in gap.title
 
 
+def test_a_recordings_silences_are_found_between_its_turns_in_their_language():
+    """A recording's finals come in packs, each channel's in turn and long after their words: the clock
+    cannot tell a silence there. Found at the end between both parties' turns, a gap the other party
+    filled is no silence, and the card speaks the call's language and knows whether a hold was announced."""
+    engine = HintEngine(HintSettings(silence_hold_s=10), language="en", silence_at_end=True)
+    operator = [
+        _final("operator", "Здравствуйте, чем могу помочь?", 0.0),
+        _final("operator", "Минуточку, оставайтесь на линии.", 20.0),
+        _final("operator", "Спасибо за ожидание.", 40.0),
+        _final("operator", "Проверяю.", 55.0),
+    ]
+    customer = [_final("customer", "У меня списали деньги дважды, помогите разобраться.", 4.0, seconds=14.0)]
+    for fin in operator + customer:  # one channel's pack, then the other's
+        engine.on_final(fin)
+        assert engine.tick(fin.end + 30.0, speaking=False) == []  # the clock says nothing in a recording
+    holds = engine.flush()
+    assert [h.evidence["since"] for h in holds] == [22.0, 42.0]  # 0-2 and 4-18 are one stretch of speech
+    assert [h.evidence["hold_announced"] for h in holds] == [True, False]
+    assert all(re.search("[а-я]", h.title) and not h.evidence["ongoing"] for h in holds)
+
+
 def test_a_customer_turn_decoded_late_still_ends_the_operators_stretch():
     """Each channel's finals come when they are decoded: the customer's word inside the operator's stretch
     breaks it even when its final arrives after the operator's next one."""

@@ -23,7 +23,7 @@ import numpy as np
 from callsense.config import HintSettings
 from callsense.events import Emotion, Hint, Overlap, TranscriptFinal
 from callsense.stages.customer_state import CustomerState, TurnEvidence
-from callsense.stages.delivery import Delivery
+from callsense.stages.delivery import HOLD_ANNOUNCED, Delivery
 from callsense.stages.intents import Reading
 from callsense.stages.phrases import CallContext, Playbook, load_playbook, render
 
@@ -124,6 +124,9 @@ class HintEngine:
     count: int = 0  # hints made so far (their ids)
     _embeddings: list[tuple[str, np.ndarray, set[str], float]] = field(default_factory=list)
     _hold_announced: float = -1.0
+    # a recording's finals come in packs, long after their words, so a silence cannot be told while it
+    # lasts: it is found between the call's turns at the end, in the language its words were in
+    silence_at_end: bool = False
     customer_state: InitVar[CustomerState | None] = None  # shared with the escalation stage, else its own
 
     def __post_init__(self, customer_state: CustomerState | None) -> None:
@@ -146,7 +149,7 @@ class HintEngine:
         return self.on_overlap(ev)
 
     def flush(self) -> list[Hint]:
-        return []
+        return self._silences_between_turns() if self.silence_at_end else []
 
     def state(self) -> int:
         """A checkpoint needs only how many hints were made (the next hint's id)."""
@@ -161,19 +164,44 @@ class HintEngine:
         the finals (a recording's turns are decoded in packs)."""
         last = max(self.last_speech_end, heard_until)
         silent = now - last
-        if speaking or not last or silent < self.settings.silence_hold_s or self._hold_announced == last:
+        if self.silence_at_end or speaking or not last or silent < self.settings.silence_hold_s:
             return []
-        self._hold_announced = last
         # the operator's last turn said the customer would wait (a hold): else say what is going on
-        announced = abs(self.delivery.hold_announced_at - self.last_speech_end) < 1.0
+        return self._silence(now, last, silent, abs(self.delivery.hold_announced_at - self.last_speech_end) < 1.0)
+
+    def _silence(self, now: float, last: float, silent: float, announced: bool) -> list[Hint]:
+        if self._hold_announced == last:
+            return []  # once per silence
+        self._hold_announced = last
         return self._fire(
             "long_silence",
             "info",
             _At(now),
             {"seconds": round(silent)},
-            {"silence_s": round(silent, 1), "since": round(last, 2), "ongoing": True, "hold_announced": announced},
+            {
+                "silence_s": round(silent, 1),
+                "since": round(last, 2),
+                "ongoing": not self.silence_at_end,
+                "hold_announced": announced,
+            },
             title="long_silence" if announced else "long_silence_unannounced",
         )
+
+    def _silences_between_turns(self) -> list[Hint]:
+        """The record's silences: gaps of `silence_hold_s` or more between the turns of both parties, each
+        told at the moment it reached that length, as a live call would have (announced: an operator turn
+        that ended with the speech before it said the customer would wait)."""
+        turns = sorted((f for p in self.parties.values() for f in p.finals), key=lambda f: f.start)
+        hints: list[Hint] = []
+        last, before = 0.0, list[TranscriptFinal]()  # the speech's end, and the turns that ended with it
+        for fin in turns:
+            silent = fin.start - last
+            if last and silent >= self.settings.silence_hold_s:
+                announced = any(f.role == "operator" and HOLD_ANNOUNCED.search(f.text) for f in before)
+                hints += self._silence(last + self.settings.silence_hold_s, last, silent, announced)
+            last = max(last, fin.end)
+            before = [f for f in (*before, fin) if last - f.end < 1.0]
+        return hints
 
     def _delivery(self, ev: TranscriptFinal) -> list[Hint]:
         """The operator's delivery (stages/delivery.py): quiet cues, one per `delivery.cooldown_s`."""
