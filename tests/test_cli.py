@@ -224,15 +224,16 @@ def test_demo_runs_the_whole_live_path_and_writes_its_report(tmp_path, clip):
     proc = run("--config", str(cfg), "demo", "--file", str(clip("ru_call_stereo.flac", 20)), "--speed", "8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(r"\?token=demo-sup-\S+", proc.stdout.replace("\n", "")), "the dashboard address has a token"
-    assert "Quality report:" in proc.stdout
+    assert "Quality report:" in proc.stdout and "summary for the ticket" in proc.stdout
     assert list((tmp_path / "store" / "reports").glob("*/report.html"))
     # `callsense report CALL_ID` finds it, and that reading is in the access log
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "store" / "calls.sqlite")
     (call_id,) = db.execute("SELECT call_id FROM calls").fetchone()
-    shown = run("--config", str(cfg), "report", call_id)
+    shown = run("--config", str(cfg), "report", call_id, "--summary")
     assert shown.returncode == 0 and "report.html" in shown.stdout, shown.stderr[-2000:]
+    assert "Причина обращения" in shown.stdout  # the Russian sample's summary, in Russian
     assert ("report view",) in db.execute("SELECT action FROM access_log WHERE call_id = ?", (call_id,)).fetchall()
     missing = run("--config", str(cfg), "report", "no-such-call")
     assert missing.returncode == 2 and "no report" in missing.stdout

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.panel import Panel
 
 from callsense.config import Settings, TokenGrant, data_dir
 from callsense.events import TranscriptFinal, parse_event
@@ -79,6 +80,11 @@ async def _demo(settings: Settings, path: Path, speed: float, port: int) -> int:
     if corrected:
         console.print(f"{corrected} turn(s) corrected after the call: decoded again among the speaker's other turns")
     console.print(f"call ended. Quality report: [bold]{report}[/bold]")
+    summary = report.with_name("report.json")
+    if summary.exists():  # what the operator would paste into the ticket
+        text = (json.loads(summary.read_text(encoding="utf-8")).get("summary") or {}).get("text")
+        if text:
+            console.print(Panel(text, title="summary for the ticket", expand=False))
     for err in result["errors"]:
         console.print(f"[yellow]warning:[/yellow] {err}")
     return 0

@@ -202,6 +202,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     console.print(f"call [bold]{args.call_id}[/bold]: {status}")
     console.print(f"customer experience {cx.get('score', '-')}, operator conduct {conduct.get('score', '-')}")
     console.print(f"report: [bold]{page}[/bold]")
+    if args.summary:  # plain text, to paste into the ticket
+        full = json.loads((page.parent / "report.json").read_text(encoding="utf-8"))
+        print((full.get("summary") or {}).get("text") or "this report has no summary (written before callsense 0.18)")
     if args.open:
         webbrowser.open(page.as_uri())
     return 0
@@ -267,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("call_id", help="the call's id (as the dashboard and the stream command show it)")
     r.add_argument("--store", help="the calls.sqlite to look in (default: server.store in the config)")
     r.add_argument("--open", action="store_true", help="open report.html in the browser")
+    r.add_argument(
+        "--summary", action="store_true", help="print the call's summary for the ticket (reason, done, promised, open)"
+    )
 
     demo = sub.add_parser("demo", help="stream a sample call live through the pipeline to the console")
     demo.add_argument("--file", default=str(DEMO_CALL), help="the call to stream (default: the escalation sample)")
@@ -303,7 +309,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "transcribe": ("callsense transcribe call.flac --channels operator,customer --format text",),
     "diarize": ("callsense diarize meeting.wav --num-speakers 2",),
     "analyze": ("callsense analyze call.flac --out out/report", "callsense analyze chat.json --language ru"),
-    "report": ("callsense report en_escalation_call-1a2b3c --open",),
+    "report": ("callsense report en_escalation_call-1a2b3c --open", "callsense report en_escalation_call-1a2b3c --summary"),
     "demo": ("callsense demo", "callsense demo --file my_call.flac --speed 2"),
     "cluster-demo": ("callsense cluster-demo --speed 2",),
     "serve": (

@@ -10,6 +10,7 @@ from typing import Any
 
 from callsense.config import Settings
 from callsense.events import AUDIO_DISCARDED, Emotion, Error, Event, Hint, Risk, TranscriptFinal
+from callsense.reports.summary import call_summary
 from callsense.stages.checklist import Checklist
 
 # --- transcripts --------------------------------------------------------------------------------
@@ -306,7 +307,16 @@ def build_report(
         "audio": audio,  # kept audio: how much of it was silenced for personal data (None: not kept)
     }
     report["customer_summary"] = customer_summary(report)
+    report["summary"] = call_summary(fins, lang, open_escalations(events))
     return report
+
+
+def open_escalations(events: list[Event]) -> list[str]:
+    """The critical hints of a call whose escalation was still latched when it ended (not calmed)."""
+    risks = [e for e in events if isinstance(e, Risk)]
+    if not risks or not risks[-1].latched:
+        return []
+    return list(dict.fromkeys(e.title for e in events if isinstance(e, Hint) and e.severity == "critical"))
 
 
 def incomplete(events: list[Event]) -> str | None:
