@@ -133,7 +133,8 @@ def test_no_raw_personal_data_after_analyze_and_audit(tmp_path, config):
             )
             == 0
         )
-    assert main(["--config", str(config), "audit", str(chats), "--out", str(tmp_path / "out" / "audit")]) == 0
+    audit = ["--config", str(config), "audit", str(chats), "--chats", "--out", str(tmp_path / "out" / "audit")]
+    assert main(audit) == 0
     shutil.rmtree(chats)  # the inputs themselves hold the values, of course
     needles = _needles(values["ru"]) + _needles(values["en"])
     assert _scan(tmp_path, needles) == []

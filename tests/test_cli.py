@@ -66,15 +66,26 @@ def test_audit_is_resumable_and_survives_corrupt_files(tmp_path, clip):
     folder = tmp_path / "calls"
     clip("ru_call_stereo.flac", 12, "calls/call_+79161234567_Ivan-Petrov.flac")
     (folder / "bad_Maria_Smith.wav").write_bytes(b"RIFF....WAVEjunk")
+    # a reference transcript beside the recordings is not a call (chats only with --chats)
+    (folder / "reference.json").write_text((SAMPLES / "ru_call_stereo.json").read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "metadata.csv").write_text(
+        "file,operator_id,team,date\ncall_+79161234567_Ivan-Petrov.flac,op-7,cards,2026-12-01\n", encoding="utf-8"
+    )
     out = tmp_path / "out"
     first = run("audit", str(folder), "--out", str(out))
     assert first.returncode == 1 and "1 recording(s) failed" in first.stderr, first.stderr  # the bad file
     summary = json.loads((out / "summary.json").read_text())
     assert summary["calls"] == 1 and summary["failed"] == 1
+    # per checklist item and per operator; each call worth listening to says why, where, and links its report
+    assert summary["checklist"] and all(0 <= i["failure_rate"] <= 1 and i["judged"] == 1 for i in summary["checklist"])
+    (card,) = summary["scorecards"]
+    assert card["operator_id"] == "op-7" and set(card["checklist_failure_rate"]) == {i["id"] for i in summary["checklist"]}
+    (worth,) = summary["worth_listening"]
+    assert worth["team"] == "cards" and worth["why"] and Path(worth["report"]).exists()
     assert summary["failures"][0]["source"].startswith("bad_[NAME]")
     assert (out / "calls.csv").exists() and (out / "summary.html").exists()
     # the recordings' names carry a phone number and names: no export, and no row of the store, has them
-    for written in [out / "audit.sqlite", *out.glob("calls.*"), *out.glob("summary.*")]:
+    for written in [p for p in out.rglob("*") if p.is_file() and p.name != ".source-key"]:  # reports/ too
         data = written.read_bytes()
         assert not any(v in data for v in (b"79161234567", b"Ivan", b"Maria")), written.name
     again = run("audit", str(folder), "--out", str(out))

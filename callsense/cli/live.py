@@ -63,11 +63,12 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("files", nargs="+", help="recordings of the operator alone (10 s or more in all)")
 
     au = sub.add_parser("audit", help="audit every recording in a folder (resumable, parallel)")
-    au.add_argument("folder", help="recordings and chat transcripts (.json), sub-folders included")
+    au.add_argument("folder", help="recordings (and with --chats, chat transcripts), sub-folders included")
     au.add_argument("--out", default="out/audit", help="where the store, reports and exports go (rerun: resumes)")
     au.add_argument("--workers", type=int, default=1, help="calls processed at once (one core each)")
     au.add_argument("--engine", choices=["local", "dask"], default="local", help="local processes, or a dask cluster")
     au.add_argument("--address", help="dask scheduler address (default: a local cluster)")
+    au.add_argument("--chats", action="store_true", help="also audit chat transcripts (.json); default: recordings only")
 
     b = sub.add_parser("bench", help="measure speed, latency, load and accuracy on this machine")
     b.add_argument("--quick", action="store_true", help="a few minutes instead of the full run")
@@ -253,13 +254,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"callsense: no folder {folder}: pass the folder that holds the recordings", file=sys.stderr)
         return 2
-    summary = run_audit(folder, Path(args.out), settings_from(args), args.workers, args.engine, args.address)
+    summary = run_audit(
+        folder, Path(args.out), settings_from(args), args.workers, args.engine, args.address, chats=args.chats
+    )
     print(
         f"audited {summary['calls']} calls ({summary['audio_hours']} h), {summary['failed']} failed; "
         f"summary: {Path(args.out) / 'summary.html'}"
     )
     if not summary["calls"] and not summary["failed"] and not summary.get("skipped_already_done"):
-        kinds = " ".join(sorted(AUDIO | CHATS))
+        kinds = " ".join(sorted(AUDIO | CHATS if args.chats else AUDIO))
         print(f"callsense: no recordings found in {folder} (looked for {kinds}, in sub-folders too)", file=sys.stderr)
         return 1
     if summary["failed"]:

@@ -31,15 +31,18 @@ _MODELS: Any = None  # one copy of the models per worker process
 MATH_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def find_calls(folder: Path) -> list[dict[str, Any]]:
-    """Recordings under `folder`, with metadata.csv (file, operator_id, date, channels) when present."""
+def find_calls(folder: Path, chats: bool = False) -> list[dict[str, Any]]:
+    """Recordings under `folder` (and chat transcripts when `chats`: a .json beside recordings is often
+    a reference transcript, not a call), with metadata.csv when present: one row per file, columns
+    `file` (relative path), `operator_id`, `team`, `date`, `channels` (e.g. operator,customer)."""
     meta: dict[str, dict[str, str]] = {}
     meta_file = folder / "metadata.csv"
     if meta_file.exists():
         with meta_file.open(encoding="utf-8") as fh:
-            meta = {row["file"]: row for row in csv.DictReader(fh)}
+            meta = {row["file"]: row for row in csv.DictReader(fh) if row.get("file")}
+    kinds = AUDIO | CHATS if chats else AUDIO
     calls = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO | CHATS):
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in kinds):
         rel = str(path.relative_to(folder))
         row = meta.get(rel, {})
         calls.append(
@@ -47,6 +50,7 @@ def find_calls(folder: Path) -> list[dict[str, Any]]:
                 "path": str(path),
                 "source": rel,
                 "operator_id": row.get("operator_id") or None,
+                "team": row.get("team") or None,
                 "date": row.get("date"),
                 "channels": row.get("channels") or None,
             }
@@ -238,13 +242,21 @@ def _worker_threads(n: int) -> Iterator[None]:
 
 
 def run_audit(
-    folder: Path, out: Path, settings: Settings, workers: int = 1, engine: str = "local", address: str | None = None
+    folder: Path,
+    out: Path,
+    settings: Settings,
+    workers: int = 1,
+    engine: str = "local",
+    address: str | None = None,
+    chats: bool = False,
 ) -> dict[str, Any]:
     from callsense.events import parse_event
+    from callsense.reports.report import save_report
 
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "audit.sqlite")
-    calls = _named(find_calls(folder), settings, out)
+    calls = _named(find_calls(folder, chats), settings, out)
+    teams = {c["source"]: c["team"] for c in calls if c.get("team")}  # as the store knows them (redacted names)
     todo = _longest_first([c for c in calls if store.status(c["source"]) != "done"])
     # split the machine's cores between workers so they do not fight over them
     settings = settings.model_copy(deep=True)
@@ -265,6 +277,8 @@ def run_audit(
                     store.save_call(
                         res["call_id"], events, res["report"], source=res["source"], operator_id=res.get("operator_id")
                     )
+                    if res["report"] is not None:  # a report per call, beside the store (as a server keeps them)
+                        save_report(res["report"], store.call_dir("reports", res["call_id"]))
                 else:
                     store.record_failure(f"failed:{res['source']}", res["source"], _error_text(res, settings))
                 bar.update(task, advance=1, last=f"{res['source']}: {res['status']}")
@@ -272,10 +286,10 @@ def run_audit(
             # Ctrl-C may land here, between two results: the workers stop now, not when the generator is
             # collected (the process would wait at exit for every queued call)
             results.close()
-    return write_summary(store, out, skipped=len(calls) - len(todo))
+    return write_summary(store, out, skipped=len(calls) - len(todo), teams=teams)
 
 
-def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
+def write_summary(store: Store, out: Path, skipped: int = 0, teams: dict[str, str] | None = None) -> dict[str, Any]:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     reports = store.reports()
@@ -301,6 +315,8 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
                 "escalations": len(m["escalations"]),
                 "customer_valence_start": m["customer_valence_start"],
                 "customer_valence_end": m["customer_valence_end"],
+                "team": (teams or {}).get(r["source"], ""),
+                "report": str(store.call_dir("reports", r["call_id"]) / "report.html"),
             }
         )
     if rows:
@@ -323,6 +339,11 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
         }
         for op, rs in sorted(cards.items())
     ]
+    for card in scorecards:  # each operator's failure rate per checklist item (evidence, not emotion)
+        card["checklist_failure_rate"] = _failure_rates(
+            [r for r in reports if (r.get("operator_id") or "(unknown)") == card["operator_id"]]
+        )
+    by_row = {r["call_id"]: r for r in reports}
     # calls a quality analyst should listen to: the worst experiences first (about calls, not people)
     worth = sorted(rows, key=lambda r: (r["customer_experience"] is None, r["customer_experience"] or 0, -r["escalations"]))[
         :10
@@ -333,8 +354,9 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
         "failed": len(failures),
         "skipped_already_done": skipped,
         "audio_hours": round(sum(r["duration_s"] for r in rows) / 3600, 3),
+        "checklist": _item_rates(reports),
         "scorecards": scorecards,
-        "worth_listening": worth,
+        "worth_listening": [{**r, **_why_listen(by_row[r["call_id"]])} for r in worth],
         "failures": [{"source": s, "error": e} for s, e in failures],
     }
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -345,6 +367,40 @@ def write_summary(store: Store, out: Path, skipped: int = 0) -> dict[str, Any]:
         env.get_template("audit.html").render(s=summary, histogram=histogram), encoding="utf-8"
     )
     return summary
+
+
+def _item_rates(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per checklist item over the audit: calls where it was judged, failed, and the failure rate."""
+    judged: dict[str, list[bool]] = defaultdict(list)
+    titles: dict[str, str] = {}
+    for r in reports:
+        for c in r["compliance"]:
+            titles[c["id"]] = c["title"]
+            if c["passed"] is not None:
+                judged[c["id"]].append(not c["passed"])
+    return [
+        {"id": i, "title": titles[i], "judged": len(v), "failed": sum(v), "failure_rate": round(sum(v) / len(v), 3)}
+        for i, v in judged.items()
+        if v
+    ]
+
+
+def _failure_rates(reports: list[dict[str, Any]]) -> dict[str, float]:
+    return {i["id"]: i["failure_rate"] for i in _item_rates(reports)}
+
+
+def _why_listen(report: dict[str, Any]) -> dict[str, Any]:
+    """Why a call is worth listening to, and where: its escalations' times, its failed items' evidence."""
+    m = report["metrics"]
+    cx = (report["scores"]["customer_experience"] or {}).get("score")
+    reasons = [f"customer experience {cx}"] if cx is not None else []
+    reasons += [f"{e['severity']}: {e['title']}" for e in m["escalations"][:3]]
+    failed = [c for c in report["compliance"] if c["passed"] is False]
+    reasons += [f"missed: {c['title']}" for c in failed[:3]]
+    times = sorted(
+        {round(e["t"], 1) for e in m["escalations"]} | {round(c["evidence"]["t"], 1) for c in failed if c["evidence"]}
+    )
+    return {"why": "; ".join(reasons), "at_s": times[:8]}
 
 
 def _mean(values: list[int | None]) -> float | None:

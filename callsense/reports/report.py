@@ -365,9 +365,13 @@ def flags(events: list[Event], metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def write_report(
     events: list[Event], out: Path, settings: Settings, source: str = "", audio: dict[str, Any] | None = None
 ) -> Path:
+    return save_report(build_report(events, settings, source, audio), out)
+
+
+def save_report(report: dict[str, Any], out: Path) -> Path:
+    """report.json and report.html of a built report in `out`."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    report = build_report(events, settings, source, audio)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
