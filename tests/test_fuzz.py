@@ -206,14 +206,16 @@ def test_float_audio_with_nan_and_inf_is_repaired_not_lost(float_frame):
     resume=mutate({"type": "resume", "after": {"c1": 3}}),
     feedback=mutate({"type": "feedback", "call_id": "c1", "hint_id": "h1", "action": "accepted"}),
     note=mutate({"type": "note", "call_id": "c1", "text": "offer the fee refund", "joining": False}),
+    summary=mutate({"type": "summary", "call_id": "c1"}),
     raw=st.text(max_size=200) | st.binary(max_size=200),
 )
-def test_console_messages(resume, feedback, note, raw):
+def test_console_messages(resume, feedback, note, summary, raw):
     fanout = FanOut(ServerSettings(), None, on_input=None)  # type: ignore[arg-type]
     for message, model in (
         (dumps(resume), ResumeMessage),
         (dumps(feedback), INPUT),
         (dumps(note), INPUT),
+        (dumps(summary), INPUT),
         (raw, ResumeMessage),
         (raw, INPUT),
     ):

@@ -71,3 +71,28 @@ def test_the_reports_summary_is_redacted_like_the_report():
     report = build_report(events, load_settings())
     assert report["summary"]["done"] and "Johnson" not in json.dumps(report["summary"])
     assert "[NAME]" in report["summary"]["text"]
+
+
+def test_a_console_asks_for_the_summary_so_far_and_sees_it_as_it_may_see_the_call():
+    """The live summary is built from the console's own view: redacted for a supervisor, raw for the
+    call's operator, and a revised final replaces its live one."""
+    from collections import deque
+
+    from callsense.config import ServerSettings
+    from callsense.reports.privacy import redact_event
+    from callsense.service.fanout import INPUT, Console, FanOut, Room, SummaryMessage
+
+    turns = [("customer", "My card was blocked and I need it back today."), ("operator", "I have unblocked it, Mr Johnson.")]
+    finals = _finals(turns, "en")
+    revised = finals[0].model_copy(update={"text": "My card was blocked again and I need it back today.", "revision": 1})
+    events = [*finals, revised]
+    room = Room("c1", "op-1", deque((ev, redact_event(ev, "en")) for ev in events))
+    fanout = FanOut(ServerSettings(), None, on_input=None)  # type: ignore[arg-type]
+    assert isinstance(fanout._parse(json.dumps({"type": "summary", "call_id": "c1"}), INPUT), SummaryMessage)
+    seen = {
+        role: json.loads(fanout._summary(Console(f"{role}:x", role, "op-1" if role == "operator" else None), room))
+        for role in ("operator", "supervisor")
+    }
+    assert seen["operator"]["type"] == "summary" and "Johnson" in seen["operator"]["done"][0]["text"]
+    assert "Johnson" not in json.dumps(seen["supervisor"]) and "[NAME]" in seen["supervisor"]["text"]
+    assert seen["operator"]["reason"][0]["text"] == "My card was blocked again and I need it back today."

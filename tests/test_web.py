@@ -118,6 +118,12 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
                 timeout=15000,
             )
             assert operator.is_hidden("#note"), "operators do not write notes"
+            # the summary so far, on request: the customer's reason in their own words, ready to paste
+            operator.click("#summary-ask")
+            operator.wait_for_selector("#summary pre", state="visible", timeout=15000)
+            summary = operator.inner_text("#summary-text")
+            reason = summary.split("Done:")[0]
+            assert reason.startswith("Reason:\n- ") and "Promised:" in summary, summary  # a sentence of theirs
             hint_id = page.get_attribute("#alerts .banner", "data-hint")  # the latch may have moved on meanwhile
             page.click(f'#alerts .banner[data-hint="{hint_id}"] .btn-ack')
             # released: the banner goes (a later critical escalation of the call may raise a new one)

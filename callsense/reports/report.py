@@ -271,8 +271,7 @@ def build_report(
     from callsense.reports.privacy import redact_events
 
     fins = finals(events)
-    langs = [f.language for f in fins if f.language]
-    lang = max(set(langs), key=langs.count) if langs else "en"
+    lang = call_language(fins)
     red = settings.report.redact_pii
     if red:
         events = redact_events(events, lang)
@@ -309,6 +308,12 @@ def build_report(
     report["customer_summary"] = customer_summary(report)
     report["summary"] = call_summary(fins, lang, open_escalations(events))
     return report
+
+
+def call_language(fins: list[TranscriptFinal]) -> str:
+    """The language most of the call's turns were in (English when none says)."""
+    langs = [f.language for f in fins if f.language]
+    return max(set(langs), key=langs.count) if langs else "en"
 
 
 def open_escalations(events: list[Event]) -> list[str]:

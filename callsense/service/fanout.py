@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from callsense.audio.protocols import error_json
 from callsense.config import ServerSettings, TokenGrant
-from callsense.events import FINAL_TYPES, NOTE_CHARS, Event
+from callsense.events import FINAL_TYPES, NOTE_CHARS, Event, TranscriptFinal
 from callsense.reports.store import Store
 from callsense.service.calls import Feedback, FromConsole, Note
 from callsense.service.mailbox import Mailbox
@@ -61,9 +61,17 @@ class NoteMessage(_Message):
     joining: bool = False
 
 
-ConsoleInput = Annotated[FeedbackMessage | NoteMessage, Field(discriminator="type")]
-INPUT: TypeAdapter[FeedbackMessage | NoteMessage] = TypeAdapter(ConsoleInput)
-M = TypeVar("M", ResumeMessage, FeedbackMessage | NoteMessage)
+class SummaryMessage(_Message):
+    """Asks for the call's summary so far (reason, done, promised, open), to paste into the ticket."""
+
+    type: Literal["summary"]
+    call_id: CallIdText
+
+
+Input = FeedbackMessage | NoteMessage | SummaryMessage
+ConsoleInput = Annotated[Input, Field(discriminator="type")]
+INPUT: TypeAdapter[Input] = TypeAdapter(ConsoleInput)
+M = TypeVar("M", ResumeMessage, Input)
 
 
 @dataclass
@@ -256,6 +264,9 @@ class FanOut:
                 room = self.rooms.get(msg.call_id)
                 if room is None or not self.may_see(console, room):
                     raise ValueError(f"no call {msg.call_id!r} that you may see")
+                if isinstance(msg, SummaryMessage):
+                    await ws.send(self._summary(console, room))
+                    continue
                 _check_role(console, room, msg)
                 given: FromConsole = (
                     Feedback(msg.hint_id, msg.action, console.who)
@@ -268,6 +279,24 @@ class FanOut:
                     self.store.log_access(console.who, msg.call_id, "note")  # who spoke into which call
             except ValueError as exc:
                 await ws.send(error_json("bad_message", str(exc)))
+
+    def _summary(self, console: Console, room: Room) -> str:
+        """The call's summary from what this console may see of it (redacted for redacted views); the
+        reading is in the access log."""
+        from callsense.reports.report import call_language, open_escalations
+        from callsense.reports.summary import call_summary
+
+        raw = self.sees_raw(console, room)
+        events = [ev for pair in list(room.replay) if (ev := pair[0] if raw else pair[1]) is not None]
+        latest: dict[str, TranscriptFinal] = {}
+        for ev in events:  # a revision replaces its live final; an empty one withdraws it
+            if isinstance(ev, TranscriptFinal):
+                latest[ev.utterance_id] = ev
+        finals = sorted((f for f in latest.values() if f.text), key=lambda f: f.start)
+        if self.store is not None:
+            self.store.log_access(console.who, room.call_id, "summary")
+        body = call_summary(finals, call_language(finals), open_escalations(events))
+        return json.dumps({"type": "summary", "call_id": room.call_id, **body}, ensure_ascii=False)
 
 
 def _check_role(console: Console, room: Room, msg: FeedbackMessage | NoteMessage) -> None:

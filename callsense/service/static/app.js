@@ -1,6 +1,6 @@
 // callsense web dashboard: operator view + supervisor wall. Plain JS, no build step.
 "use strict";
-const state = { calls: {}, selected: null, last: {}, ws: null, token: null, role: null };
+const state = { calls: {}, selected: null, last: {}, ws: null, token: null, role: null, summaries: {} };
 
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
 
@@ -53,7 +53,7 @@ const I18N = {
     waiting: "waiting for calls", recent: "Recent calls", report: "report", cx: "customer experience",
     say_now: "say it now", missed: "missed", failed: "not as the script says", at_end: "at the end",
     note_to_operator: "note to the operator", send: "send", joining: "I'm joining", supervisor: "supervisor",
-    supervisor_joining: "your supervisor is joining the call",
+    supervisor_joining: "your supervisor is joining the call", summary: "summary", copy: "copy", copied: "copied",
     reasons: {
       supervisor_request: "asks for a manager", complaint_threat: "threatens a complaint", close_account: "closing the account",
       repeat_caller: "calling again about this", customer_frustrated: "customer frustrated", repeated_request: "repeating a request",
@@ -73,7 +73,7 @@ const I18N = {
     waiting: "ждём звонков", recent: "Недавние звонки", report: "отчёт", cx: "опыт клиента",
     say_now: "скажите сейчас", missed: "пропущено", failed: "не по скрипту", at_end: "в конце",
     note_to_operator: "заметка оператору", send: "отправить", joining: "подключаюсь", supervisor: "руководитель",
-    supervisor_joining: "руководитель подключается к звонку",
+    supervisor_joining: "руководитель подключается к звонку", summary: "сводка", copy: "копировать", copied: "скопировано",
     reasons: {
       supervisor_request: "просит руководителя", complaint_threat: "грозит жалобой", close_account: "закрывает счёт",
       repeat_caller: "звонит не первый раз", customer_frustrated: "клиент раздражён", repeated_request: "повторяет просьбу",
@@ -336,8 +336,24 @@ function render() {
   if (!c) { document.getElementById("call-id").textContent = t("waiting"); return; }
   document.getElementById("call-id").textContent = c.id;
   document.getElementById("timer").textContent = `${mmss(c.t)} ${t("lag")} ${c.lag.toFixed(1)}s`;
-  renderChart(c); renderNotes(c); renderHints(c); renderScript(c); renderTranscript(c);
+  renderChart(c); renderNotes(c); renderHints(c); renderScript(c); renderTranscript(c); renderSummary(c);
 }
+
+// the call's summary so far, on request (the operator pastes it into the ticket)
+function renderSummary(c) {
+  document.getElementById("summary-ask").hidden = !state.role;
+  const got = state.summaries[c.id], box = document.getElementById("summary");
+  box.hidden = !got;
+  if (got) document.getElementById("summary-text").textContent = got.text;
+}
+document.getElementById("summary-ask").onclick = () => {
+  const c = state.calls[state.selected];
+  if (c && state.ws) state.ws.send(JSON.stringify({ type: "summary", call_id: c.id }));
+};
+document.getElementById("summary-copy").onclick = () => {
+  const text = document.getElementById("summary-text").textContent;
+  if (navigator.clipboard) navigator.clipboard.writeText(text).then(() => { document.getElementById("status").textContent = t("copied"); });
+};
 
 function connect(token) {
   state.token = token;
@@ -346,7 +362,12 @@ function connect(token) {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/console?token=${encodeURIComponent(token)}`);
   state.ws = ws;
   ws.onopen = () => { ws.send(JSON.stringify({ type: "resume", after: state.last })); document.getElementById("status").textContent = "connected"; };
-  ws.onmessage = m => { const d = JSON.parse(m.data); if (d.type === "notice" || d.type === "error") { document.getElementById("status").textContent = d.message; return; } apply(d); render(); };
+  ws.onmessage = m => {
+    const d = JSON.parse(m.data);
+    if (d.type === "notice" || d.type === "error") { document.getElementById("status").textContent = d.message; return; }
+    if (d.type === "summary") { state.summaries[d.call_id] = d; render(); return; }  // an answer, not an event of the call
+    apply(d); render();
+  };
   ws.onclose = e => {
     document.getElementById("status").textContent = "disconnected: " + (e.reason || e.code);
     if (e.code !== 4001) setTimeout(() => connect(token), 1000);
