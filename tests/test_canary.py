@@ -159,7 +159,7 @@ def test_no_raw_personal_data_after_a_live_call(tmp_path, config, models):
     settings = load_settings(config)
     settings.report.keep_audio = True  # the kept recording is checked by ear too (Whisper's)
 
-    async def scenario() -> tuple[dict, list[dict]]:
+    async def scenario() -> tuple[dict, list[dict], dict[str, bytes]]:
         server = CallServer(settings, models)
         port = await server.start("127.0.0.1", 0)
         url = f"ws://127.0.0.1:{port}"
@@ -171,10 +171,16 @@ def test_no_raw_personal_data_after_a_live_call(tmp_path, config, models):
             result = await stream_file(call, url, "op", speed=0)
             while not seen or seen[-1]["type"] != "call_ended":
                 seen.append(json.loads(await asyncio.wait_for(console.recv(), 60)))
+        # the report page and its recording, as the dashboard's report link opens them
+        page = f"http://127.0.0.1:{port}/reports/{result['call_id']}?token=sup"
+        served = {
+            "page": await _served(page),
+            "audio": await _served(page.replace("?token", "/audio?token")),
+        }
         await server.shutdown()
-        return result, seen
+        return result, seen, served
 
-    result, seen = asyncio.run(scenario())
+    result, seen, served = asyncio.run(scenario())
     call.unlink()
     needles = _needles(values) + ["4111111111111", "blue river"]
     assert _scan(tmp_path, needles) == []
@@ -190,11 +196,34 @@ def test_no_raw_personal_data_after_a_live_call(tmp_path, config, models):
     assert kept.exists() and not list(kept.parent.glob("*.partial.flac"))
     report = json.loads(store.db.execute("SELECT report FROM calls").fetchone()[0])
     assert report["audio"]["kept"] and report["audio"]["silenced_spans"] >= 2, report["audio"]
+    assert served["audio"] == kept.read_bytes() and b'id="call-audio"' in served["page"]  # "listen here"
     audio, rate = sf.read(kept, dtype="float32", always_2d=True)
     heard = " ".join(seg.text for ch in audio.T for seg in models.whisper.transcribe(ch, language="en", beam_size=1)[0])
     digits = re.sub(r"\D", "", heard)
     assert "blue river" not in heard.lower() and "4111" not in digits and "5550132" not in digits, heard
     assert "calling" in heard.lower() or "help" in heard.lower(), f"the rest is still there: {heard!r}"
+
+
+async def _served(address: str, timeout: float = 60.0) -> bytes:
+    """The body once the server has it (the report is written as the call ends), fetched off the loop
+    the server runs on."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    def fetch() -> bytes | None:
+        try:
+            with urllib.request.urlopen(address, timeout=10) as reply:
+                return reply.read()
+        except urllib.error.HTTPError:
+            return None
+
+    deadline = time.monotonic() + timeout
+    while (body := await asyncio.get_running_loop().run_in_executor(None, fetch)) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f} s for {address}")
+        await asyncio.sleep(0.2)
+    return body
 
 
 def _speak_call(operator: str, customer: str, path: Path) -> None:

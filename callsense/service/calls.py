@@ -31,7 +31,7 @@ from callsense.events import INCOMPLETE, Error, Event, TranscriptFinal
 from callsense.pipeline import CallPipeline, StageFailed
 from callsense.reports.audio_redaction import Span, seal, seal_interrupted, spans_to_silence, spool_path
 from callsense.reports.privacy import Redactor
-from callsense.reports.report import build_report, write_report
+from callsense.reports.report import build_report, save_report
 from callsense.reports.store import Store
 from callsense.service.mailbox import Mailbox
 
@@ -311,7 +311,10 @@ class Call:
             self._recording.close()
         path = kept_audio(self.store, self.call_id)
         try:
-            return seal(spool_path(path), path, self._silence)
+            sealed = seal(spool_path(path), path, self._silence)
+            if sealed.get("kept"):  # the report's "listen here" links play it from beside the report
+                sealed["file"] = os.path.relpath(path, self.store.call_dir("reports", self.call_id))
+            return sealed
         except (RuntimeError, OSError, ValueError):  # the report is still written; no raw audio stays
             log.exception("could not seal the kept audio of call %s; it is deleted", self.call_id)
             spool_path(path).unlink(missing_ok=True)
@@ -375,9 +378,9 @@ def persist_report(
     """Write a call's report files and close its row in the store (`audio`: what was done to kept audio)."""
     if store is None:
         return
-    out: Path = store.call_dir("reports", call_id)
-    write_report(events, out, settings, source=source, audio=audio)
-    store.finish_call(call_id, build_report(events, settings, source, audio=audio), status=status)
+    report = build_report(events, settings, source, audio=audio)
+    save_report(report, store.call_dir("reports", call_id))
+    store.finish_call(call_id, report, status=status)
 
 
 def kept_audio(store: Store, call_id: str) -> Path:

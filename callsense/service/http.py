@@ -111,13 +111,17 @@ class Http:
         mine = operators_of(grant)
         if path == "/api/calls":
             return _json(store.recent(operators=mine))
-        call_id = unquote(path.removeprefix("/reports/"))
+        call_id, audio = unquote(path.removeprefix("/reports/")), path.endswith("/audio")
+        call_id = call_id.removesuffix("/audio") if audio else call_id
         stored, owner = store.operator_of(call_id)
         page = store.call_dir("reports", call_id) / "report.html"
+        if audio:  # the kept recording (personal data silenced), for the report's "listen here" links
+            page = store.call_dir("audio", call_id).with_suffix(".flac")
         if not stored or (mine is not None and owner not in mine) or not page.is_file():
             return _json({"error": "no such report for this token"}, http.HTTPStatus.NOT_FOUND)
-        store.log_access(who_of(grant, token), call_id, "report view")
-        return Response(200, "OK", Headers({"Content-Type": "text/html; charset=utf-8"}), page.read_bytes())
+        store.log_access(who_of(grant, token), call_id, "audio listen" if audio else "report view")
+        kind = "audio/flac" if audio else "text/html; charset=utf-8"
+        return Response(200, "OK", Headers({"Content-Type": kind}), page.read_bytes())
 
 
 def _static(path: str) -> Response:
