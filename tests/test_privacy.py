@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from callsense.reports.privacy import inn_ok, luhn_ok, redact, snils_ok
@@ -123,6 +125,19 @@ def test_kept_audio_is_silenced_where_a_value_was_said_and_only_there(tmp_path):
     assert loud(0.0, words[2].end - PAD_S - 0.05) > 0.2 and loud(words[7].start + PAD_S + 0.05, 8.0) > 0.2
 
 
+def test_a_long_number_no_rule_names_is_still_silenced_in_kept_audio():
+    """A number ASR got slightly wrong (nine digits of a ten-digit phone) or one begun in the previous
+    turn: the text rules may not name it, the audio still carries it whole; a short amount stays."""
+    from callsense.events import TranscriptFinal, Word
+    from callsense.reports.audio_redaction import spans_to_silence
+
+    said = ["Call", "me", "on", "415", "550", "132,", "the", "fee", "was", "35."]
+    words = [Word(start=1.0 + 0.5 * i, end=1.4 + 0.5 * i, word=" " + w) for i, w in enumerate(said)]
+    fin = TranscriptFinal(speaker="ch1", role="customer", start=1.0, end=6.0, text=" ".join(said), words=words)
+    spans = spans_to_silence(fin, [])
+    assert spans == [(words[i - 1].end, words[i + 1].start) for i in range(3, 6)], spans
+
+
 def test_a_turn_whose_words_cannot_be_placed_is_silenced_whole():
     from callsense.events import TranscriptFinal, Word
     from callsense.reports.audio_redaction import spans_to_silence
@@ -174,3 +189,21 @@ def test_a_spool_cut_mid_write_is_deleted_not_kept(tmp_path):
     assert note == {"kept": False, "silenced_spans": 0, "silenced_s": 0.0}
     assert not spool_path(out).exists() and not out.exists()
     assert seal_interrupted(spool_path(out), out, []) is None, "no spool: nothing to do"
+
+
+def test_a_value_once_found_is_redacted_where_its_cue_is_missing():
+    """A revised turn worded otherwise ("date on birth"), a later mention without the cue, a hint's quote:
+    the value found earlier in the call is redacted there too, and its words are silenced in kept audio."""
+    from callsense.events import Hint, TranscriptFinal
+    from callsense.reports.privacy import Redactor
+
+    live = TranscriptFinal(
+        speaker="ch1", role="customer", start=1.0, end=5.0, text="My code word is blue river.", utterance_id="u1"
+    )
+    revised = live.model_copy(update={"text": "My code, word, blue river.", "revision": 1})
+    later = TranscriptFinal(speaker="ch1", role="customer", start=6.0, end=8.0, text="Blue River, yes.", utterance_id="u2")
+    hint = Hint(hint_id="h1", severity="warning", reason="x", title="t", evidence={"quote": "blue river, yes"})
+    red = Redactor("en")
+    out = red([live, revised, later, hint])
+    assert all("blue river" not in json.dumps(ev.model_dump()).lower() for ev in out), out
+    assert red.found["u2"] and red.found["u2"][0][:2] == (0, 10)  # for the kept audio's silence

@@ -29,9 +29,16 @@ def spool_path(final: Path) -> Path:
     return final.with_suffix(".partial.flac")
 
 
+# In kept audio any run of five digits or more is silenced, whether or not a rule named it: a number the
+# speaker read over two turns, or one the transcript got slightly wrong («415550132»), is still heard
+# whole in the audio, and a long number is never what a quality analyst needs to hear.
+LONG_NUMBER = re.compile(r"\d(?:[\s.,/-]{0,2}\d){4,}")
+
+
 def spans_to_silence(final: TranscriptFinal, found: list[tuple[int, int, str]]) -> list[Span]:
     """The times of the final's words that hold personal data (`found`: its spans in the final's text, as
-    redaction found them; all of it when the words cannot be placed)."""
+    redaction found them, and every long number; all of it when the words cannot be placed)."""
+    found = [*found, *((m.start(), m.end(), "NUMBER") for m in LONG_NUMBER.finditer(final.text))]
     if not found:
         return []
     whole = [(final.start, final.end)]

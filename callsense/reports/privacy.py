@@ -710,6 +710,9 @@ def redact_event(ev: Event, language: str = "en", before: str = "") -> Event:
     return ev.model_copy(update=update) if update else ev
 
 
+MIN_KNOWN = 4  # characters: a shorter value is too common to look for elsewhere in the call
+
+
 class Redactor:
     """One call's redaction, event after event: it remembers the end of each speaker's last turn, so a
     number a speaker began in one turn and finished in the next (ASR cuts turns at pauses) is found in
@@ -721,6 +724,9 @@ class Redactor:
         self._tails: dict[str, str] = {}
         self._before: dict[str, str] = {}  # utterance id -> what preceded its live final
         self.found: dict[str, list[tuple[int, int, str]]] = {}
+        # every value found so far in the call (lower case -> its label): a value once found is redacted
+        # wherever it comes again, when its cue does not ("date on birth", a revision worded otherwise)
+        self.known: dict[str, str] = {}
 
     def __call__(self, events: Iterable[Event]) -> list[Event]:
         return [self._one(ev) for ev in events]
@@ -728,14 +734,52 @@ class Redactor:
     def _one(self, ev: Event) -> Event:
         language = getattr(ev, "language", None) or self.language
         if not isinstance(ev, TranscriptFinal) or not ev.text:
-            return redact_event(ev, language)
+            return self._known_out(redact_event(ev, language))
         if ev.revision:
             before = self._before.get(ev.utterance_id, "")
         else:
             before = self._before[ev.utterance_id] = self._tails.get(ev.speaker, "")
             self._tails[ev.speaker] = ev.text[-CONTEXT_CHARS:]
-        self.found[ev.utterance_id] = find_pii_after(ev.text, language, before)
-        return redact_event(ev, language, before)
+        found = find_pii_after(ev.text, language, before)
+        found = sorted(found + [s for s in self._known_in(ev.text) if all(s[1] <= a or s[0] >= b for a, b, _ in found)])
+        self.found[ev.utterance_id] = found
+        for a, b, label in found:
+            if len(value := ev.text[a:b].strip(" .,;:!?")) >= MIN_KNOWN:
+                self.known[value.lower()] = label
+        return self._known_out(redact_event(ev, language, before))
+
+    def _pattern(self) -> re.Pattern[str] | None:
+        if not self.known:
+            return None
+        values = sorted(self.known, key=len, reverse=True)  # the longest first: "4155550132" before "0132"
+        return re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE)
+
+    def _known_in(self, text: str) -> list[tuple[int, int, str]]:
+        pattern = self._pattern()
+        return (
+            [] if pattern is None else [(m.start(), m.end(), self.known[m.group().lower()]) for m in pattern.finditer(text)]
+        )
+
+    def _known_out(self, ev: Event) -> Event:
+        """Known values left in any of the event's texts (a revision's, a hint's quote) redacted too."""
+        pattern = self._pattern()
+        if pattern is None:
+            return ev
+
+        def sub(value: Any) -> Any:
+            if isinstance(value, str):
+                return pattern.sub(lambda m: f"[{self.known[m.group().lower()]}]", value)
+            if isinstance(value, dict):
+                return {k: sub(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [sub(v) for v in value]
+            return value
+
+        names = ("text", "stable_text", "title", "message", "evidence", "phrases")
+        update = {n: new for n in names if (old := getattr(ev, n, None)) and (new := sub(old)) != old}
+        if "text" in update and getattr(ev, "words", None):
+            update["words"] = []  # a value read word by word must not survive in them
+        return ev.model_copy(update=update) if update else ev
 
 
 def redact_events(events: Iterable[Event], language: str = "en") -> list[Event]:
