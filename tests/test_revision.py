@@ -14,7 +14,9 @@ def test_revisions_run_at_the_lowest_cpu_priority_outside_the_decode_gate():
     def priority() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-    assert revision._executor().submit(priority).result(timeout=10) == revision.NICE, "live calls get the cores first"
+    # the one revision thread may still be busy with earlier calls' revisions, at the lowest priority on a
+    # busy machine: this waits its turn (a generous deadline, not a measure of speed)
+    assert revision._executor().submit(priority).result(timeout=600) == revision.NICE, "live calls get the cores first"
 
 
 def _final(uid: str, text: str, start: float, revision: int = 0) -> TranscriptFinal:
