@@ -727,6 +727,7 @@ class Redactor:
         # every value found so far in the call (lower case -> its label): a value once found is redacted
         # wherever it comes again, when its cue does not ("date on birth", a revision worded otherwise)
         self.known: dict[str, str] = {}
+        self._known_re: re.Pattern[str] | None = None  # compiled once per new value, not per event
 
     def __call__(self, events: Iterable[Event]) -> list[Event]:
         return [self._one(ev) for ev in events]
@@ -745,14 +746,16 @@ class Redactor:
         self.found[ev.utterance_id] = found
         for a, b, label in found:
             if len(value := ev.text[a:b].strip(" .,;:!?")) >= MIN_KNOWN:
+                if value.lower() not in self.known:
+                    self._known_re = None  # the labels are looked up per match: only a new value recompiles
                 self.known[value.lower()] = label
         return self._known_out(redact_event(ev, language, before))
 
     def _pattern(self) -> re.Pattern[str] | None:
-        if not self.known:
-            return None
-        values = sorted(self.known, key=len, reverse=True)  # the longest first: "4155550132" before "0132"
-        return re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE)
+        if self.known and self._known_re is None:
+            values = sorted(self.known, key=len, reverse=True)  # the longest first: "4155550132" before "0132"
+            self._known_re = re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE)
+        return self._known_re
 
     def _known_in(self, text: str) -> list[tuple[int, int, str]]:
         pattern = self._pattern()

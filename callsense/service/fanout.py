@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from callsense.audio.protocols import error_json
 from callsense.config import ServerSettings, TokenGrant
-from callsense.events import FINAL_TYPES, NOTE_CHARS, Event, TranscriptFinal
+from callsense.events import FINAL_TYPES, NOTE_CHARS, Event
 from callsense.reports.store import Store
 from callsense.service.calls import Feedback, FromConsole, Note
 from callsense.service.mailbox import Mailbox
@@ -283,19 +283,15 @@ class FanOut:
     def _summary(self, console: Console, room: Room) -> str:
         """The call's summary from what this console may see of it (redacted for redacted views); the
         reading is in the access log."""
-        from callsense.reports.report import call_language, open_escalations
+        from callsense.reports.report import call_language, finals, open_escalations
         from callsense.reports.summary import call_summary
 
         raw = self.sees_raw(console, room)
         events = [ev for pair in list(room.replay) if (ev := pair[0] if raw else pair[1]) is not None]
-        latest: dict[str, TranscriptFinal] = {}
-        for ev in events:  # a revision replaces its live final; an empty one withdraws it
-            if isinstance(ev, TranscriptFinal):
-                latest[ev.utterance_id] = ev
-        finals = sorted((f for f in latest.values() if f.text), key=lambda f: f.start)
+        turns = finals(events)  # a revision replaces its live final; an empty one withdraws it
         if self.store is not None:
             self.store.log_access(console.who, room.call_id, "summary")
-        body = call_summary(finals, call_language(finals), open_escalations(events))
+        body = call_summary(turns, call_language(turns), open_escalations(events))
         return json.dumps({"type": "summary", "call_id": room.call_id, **body}, ensure_ascii=False)
 
 
