@@ -25,11 +25,11 @@ check: lint
 	$(VENV)/bin/python -m pytest -q -ra -m "not slow"
 
 # what CI runs: the same checks, the models' presence, then every test (the slowest are listed at the end).
-# TEST_WORKERS=2 runs two pytest processes, a test file each at a time (module fixtures such as the
-# cluster start once): 13-14 instead of 18-19 min on a quiet 2-core machine, but beside another busy
-# program it failed tests there (docs/benchmarks.md > Test suite), so one process is the default.
-TEST_WORKERS ?= 1
-PARALLEL = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
+# Two pytest processes (pytest-xdist), a test module each at a time, the longest modules first
+# (tests/conftest.py): a single process keeps one of two cores idle most of the time.
+# TEST_WORKERS=1 runs one process.
+TEST_WORKERS ?= 2
+PARALLEL = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
 test: lint
 	$(VENV)/bin/callsense models check
 	$(VENV)/bin/python -m pytest -q -ra $(PARALLEL) --durations=25

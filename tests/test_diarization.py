@@ -40,7 +40,7 @@ def test_diarization_in_its_own_process_labels_as_on_the_call_thread(settings, m
     chunks, it gives every stretch of the call the speaker the in-thread diarizer gives it."""
     from callsense.stages.diarizer_process import DiarizerHost
 
-    audio = read_audio(SAMPLES / "pyannote_sample.wav")[0]
+    audio = read_audio(SAMPLES / "pyannote_sample.wav")[0][: 16000 * 20]  # both speakers, twice each
     local = StreamingDiarizer(settings.models, settings.diarization, models.segmentation, models.embedding)
     host = DiarizerHost(settings.models, settings.diarization)
     try:

@@ -153,7 +153,7 @@ class LocalCluster:
             )
             self.gateways.append(gw)
         for gw in self.gateways:
-            port = gw.wait_for(r"serving on ws://[\d.]+:(\d+)", 60).group(1)
+            port = gw.wait_for(r"serving on ws://[\d.]+:(\d+)", timeout).group(1)
             self.urls.append(f"ws://127.0.0.1:{port}")
         for worker in self.workers.values():
             worker.wait_for(r"taking calls", timeout)
