@@ -11,6 +11,7 @@ outside the call. It is built from the call's record, so it is redacted like the
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,30 +122,26 @@ def _sentences(fins: list[TranscriptFinal], role: str) -> list[Line]:
     return out
 
 
-def _done_ru(text: str) -> bool:
-    """An operator's Russian sentence with a perfective past verb of doing («я оформил», «мы вернули»)."""
+def _verbs(text: str) -> Iterator[Any]:
+    """The most likely pymorphy3 parse of each Russian word of `text` that is a verb."""
     from callsense.stages.phrases import morph
 
     for word in re.findall(r"[а-яё]+", text.lower()):
         best = morph().parse(word)[0]
-        if best.tag.POS == "VERB" and "past" in best.tag and "perf" in best.tag and best.normal_form in DONE_RU:
-            return True
-    return False
+        if best.tag.POS == "VERB":
+            yield best
+
+
+def _done_ru(text: str) -> bool:
+    """An operator's Russian sentence with a perfective past verb of doing («я оформил», «мы вернули»)."""
+    return any("past" in v.tag and "perf" in v.tag and v.normal_form in DONE_RU for v in _verbs(text))
 
 
 def _promised(text: str, ru: bool) -> bool:
     if PROMISE_EN.search(text) or (ru and PROMISE_RU.search(text)):
         return True
-    if not ru:
-        return False
-    from callsense.stages.phrases import morph
-
-    # «я перезвоню», «мы вернём»: a first-person future (perfective present) verb of doing or calling back
-    for word in re.findall(r"[а-яё]+", text.lower()):
-        best = morph().parse(word)[0]
-        if best.tag.POS == "VERB" and "futr" in best.tag and "1per" in best.tag:
-            return True
-    return False
+    # «я перезвоню», «мы вернём»: a first-person future (perfective present) verb
+    return ru and any("futr" in v.tag and "1per" in v.tag for v in _verbs(text))
 
 
 def call_summary(fins: list[TranscriptFinal], language: str, escalations: list[str] | None = None) -> dict[str, Any]:

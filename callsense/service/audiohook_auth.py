@@ -59,18 +59,26 @@ class _HeaderLines:
 
 
 @dataclass
-class _Message:
+class HttpMessage:
+    """What `http_message_signatures` signs (our client: headers a dict it adds to) or verifies (the
+    server: the request's header lines)."""
+
     method: str
     url: str
-    headers: _HeaderLines
+    headers: _HeaderLines | dict[str, str]
 
 
-class _Secret(HTTPSignatureKeyResolver):
+class SharedSecret(HTTPSignatureKeyResolver):
+    """An HMAC key: the same client secret signs (Genesys, our client) and verifies (the server)."""
+
     def __init__(self, key_id: str, secret: bytes) -> None:
         self.key_id, self.secret = key_id, secret
 
     def resolve_public_key(self, key_id: str) -> bytes | None:
         return self.secret if key_id == self.key_id else None
+
+    def resolve_private_key(self, key_id: str) -> bytes | None:
+        return self.resolve_public_key(key_id)
 
 
 class AudioHookAuth:
@@ -92,8 +100,10 @@ class AudioHookAuth:
         org = request.headers.get("Audiohook-Organization-Id", "")
         if key.organization_id and org.lower() != key.organization_id.lower():
             return "this key is not for the organization in Audiohook-Organization-Id"
-        message = _Message("GET", f"http://{request.headers.get('Host', '')}{request.path}", _HeaderLines(request.headers))
-        verifier = HTTPMessageVerifier(signature_algorithm=algorithms.HMAC_SHA256, key_resolver=_Secret(api_key, secret))
+        url = f"http://{request.headers.get('Host', '')}{request.path}"
+        message = HttpMessage("GET", url, _HeaderLines(request.headers))
+        key_resolver = SharedSecret(api_key, secret)
+        verifier = HTTPMessageVerifier(signature_algorithm=algorithms.HMAC_SHA256, key_resolver=key_resolver)
         try:
             result = verifier.verify(
                 message,

@@ -23,11 +23,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import websockets
 from http_message_signatures import HTTPMessageSigner, algorithms
-from http_message_signatures.resolvers import HTTPSignatureKeyResolver
 
 from callsense.audio.audiohook import NULL_UUID, ROLES, duration
 from callsense.audio.files import aiter_file, probe
-from callsense.service.audiohook_auth import REQUIRED
+from callsense.service.audiohook_auth import REQUIRED, HttpMessage, SharedSecret
 from callsense.service.client import Mulaw8k
 
 RATE = 8000
@@ -61,44 +60,27 @@ class Credentials:
         return cls(key, base64.b64decode(secret))
 
 
-class _Key(HTTPSignatureKeyResolver):
-    def __init__(self, secret: bytes) -> None:
-        self.secret = secret
-
-    def resolve_private_key(self, key_id: str) -> bytes:
-        return self.secret
-
-
-@dataclass
-class _Request:
-    method: str
-    url: str
-    headers: dict[str, str]
-
-
 def signed_headers(
     url: str, creds: Credentials, session_id: str, created: datetime.datetime | None = None
 ) -> dict[str, str]:
     """The connection request's headers, signed as Genesys signs them (`created`: now)."""
     parts = urlsplit(url)
-    request = _Request(
-        "GET",
-        f"http://{parts.netloc}{parts.path}{'?' + parts.query if parts.query else ''}",
-        {
-            "Audiohook-Organization-Id": creds.organization_id,
-            "Audiohook-Correlation-Id": str(uuid.uuid4()),
-            "Audiohook-Session-Id": session_id,
-            "X-API-KEY": creds.api_key,
-        },
-    )
-    HTTPMessageSigner(signature_algorithm=algorithms.HMAC_SHA256, key_resolver=_Key(creds.secret)).sign(
+    headers = {
+        "Audiohook-Organization-Id": creds.organization_id,
+        "Audiohook-Correlation-Id": str(uuid.uuid4()),
+        "Audiohook-Session-Id": session_id,
+        "X-API-KEY": creds.api_key,
+    }
+    request = HttpMessage("GET", f"http://{parts.netloc}{parts.path}{'?' + parts.query if parts.query else ''}", headers)
+    key_resolver = SharedSecret(creds.api_key, creds.secret)
+    HTTPMessageSigner(signature_algorithm=algorithms.HMAC_SHA256, key_resolver=key_resolver).sign(
         request,
         key_id=creds.api_key,
         covered_component_ids=REQUIRED,
         created=created or datetime.datetime.now(datetime.UTC),
         nonce=secrets.token_urlsafe(24),
     )
-    return request.headers
+    return headers  # the signer added Signature-Input and Signature
 
 
 class _Session:
