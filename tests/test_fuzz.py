@@ -32,6 +32,7 @@ from callsense.audio.protocols import (
     TwilioProtocol,
 )
 from callsense.config import ServerSettings
+from callsense.service.disputes import DecisionMessage, DisputeMessage
 from callsense.service.fanout import INPUT, FanOut, ResumeMessage
 
 EXAMPLES = 300  # per message type: bounded so `make test` stays quick
@@ -221,6 +222,36 @@ def test_console_messages(resume, feedback, note, summary, raw):
     ):
         with contextlib.suppress(ValueError):
             fanout._parse(message, model)
+
+
+# a third of the examples: each opens a real SQLite store
+@settings(max_examples=EXAMPLES // 3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    dispute=mutate({"type": "dispute", "call_id": "c1", "item": "greeting", "comment": "I did greet"}),
+    decision=mutate({"type": "dispute_decision", "dispute_id": 1, "outcome": "accepted", "comment": "agreed"}),
+    role=st.sampled_from(["operator", "supervisor"]),
+)
+def test_disputes_from_any_console_are_answered_or_refused(tmp_path, dispute, decision, role):
+    """Mutated disputes and decisions against a real store: a stored row or a ValueError (said to the
+    console as bad_message), nothing else; an operator never decides, a dispute never lands on another's call."""
+    from callsense.reports.store import Store
+    from callsense.service.fanout import Console
+
+    store = Store(tmp_path / f"{role}.sqlite")
+    report = {"language": "en", "metrics": {"duration_s": 1.0}, "compliance": [{"id": "greeting", "title": "G"}]}
+    store.save_call("c1", [], report, operator_id="op-1")
+    fanout = FanOut(ServerSettings(), store, on_input=None)  # type: ignore[arg-type]
+    console = Console(f"{role}:x", role, "op-1" if role == "operator" else None)
+    for message in (dumps(dispute), dumps(decision)):
+        with contextlib.suppress(ValueError):
+            parsed = fanout._parse(message, INPUT)
+            if isinstance(parsed, DisputeMessage | DecisionMessage):  # as the console's receive loop routes it
+                answer = json.loads(fanout._dispute(console, parsed))
+                assert answer["type"] == "dispute" and answer["call_id"] == "c1"
+    rows = store.disputes()
+    assert all(r["operator_id"] == "op-1" for r in rows)
+    assert role == "supervisor" or all(r["decided_by"] is None for r in rows)
+    store.close()
 
 
 @pytest.mark.slow

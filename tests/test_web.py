@@ -143,6 +143,18 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
             report = browser.new_page()
             report.goto(f"http://127.0.0.1:{port}{href}")
             assert result["call_id"] in report.title()
+            # the operator disputes an item the call was marked down on; the analyst (a supervisor) accepts it
+            operator.click("#script li.item .btn-dispute")
+            disputed = operator.get_attribute("#script li.item:has(form.dispute-form)", "data-item")
+            operator.fill("#script .dispute-text", "verified by the IVR before the call")
+            operator.press("#script .dispute-text", "Enter")
+            operator.wait_for_selector(f'#script li[data-item="{disputed}"] .dispute.open', timeout=15000)
+            page.click("#disputes li.dispute.open .btn-uphold", timeout=30000)  # the wall asks every 10 s
+            page.wait_for_selector("#disputes li.dispute.accepted", timeout=15000)
+            operator.wait_for_selector(f'#script li[data-item="{disputed}"] .dispute.accepted', timeout=30000)
+            report.reload()  # the report page shows the dispute and its outcome
+            shown = report.inner_text("#disputes")
+            assert "verified by the IVR before the call" in shown and "accepted" in shown, shown
             browser.close()
         base = f"http://127.0.0.1:{port}"
         assert _get(f"{base}/api/calls?token=op2") == (200, []), "another operator's calls are not listed"
@@ -155,6 +167,7 @@ def test_dashboard_shows_live_call_and_records_accepted_hint(settings, models):
         events = Store(settings.server.store).events(result["call_id"])
         notes = [(e.by, e.joining, e.text) for e in events if e.type == "note"]
         assert ("supervisor:sup", False, "offer the fee refund") in notes and any(j for _, j, _ in notes)
+        assert {(result["call_id"], "dispute"), (result["call_id"], "dispute accepted")} <= {(c, a) for _, c, a in log}
         feedback = [e for e in events if e.type == "hint_feedback"]
         assert (hint_id, "accepted") in [(f.hint_id, f.action) for f in feedback]
         # only the supervisor's answer releases the latch (the operator may have answered the same card first)

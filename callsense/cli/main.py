@@ -202,6 +202,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     console.print(f"call [bold]{args.call_id}[/bold]: {status}")
     console.print(f"customer experience {cx.get('score', '-')}, operator conduct {conduct.get('score', '-')}")
     console.print(f"report: [bold]{page}[/bold]")
+    for d in store.disputes(call_id=args.call_id):  # the operator's answers to the scorecard, and the outcome
+        decided = f" by {d['decided_by']}" + (f": {d['decision']}" if d["decision"] else "") if d["decided_by"] else ""
+        console.print(f"dispute of {d['item']} by {d['by']}: {d['comment']!r} - {d['outcome']}{decided}", markup=False)
     if args.summary:  # plain text, to paste into the ticket
         full = json.loads((page.parent / "report.json").read_text(encoding="utf-8"))
         print((full.get("summary") or {}).get("text") or "this report has no summary (written before callsense 0.18)")

@@ -373,16 +373,30 @@ def write_report(
     return save_report(build_report(events, settings, source, audio), out)
 
 
-def save_report(report: dict[str, Any], out: Path) -> Path:
-    """report.json and report.html of a built report in `out`."""
+def _templates() -> Any:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+    return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+
+
+def save_report(report: dict[str, Any], out: Path) -> Path:
+    """report.json and report.html of a built report in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
-    html = env.get_template("report.html").render(r=report, data=json.dumps(report, ensure_ascii=False))
+    html = _templates().get_template("report.html").render(r=report, data=json.dumps(report, ensure_ascii=False))
     (out / "report.html").write_text(html, encoding="utf-8")
     return out
+
+
+def with_disputes(html: str, disputes: list[dict[str, Any]], report: dict[str, Any] | None = None) -> str:
+    """A report page with its disputes and their outcome (they come after the report is written: the
+    server adds them each time the page is read)."""
+    if not disputes:
+        return html
+    titles = {c["id"]: c["title"] for c in (report or {}).get("compliance", [])}
+    section = _templates().get_template("disputes.html").render(disputes=disputes, titles=titles)
+    at = html.rfind("</body>")
+    return html[:at] + section + html[at:] if at >= 0 else html + section
 
 
 SUMMARY = {

@@ -26,7 +26,16 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE TABLE IF NOT EXISTS events (call_id TEXT, seq INTEGER, type TEXT, body TEXT, PRIMARY KEY (call_id, seq));
 CREATE TABLE IF NOT EXISTS access_log (ts REAL, who TEXT, call_id TEXT, action TEXT);
+CREATE TABLE IF NOT EXISTS disputes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT, item TEXT, by TEXT, comment TEXT, at REAL,
+  outcome TEXT DEFAULT 'open', decided_by TEXT, decided_at REAL, decision TEXT, UNIQUE (call_id, item)
+);
 """
+DISPUTE_COLUMNS = ("id", "call_id", "item", "by", "comment", "at", "outcome", "decided_by", "decided_at", "decision")
+
+
+class DisputeError(ValueError):
+    """A dispute that cannot be taken or decided (said to the console that sent it)."""
 
 
 def _cx(report: str | None) -> float | None:
@@ -175,13 +184,73 @@ class Store:
         with self._lock:
             return self.db.execute("SELECT ts, who, call_id, action FROM access_log ORDER BY ts").fetchall()
 
+    # -- disputes: the call's operator answers a scorecard item, a supervisor (the analyst) decides --
+
+    def add_dispute(self, call_id: str, item: str, by: str, comment: str) -> dict[str, Any]:
+        """One dispute per item of a call (an operator says it once; the analyst's answer is final)."""
+        try:
+            with self._lock, self.db:
+                cur = self.db.execute(
+                    "INSERT INTO disputes (call_id, item, by, comment, at) VALUES (?, ?, ?, ?, ?)",
+                    (call_id, item, by, comment, time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise DisputeError(f"item {item!r} of call {call_id!r} is already disputed") from None
+        return self._row(int(cur.lastrowid or 0))
+
+    def decide_dispute(self, dispute_id: int, outcome: str, by: str, decision: str) -> dict[str, Any]:
+        with self._lock, self.db:
+            cur = self.db.execute(
+                "UPDATE disputes SET outcome = ?, decided_by = ?, decided_at = ?, decision = ? "
+                "WHERE id = ? AND outcome = 'open'",
+                (outcome, by, time.time(), decision, dispute_id),
+            )
+        if cur.rowcount != 1:
+            raise DisputeError(f"no open dispute {dispute_id}")
+        return self._row(dispute_id)
+
+    def dispute(self, dispute_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.db.execute(
+                f"SELECT {', '.join(DISPUTE_COLUMNS)} FROM disputes WHERE id = ?", (dispute_id,)
+            ).fetchone()
+        return dict(zip(DISPUTE_COLUMNS, row, strict=True)) if row else None
+
+    def _row(self, dispute_id: int) -> dict[str, Any]:
+        row = self.dispute(dispute_id)
+        assert row is not None, "written under the same connection"
+        return row
+
+    def disputes(self, call_id: str | None = None, operators: set[str] | None = None) -> list[dict[str, Any]]:
+        """Disputes, open ones first then newest first: of one call, or of these operators' calls."""
+        where, args = ["1"], list[object]()
+        if call_id is not None:
+            where.append("d.call_id = ?")
+            args.append(call_id)
+        if operators is not None:
+            where.append(f"c.operator_id IN ({','.join('?' * len(operators))})")
+            args += sorted(operators)
+        columns = ", ".join(f"d.{c}" for c in DISPUTE_COLUMNS)
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT {columns}, c.operator_id FROM disputes d JOIN calls c ON c.call_id = d.call_id "
+                f"WHERE {' AND '.join(where)} ORDER BY d.outcome != 'open', d.at DESC LIMIT 500",
+                args,
+            ).fetchall()
+        return [dict(zip((*DISPUTE_COLUMNS, "operator_id"), row, strict=True)) for row in rows]
+
+    def report_of(self, call_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.db.execute("SELECT report FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
     def purge_older_than(self, days: float) -> list[str]:
         cutoff = time.time() - days * 86400
         with self._lock, self.db:
             old = [r[0] for r in self.db.execute("SELECT call_id FROM calls WHERE finished < ?", (cutoff,))]
             for cid in old:
-                self.db.execute("DELETE FROM events WHERE call_id = ?", (cid,))
-                self.db.execute("DELETE FROM calls WHERE call_id = ?", (cid,))
+                for table in ("events", "disputes", "calls"):
+                    self.db.execute(f"DELETE FROM {table} WHERE call_id = ?", (cid,))
         return old
 
     def close(self) -> None:

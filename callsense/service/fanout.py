@@ -30,7 +30,9 @@ from callsense.audio.protocols import error_json
 from callsense.config import ServerSettings, TokenGrant
 from callsense.events import FINAL_TYPES, NOTE_CHARS, Event
 from callsense.reports.store import Store
+from callsense.service import disputes
 from callsense.service.calls import Feedback, FromConsole, Note
+from callsense.service.disputes import DecisionMessage, DisputeMessage
 from callsense.service.mailbox import Mailbox
 
 CallIdText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -68,7 +70,7 @@ class SummaryMessage(_Message):
     call_id: CallIdText
 
 
-Input = FeedbackMessage | NoteMessage | SummaryMessage
+Input = FeedbackMessage | NoteMessage | SummaryMessage | DisputeMessage | DecisionMessage
 ConsoleInput = Annotated[Input, Field(discriminator="type")]
 INPUT: TypeAdapter[Input] = TypeAdapter(ConsoleInput)
 M = TypeVar("M", ResumeMessage, Input)
@@ -101,10 +103,15 @@ OnInput = Callable[[str, FromConsole], Awaitable[bool]]  # call id, what a conso
 
 class FanOut:
     def __init__(
-        self, settings: ServerSettings, store: Store | None, on_input: OnInput, redact_operator_view: bool = False
+        self,
+        settings: ServerSettings,
+        store: Store | None,
+        on_input: OnInput,
+        redact_operator_view: bool = False,
+        redact_pii: bool = True,
     ) -> None:
         self.settings, self.store, self.on_input = settings, store, on_input
-        self.redact_operator_view = redact_operator_view
+        self.redact_operator_view, self.redact_pii = redact_operator_view, redact_pii
         self.rooms: dict[str, Room] = {}
         self.consoles: set[Console] = set()
 
@@ -261,6 +268,9 @@ class FanOut:
         async for raw in ws:
             try:
                 msg = self._parse(raw, INPUT)
+                if isinstance(msg, DisputeMessage | DecisionMessage):  # after the call: the store, not a room
+                    await ws.send(self._dispute(console, msg))
+                    continue
                 room = self.rooms.get(msg.call_id)
                 if room is None or not self.may_see(console, room):
                     raise ValueError(f"no call {msg.call_id!r} that you may see")
@@ -279,6 +289,12 @@ class FanOut:
                     self.store.log_access(console.who, msg.call_id, "note")  # who spoke into which call
             except ValueError as exc:
                 await ws.send(error_json("bad_message", str(exc)))
+
+    def _dispute(self, console: Console, msg: DisputeMessage | DecisionMessage) -> str:
+        if self.store is None:
+            raise ValueError("this process keeps no calls: disputes go to the server that stores them")
+        row = disputes.take(self.store, msg, console.who, console.role, console.operator_id, self.redact_pii)
+        return json.dumps({"type": "dispute", **row}, ensure_ascii=False)
 
     def _summary(self, console: Console, room: Room) -> str:
         """The call's summary from what this console may see of it (redacted for redacted views); the

@@ -18,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from callsense.config import Settings, TokenGrant
+from callsense.reports.report import with_disputes
 from callsense.reports.store import Store
 
 log = logging.getLogger("callsense.server")
@@ -95,7 +96,7 @@ class Http:
                 body = prometheus_text(self.metrics())
                 return Response(200, "OK", Headers({"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}), body)
             return _json(self.metrics())
-        if path == "/api/calls" or path.startswith("/reports/"):
+        if path in ("/api/calls", "/api/disputes") or path.startswith("/reports/"):
             return self._calls(request, path)
         return _static(path) if self.dashboard else _json({"error": "not found"}, http.HTTPStatus.NOT_FOUND)
 
@@ -111,6 +112,8 @@ class Http:
         mine = operators_of(grant)
         if path == "/api/calls":
             return _json(store.recent(operators=mine))
+        if path == "/api/disputes":  # an operator's own; supervisors (the analysts) all
+            return _json(store.disputes(operators=mine))
         call_id, audio = unquote(path.removeprefix("/reports/")), path.endswith("/audio")
         call_id = call_id.removesuffix("/audio") if audio else call_id
         stored, owner = store.operator_of(call_id)
@@ -120,8 +123,10 @@ class Http:
         if not stored or (mine is not None and owner not in mine) or not page.is_file():
             return _json({"error": "no such report for this token"}, http.HTTPStatus.NOT_FOUND)
         store.log_access(who_of(grant, token), call_id, "audio listen" if audio else "report view")
-        kind = "audio/flac" if audio else "text/html; charset=utf-8"
-        return Response(200, "OK", Headers({"Content-Type": kind}), page.read_bytes())
+        if audio:
+            return Response(200, "OK", Headers({"Content-Type": "audio/flac"}), page.read_bytes())
+        html = with_disputes(page.read_text(encoding="utf-8"), store.disputes(call_id=call_id), store.report_of(call_id))
+        return Response(200, "OK", Headers({"Content-Type": "text/html; charset=utf-8"}), html.encode("utf-8"))
 
 
 def _static(path: str) -> Response:

@@ -58,7 +58,9 @@ class CallServer:
         self.executor = call_executor()
         self.store: Store | None = None
         # with redact_pii off, supervisors see what the disk holds: raw
-        self.fanout = FanOut(settings.server, None, self._from_console, settings.report.redact_operator_view)
+        self.fanout = FanOut(
+            settings.server, None, self._from_console, settings.report.redact_operator_view, settings.report.redact_pii
+        )
         self.limits = ProtocolLimits(settings.server.max_channels, settings.server.max_frame_s)
         self.audiohook = AudioHookAuth(settings.server.audiohook)
         self.finished: list[str] = []

@@ -54,6 +54,8 @@ const I18N = {
     say_now: "say it now", missed: "missed", failed: "not as the script says", at_end: "at the end",
     note_to_operator: "note to the operator", send: "send", joining: "I'm joining", supervisor: "supervisor",
     supervisor_joining: "your supervisor is joining the call", summary: "summary", copy: "copy", copied: "copied",
+    disputes: "Disputes", dispute: "dispute", why: "why the item is wrong", disputed: "disputed", open: "open",
+    rejected: "rejected", reject: "reject", uphold: "accept",
     reasons: {
       supervisor_request: "asks for a manager", complaint_threat: "threatens a complaint", close_account: "closing the account",
       repeat_caller: "calling again about this", customer_frustrated: "customer frustrated", repeated_request: "repeating a request",
@@ -74,6 +76,8 @@ const I18N = {
     say_now: "скажите сейчас", missed: "пропущено", failed: "не по скрипту", at_end: "в конце",
     note_to_operator: "заметка оператору", send: "отправить", joining: "подключаюсь", supervisor: "руководитель",
     supervisor_joining: "руководитель подключается к звонку", summary: "сводка", copy: "копировать", copied: "скопировано",
+    disputes: "Оспаривания", dispute: "оспорить", why: "почему оценка неверна", disputed: "оспорено", open: "на рассмотрении",
+    rejected: "отклонено", reject: "отклонить", uphold: "принять",
     reasons: {
       supervisor_request: "просит руководителя", complaint_threat: "грозит жалобой", close_account: "закрывает счёт",
       repeat_caller: "звонит не первый раз", customer_frustrated: "клиент раздражён", repeated_request: "повторяет просьбу",
@@ -270,13 +274,58 @@ function card(c, id) {
 const MARK = { done: "\u2713", due: "!", missed: "\u2717", failed: "\u2717", pending: "\u25cb" };
 function renderScript(c) {
   const box = document.getElementById("script"), ev = c.script;
-  place(box, !ev ? [] : ev.items.map(i => keep(`script|${c.id}|${i.id}`, [i.status, (ev.evidence[i.id] || {}).text, lang()].join("|"), () => {
-    const li = el("li", "item " + i.status); li.dataset.item = i.id;
-    li.append(el("b", "", MARK[i.status] + " "), el("span", "", i.title));
-    const note = { due: t("say_now"), missed: t("missed"), failed: t("failed") }[i.status] || (i.at_end && i.status === "pending" ? t("at_end") : "");
-    if (note) li.append(el("small", "", " \u2014 " + note));
-    const said = ev.evidence[i.id];
-    if (said) li.title = "\u201c" + said.text + "\u201d";  // the words that ticked it, on hover
+  place(box, !ev ? [] : ev.items.map(i => {
+    const d = disputeOf(c.id, i.id), may = c.ended && state.role === "operator" && i.status !== "done";
+    const sig = [i.status, (ev.evidence[i.id] || {}).text, lang(), d ? d.outcome : "", may].join("|");
+    return keep(`script|${c.id}|${i.id}`, sig, () => {
+      const li = el("li", "item " + i.status); li.dataset.item = i.id;
+      li.append(el("b", "", MARK[i.status] + " "), el("span", "", i.title));
+      const note = { due: t("say_now"), missed: t("missed"), failed: t("failed") }[i.status] || (i.at_end && i.status === "pending" ? t("at_end") : "");
+      if (note) li.append(el("small", "", " \u2014 " + note));
+      const said = ev.evidence[i.id];
+      if (said) li.title = "\u201c" + said.text + "\u201d";  // the words that ticked it, on hover
+      if (d) li.append(el("small", "dispute " + d.outcome, ` \u2014 ${t("disputed")}: ${t(d.outcome)}`));
+      else if (may) { const b = el("button", "btn-dispute", t("dispute")); b.onclick = () => disputeForm(li, c, i); li.append(" ", b); }
+      return li;
+    });
+  }));
+}
+
+// disputes: after the call its operator answers a scorecard item (the report's checklist, judged by the
+// same code as the live one); a supervisor accepts or rejects; the server checks who may do which
+const disputeOf = (callId, item) => (state.disputes || []).find(d => d.call_id === callId && d.item === item);
+function disputeForm(li, c, i) {
+  if (li.querySelector("form")) return;
+  const form = el("form", "dispute-form"), box = el("input", "dispute-text");
+  box.maxLength = 280; box.placeholder = t("why"); box.autocomplete = "off";
+  form.append(box, el("button", "dispute-send", t("send")));
+  form.onsubmit = e => {
+    e.preventDefault();
+    if (box.value.trim()) state.ws.send(JSON.stringify({ type: "dispute", call_id: c.id, item: i.id, comment: box.value.trim() }));
+  };
+  li.append(form); box.focus();
+}
+function decide(d, outcome) { state.ws.send(JSON.stringify({ type: "dispute_decision", dispute_id: d.id, outcome })); }
+setInterval(() => fetchDisputes(), 10000);  // the analyst sees new disputes, the operator the decisions
+function fetchDisputes() {
+  if (!state.token) return;
+  fetch(`/api/disputes?token=${encodeURIComponent(state.token)}`).then(r => r.ok ? r.json() : []).then(d => { state.disputes = d; render(); });
+}
+function gotDispute(d) {
+  state.disputes = [d, ...(state.disputes || []).filter(x => x.id !== d.id)];
+  render();
+}
+function renderDisputes() {
+  const list = document.getElementById("disputes");
+  document.getElementById("disputes-title").hidden = !(state.disputes || []).length;
+  place(list, (state.disputes || []).map(d => keep(`dispute|${d.id}`, [d.outcome, lang(), state.role].join("|"), () => {
+    const li = el("li", "dispute " + d.outcome); li.dataset.dispute = d.id;
+    li.append(el("b", "", `${d.call_id} \u00b7 ${d.item}`), el("span", "", ` ${d.by}: \u201c${d.comment}\u201d `), el("small", "outcome", t(d.outcome)));
+    if (d.outcome === "open" && state.role === "supervisor") {
+      for (const [outcome, label] of [["accepted", "uphold"], ["rejected", "reject"]]) {
+        const b = el("button", "btn-" + label, t(label)); b.onclick = () => decide(d, outcome); li.append(" ", b);
+      }
+    }
     return li;
   })));
 }
@@ -309,7 +358,7 @@ setInterval(() => fetchRecent(), 30000);
 function fetchRecent() {
   if (!state.token) return;
   fetch(`/api/calls?token=${encodeURIComponent(state.token)}`).then(r => r.ok ? r.json() : []).then(calls => {
-    state.recent = calls; render();  // the list, and the wall's report links
+    state.recent = calls; fetchDisputes(); render();  // the list, the wall's report links, their disputes
     calls.forEach(r => awaited.delete(r.call_id));
     for (const [id, until] of awaited) if (Date.now() > until) awaited.delete(id);
     if (awaited.size) setTimeout(fetchRecent, 3000);
@@ -331,7 +380,7 @@ function renderRecent() {
 function render() {
   document.documentElement.lang = lang();
   document.querySelectorAll("[data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
-  renderAlerts(); renderWall(); renderRecent();
+  renderAlerts(); renderWall(); renderRecent(); renderDisputes();
   const c = state.calls[state.selected];
   if (!c) { document.getElementById("call-id").textContent = t("waiting"); return; }
   document.getElementById("call-id").textContent = c.id;
@@ -366,6 +415,7 @@ function connect(token) {
     const d = JSON.parse(m.data);
     if (d.type === "notice" || d.type === "error") { document.getElementById("status").textContent = d.message; return; }
     if (d.type === "summary") { state.summaries[d.call_id] = d; render(); return; }  // an answer, not an event of the call
+    if (d.type === "dispute") { gotDispute(d); return; }
     apply(d); render();
   };
   ws.onclose = e => {
