@@ -254,6 +254,9 @@ class ClusterSettings(_Strict):
     # a worker's /health (and /metrics, supervisor token) on this port for liveness/readiness probes
     # (None: none; 0: any free port, printed at start)
     health_port: int | None = None
+    # the host gateways reach that port on, to fetch the worker's reports (default: the bound host, or
+    # this machine's address when bound to all interfaces)
+    advertise_host: str | None = None
 
 
 class CallProfile(_Strict):

@@ -111,6 +111,38 @@ def test_a_console_resumes_on_another_gateway_without_loss_or_repeat(reference):
     assert whole[-1]["type"] == "call_ended" and len(_finals(whole)) >= 4
 
 
+def test_any_gateway_lists_the_clusters_calls_and_serves_their_reports(cluster, reference, eventually):
+    """Reports stay on the worker that ran the call; each gateway asks the workers (their health port)
+    with the console's token: the same rules as one server's, and the read is in that worker's log."""
+    import urllib.error
+    import urllib.request
+
+    from callsense.reports.store import Store
+
+    def get(url: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    http = [u.replace("ws://", "http://") for u in cluster.urls]
+
+    def listed() -> list[str]:
+        status, body = get(f"{http[1]}/api/calls?token=op1")
+        return [c["call_id"] for c in json.loads(body)] if status == 200 else []
+
+    assert "ref" in asyncio.run(eventually(listed, "gateway 2 to list the call gateway 1 took", 60))
+    for base in http:
+        status, page = get(f"{base}/reports/ref?token=sup")
+        assert status == 200 and b"<title>" in page and b"ref" in page, (base, status, page[:200])
+    assert get(f"{http[0]}/reports/ref?token=nobody")[0] == 401
+    assert get(f"{http[0]}/reports/nothing-like-this?token=sup")[0] == 404
+    owners = [w for w in cluster.workers if Store(cluster.workdir / w / "calls.sqlite").known("ref")]
+    log = Store(cluster.workdir / owners[0] / "calls.sqlite").access_log()
+    assert ("supervisor:sup", "ref", "report view") in [(who, c, a) for _, who, c, a in log]
+
+
 def _count_finals(events: list[dict]) -> int:
     return sum(e["type"] == "transcript_final" for e in events)
 

@@ -50,3 +50,36 @@ def test_metrics_stay_json_for_browsers_and_need_a_supervisor():
     )
     for who in ({}, {"Authorization": "Bearer op"}, {"Authorization": "Bearer nope"}):
         assert _get("/metrics", Accept="text/plain", **who).status_code == 401
+
+
+def test_a_gateway_sends_tokens_only_to_worker_addresses_signed_by_the_cluster():
+    """A worker's heartbeat names where its reports are; the gateway forwards console tokens there, so an
+    entry someone else wrote into Redis (no or a wrong signature, another scheme) gives no address."""
+    import json
+    import time
+
+    from callsense.service import broker as b
+    from callsense.service.gateway import _recent_workers
+
+    ours, theirs = b.Signer(b"cluster secret"), b.Signer(b"another secret")
+
+    def beat(name: str, http: str, signer: b.Signer) -> tuple[bytes, bytes]:
+        tag = signer.tag({"name": name, "http": http})
+        return name.encode(), json.dumps({"calls": 0, "load": 0.1, "at": time.time(), "http": http, "s": tag}).encode()
+
+    beats = dict(
+        [
+            beat("w1", "http://10.0.0.5:9100", ours),
+            beat("w2", "http://evil.example:80", theirs),
+            beat("w3", "file:///etc/passwd", ours),
+            (b"w4", json.dumps({"calls": 0, "load": 0.1, "at": time.time(), "http": "http://10.0.0.6:9100"}).encode()),
+        ]
+    )
+    workers = _recent_workers(beats, ours)
+    assert set(workers) == {"w1", "w2", "w3", "w4"}, "every live worker still counts in /metrics"
+    assert {n: w.get("http") for n, w in workers.items()} == {
+        "w1": "http://10.0.0.5:9100",
+        "w2": None,
+        "w3": None,
+        "w4": None,
+    }

@@ -10,6 +10,7 @@ else close 1013); ingest's backpressure comes from the worker's progress (`clust
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from callsense.config import SAMPLE_RATE, Settings, TokenGrant
 from callsense.registry import Models
 from callsense.service import broker as b
 from callsense.service.calls import Audio, FromConsole, LiveCall, Message
+from callsense.service.http import FromWorkers
 from callsense.service.ingest import Refused
 from callsense.service.server import CallServer
 
@@ -317,7 +319,7 @@ class Gateway(CallServer):
 
     async def _look(self) -> None:
         try:
-            workers = _recent_workers(await self.redis.hgetall(f"{b.PREFIX}workers"))
+            workers = _recent_workers(await self.redis.hgetall(f"{b.PREFIX}workers"), self.signer)
             self._view = {"broker": "ok", "workers": workers, "cluster_calls": await self.redis.scard(b.LIVE)}
         except redis.RedisError as exc:
             self._view = {"broker": f"unreachable: {exc}"}
@@ -333,6 +335,13 @@ class Gateway(CallServer):
             **({"failed": sorted(self._down)} if self._down else {}),
         }
 
+    def _http(self) -> Any:
+        """Recent calls, disputes and reports come from the workers that keep them (this process keeps none)."""
+        return FromWorkers(super()._http(), self._worker_urls)
+
+    def _worker_urls(self) -> list[str]:
+        return [w["http"] for w in self._view.get("workers", {}).values() if "http" in w]
+
     def _metrics(self) -> dict[str, Any]:
         ordered = sorted(self.delivery)
         p = (lambda q: round(ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000, 1)) if ordered else None
@@ -344,14 +353,22 @@ class Gateway(CallServer):
         }
 
 
-def _recent_workers(beats: dict[Any, Any]) -> dict[str, dict[str, Any]]:
-    """Workers that reported in the last 10 s (an entry no worker wrote is left out)."""
+def _recent_workers(beats: dict[Any, Any], signer: b.Signer) -> dict[str, dict[str, Any]]:
+    """Workers that reported in the last 10 s (an entry no worker wrote is left out), with the address of
+    their reports when a worker of this cluster signed it (console tokens are sent there)."""
     found = {}
     for name, raw in beats.items():
         try:
-            beat = json.loads(raw)
+            beat, who = json.loads(raw), (b.text(name) or "")[:200]
             if time.time() - float(beat["at"]) < 10:
-                found[(b.text(name) or "")[:200]] = {k: beat[k] for k in ("calls", "load", "at") if k in beat}
-        except (ValueError, TypeError, KeyError):
+                found[who] = {k: beat[k] for k in ("calls", "load", "at") if k in beat}
+                http = beat.get("http")
+                if (
+                    isinstance(http, str)
+                    and http.startswith("http://")
+                    and hmac.compare_digest(str(beat.get("s", "")), signer.tag({"name": who, "http": http}))
+                ):
+                    found[who]["http"] = http
+        except (ValueError, TypeError, KeyError, AttributeError):
             continue
     return found

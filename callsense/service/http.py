@@ -3,10 +3,13 @@ the recent calls (`/api/calls`) and their reports (`/reports/CALL_ID`) under the
 
 from __future__ import annotations
 
+import asyncio
 import http
 import json
 import logging
 import mimetypes
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from callsense.reports.store import Store
 
 log = logging.getLogger("callsense.server")
 STATIC = Path(__file__).parent / "static"
+MAX_FETCH = 256 * 2**20  # a report page, or a call's kept audio, from a worker
 WEBSOCKET_PATHS = ("/console", "/ingest", "/twilio", "/audio_fork", "/audiohook")
 
 
@@ -96,7 +100,7 @@ class Http:
                 body = prometheus_text(self.metrics())
                 return Response(200, "OK", Headers({"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}), body)
             return _json(self.metrics())
-        if path in ("/api/calls", "/api/disputes") or path.startswith("/reports/"):
+        if path in CALL_PATHS or path.startswith("/reports/"):
             return self._calls(request, path)
         return _static(path) if self.dashboard else _json({"error": "not found"}, http.HTTPStatus.NOT_FOUND)
 
@@ -127,6 +131,50 @@ class Http:
             return Response(200, "OK", Headers({"Content-Type": "audio/flac"}), page.read_bytes())
         html = with_disputes(page.read_text(encoding="utf-8"), store.disputes(call_id=call_id), store.report_of(call_id))
         return Response(200, "OK", Headers({"Content-Type": "text/html; charset=utf-8"}), html.encode("utf-8"))
+
+
+CALL_PATHS = ("/api/calls", "/api/disputes")
+
+
+class FromWorkers:
+    """A gateway's recent calls, disputes and reports: each worker serves its own on its health port under
+    the same token rules (and logs each read); the gateway asks every live worker with the console's
+    token and merges the lists, or passes on the first worker's report that has the call."""
+
+    def __init__(self, local: Http, workers: Callable[[], list[str]], timeout_s: float = 5.0) -> None:
+        self.local, self.workers, self.timeout_s = local, workers, timeout_s
+
+    async def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        grant = self.local.grant(token_of(request))
+        if not (path in CALL_PATHS or path.startswith("/reports/")) or grant is None or grant.role == "ingest":
+            return self.local(connection, request)  # the 401 for a bad token is said here, nothing is sent on
+        headers = {k: v for k, v in request.headers.raw_items() if k.lower() == "authorization"}
+        asks = [asyncio.to_thread(self._get, base + request.path, headers) for base in self.workers()]
+        answers = await asyncio.gather(*asks)
+        found = [a for a in answers if a is not None and a[0] == 200]
+        if path.startswith("/reports/"):
+            if not found:
+                return _json({"error": "no such report for this token"}, http.HTTPStatus.NOT_FOUND)
+            return Response(200, "OK", Headers({"Content-Type": found[0][1]}), found[0][2])
+        rows = [row for _, _, body in found for row in json.loads(body)]
+        if path == "/api/calls":  # a call taken over keeps one row (the newest worker's, first answer wins)
+            rows = list({r.get("call_id"): r for r in reversed(rows)}.values())
+            rows.sort(key=lambda r: r.get("started") or 0, reverse=True)
+            return _json(rows[:50])
+        rows.sort(key=lambda r: (r.get("outcome") != "open", -(r.get("at") or 0)))
+        return _json(rows[:500])
+
+    def _get(self, url: str, headers: dict[str, str]) -> tuple[int, str, bytes] | None:
+        """(status, content type, body) of one worker's answer; None when it does not answer."""
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout_s) as r:
+                return r.status, r.headers.get("Content-Type", "application/json"), r.read(MAX_FETCH)
+        except urllib.error.HTTPError as exc:
+            return exc.code, "", b""
+        except (OSError, ValueError) as exc:
+            log.warning("a worker's reports at %s did not answer: %s", url.split("?")[0], exc)
+            return None
 
 
 def _static(path: str) -> Response:

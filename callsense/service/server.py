@@ -93,7 +93,7 @@ class CallServer:
         if s.certfile:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(s.certfile, s.keyfile)
-        http = Http(self.grant, self._health, self._metrics, lambda: self.store, audiohook=self.audiohook.check)
+        http = self._http()
         self._server = await serve(
             self._route,
             host,
@@ -282,6 +282,10 @@ class CallServer:
         return False
 
     # -- health and metrics --
+
+    def _http(self) -> Any:
+        """What answers plain HTTP on the port (health, metrics, the dashboard, recent calls and reports)."""
+        return Http(self.grant, self._health, self._metrics, lambda: self.store, audiohook=self.audiohook.check)
 
     def _health(self) -> dict[str, Any]:
         return {

@@ -362,6 +362,20 @@ def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> float | None:
     return None if quota == "max" else int(quota) / int(period)
 
 
+def advertised_host(settings: Settings) -> str:
+    """The address other machines reach this worker's health port on: `cluster.advertise_host`, else the
+    bound host, else (bound to all interfaces) this machine's own address (a pod's IP in Kubernetes)."""
+    if settings.cluster.advertise_host:
+        return settings.cluster.advertise_host
+    host = settings.server.host
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 class Worker:
     def __init__(self, settings: Settings, models: Models | None = None, name: str | None = None) -> None:
         if not settings.cluster.broker:
@@ -382,6 +396,7 @@ class Worker:
         self._last_taken = 0.0
         self.ready = False  # models warm, taking calls
         self.broker_ok = True  # the last round with the broker went through
+        self.http: str | None = None  # where gateways fetch this worker's reports (its health port)
 
     # -- lifecycle --
 
@@ -432,10 +447,14 @@ class Worker:
         async def no_websockets(ws: ServerConnection) -> None:
             await ws.close(1008, "a worker takes calls from the broker, not from sources")
 
-        http = Http(lambda token: grant_in(self.settings, token), self.health, self.metrics, dashboard=False)
+        grant = lambda token: grant_in(self.settings, token)  # noqa: E731
+        # the same port serves this worker's recent calls, disputes and reports (console tokens, the same
+        # rules as a server's) to the gateways, which ask every worker and merge
+        http = Http(grant, self.health, self.metrics, lambda: self.store, dashboard=False)
         server = await serve(no_websockets, self.settings.server.host, port, process_request=http)
         bound = server.sockets[0].getsockname()[1]
         print(f"callsense worker {self.name}: health on http://{self.settings.server.host}:{bound}/health", flush=True)
+        self.http = f"http://{advertised_host(self.settings)}:{bound}"
         return server
 
     def health(self) -> dict[str, Any]:
@@ -489,11 +508,10 @@ class Worker:
                 jobs = dict(self.jobs)
                 if jobs:
                     renew(keys=[b.call_key(c) for c in jobs], args=[self.name, b.JOBS, b.GROUP, *jobs.values()])
-                self.sync.hset(
-                    f"{b.PREFIX}workers",
-                    self.name,
-                    json.dumps({"calls": len(jobs), "load": round(self.load.sample(), 2), "at": time.time()}),
-                )
+                beat: dict[str, Any] = {"calls": len(jobs), "load": round(self.load.sample(), 2), "at": time.time()}
+                if self.http:  # signed: a gateway sends console tokens there
+                    beat |= {"http": self.http, "s": self.signer.tag({"name": self.name, "http": self.http})}
+                self.sync.hset(f"{b.PREFIX}workers", self.name, json.dumps(beat))
             except redis.RedisError as exc:
                 log.warning("worker %s: broker unreachable (%s)", self.name, exc)
 
