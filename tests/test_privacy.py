@@ -207,3 +207,31 @@ def test_a_value_once_found_is_redacted_where_its_cue_is_missing():
     out = red([live, revised, later, hint])
     assert all("blue river" not in json.dumps(ev.model_dump()).lower() for ev in out), out
     assert red.found["u2"] and red.found["u2"][0][:2] == (0, 10)  # for the kept audio's silence
+
+
+def test_a_value_found_only_in_a_later_turn_leaves_the_earlier_turns_too(tmp_path):
+    """ "Zabrinsky here" has no cue; "my surname is Zabrinsky", later, has one. The report's redaction
+    and the store's rows (written live, before the value was known) both lose it, and the old bytes
+    do not stay in the database file."""
+    from callsense.events import TranscriptFinal
+    from callsense.reports.privacy import Redactor, redact_events
+    from callsense.reports.store import Store
+    from callsense.service.calls import redact_stored_again
+
+    def final(seq: int, text: str) -> TranscriptFinal:
+        return TranscriptFinal(
+            seq=seq, call_id="c1", speaker="ch1", role="customer", start=seq, end=seq + 1, text=text, utterance_id=f"u{seq}"
+        )
+
+    first, then = final(1, "Zabrinsky here, about my card."), final(2, "My surname is Zabrinsky.")
+    assert all("Zabrinsky" not in ev.text for ev in redact_events([first, then])), "the report's one pass"
+    store, red = Store(tmp_path / "calls.sqlite"), Redactor("en")
+    store.open_call("c1", "test", "op-1")
+    for ev in (first, then):  # live: each row as it was redacted then
+        store.append_events("c1", red([ev]))
+    assert "Zabrinsky" in store.events("c1")[0].text, "the case: the first row went to disk with the value"
+    assert redact_stored_again(store, "c1", red) == 1
+    assert all("Zabrinsky" not in ev.text for ev in store.events("c1"))
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    assert b"Zabrinsky here" not in (tmp_path / "calls.sqlite").read_bytes()

@@ -763,6 +763,15 @@ class Redactor:
             [] if pattern is None else [(m.start(), m.end(), self.known[m.group().lower()]) for m in pattern.finditer(text)]
         )
 
+    def known_in(self, text: str) -> list[tuple[int, int, str]]:
+        """Where values the call's redaction knows by now occur in `text` (spans, labels)."""
+        return self._known_in(text)
+
+    def redact_known(self, ev: Event) -> Event:
+        """The event (already redacted once) with every value known by now redacted too: a value found
+        in a later turn ("surname Petrov") also goes from the turns before that said it without a cue."""
+        return self._known_out(ev)
+
     def _known_out(self, ev: Event) -> Event:
         """Known values left in any of the event's texts (a revision's, a hint's quote) redacted too."""
         pattern = self._pattern()
@@ -786,5 +795,7 @@ class Redactor:
 
 
 def redact_events(events: Iterable[Event], language: str = "en") -> list[Event]:
-    """A whole call's events (or one batch of them) redacted in order, with the turns' context."""
-    return Redactor(language)(events)
+    """A whole call's events (or one batch of them) redacted in order, with the turns' context; then
+    once more with every value the whole call revealed (one said first without its cue)."""
+    redactor = Redactor(language)
+    return [redactor.redact_known(ev) for ev in redactor(events)]

@@ -55,6 +55,7 @@ class Store:
         self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process kill
+        self.db.execute("PRAGMA secure_delete=ON")  # a row written again (redacted later) leaves no old bytes
         self.db.executescript(SCHEMA)
         self._lock = threading.Lock()  # one connection, used from the event loop and call threads
 

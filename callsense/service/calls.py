@@ -278,12 +278,25 @@ class Call:
     def _persist(self, pipe: CallPipeline) -> list[Event]:
         events = list(pipe.events)
         status = call_status(events)
+        self._redact_late_values(events)
         try:
             persist_report(self.settings, self.store, self.call_id, events, self.source, status, self.seal_audio())
         except Exception:  # persisting must not take the server down
             log.exception("could not persist call %s", self.call_id)
         self.log_end(events, status)
         return []
+
+    def _redact_late_values(self, events: list[Event]) -> None:
+        """A value found only in a later turn (its cue came then) was stored unredacted in the turns
+        before: those rows are written again, and their audio is silenced there too, before the
+        kept audio is sealed. (Such a value was on redacted views live: supervisors are told nothing new.)"""
+        if self.store is None or not self.settings.report.redact_pii or not self._redactor.known:
+            return
+        for ev in events:
+            if isinstance(ev, TranscriptFinal) and ev.text and self._recording is not None:
+                self._silence += spans_to_silence(ev, self._redactor.known_in(ev.text))
+        if n := redact_stored_again(self.store, self.call_id, self._redactor):
+            log.info("call %s: %d stored events redacted again with values found later", self.call_id, n)
 
     def log_end(self, events: list[Event], status: str) -> None:
         """One line per call end for operations: ids, length, status, error codes (never call text)."""
@@ -381,6 +394,15 @@ def persist_report(
     report = build_report(events, settings, source, audio=audio)
     save_report(report, store.call_dir("reports", call_id))
     store.finish_call(call_id, report, status=status)
+
+
+def redact_stored_again(store: Store, call_id: str, redactor: Redactor) -> int:
+    """The call's stored rows written again (the same sequence numbers) wherever a value the redactor
+    knows now is still in them; how many were."""
+    again = [new for ev in store.events(call_id, who="system:redaction") if (new := redactor.redact_known(ev)) is not ev]
+    if again:
+        store.append_events(call_id, again)
+    return len(again)
 
 
 def kept_audio(store: Store, call_id: str) -> Path:

@@ -313,6 +313,7 @@ class ClusterCall(Call):
             self.store.append_events(
                 self.call_id, redact_events(earlier, self.language) if self.settings.report.redact_pii else earlier
             )
+        self._redact_late_values(list(pipe.events))
         try:
             persist_report(self.settings, self.store, self.call_id, events, self.source, status, self.seal_audio())
         except Exception:  # persisting must not take the worker down
