@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,11 @@ async def stream_file(
     operator_id: str | None = None,
     chunk_ms: int = 100,
     language: str | None = None,
+    hold: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Send `path` as a live call (speed 0: as fast as the server takes it - backpressure, no loss).
+    With `hold`, the call goes on after the file with silence in real time (the customer on hold)
+    until `hold` is set: a test or demo ends the call when it is done with it.
 
     Returns {"call_id", "errors": [...], "clean": bool}: clean when the server confirmed that the
     call ended and was saved without a fatal error."""
@@ -60,6 +65,8 @@ async def stream_file(
                 async for chunk in aiter_file(path, chunk_ms=chunk_ms, realtime=speed > 0, speed=speed or 1.0):
                     for message in _frames(protocol, chunk.audio, len(roles), mulaw):
                         await ws.send(message)
+                if hold is not None:
+                    await _on_hold(ws, hold, lambda audio: _frames(protocol, audio, len(roles), mulaw), chunk_ms, speed)
                 await ws.send(json.dumps({"event": "stop"} if protocol == "twilio" else {"type": "stop"}))
             except websockets.exceptions.ConnectionClosed as exc:
                 result["errors"].append(f"the server closed the stream: {_reason(exc)}")
@@ -67,6 +74,17 @@ async def stream_file(
     except websockets.exceptions.ConnectionClosed as exc:  # refused before the first frame (token, full)
         result["errors"].append(f"the server refused the call: {_reason(exc)}")
     return result
+
+
+async def _on_hold(
+    ws: Any, hold: asyncio.Event, frames: Callable[[np.ndarray], list[str | bytes]], chunk_ms: int, speed: float
+) -> None:
+    silence = np.zeros((2, SAMPLE_RATE * chunk_ms // 1000), dtype=np.float32)
+    while not hold.is_set():
+        for message in frames(silence):
+            await ws.send(message)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hold.wait(), chunk_ms / 1000 / (speed or 1.0))
 
 
 def _reason(exc: websockets.exceptions.ConnectionClosed) -> str:
