@@ -292,9 +292,11 @@ class Call:
         kept audio is sealed. (Such a value was on redacted views live: supervisors are told nothing new.)"""
         if self.store is None or not self.settings.report.redact_pii or not self._redactor.known:
             return
-        for ev in events:
-            if isinstance(ev, TranscriptFinal) and ev.text and self._recording is not None:
-                self._silence += spans_to_silence(ev, self._redactor.known_in(ev.text))
+        if self._recording is not None:  # only turns that hold a known value; spans silenced live are not counted twice
+            had = set(self._silence)
+            for ev in events:
+                if isinstance(ev, TranscriptFinal) and ev.text and (known := self._redactor.known_in(ev.text)):
+                    self._silence += [span for span in spans_to_silence(ev, known) if span not in had]
         if n := redact_stored_again(self.store, self.call_id, self._redactor):
             log.info("call %s: %d stored events redacted again with values found later", self.call_id, n)
 

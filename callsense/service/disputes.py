@@ -46,7 +46,7 @@ def take(
     if isinstance(msg, DecisionMessage):
         if role != "supervisor":
             raise DisputeError("only supervisors decide disputes")
-        comment = _clean(store, _call_of(store, msg), msg.comment, redact_pii)
+        comment = _clean(store.report_of(_call_of(store, msg)), msg.comment, redact_pii)
         row = store.decide_dispute(msg.dispute_id, msg.outcome, who, comment)
         store.log_access(who, row["call_id"], f"dispute {msg.outcome}")
         return row
@@ -57,7 +57,7 @@ def take(
     items = {c["id"] for c in report.get("compliance", [])}
     if msg.item not in items:
         raise DisputeError(f"the report of {msg.call_id!r} has no checklist item {msg.item!r}: {', '.join(sorted(items))}")
-    row = store.add_dispute(msg.call_id, msg.item, who, _clean(store, msg.call_id, msg.comment, redact_pii))
+    row = store.add_dispute(msg.call_id, msg.item, who, _clean(report, msg.comment, redact_pii))
     store.log_access(who, msg.call_id, "dispute")
     return row
 
@@ -69,9 +69,8 @@ def _call_of(store: Store, msg: DecisionMessage) -> str:
     return str(row["call_id"])
 
 
-def _clean(store: Store, call_id: str, text: str, redact_pii: bool) -> str:
+def _clean(report: dict[str, Any] | None, text: str, redact_pii: bool) -> str:
     """A comment is free text about a call: redacted in the call's language before it is stored."""
     if not redact_pii or not text:
         return text
-    language = (store.report_of(call_id) or {}).get("language") or "en"
-    return redact(text, "ru" if str(language).startswith("ru") else "en")
+    return redact(text, str((report or {}).get("language") or "en"))

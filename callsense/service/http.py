@@ -129,7 +129,9 @@ class Http:
         store.log_access(who_of(grant, token), call_id, "audio listen" if audio else "report view")
         if audio:
             return Response(200, "OK", Headers({"Content-Type": "audio/flac"}), page.read_bytes())
-        html = with_disputes(page.read_text(encoding="utf-8"), store.disputes(call_id=call_id), store.report_of(call_id))
+        html = page.read_text(encoding="utf-8")
+        if disputes := store.disputes(call_id=call_id):  # the report's JSON only for their items' titles
+            html = with_disputes(html, disputes, store.report_of(call_id))
         return Response(200, "OK", Headers({"Content-Type": "text/html; charset=utf-8"}), html.encode("utf-8"))
 
 
@@ -158,7 +160,7 @@ class FromWorkers:
                 return _json({"error": "no such report for this token"}, http.HTTPStatus.NOT_FOUND)
             return Response(200, "OK", Headers({"Content-Type": found[0][1]}), found[0][2])
         rows = [row for _, _, body in found for row in json.loads(body)]
-        if path == "/api/calls":  # a call taken over keeps one row (the newest worker's, first answer wins)
+        if path == "/api/calls":  # one row per call (a call taken over is on two workers): the first answer's
             rows = list({r.get("call_id"): r for r in reversed(rows)}.values())
             rows.sort(key=lambda r: r.get("started") or 0, reverse=True)
             return _json(rows[:50])
